@@ -1,0 +1,352 @@
+"""Activation functions: each forward formula with its derivative right below it.
+
+Notation (docs/derivations.md, section "Activations"): a layer computes the
+pre-activation ``Z = X @ W + b`` and the activation ``A = f(Z)``. Backward receives
+``dA = dJ/dA`` and returns ``dZ = dJ/dZ``. For an element-wise ``f`` that is
+``dZ = dA * f'(Z)`` (Hadamard product); softmax acts on whole rows and uses its
+Jacobian instead.
+
+Every activation is an object with
+
+* ``forward(Z, out=None) -> A``
+* ``derivative(Z, A) -> f'(Z)``            (element-wise activations only)
+* ``backward(dA, Z, A, out=None) -> dZ``    (``out`` may be ``dA`` itself: in place)
+* ``needs_z``: whether backward needs ``Z``. When it does not, the derivative is
+  written from the output ``A`` alone (as scikit-learn does) and the layer may let
+  forward overwrite ``Z`` with ``A``, saving a buffer.
+* ``output_range``: the open interval the outputs lie in; a cross-entropy needs (0, 1).
+
+To add your own, subclass :class:`Activation`, implement ``forward`` and
+``derivative`` (or ``backward``), and check it with ``handgrad.check_activation``.
+"""
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError, suggest
+
+
+class Activation:
+    """Base class. Subclasses set ``name`` and implement forward and derivative."""
+
+    name = "activation"
+    needs_z = True
+    elementwise = True
+    output_range = (-math.inf, math.inf)
+    init = "glorot"  # the initialization that suits it: "he" for the ReLU family
+
+    def forward(self, Z, out=None):
+        raise NotImplementedError
+
+    def derivative(self, Z, A):
+        """f'(Z), element by element. ``A`` is ``forward(Z)``, passed so it need not be recomputed."""
+        raise NotImplementedError
+
+    def backward(self, dA, Z, A, out=None):
+        """dZ = dA * f'(Z)."""
+        return np.multiply(dA, self.derivative(Z, A), out=out)
+
+    def __call__(self, Z):
+        return self.forward(np.asarray(Z))
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(vars(self).items()))))
+
+    def config(self):
+        """The name and parameters that rebuild this activation (used by model files)."""
+        return {"name": self.name, **vars(self)}
+
+
+class Identity(Activation):
+    """f(z) = z;  f'(z) = 1."""
+
+    name = "identity"
+    needs_z = False
+
+    def forward(self, Z, out=None):
+        if out is None:
+            return Z.copy()
+        if out is not Z:
+            np.copyto(out, Z)
+        return out
+
+    def derivative(self, Z, A):
+        return np.ones_like(A)
+
+    def backward(self, dA, Z, A, out=None):
+        return self.forward(dA, out)
+
+
+class ReLU(Activation):
+    """f(z) = max(z, 0);  f'(z) = 1 if z > 0 else 0 (the Heaviside step of seed 000, eq. 7).
+
+    z > 0 exactly when a = f(z) > 0, so the derivative is read from A.
+    """
+
+    name = "relu"
+    needs_z = False
+    output_range = (0.0, math.inf)
+    init = "he"
+
+    def forward(self, Z, out=None):
+        return np.maximum(Z, 0, out=out)
+
+    def derivative(self, Z, A):
+        return (A > 0).astype(A.dtype)
+
+    def backward(self, dA, Z, A, out=None):
+        return np.multiply(dA, A > 0, out=out)
+
+
+class LeakyReLU(Activation):
+    """f(z) = z if z > 0 else s*z;  f'(z) = 1 if z > 0 else s (seed 003, s = 0.01 by default).
+
+    For 0 <= s <= 1, f(z) = max(z, s*z), and z > 0 exactly when a > 0.
+    """
+
+    name = "leaky_relu"
+    needs_z = False
+    init = "he"
+
+    def __init__(self, slope=0.01):
+        slope = float(slope)
+        if not 0.0 <= slope <= 1.0:
+            raise ConfigError(f"leaky_relu slope must be in [0, 1], got {slope}; use e.g. LeakyReLU(slope=0.01).")
+        self.slope = slope
+
+    def forward(self, Z, out=None):
+        return np.maximum(Z, self.slope * Z, out=out)
+
+    def derivative(self, Z, A):
+        return np.where(A > 0, 1.0, self.slope).astype(A.dtype)
+
+    def backward(self, dA, Z, A, out=None):
+        scale = np.where(A > 0, A.dtype.type(1), A.dtype.type(self.slope))
+        return np.multiply(dA, scale, out=out)
+
+    def __repr__(self):
+        return f"LeakyReLU(slope={self.slope})"
+
+
+class Sigmoid(Activation):
+    """f(z) = 1 / (1 + e^-z);  f'(z) = f(z) (1 - f(z)) = a (1 - a).
+
+    Forward never evaluates e^-z for large negative z (which overflows): with
+    e = e^-|z|, f(z) = 1/(1+e) for z >= 0 and e/(1+e) for z < 0.
+    """
+
+    name = "sigmoid"
+    needs_z = False
+    output_range = (0.0, 1.0)
+
+    def forward(self, Z, out=None):
+        negative = Z < 0
+        if out is None:
+            out = np.empty_like(Z)
+        np.abs(Z, out=out)
+        np.negative(out, out=out)
+        np.exp(out, out=out)  # e = exp(-|z|), in (0, 1]
+        denominator = out + 1
+        np.divide(out, denominator, out=out)  # e / (1 + e): f(z) for z < 0
+        np.subtract(1, out, out=out, where=~negative)  # 1 - e/(1+e) = 1/(1+e): f(z) for z >= 0
+        return out
+
+    def derivative(self, Z, A):
+        return A * (1 - A)
+
+    def backward(self, dA, Z, A, out=None):
+        one_minus_a = 1 - A
+        out = np.multiply(dA, A, out=out)
+        return np.multiply(out, one_minus_a, out=out)
+
+
+class Tanh(Activation):
+    """f(z) = tanh z;  f'(z) = 1 - tanh^2 z = 1 - a^2."""
+
+    name = "tanh"
+    needs_z = False
+    output_range = (-1.0, 1.0)
+
+    def forward(self, Z, out=None):
+        return np.tanh(Z, out=out)
+
+    def derivative(self, Z, A):
+        return 1 - A * A
+
+    def backward(self, dA, Z, A, out=None):
+        return np.multiply(dA, self.derivative(Z, A), out=out)
+
+
+class Softmax(Activation):
+    """Row-wise: a_k = e^{z_k} / sum_j e^{z_j}  (seed 002).
+
+    Jacobian of one row: da_k/dz_j = a_k (delta_kj - a_j). Applied to a row of dA:
+    dz_j = sum_k dA_k a_k (delta_kj - a_j) = a_j (dA_j - sum_k dA_k a_k),
+    so dZ = A * (dA - rowsum(dA * A)), with no K x K matrix built.
+    Forward subtracts each row's maximum first, which changes nothing mathematically
+    and keeps e^z from overflowing.
+    """
+
+    name = "softmax"
+    needs_z = False
+    elementwise = False
+    output_range = (0.0, 1.0)
+
+    def forward(self, Z, out=None):
+        row_max = Z.max(axis=1, keepdims=True)
+        out = np.subtract(Z, row_max, out=out)
+        np.exp(out, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+        return out
+
+    def derivative(self, Z, A):
+        raise ConfigError("softmax is not element-wise: it has a Jacobian, see Softmax.jacobian or backward.")
+
+    def jacobian(self, A):
+        """The (N, K, K) stack of per-row Jacobians diag(a) - a a^T (for teaching; backward never builds it)."""
+        return np.einsum("nk,kj->nkj", A, np.eye(A.shape[1], dtype=A.dtype)) - A[:, :, None] * A[:, None, :]
+
+    def backward(self, dA, Z, A, out=None):
+        weighted = np.einsum("nk,nk->n", dA, A)[:, None]  # rowsum(dA * A)
+        out = np.subtract(dA, weighted, out=out)
+        return np.multiply(out, A, out=out)
+
+
+class Softplus(Activation):
+    """f(z) = ln(1 + e^z);  f'(z) = sigmoid(z) = 1 - e^-a  (since e^-a = 1/(1+e^z))."""
+
+    name = "softplus"
+    needs_z = False
+    output_range = (0.0, math.inf)
+
+    def forward(self, Z, out=None):
+        return np.logaddexp(0, Z, out=out)
+
+    def derivative(self, Z, A):
+        return -np.expm1(-A)
+
+    def backward(self, dA, Z, A, out=None):
+        return np.multiply(dA, self.derivative(Z, A), out=out)
+
+
+class ELU(Activation):
+    """f(z) = z if z > 0 else alpha (e^z - 1);  f'(z) = 1 if z > 0 else alpha e^z = a + alpha."""
+
+    name = "elu"
+    needs_z = False
+    init = "he"
+
+    def __init__(self, alpha=1.0):
+        alpha = float(alpha)
+        if not alpha > 0:
+            raise ConfigError(f"elu alpha must be positive, got {alpha}.")
+        self.alpha = alpha
+
+    def forward(self, Z, out=None):
+        negative_part = np.expm1(np.minimum(Z, 0))  # never exponentiates a large positive z
+        negative_part *= self.alpha
+        result = np.where(Z > 0, Z, negative_part)
+        if out is None:
+            return result
+        np.copyto(out, result)
+        return out
+
+    def derivative(self, Z, A):
+        return np.where(A > 0, A.dtype.type(1), A + A.dtype.type(self.alpha))
+
+    def backward(self, dA, Z, A, out=None):
+        return np.multiply(dA, self.derivative(Z, A), out=out)
+
+    def __repr__(self):
+        return f"ELU(alpha={self.alpha})"
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_K = 0.044715
+
+
+class GELU(Activation):
+    """The tanh form (PyTorch ``GELU(approximate='tanh')``):
+
+    f(z) = z/2 (1 + tanh u),  u = c (z + k z^3),  c = sqrt(2/pi), k = 0.044715
+    f'(z) = (1 + tanh u)/2 + z/2 (1 - tanh^2 u) c (1 + 3 k z^2)
+    """
+
+    name = "gelu"
+    init = "he"
+
+    def forward(self, Z, out=None):
+        t = np.tanh(_GELU_C * (Z + _GELU_K * Z**3))
+        t += 1
+        t *= 0.5
+        return np.multiply(Z, t, out=out)
+
+    def derivative(self, Z, A):
+        t = np.tanh(_GELU_C * (Z + _GELU_K * Z**3))
+        return 0.5 * (1 + t) + 0.5 * Z * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_K * Z * Z)
+
+
+class SiLU(Activation):
+    """f(z) = z sigmoid(z) (also called swish);  f'(z) = s + z s (1 - s),  s = sigmoid(z)."""
+
+    name = "silu"
+    init = "he"
+
+    def forward(self, Z, out=None):
+        return np.multiply(Z, Sigmoid().forward(Z), out=out)
+
+    def derivative(self, Z, A):
+        s = Sigmoid().forward(Z)
+        return s * (1 + Z * (1 - s))
+
+
+ACTIVATIONS = {
+    "identity": Identity,
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "softmax": Softmax,
+    "softplus": Softplus,
+    "elu": ELU,
+    "gelu": GELU,
+    "silu": SiLU,
+}
+ALIASES = {"linear": "identity", "logistic": "sigmoid", "swish": "silu", "leakyrelu": "leaky_relu", "none": "identity"}
+
+
+def get_activation(spec):
+    """An activation from its name (``"relu"``), a config dict, or an :class:`Activation` object."""
+    if isinstance(spec, Activation):
+        return spec
+    if isinstance(spec, dict):
+        params = dict(spec)
+        name = params.pop("name", None)
+        return _by_name(name, params)
+    if isinstance(spec, type) and issubclass(spec, Activation):
+        return spec()
+    if isinstance(spec, str):
+        return _by_name(spec, {})
+    raise ConfigError(
+        f"an activation must be a name such as 'relu' or an Activation object, got {type(spec).__name__}."
+    )
+
+
+def _by_name(name, params):
+    key = str(name).strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key not in ACTIVATIONS:
+        raise ConfigError(
+            f"unknown activation '{name}'.{suggest(key, ACTIVATIONS)} Valid names: {', '.join(ACTIVATIONS)}."
+        )
+    try:
+        return ACTIVATIONS[key](**params)
+    except TypeError as error:
+        raise ConfigError(f"bad parameters for activation '{key}': {error}.") from None

@@ -1,0 +1,34 @@
+"""The library's own error types.
+
+Every user-facing entry point raises one of these, with a message that names the
+problem and the fix. Each also derives from the matching built-in exception, so
+``except ValueError`` keeps working for code that does not know handgrad.
+"""
+
+
+class HandgradError(Exception):
+    """Base class of every error handgrad raises on purpose."""
+
+
+class ConfigError(HandgradError, ValueError):
+    """A network, loss, optimizer or training setting is invalid."""
+
+
+class DataError(HandgradError, ValueError):
+    """Input data or targets are invalid (shape, dtype, NaN, label range...)."""
+
+
+class ModelFileError(HandgradError, OSError):
+    """A model or checkpoint file is missing, truncated, tampered with or of an unknown version."""
+
+
+class TrainingError(HandgradError, RuntimeError):
+    """Training cannot go on (for example, the loss became NaN or infinite)."""
+
+
+def suggest(name, choices):
+    """Return ' Did you mean 'x'?' for the closest valid name, or '' when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""

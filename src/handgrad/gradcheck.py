@@ -1,0 +1,92 @@
+"""Central finite differences: the oracle every analytic gradient is tested against.
+
+For each parameter entry theta:  dJ/dtheta ~ (J(theta + h) - J(theta - h)) / (2h),
+with an error of order h^2. In float64, h = 1e-6 balances that truncation error
+against rounding error (about eps/h).
+
+The relative error of one parameter array is
+
+    max_i |analytic_i - numeric_i| / max(max_i |analytic_i|, max_i |numeric_i|, floor)
+
+that is, the worst entry measured against the array's largest gradient entry, so an
+array whose gradient is legitimately tiny is not judged by noise. ``floor`` (1e-8 by
+default) keeps an all-zero gradient (a dead ReLU layer) from dividing by zero.
+"""
+
+import numpy as np
+
+
+class GradcheckResult(dict):
+    """``{name: relative error}`` for W1, b1, W2, ...; ``.details[name]`` locates the worst entry."""
+
+    def __init__(self):
+        super().__init__()
+        self.details = {}
+
+    @property
+    def max_error(self):
+        return max(self.values()) if self else 0.0
+
+    def passed(self, tolerance=1e-6):
+        return self.max_error < tolerance
+
+    def __str__(self):
+        rows = [f"{'param':<7}{'shape':<12}{'rel. error':>12}  worst entry: analytic vs numeric"]
+        for name, error in self.items():
+            d = self.details[name]
+            rows.append(f"{name:<7}{str(d['shape']):<12}{error:>12.2e}  {d['index']}: "
+                        f"{d['analytic']:.10g} vs {d['numeric']:.10g}")
+        return "\n".join(rows)
+
+
+def numeric_gradient(objective, array, eps=1e-6):
+    """Central differences of ``objective()`` with respect to every entry of ``array`` (changed in place, restored)."""
+    grad = np.zeros(array.shape, dtype=np.float64)
+    flat = array.reshape(-1)  # a view: writing to it changes the parameter
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + eps
+        plus = objective()
+        flat[i] = saved - eps
+        minus = objective()
+        flat[i] = saved
+        grad.reshape(-1)[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def relative_error(analytic, numeric, floor=1e-8):
+    analytic = np.asarray(analytic, dtype=np.float64)
+    numeric = np.asarray(numeric, dtype=np.float64)
+    scale = max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0), floor)
+    return float(np.abs(analytic - numeric).max(initial=0.0) / scale)
+
+
+def gradcheck(net, X, T, sample_weight=None, eps=1e-6, floor=1e-8, dropout_seed=None):
+    """Compare ``net.loss_and_grad`` with central differences for every parameter array.
+
+    Returns a :class:`GradcheckResult`: the max relative error per parameter array
+    (W1, b1, W2, ...). Use a float64 network: float32 rounding swamps differences.
+    With ``dropout_seed``, both sides use the same dropout masks.
+    """
+    X = net.check_inputs(X)
+    T = net.check_targets(T, X.shape[0])
+    w = net.check_sample_weight(sample_weight, X.shape[0])
+    _, grads = net.loss_and_grad(X, T, w, dropout_seed=dropout_seed)
+
+    def objective():
+        rng = np.random.default_rng(dropout_seed) if dropout_seed is not None else None
+        return net._loss_and_grad(X, T, w, rng)
+
+    result = GradcheckResult()
+    for k, (layer, (dW, db)) in enumerate(zip(net.layers, grads), 1):
+        for name, array, analytic in (("W", layer.W, dW), ("b", layer.b, db)):
+            if array is None:
+                continue
+            numeric = numeric_gradient(objective, array, eps)
+            key = f"{name}{k}"
+            result[key] = relative_error(analytic, numeric, floor)
+            worst = np.unravel_index(np.argmax(np.abs(analytic - numeric)), array.shape)
+            result.details[key] = {"shape": array.shape, "index": tuple(int(i) for i in worst),
+                                   "analytic": float(analytic[worst]), "numeric": float(numeric[worst]),
+                                   "layer": k, "parameter": name}
+    return result

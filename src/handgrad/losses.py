@@ -1,0 +1,199 @@
+"""Losses: each one's value, its gradient with respect to the network output, and
+the closed form it has with its natural output activation.
+
+Notation (docs/derivations.md, section "Losses"): the network output is ``A`` of
+shape (N, K), the targets ``T`` have the same shape. Every loss is a mean over the
+N samples of a per-sample loss ``l_i``:
+
+    J_data = (1/N) sum_i w_i l_i(a_i, t_i)        (w_i = 1 unless sample weights are given)
+
+One interface for all losses:
+
+* ``per_sample(A, T) -> (N,)``      the l_i
+* ``value(A, T, sample_weight=None) -> float``
+* ``gradient(A, T, out=None) -> dJ/dA`` of shape (N, K), the 1/N included
+  (sample weights are applied by the network, row by row: dJ/da_i is scaled by w_i)
+* ``pairs_with``: the output activation whose composition with this loss has the
+  closed form dJ/dZ = (A - T)/N; ``per_sample_from_logits(Z, T)`` evaluates the
+  loss from the pre-activation Z, which stays finite for any logits.
+* ``output_range``: the outputs the loss is defined for (a cross-entropy takes logs).
+
+Closed forms hold for exactly these pairs, and are used only for them:
+softmax + cross_entropy (when each target row sums to 1) and sigmoid +
+binary_cross_entropy. Every other pair goes through the general chain rule
+dZ = f'(Z)^T dA (softmax: its full Jacobian).
+"""
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError, suggest
+
+
+class Loss:
+    """Base class: subclasses implement per_sample and gradient."""
+
+    name = "loss"
+    pairs_with = None
+    output_range = (-math.inf, math.inf)
+    target_range = (-math.inf, math.inf)
+
+    def per_sample(self, A, T):
+        raise NotImplementedError
+
+    def gradient(self, A, T, out=None):
+        raise NotImplementedError
+
+    def value(self, A, T, sample_weight=None):
+        losses = self.per_sample(A, T)
+        if sample_weight is not None:
+            losses = losses * sample_weight
+        return float(losses.mean())
+
+    def per_sample_from_logits(self, Z, T):
+        raise NotImplementedError(f"{self.name} has no closed form from logits")
+
+    def __call__(self, A, T):
+        return self.value(np.asarray(A), np.asarray(T))
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+class HalfSquaredError(Loss):
+    """l_i = 1/2 ||a_i - t_i||^2  (seed 000);  dJ/dA = (A - T)/N."""
+
+    name = "half_squared_error"
+
+    def per_sample(self, A, T):
+        difference = A - T
+        return 0.5 * np.einsum("nk,nk->n", difference, difference)
+
+    def gradient(self, A, T, out=None):
+        out = np.subtract(A, T, out=out)
+        out *= 1.0 / A.shape[0]
+        return out
+
+
+class MeanSquaredError(Loss):
+    """l_i = ||a_i - t_i||^2, summed over the K outputs and averaged over N (seed 004);
+    dJ/dA = 2 (A - T)/N.
+
+    This is not ``np.mean((A - T)**2)``, which also divides by K.
+    """
+
+    name = "mse"
+
+    def per_sample(self, A, T):
+        difference = A - T
+        return np.einsum("nk,nk->n", difference, difference)
+
+    def gradient(self, A, T, out=None):
+        out = np.subtract(A, T, out=out)
+        out *= 2.0 / A.shape[0]
+        return out
+
+
+def _safe_log(P):
+    """ln p with p clipped to the smallest positive normal number, so ln 0 is finite (-708 in float64)."""
+    return np.log(np.maximum(P, np.finfo(P.dtype).tiny))
+
+
+class BinaryCrossEntropy(Loss):
+    """l_i = -sum_j [t_ij ln a_ij + (1 - t_ij) ln(1 - a_ij)];
+    dJ/da = (a - t) / (a (1 - a)) / N.
+
+    With a = sigmoid(z): dJ/dz = dJ/da * a(1 - a) = (a - t)/N, and
+    l = sum_j [ln(1 + e^z) - t z] = sum_j [logaddexp(0, z) - t z], finite for any z.
+    """
+
+    name = "binary_cross_entropy"
+    pairs_with = "sigmoid"
+    output_range = (0.0, 1.0)
+    target_range = (0.0, 1.0)
+
+    def per_sample(self, A, T):
+        return -(T * _safe_log(A) + (1 - T) * _safe_log(1 - A)).sum(axis=1)
+
+    def gradient(self, A, T, out=None):
+        tiny = np.finfo(A.dtype).tiny
+        denominator = np.maximum(A * (1 - A), tiny)
+        out = np.subtract(A, T, out=out)
+        out /= denominator
+        out *= 1.0 / A.shape[0]
+        return out
+
+    def per_sample_from_logits(self, Z, T):
+        return (np.logaddexp(0, Z) - T * Z).sum(axis=1)
+
+
+class CrossEntropy(Loss):
+    """l_i = -sum_k t_ik ln a_ik  (seed 002);  dJ/da = -t/(a N).
+
+    With a = softmax(z) and rows of T summing to 1: dJ/dz = (a - t)/N (seed 002's
+    boxed result), and l = sum_k t_k (logsumexp(z) - z_k), finite for any z.
+    Targets may be one-hot rows or integer class ids (the network converts ids).
+    """
+
+    name = "cross_entropy"
+    pairs_with = "softmax"
+    output_range = (0.0, 1.0)
+    target_range = (0.0, 1.0)
+
+    def per_sample(self, A, T):
+        return -(T * _safe_log(A)).sum(axis=1)
+
+    def gradient(self, A, T, out=None):
+        tiny = np.finfo(A.dtype).tiny
+        out = np.divide(T, np.maximum(A, tiny), out=out)
+        out *= -1.0 / A.shape[0]
+        return out
+
+    def per_sample_from_logits(self, Z, T):
+        row_max = Z.max(axis=1, keepdims=True)
+        shifted = Z - row_max
+        log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return (T * (log_sum - shifted)).sum(axis=1)
+
+
+LOSSES = {
+    "half_squared_error": HalfSquaredError,
+    "mse": MeanSquaredError,
+    "binary_cross_entropy": BinaryCrossEntropy,
+    "cross_entropy": CrossEntropy,
+}
+ALIASES = {
+    "squared_error": "half_squared_error",
+    "mean_squared_error": "mse",
+    "bce": "binary_cross_entropy",
+    "log_loss": "binary_cross_entropy",
+    "categorical_cross_entropy": "cross_entropy",
+    "ce": "cross_entropy",
+}
+
+
+def get_loss(spec):
+    """A loss from its name or a :class:`Loss` object."""
+    if isinstance(spec, Loss):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, Loss):
+        return spec()
+    if isinstance(spec, str):
+        key = spec.strip().lower().replace("-", "_")
+        key = ALIASES.get(key, key)
+        if key not in LOSSES:
+            raise ConfigError(f"unknown loss '{spec}'.{suggest(key, LOSSES)} Valid names: {', '.join(LOSSES)}.")
+        return LOSSES[key]()
+    raise ConfigError(f"a loss must be a name such as 'mse' or a Loss object, got {type(spec).__name__}.")
+
+
+def default_loss_for(activation_name):
+    """The loss users expect after an output activation: the one whose closed form it has."""
+    return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(activation_name, "half_squared_error")

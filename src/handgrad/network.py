@@ -1,0 +1,468 @@
+"""MLP: a stack of Dense layers, a loss, and the objective J they define.
+
+    J = (1/N) sum_i w_i l(a_i, t_i)  +  (l2/2) sum_k ||W_k||_F^2  +  l1 sum_k sum |W_k|
+
+(biases are not regularized; w_i = 1 unless sample weights are given). Backward
+runs the layers in reverse order (docs/derivations.md, section "The whole network"):
+
+    dZ_L = (A_L - T)/N                      when the output activation and loss have a closed form
+    dZ_L = f_L'(Z_L)^T dJ/dA_L              otherwise (the general chain rule)
+    dW_k = A_{k-1}^T dZ_k + l2 W_k + l1 sign(W_k),   db_k = column sums of dZ_k
+    dA_{k-1} = dZ_k W_k^T                   (never computed for k = 1: nothing consumes dJ/dX)
+"""
+
+import numpy as np
+
+from .activations import Softmax, get_activation
+from .errors import ConfigError, DataError
+from .layers import Dense
+from .losses import default_loss_for, get_loss
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+_FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
+
+
+def _parse_layer(spec, index):
+    """(size, activation) from a tuple, a list, a dict or a 'size:activation' string."""
+    if isinstance(spec, str):
+        size, sep, activation = spec.partition(":")
+        if not sep:
+            raise ConfigError(f"layer {index + 1}: '{spec}' should look like '16:relu' (size:activation).")
+        spec = (size.strip(), activation.strip())
+    if isinstance(spec, dict):
+        spec = (spec.get("size"), spec.get("activation", "identity"))
+    if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+        raise ConfigError(f"layer {index + 1}: expected (size, activation), e.g. (16, 'relu'); got {spec!r}.")
+    size, activation = spec
+    try:
+        size_int = int(size)
+    except (TypeError, ValueError):
+        size_int = None
+    if size_int is None or size_int != float(size) or size_int < 1:
+        raise ConfigError(f"layer {index + 1}: the size must be a positive integer, got {size!r}.")
+    return size_int, get_activation(activation)
+
+
+def _check_rate(name, value, allow_zero=True):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}.") from None
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value}.")
+    return value
+
+
+def _initial_weights(rng, n_in, n_out, scheme):
+    """He (normal, variance 2/n_in) for the ReLU family, Glorot (uniform, limit sqrt(6/(n_in+n_out))) otherwise."""
+    if callable(scheme):
+        return np.asarray(scheme(n_in, n_out, rng), dtype=np.float64)
+    if scheme == "he":
+        return rng.normal(0.0, np.sqrt(2.0 / n_in), size=(n_in, n_out))
+    if scheme == "glorot":
+        limit = np.sqrt(6.0 / (n_in + n_out))
+        return rng.uniform(-limit, limit, size=(n_in, n_out))
+    if scheme == "lecun":
+        return rng.normal(0.0, np.sqrt(1.0 / n_in), size=(n_in, n_out))
+    raise ConfigError(f"unknown init '{scheme}'; use 'auto', 'he', 'glorot', 'lecun' or a function (n_in, n_out, rng).")
+
+
+class MLP:
+    """A multilayer perceptron with hand-derived backpropagation.
+
+    >>> import handgrad as hg
+    >>> net = hg.MLP(2, [(2, "relu"), (2, "relu"), (1, "sigmoid")], loss="half_squared_error", bias=False, seed=0)
+    >>> net.layers[0].W.shape
+    (2, 2)
+
+    Parameters
+    ----------
+    n_inputs : int
+        Number of input features.
+    layers : list of (size, activation)
+        One entry per layer (seed 000's spec). An activation is a name
+        ('relu', 'sigmoid', ...) or an Activation object; 'size:activation'
+        strings are accepted too.
+    loss : str or Loss, default 'auto'
+        'half_squared_error', 'mse', 'binary_cross_entropy', 'cross_entropy'.
+        'auto' picks cross_entropy after softmax, binary_cross_entropy after
+        sigmoid, half_squared_error otherwise.
+    bias : bool
+        Whether the layers have biases.
+    l2, l1 : float
+        Regularization strengths: J += (l2/2) sum ||W||_F^2 + l1 sum |W| (biases excluded).
+    dropout : float or list of float
+        Inverted-dropout rate after each hidden layer (one number for all, or one per hidden layer).
+    seed : int or None
+        Seeds initialization and dropout; the same seed gives bit-identical runs.
+    dtype : 'float64' or 'float32'
+        The dtype of every parameter, buffer and gradient.
+    init : 'auto', 'he', 'glorot', 'lecun' or callable(n_in, n_out, rng)
+        'auto' is He for the ReLU family and Glorot otherwise.
+    """
+
+    def __init__(self, n_inputs, layers, loss="auto", *, bias=True, l2=0.0, l1=0.0, dropout=0.0, seed=None,
+                 dtype="float64", init="auto"):
+        try:
+            n_inputs_int = int(n_inputs)
+        except (TypeError, ValueError):
+            n_inputs_int = None
+        if n_inputs_int is None or n_inputs_int < 1 or n_inputs_int != n_inputs:
+            raise ConfigError(f"n_inputs must be a positive integer, got {n_inputs!r}.")
+        if isinstance(layers, str):  # "16:relu,1:sigmoid", the command line's form
+            layers = [part for part in layers.split(",") if part.strip()]
+        layers = list(layers)
+        if not layers:
+            raise ConfigError("an MLP needs at least one layer, e.g. [(1, 'sigmoid')].")
+        key = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
+        if key not in _DTYPES:
+            raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+        self.dtype = np.dtype(_DTYPES[key])
+        self.n_inputs = n_inputs_int
+        self.l2 = _check_rate("l2", l2)
+        self.l1 = _check_rate("l1", l1)
+        self.bias = bool(bias)
+        self.seed = seed
+        self.init = init
+        specs = [_parse_layer(spec, i) for i, spec in enumerate(layers)]
+        for i, (_, activation) in enumerate(specs[:-1]):
+            if isinstance(activation, Softmax):
+                raise ConfigError(f"layer {i + 1}: softmax is only supported as the output activation.")
+
+        hidden = len(specs) - 1
+        rates = [dropout] * hidden if np.isscalar(dropout) else list(dropout)
+        if len(rates) != hidden:
+            raise ConfigError(f"dropout needs one rate per hidden layer ({hidden}), got {len(rates)}.")
+        rates = rates + [0.0]
+
+        self.loss_fn = get_loss(default_loss_for(specs[-1][1].name) if loss in ("auto", None) else loss)
+        output_activation = specs[-1][1]
+        low, high = output_activation.output_range
+        need_low, need_high = self.loss_fn.output_range
+        if low < need_low or high > need_high:
+            raise ConfigError(
+                f"loss '{self.loss_fn.name}' needs outputs in ({need_low:g}, {need_high:g}) but a "
+                f"'{output_activation.name}' output can be {low:g}..{high:g}; use a 'sigmoid' output for "
+                f"binary_cross_entropy, 'softmax' for cross_entropy, or a squared error."
+            )
+
+        self.layers = []
+        n_in = self.n_inputs
+        for i, ((size, activation), rate) in enumerate(zip(specs, rates)):
+            self.layers.append(Dense(n_in, size, activation, bias=self.bias, dropout=rate, dtype=self.dtype,
+                                     keep_z=(i == len(specs) - 1)))
+            n_in = size
+        self.rng = np.random.default_rng(seed)
+        self.initialize(init)
+        # Training state owned by the trainer (optimizer, epochs done...); kept here so partial_fit can resume.
+        self.training_state = None
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def n_outputs(self):
+        return self.layers[-1].n_out
+
+    @property
+    def output_activation(self):
+        return self.layers[-1].activation
+
+    @property
+    def closed_form(self):
+        """True when the output activation and the loss give dJ/dZ = (A - T)/N (see losses.py)."""
+        return self.loss_fn.pairs_with is not None and self.loss_fn.pairs_with == self.output_activation.name
+
+    @property
+    def is_classifier(self):
+        return self.output_activation.name in ("sigmoid", "softmax")
+
+    @property
+    def n_params(self):
+        return sum(array.size for layer in self.layers for _, array in layer.parameters())
+
+    def parameters(self):
+        """[(name, array)]: W1, b1, W2, ... numbered from 1 as in the seeds; the arrays themselves."""
+        return [(f"{name}{k + 1}", array) for k, layer in enumerate(self.layers) for name, array in layer.parameters()]
+
+    def initialize(self, init="auto"):
+        """(Re)draw every weight from the network's seed; biases start at zero."""
+        rng = np.random.default_rng(self.seed)
+        for layer in self.layers:
+            scheme = layer.activation.init if init in ("auto", None) else init
+            layer.W[...] = _initial_weights(rng, layer.n_in, layer.n_out, scheme).astype(self.dtype)
+            if layer.b is not None:
+                layer.b[...] = 0
+        return self
+
+    def config(self):
+        """The arguments that rebuild this network (JSON-serializable for built-in activations and losses)."""
+        return {
+            "n_inputs": self.n_inputs,
+            "layers": [[layer.n_out, layer.activation.config()] for layer in self.layers],
+            "loss": self.loss_fn.name,
+            "bias": self.bias,
+            "l2": self.l2,
+            "l1": self.l1,
+            "dropout": [layer.dropout for layer in self.layers[:-1]],
+            "seed": self.seed if isinstance(self.seed, (int, type(None))) else None,
+            "dtype": self.dtype.name,
+            "init": self.init if isinstance(self.init, str) else "custom",
+        }
+
+    def get_weights(self):
+        """A list [W1, b1, W2, b2, ...] of copies (b omitted when bias=False)."""
+        return [array.copy() for _, array in self.parameters()]
+
+    def set_weights(self, weights):
+        """Set every parameter from a list in the order of :meth:`get_weights` (shapes must match)."""
+        targets = self.parameters()
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ConfigError(f"set_weights needs {len(targets)} arrays, got {len(weights)}.")
+        for (name, target), value in zip(targets, weights):
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise ConfigError(f"{name} has shape {target.shape}, got an array of shape {value.shape}.")
+            target[...] = value
+        return self
+
+    def copy(self):
+        """An independent network with the same architecture and weights."""
+        clone = MLP.__new__(MLP)
+        clone.__dict__.update(self.__dict__)
+        clone.layers = []
+        for layer in self.layers:
+            new = Dense(layer.n_in, layer.n_out, layer.activation, bias=layer.b is not None, dropout=layer.dropout,
+                        dtype=self.dtype, keep_z=layer.keep_z)
+            new.W[...] = layer.W
+            if layer.b is not None:
+                new.b[...] = layer.b
+            clone.layers.append(new)
+        clone.rng = np.random.default_rng()
+        clone.rng.bit_generator.state = self.rng.bit_generator.state
+        clone.training_state = None
+        return clone
+
+    def __repr__(self):
+        layers = ", ".join(f"({layer.n_out}, {layer.activation.name!r})" for layer in self.layers)
+        extras = "" if self.bias else ", bias=False"
+        extras += f", l2={self.l2}" if self.l2 else ""
+        extras += f", l1={self.l1}" if self.l1 else ""
+        return f"MLP({self.n_inputs}, [{layers}], loss={self.loss_fn.name!r}{extras}, dtype={self.dtype.name!r})"
+
+    def summary(self):
+        """A table of layers, shapes and parameter counts."""
+        rows = [f"MLP: {self.n_inputs} inputs, loss {self.loss_fn.name}, {self.dtype.name}"]
+        rows.append(f"{'layer':<7}{'activation':<14}{'W':<14}{'b':<10}{'params':>8}")
+        for k, layer in enumerate(self.layers, 1):
+            b = f"({layer.n_out},)" if layer.b is not None else "-"
+            count = layer.W.size + (layer.b.size if layer.b is not None else 0)
+            rows.append(f"{k:<7}{layer.activation.name:<14}{str(layer.W.shape):<14}{b:<10}{count:>8}")
+        rows.append(f"total parameters: {self.n_params}")
+        return "\n".join(rows)
+
+    # ------------------------------------------------------------------ data checks
+    def check_inputs(self, X):
+        """X as a C-contiguous (N, n_inputs) array of the network's dtype, or a DataError saying what is wrong."""
+        try:
+            X = np.asarray(X)
+        except Exception as error:  # ragged lists and the like
+            raise DataError(f"X could not be read as an array: {error}.") from None
+        if X.dtype.kind not in "biuf":
+            raise DataError(f"X must be numeric, got dtype {X.dtype}; convert or drop non-numeric columns.")
+        if X.ndim == 1:
+            if self.n_inputs == 1:
+                X = X.reshape(-1, 1)
+            elif X.shape[0] == self.n_inputs:
+                X = X.reshape(1, -1)
+        if X.ndim != 2:
+            raise DataError(f"X must be a 2-D array (samples, features), got shape {X.shape}.")
+        if X.shape[0] == 0:
+            raise DataError("X is empty: it has no samples.")
+        if X.shape[1] != self.n_inputs:
+            raise DataError(f"X has {X.shape[1]} features but the network expects {self.n_inputs}.")
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if not np.isfinite(X).all():
+            raise DataError("X contains NaN or infinity; remove or impute those values first.")
+        return X
+
+    def check_targets(self, T, n_samples):
+        """T as an (N, n_outputs) array of the network's dtype; integer class ids become one-hot rows."""
+        try:
+            T = np.asarray(T)
+        except Exception as error:
+            raise DataError(f"T could not be read as an array: {error}.") from None
+        if T.dtype.kind not in "biuf":
+            raise DataError(f"targets must be numeric, got dtype {T.dtype}; encode labels as integers 0..K-1.")
+        K = self.n_outputs
+        if T.ndim == 2 and T.shape[1] == 1 and K > 1:
+            T = T[:, 0]
+        if T.shape[:1] != (n_samples,):
+            raise DataError(f"X has {n_samples} samples but the targets have {T.shape[0] if T.ndim else 0}.")
+        if not np.isfinite(T).all():
+            raise DataError("the targets contain NaN or infinity.")
+        if T.ndim == 1 and K > 1:
+            if not np.all(T == np.round(T)):
+                raise DataError(f"1-D targets for {K} outputs must be integer class ids 0..{K - 1}.")
+            ids = T.astype(np.int64)
+            if ids.min() < 0 or ids.max() >= K:
+                raise DataError(f"class id {ids.max() if ids.max() >= K else ids.min()} is out of range: "
+                                f"the network has {K} outputs, so labels must be in 0..{K - 1}.")
+            one_hot = np.zeros((n_samples, K), self.dtype)
+            one_hot[np.arange(n_samples), ids] = 1
+            return one_hot
+        if T.ndim == 1:
+            T = T.reshape(-1, 1)
+        if T.ndim != 2 or T.shape[1] != K:
+            raise DataError(f"targets must have shape ({n_samples}, {K}) or be class ids, got {T.shape}.")
+        T = np.ascontiguousarray(T, dtype=self.dtype)
+        low, high = self.loss_fn.target_range
+        if (low > -np.inf and T.min() < low) or (high < np.inf and T.max() > high):
+            raise DataError(f"loss '{self.loss_fn.name}' needs targets in [{low:g}, {high:g}], "
+                            f"got values from {T.min():g} to {T.max():g}.")
+        if self.closed_form and self.output_activation.name == "softmax":
+            if not np.allclose(T.sum(axis=1), 1, atol=1e-6):
+                raise DataError("cross_entropy after softmax needs each target row to sum to 1 (one-hot or "
+                                "probabilities), or integer class ids.")
+        return T
+
+    def check_sample_weight(self, sample_weight, n_samples):
+        if sample_weight is None:
+            return None
+        w = np.asarray(sample_weight, dtype=self.dtype).reshape(-1)
+        if w.shape != (n_samples,):
+            raise DataError(f"sample_weight needs one weight per sample ({n_samples}), got {w.shape[0]}.")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise DataError("sample_weight must be finite and >= 0.")
+        return w
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, X, rng=None):
+        """Forward through every layer; returns the output layer's buffer (dropout on when ``rng`` is given)."""
+        H = X
+        for layer in self.layers[:-1]:
+            H = layer.forward(H, rng)
+        return self.layers[-1].forward(H)
+
+    def forward(self, X):
+        """The network output A_L for inputs X of shape (N, n_inputs): a new (N, n_outputs) array."""
+        X = self.check_inputs(X)
+        N = X.shape[0]
+        if N <= _FORWARD_CHUNK:
+            return self._forward(X).copy()
+        out = np.empty((N, self.n_outputs), self.dtype)
+        for start in range(0, N, _FORWARD_CHUNK):
+            out[start:start + _FORWARD_CHUNK] = self._forward(X[start:start + _FORWARD_CHUNK])
+        return out
+
+    __call__ = forward
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax rows, or for a sigmoid output the probability of class 1."""
+        if not self.is_classifier:
+            raise ConfigError("predict_proba needs a sigmoid or softmax output; use forward() for a regressor.")
+        return self.forward(X)
+
+    def predict(self, X):
+        """Sigmoid output: outputs rounded to {0, 1} (seed 000, 1.4.1), shape (N,) for one output.
+        Softmax output: the argmax class id, shape (N,). Any other output: the outputs themselves."""
+        A = self.forward(X)
+        name = self.output_activation.name
+        if name == "sigmoid":
+            labels = (A >= 0.5).astype(np.int64)
+            return labels[:, 0] if labels.shape[1] == 1 else labels
+        if name == "softmax":
+            return A.argmax(axis=1)
+        return A
+
+    # ------------------------------------------------------------------ objective and gradient
+    def _regularization(self):
+        penalty = 0.0
+        if self.l2:
+            penalty += 0.5 * self.l2 * sum(float(np.vdot(layer.W, layer.W)) for layer in self.layers)
+        if self.l1:
+            penalty += self.l1 * sum(float(np.abs(layer.W).sum()) for layer in self.layers)
+        return penalty
+
+    def _loss_and_grad(self, X, T, sample_weight=None, rng=None):
+        """J for a prepared batch, with dJ/dW and dJ/db written into each layer's ``dW`` and ``db``.
+
+        X, T, sample_weight must already be checked arrays of the network's dtype.
+        """
+        output = self.layers[-1]
+        A = self._forward(X, rng)
+        N = X.shape[0]
+        need_dX = len(self.layers) > 1
+        if self.closed_form:
+            # dJ/dZ_L = (A - T)/N: softmax + cross-entropy, sigmoid + binary cross-entropy (losses.py)
+            losses = self.loss_fn.per_sample_from_logits(output.Z, T)
+            dZ = np.subtract(A, T, out=output._current.dZ)
+            dZ *= 1.0 / N
+            if sample_weight is not None:
+                dZ *= sample_weight[:, None]
+            dH = output.backward_from_dZ(dZ, need_dX)
+        else:
+            losses = self.loss_fn.per_sample(A, T)
+            dA = self.loss_fn.gradient(A, T, out=output._current.dZ)
+            if sample_weight is not None:
+                dA *= sample_weight[:, None]
+            dH = output.backward(dA, need_dX)
+        for k in range(len(self.layers) - 2, -1, -1):
+            dH = self.layers[k].backward(dH, need_dX=k > 0)
+        if sample_weight is not None:
+            losses = losses * sample_weight
+        J = float(losses.mean()) + self._regularization()
+        if self.l2 or self.l1:
+            for layer in self.layers:
+                if self.l2:
+                    layer.dW += self.l2 * layer.W
+                if self.l1:
+                    layer.dW += self.l1 * np.sign(layer.W)
+        return J
+
+    def loss(self, X, T, sample_weight=None):
+        """The objective J (data loss averaged over the N samples plus the regularization terms)."""
+        X = self.check_inputs(X)
+        T = self.check_targets(T, X.shape[0])
+        w = self.check_sample_weight(sample_weight, X.shape[0])
+        A = self._forward(X)
+        if self.closed_form:
+            losses = self.loss_fn.per_sample_from_logits(self.layers[-1].Z, T)
+        else:
+            losses = self.loss_fn.per_sample(A, T)
+        if w is not None:
+            losses = losses * w
+        return float(losses.mean()) + self._regularization()
+
+    def loss_and_grad(self, X, T, sample_weight=None, dropout_seed=None):
+        """J and its gradient: ``grads[k] = (dJ/dW_k, dJ/db_k or None)``, new arrays of the parameters' shapes.
+
+        With ``dropout_seed``, dropout is applied with masks drawn from that seed (the same
+        seed gives the same masks, which makes dropout's gradient testable); without it,
+        dropout is off.
+        """
+        X = self.check_inputs(X)
+        T = self.check_targets(T, X.shape[0])
+        w = self.check_sample_weight(sample_weight, X.shape[0])
+        rng = np.random.default_rng(dropout_seed) if dropout_seed is not None else None
+        J = self._loss_and_grad(X, T, w, rng)
+        grads = [(layer.dW.copy(), None if layer.db is None else layer.db.copy()) for layer in self.layers]
+        return J, grads
+
+    # ------------------------------------------------------------------ training and files
+    def fit(self, X, T, **options):
+        """Train with mini-batch gradient descent; see :func:`handgrad.training.fit` for every option."""
+        from .training import fit
+
+        return fit(self, X, T, **options)
+
+    def partial_fit(self, X, T, **options):
+        """One pass over (X, T), keeping the optimizer state between calls (streaming data)."""
+        from .training import partial_fit
+
+        return partial_fit(self, X, T, **options)
+
+    def save(self, path, **metadata):
+        """Write the network to a model file (see handgrad.io; no pickle, atomic)."""
+        from .io import save
+
+        return save(self, path, **metadata)
