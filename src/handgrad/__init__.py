@@ -21,7 +21,36 @@ def load(path):
     return _load(path)
 
 
+def explain(net, format="text"):
+    """The forward and backward equations of ``net``, layer by layer, with every shape filled in."""
+    from .explain import explain as _explain
+
+    return _explain(net, format=format)
+
+
+def check_gradients(student_fn, net, X, T):
+    """Run a user's own backprop function against handgrad's and report, per parameter, what is wrong."""
+    from .student import check_gradients as _check
+
+    return _check(student_fn, net, X, T)
+
+
+def check_activation(activation):
+    """Verify a (user-defined) activation's derivative by finite differences."""
+    from .student import check_activation as _check
+
+    return _check(activation)
+
+
+def check_loss(loss):
+    """Verify a (user-defined) loss's gradient by finite differences."""
+    from .student import check_loss as _check
+
+    return _check(loss)
+
+
 __all__ = [
+    "explain", "check_gradients", "check_activation", "check_loss",
     "MLP", "gradcheck", "load", "Activation", "Loss", "get_activation", "get_loss", "activations", "losses",
     "HandgradError", "ConfigError", "DataError", "ModelFileError", "TrainingError", "__version__",
 ]

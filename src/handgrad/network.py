@@ -466,3 +466,9 @@ class MLP:
         from .io import save
 
         return save(self, path, **metadata)
+
+    def to_onnx(self, path, **options):
+        """Export to an ONNX model file (needs the 'onnx' extra); see handgrad.onnx_export."""
+        from .onnx_export import to_onnx
+
+        return to_onnx(self, path, **options)
