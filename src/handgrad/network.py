@@ -43,6 +43,16 @@ def _parse_layer(spec, index):
     return size_int, get_activation(activation)
 
 
+def _all_finite(array):
+    """True when no entry is NaN or infinite. A NaN or infinity makes the sum non-finite, so one pass with no
+    temporary array decides the common case; only a non-finite sum (which overflow can also cause) is checked
+    entry by entry."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(array, axis=None)):
+            return True
+    return bool(np.isfinite(array).all())
+
+
 def _check_rate(name, value, allow_zero=True):
     try:
         value = float(value)
@@ -263,6 +273,11 @@ class MLP:
     # ------------------------------------------------------------------ data checks
     def check_inputs(self, X):
         """X as a C-contiguous (N, n_inputs) array of the network's dtype, or a DataError saying what is wrong."""
+        if (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2 and X.shape[1] == self.n_inputs
+                and X.shape[0] > 0 and X.flags.c_contiguous):
+            if not _all_finite(X):  # the common case, checked with as little Python as possible
+                raise DataError("X contains NaN or infinity; remove or impute those values first.")
+            return X
         try:
             X = np.asarray(X)
         except Exception as error:  # ragged lists and the like
@@ -281,7 +296,7 @@ class MLP:
         if X.shape[1] != self.n_inputs:
             raise DataError(f"X has {X.shape[1]} features but the network expects {self.n_inputs}.")
         X = np.ascontiguousarray(X, dtype=self.dtype)
-        if not np.isfinite(X).all():
+        if not _all_finite(X):
             raise DataError("X contains NaN or infinity; remove or impute those values first.")
         return X
 
@@ -343,36 +358,54 @@ class MLP:
             H = layer.forward(H, rng)
         return self.layers[-1].forward(H)
 
-    def forward(self, X):
-        """The network output A_L for inputs X of shape (N, n_inputs): a new (N, n_outputs) array."""
-        X = self.check_inputs(X)
+    def _inference(self, X, output_activation=True):
+        """Forward for prediction: fresh arrays, each activation applied in place, no dropout, and the
+        training buffers left alone. Without ``output_activation`` it returns the output logits Z_L."""
+        H = X
+        last = len(self.layers) - 1
+        for k, layer in enumerate(self.layers):
+            Z = np.matmul(H, layer.W)
+            if layer.b is not None:
+                Z += layer.b
+            H = layer.activation.forward(Z, out=Z) if (k < last or output_activation) else Z
+        return H
+
+    def _chunked(self, X, output_activation=True):
         N = X.shape[0]
         if N <= _FORWARD_CHUNK:
-            return self._forward(X).copy()
+            return self._inference(X, output_activation)
         out = np.empty((N, self.n_outputs), self.dtype)
         for start in range(0, N, _FORWARD_CHUNK):
-            out[start:start + _FORWARD_CHUNK] = self._forward(X[start:start + _FORWARD_CHUNK])
+            out[start:start + _FORWARD_CHUNK] = self._inference(X[start:start + _FORWARD_CHUNK], output_activation)
         return out
+
+    def forward(self, X):
+        """The network output A_L for inputs X of shape (N, n_inputs): a new (N, n_outputs) array."""
+        return self._chunked(self.check_inputs(X))
 
     __call__ = forward
 
     def predict_proba(self, X):
-        """Class probabilities: the softmax rows, or for a sigmoid output the probability of class 1."""
+        """Class probabilities: the softmax rows, or for a sigmoid output the probability of each output being 1."""
         if not self.is_classifier:
             raise ConfigError("predict_proba needs a sigmoid or softmax output; use forward() for a regressor.")
         return self.forward(X)
 
     def predict(self, X):
         """Sigmoid output: outputs rounded to {0, 1} (seed 000, 1.4.1), shape (N,) for one output.
-        Softmax output: the argmax class id, shape (N,). Any other output: the outputs themselves."""
-        A = self.forward(X)
+        Softmax output: the argmax class id, shape (N,). Any other output: the outputs themselves.
+
+        Classifiers decide from the logits Z_L: softmax is increasing in each z_k along a row, so
+        argmax A = argmax Z; and sigmoid(z) >= 1/2 exactly when z >= 0. That skips the exponentials.
+        """
         name = self.output_activation.name
-        if name == "sigmoid":
-            labels = (A >= 0.5).astype(np.int64)
-            return labels[:, 0] if labels.shape[1] == 1 else labels
+        if name not in ("sigmoid", "softmax"):
+            return self.forward(X)
+        Z = self._chunked(self.check_inputs(X), output_activation=False)
         if name == "softmax":
-            return A.argmax(axis=1)
-        return A
+            return Z.argmax(axis=1)
+        labels = (Z >= 0).astype(np.int64)
+        return labels[:, 0] if labels.shape[1] == 1 else labels
 
     # ------------------------------------------------------------------ objective and gradient
     def _regularization(self):
