@@ -56,7 +56,10 @@ class Dense:
         self.n_out = int(n_out)
         self.activation = get_activation(activation)
         self.dtype = np.dtype(dtype)
-        dropout = float(dropout)
+        try:
+            dropout = float(dropout)
+        except (TypeError, ValueError):
+            raise ConfigError(f"dropout rate must be a number in [0, 1), got {dropout!r}.") from None
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {dropout}.")
         self.dropout = dropout

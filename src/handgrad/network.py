@@ -140,10 +140,12 @@ class MLP:
                 raise ConfigError(f"layer {i + 1}: softmax is only supported as the output activation.")
 
         hidden = len(specs) - 1
+        if dropout is None:
+            dropout = 0.0
         rates = [dropout] * hidden if np.isscalar(dropout) else list(dropout)
         if len(rates) != hidden:
             raise ConfigError(f"dropout needs one rate per hidden layer ({hidden}), got {len(rates)}.")
-        rates = rates + [0.0]
+        rates = [_check_rate("dropout", rate) for rate in rates] + [0.0]
 
         self.loss_fn = get_loss(default_loss_for(specs[-1][1].name) if loss in ("auto", None) else loss)
         output_activation = specs[-1][1]
@@ -162,7 +164,9 @@ class MLP:
             self.layers.append(Dense(n_in, size, activation, bias=self.bias, dropout=rate, dtype=self.dtype,
                                      keep_z=(i == len(specs) - 1)))
             n_in = size
-        self.rng = np.random.default_rng(seed)
+        # Independent random streams from one seed: initial weights and dropout masks (fit shuffles with its own).
+        self._init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(dropout_seed)
         self.initialize(init)
         # Training state owned by the trainer (optimizer, epochs done...); kept here so partial_fit can resume.
         self.training_state = None
@@ -195,7 +199,7 @@ class MLP:
 
     def initialize(self, init="auto"):
         """(Re)draw every weight from the network's seed; biases start at zero."""
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self._init_seed)
         for layer in self.layers:
             scheme = layer.activation.init if init in ("auto", None) else init
             layer.W[...] = _initial_weights(rng, layer.n_in, layer.n_out, scheme).astype(self.dtype)
@@ -343,7 +347,10 @@ class MLP:
     def check_sample_weight(self, sample_weight, n_samples):
         if sample_weight is None:
             return None
-        w = np.asarray(sample_weight, dtype=self.dtype).reshape(-1)
+        try:
+            w = np.asarray(sample_weight, dtype=self.dtype).reshape(-1)
+        except (TypeError, ValueError):
+            raise DataError("sample_weight must be a 1-D array of numbers, one per sample.") from None
         if w.shape != (n_samples,):
             raise DataError(f"sample_weight needs one weight per sample ({n_samples}), got {w.shape[0]}.")
         if not np.isfinite(w).all() or (w < 0).any():

@@ -1,0 +1,169 @@
+"""Shared helpers for the core-engine tests: generated architectures, matching data,
+an independent central-difference oracle, and a gradient comparison that says where
+a mismatch is (layer, parameter, worst entry, both values).
+
+The tests import these with ``from conftest import ...`` (tests/ is on sys.path
+under pytest's default import mode).
+"""
+
+import numpy as np
+
+import handgrad as hg
+from handgrad.activations import ELU, LeakyReLU
+
+HIDDEN_ACTIVATIONS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "silu"]
+OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ["softmax"]
+LOSSES = ["half_squared_error", "mse", "binary_cross_entropy", "cross_entropy"]
+CROSS_ENTROPIES = ("binary_cross_entropy", "cross_entropy")
+PROBABILITY_OUTPUTS = ("sigmoid", "softmax")  # the outputs in (0, 1), the only ones a cross-entropy accepts
+
+VALID_PAIRS = [(out, loss) for out in OUTPUT_ACTIVATIONS for loss in LOSSES
+               if loss not in CROSS_ENTROPIES or out in PROBABILITY_OUTPUTS]
+INVALID_PAIRS = [(out, loss) for out in OUTPUT_ACTIVATIONS for loss in CROSS_ENTROPIES
+                 if out not in PROBABILITY_OUTPUTS]
+
+
+# ---------------------------------------------------------------------- comparing gradients
+def relative_error(got, expected, floor=1e-8):
+    """(error, worst index): max_i |got_i - expected_i| / max(max|got|, max|expected|, floor).
+
+    Measured against the array's largest entry (as hg.gradcheck does), so an entry that
+    is legitimately tiny is not judged by round-off; ``floor`` makes an all-zero
+    gradient (a dead ReLU layer) compare by absolute error.
+    """
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    difference = np.abs(got - expected)
+    scale = max(np.abs(got).max(initial=0.0), np.abs(expected).max(initial=0.0), floor)
+    worst = np.unravel_index(np.argmax(difference), difference.shape) if difference.size else ()
+    return float(difference.max(initial=0.0) / scale), tuple(int(i) for i in worst)
+
+
+def assert_gradients_close(got, expected, tol, context="", got_name="handgrad", expected_name="reference"):
+    """Compare two gradient lists [(dW, db or None), ...] layer by layer.
+
+    On failure the message names every offending layer and parameter (W1, b2, ...),
+    its relative error, the worst entry's index and both values there.
+    Returns the largest relative error seen.
+    """
+    assert len(got) == len(expected), f"{context}: {len(got)} layers of gradients vs {len(expected)}"
+    failures, largest = [], 0.0
+    for k, (got_pair, expected_pair) in enumerate(zip(got, expected), 1):
+        for name, g, e in zip("Wb", got_pair, expected_pair):
+            label = f"layer {k} parameter {name}{k}"
+            if g is None or e is None:
+                assert g is None and e is None, f"{context}: {label} is missing on one side"
+                continue
+            assert np.shape(g) == np.shape(e), f"{context}: {label} shapes {np.shape(g)} vs {np.shape(e)}"
+            error, index = relative_error(g, e)
+            largest = max(largest, error)
+            if not error < tol:  # also catches NaN
+                failures.append(
+                    f"  {label} {np.shape(g)}: relative error {error:.3e} (tolerance {tol:g}); worst entry "
+                    f"{index}: {got_name} {float(np.asarray(g)[index])!r} vs {expected_name} "
+                    f"{float(np.asarray(e)[index])!r}"
+                )
+    if failures:
+        raise AssertionError(f"{context}\n" + "\n".join(failures))
+    return largest
+
+
+# ---------------------------------------------------------------------- the finite-difference oracle
+def numeric_gradients(net, objective, eps=1e-6):
+    """Central differences (J(theta+h) - J(theta-h)) / 2h of ``objective()`` for every parameter
+    entry of ``net``, in the layout of ``loss_and_grad``: [(dW, db or None), ...].
+
+    Written here rather than taken from hg.gradcheck so the oracle is independent of it.
+    """
+    grads = []
+    for layer in net.layers:
+        pair = []
+        for array in (layer.W, layer.b):
+            if array is None:
+                pair.append(None)
+                continue
+            numeric = np.zeros(array.shape)
+            for index in np.ndindex(array.shape):
+                saved = array[index]
+                array[index] = saved + eps
+                plus = objective()
+                array[index] = saved - eps
+                minus = objective()
+                array[index] = saved
+                numeric[index] = (plus - minus) / (2 * eps)
+            pair.append(numeric)
+        grads.append(tuple(pair))
+    return grads
+
+
+# ---------------------------------------------------------------------- generated architectures
+def make_targets(rng, loss, output, N, K):
+    """Targets that ``loss`` accepts after an ``output`` activation (continuous where allowed)."""
+    if loss == "cross_entropy" and output == "softmax":
+        if rng.random() < 0.5:
+            return rng.integers(0, K, size=N)  # class ids
+        P = rng.random((N, K)) + 0.1
+        return P / P.sum(axis=1, keepdims=True)  # soft targets, rows sum to 1
+    if loss in CROSS_ENTROPIES:
+        T = rng.random((N, K))
+        T[: N // 2] = np.round(T[: N // 2])  # half hard 0/1 labels, half soft
+        return T
+    return rng.normal(size=(N, K))
+
+
+def make_case(i):
+    """Architecture number ``i``: a deterministic function of i, so a failure is reproducible.
+
+    Every activation cycles through the first hidden position (the others are drawn at
+    random), every valid (output, loss) pair through the output, depth through 1..5,
+    widths are drawn from 1..20; bias, l2, l1, dropout and sample weights are switched
+    on in interleaved patterns.
+    """
+    rng = np.random.default_rng(1000 + i)
+    depth = 1 + i % 5
+    output, loss = VALID_PAIRS[i % len(VALID_PAIRS)]
+    hidden = []
+    for j in range(depth - 1):
+        name = HIDDEN_ACTIVATIONS[i % len(HIDDEN_ACTIVATIONS)] if j == 0 else str(rng.choice(HIDDEN_ACTIVATIONS))
+        if name == "leaky_relu" and (i // 9) % 2:
+            name = LeakyReLU(slope=0.2)  # a non-default slope
+        if name == "elu" and (i // 9) % 2:
+            name = ELU(alpha=0.7)  # a non-default alpha
+        hidden.append((int(rng.integers(1, 21)), name))
+    K = int(rng.integers(2, 7)) if output == "softmax" else int(rng.integers(1, 7))
+    n_in = int(rng.integers(1, 11))
+    N = int(rng.integers(3, 9))
+    options = {
+        "bias": i % 2 == 0,
+        "l2": 0.3 if i % 3 == 1 else 0.0,
+        "l1": 0.05 if i % 7 == 3 else 0.0,
+        "dropout": 0.3 if (i % 4 == 1 and depth > 1) else 0.0,
+    }
+    layers = hidden + [(K, output)]
+    net = hg.MLP(n_in, layers, loss=loss, seed=i, **options)
+    # Random biases (they start at zero) so the bias paths carry information.
+    for layer in net.layers:
+        if layer.b is not None:
+            layer.b[...] = rng.normal(scale=0.5, size=layer.b.shape)
+    X = rng.normal(size=(N, n_in))
+    T = make_targets(rng, loss, output, N, K)
+    sample_weight = rng.uniform(0.2, 2.0, size=N) if i % 5 == 2 else None
+    dropout_seed = 100 + i if options["dropout"] else None
+    name = (f"case{i}-{n_in}-" + "-".join(f"{size}{getattr(act, 'name', act)}" for size, act in layers)
+            + f"-{loss}" + ("" if options["bias"] else "-nobias") + ("-l2" if options["l2"] else "")
+            + ("-l1" if options["l1"] else "") + ("-dropout" if dropout_seed is not None else "")
+            + ("-weighted" if sample_weight is not None else ""))
+    return {"name": name, "net": net, "X": X, "T": T, "sample_weight": sample_weight,
+            "dropout_seed": dropout_seed, "depth": depth, "hidden": [act for _, act in hidden],
+            "output": output, "loss": loss, "options": options}
+
+
+N_CASES = 72  # a multiple of len(VALID_PAIRS) = 24 and of len(HIDDEN_ACTIVATIONS) = 9
+
+
+def objective_of(case):
+    """J(parameters) for a case, from the public API (dropout masks fixed by the case's seed)."""
+    net, X, T, w, seed = case["net"], case["X"], case["T"], case["sample_weight"], case["dropout_seed"]
+    if seed is None:
+        return lambda: net.loss(X, T, sample_weight=w)
+    return lambda: net.loss_and_grad(X, T, sample_weight=w, dropout_seed=seed)[0]
