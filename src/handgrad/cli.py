@@ -1,62 +1,720 @@
 """The `handgrad` command: parses, validates, calls the library; no math here.
 
-With no arguments it trains seed 000's kind of network, [(2, relu), (2, relu), (1, sigmoid)]
-without biases... on generated 2-D data, and prints the result.
+    handgrad                                   train on a built-in 2-D set (moons) in seconds, print the result
+    handgrad train --data spirals --layers 32:tanh,32:tanh,1:sigmoid --out model.npz --run-dir runs/spirals
+    handgrad train --csv houses.csv --target price --layers 32:relu,1:identity --out price.npz
+    handgrad train --mnist ../shared/data/mnist-t10k --layers 128:relu,10:softmax --epochs 10 --out mnist.npz
+    handgrad evaluate model.npz --csv test.csv --target label
+    handgrad predict model.npz new.csv --out predictions.csv
+    handgrad info model.npz
+    handgrad gradcheck --layers 2:relu,2:relu,1:sigmoid --no-bias
+
+Every error caused by the input prints one line to stderr and exits with status 2
+(``--debug`` shows the traceback instead). Files are written atomically, only after
+everything else succeeded, so a failure never damages an earlier model or output
+file; an existing model file is replaced only with ``--force``. See docs/cli.md.
 """
 
 import argparse
+import csv
+import inspect
+import io as _stdio
+import json
+import os
 import sys
 
 import numpy as np
 
-from .errors import HandgradError
+from .errors import ConfigError, DataError, HandgradError, suggest
+
+SEED_000_LAYERS = "2:relu,2:relu,1:sigmoid"
+DEFAULT_DATA = "moons"
 
 
-def _demo_data(n, seed):
-    """Two Gaussian blobs in 2-D, labels 0 and 1: the binary classification of 2-vectors of seed 000."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, n)
-    centers = np.array([[-1.0, -1.0], [1.0, 1.0]])
-    X = centers[labels] + rng.normal(scale=0.6, size=(n, 2))
-    return X, labels
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and still exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def train_default(args):
+# ============================================================================ shared argument groups
+def _number_list(text):
+    """'0.2' -> 0.2 and '0.1,0.2' -> [0.1, 0.2] (per-hidden-layer dropout)."""
+    if isinstance(text, (int, float, list)):
+        return text
+    try:
+        values = [float(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--dropout must be a rate such as 0.2 or one rate per hidden layer such as 0.1,0.2; "
+                          f"got '{text}'.") from None
+    return values[0] if len(values) == 1 else values
+
+
+def add_architecture_arguments(parser):
+    """Add the flags that describe a network: --layers, --inputs, --loss, --no-bias, --l2, --l1, --dropout, ...
+
+    Every default is None so that a value from a config file can fill it; see :func:`network_from_args`.
+    """
+    group = parser.add_argument_group("network")
+    group.add_argument("--layers", metavar="SIZE:ACT,...",
+                       help="layers as size:activation, comma-separated, e.g. 16:relu,16:relu,1:sigmoid "
+                            "(the input size comes from the data)")
+    group.add_argument("--inputs", type=int, metavar="N", help="number of inputs when there is no data (default 2)")
+    group.add_argument("--loss", help="half_squared_error, mse, binary_cross_entropy, cross_entropy "
+                                      "(default: the natural loss of the output activation)")
+    group.add_argument("--no-bias", action="store_const", const=True, dest="no_bias", help="layers without biases")
+    group.add_argument("--l2", type=float, help="L2 penalty (l2/2) sum ||W||^2")
+    group.add_argument("--l1", type=float, help="L1 penalty l1 sum |W|")
+    group.add_argument("--dropout", help="dropout rate after each hidden layer, or one per hidden layer: 0.1,0.2")
+    group.add_argument("--dtype", choices=("float64", "float32"), help="parameter dtype (default float64)")
+    group.add_argument("--init", help="auto, he, glorot or lecun (default auto)")
+    group.add_argument("--seed", type=int, help="seed for initialization, data and shuffling (default 0)")
+    return group
+
+
+def network_from_args(args, n_inputs=None):
+    """An MLP from the flags of :func:`add_architecture_arguments` (``n_inputs`` overrides --inputs)."""
     from .network import MLP
 
-    X, y = _demo_data(400, args.seed)
-    net = MLP(2, [(8, "relu"), (8, "relu"), (1, "sigmoid")], loss="binary_cross_entropy", seed=args.seed)
-    history = net.fit(X[:300], y[:300], epochs=args.epochs, batch_size=16, learning_rate=0.1, seed=args.seed)
-    accuracy = float((net.predict(X[300:]) == y[300:]).mean())
-    print(net.summary())
-    print(f"trained {args.epochs} epochs on 300 generated 2-D points: final loss {history.loss[-1]:.4f}")
-    print(f"test accuracy on 100 held-out points: {accuracy:.3f}")
+    layers = getattr(args, "layers", None) or SEED_000_LAYERS
+    if not isinstance(layers, (str, list, tuple)):
+        raise ConfigError(f"layers must be a string like '16:relu,1:sigmoid' or a list like [[16, 'relu'], "
+                          f"[1, 'sigmoid']], got {layers!r}.")
+    if n_inputs is None:
+        n_inputs = getattr(args, "inputs", None) or 2
+    if isinstance(n_inputs, bool) or not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1:
+        raise ConfigError(f"--inputs must be a positive integer, got {n_inputs!r}.")
+    dropout = getattr(args, "dropout", None)
+    options = {
+        "loss": getattr(args, "loss", None) or "auto",
+        "bias": not getattr(args, "no_bias", None),
+        "l2": _non_negative("--l2", getattr(args, "l2", None) or 0.0),
+        "l1": _non_negative("--l1", getattr(args, "l1", None) or 0.0),
+        "dropout": 0.0 if dropout is None else _number_list(dropout),
+        "seed": getattr(args, "seed", None),
+        "dtype": getattr(args, "dtype", None) or "float64",
+        "init": getattr(args, "init", None) or "auto",
+    }
+    if isinstance(layers, (list, tuple)):
+        layers = [tuple(item) if isinstance(item, list) else item for item in layers]
+    if isinstance(options["dropout"], (int, float)) and not 0 <= options["dropout"] < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), got {options['dropout']}.")
+    return MLP(int(n_inputs), layers, **options)
+
+
+def _non_negative(flag, value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} must be a number >= 0, got {value!r}.") from None
+    if not np.isfinite(value) or value < 0:
+        raise ConfigError(f"{flag} must be a finite number >= 0, got {value}.")
+    return value
+
+
+def _positive(flag, value, kind=int):
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok and kind is int and float(value) != int(value):
+        ok = False
+    if not ok or not np.isfinite(value) or value <= 0:
+        what = "a positive integer" if kind is int else "a positive number"
+        raise ConfigError(f"{flag} must be {what}, got {value!r}.")
+    return kind(value)
+
+
+def add_data_arguments(parser, default_help=""):
+    group = parser.add_argument_group("data (one source)")
+    group.add_argument("--data", metavar="NAME", help="generated set: xor, moons, circles, spirals, blobs, "
+                                                      "regression1d" + default_help)
+    group.add_argument("--samples", type=int, help="number of generated samples (default 400)")
+    group.add_argument("--noise", type=float, help="noise of the generated set (default: the set's own)")
+    group.add_argument("--csv", metavar="FILE", help="CSV file of numbers (a header row is optional)")
+    group.add_argument("--npy", metavar="FILE", help=".npy 2-D table")
+    group.add_argument("--npz", metavar="FILE", help=".npz with arrays X and y, or one 2-D table")
+    group.add_argument("--target", metavar="COLUMN", help="target column of --csv/--npy/--npz: a name or a number "
+                                                          "(default: the last column)")
+    group.add_argument("--mnist", metavar="DIR", help="folder with the MNIST-family IDX files (gzipped or not)")
+    group.add_argument("--mnist-kind", choices=("t10k", "train"), help="which MNIST files to read (default t10k)")
+    group.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    return group
+
+
+# ============================================================================ data
+def load_data(args, default=None):
+    """``(X, y, description)`` from the data flags; ``description`` records where the data came from."""
+    from . import datasets
+
+    sources = {flag: getattr(args, flag, None) for flag in ("data", "csv", "npy", "npz", "mnist")}
+    given = [flag for flag, value in sources.items() if value is not None]
+    if len(given) > 1:
+        raise ConfigError(f"give one data source, not {' and '.join('--' + g for g in given)}.")
+    if not given:
+        if default is None:
+            raise ConfigError("no data given: use --data NAME, --csv FILE, --npy FILE, --npz FILE or --mnist DIR.")
+        given, sources["data"] = ["data"], default
+    source = given[0]
+    target = getattr(args, "target", None)
+    if target is not None and source not in ("csv", "npy", "npz"):
+        raise ConfigError("--target only applies to --csv, --npy and --npz files.")
+    seed = 0 if getattr(args, "seed", None) is None else args.seed
+    if source == "data":
+        samples = 400 if getattr(args, "samples", None) is None else _positive("--samples", args.samples)
+        X, y = datasets.make_dataset(sources["data"], samples, noise=getattr(args, "noise", None), seed=seed)
+        description = {"source": "generated", "name": str(sources["data"]), "samples": samples,
+                       "noise": getattr(args, "noise", None), "seed": seed}
+    elif source == "mnist":
+        kind = getattr(args, "mnist_kind", None) or "t10k"
+        images, labels = datasets.load_mnist(sources["mnist"], kind)
+        X, y = images.reshape(len(images), -1), labels.astype(np.int64)
+        description = {"source": "mnist", "path": os.path.abspath(sources["mnist"]), "kind": kind}
+    else:
+        loader = {"csv": datasets.load_csv, "npy": datasets.load_npy, "npz": datasets.load_npz}[source]
+        X, y = loader(sources[source], target)
+        description = {"source": source, "path": os.path.abspath(sources[source]), "target": target}
+    limit = getattr(args, "limit", None)
+    if limit is not None:
+        limit = _positive("--limit", limit)
+        X, y = X[:limit], y[:limit]
+        description["limit"] = limit
+    X, y = datasets.check_dataset(X, y, name=str(sources[source]))
+    description["n_samples"], description["n_features"] = int(X.shape[0]), int(X.shape[1])
+    return X, y, description
+
+
+def _default_layers(y, source):
+    """A sensible network for the data when --layers is not given."""
+    if source == "mnist":
+        return "128:relu,10:softmax"
+    if y.dtype.kind == "i":
+        classes = int(y.max()) + 1
+        if y.min() >= 0 and classes <= 50 and len(np.unique(y)) > 1:
+            return "16:tanh,16:tanh,1:sigmoid" if classes == 2 else f"32:relu,32:relu,{classes}:softmax"
+    return "32:tanh,32:tanh,1:identity"
+
+
+def _check_targets_for(net, y, where):
+    """Class ids in range for a classifier, numbers for a regressor, one column per output otherwise."""
+    from .datasets import check_labels
+
+    if net.output_activation.name == "softmax" or (net.output_activation.name == "sigmoid" and net.n_outputs == 1):
+        if y.dtype.kind != "i":
+            raise DataError(f"{where}: a classifier needs integer class labels 0..K-1, got non-integer targets; use "
+                            "an identity output (e.g. --layers 32:tanh,1:identity) for regression.")
+        check_labels(y, max(net.n_outputs, 2), name=where)
+    return y
+
+
+def _preprocessor(net):
+    """The Standardizer stored in a model's metadata, or None."""
+    from .datasets import Standardizer
+
+    record = (getattr(net, "metadata", None) or {}).get("preprocessing")
+    return Standardizer.from_dict(record) if record else None
+
+
+def _features_for(net, X, where):
+    if X.shape[1] != net.n_inputs:
+        raise DataError(f"{where} has {X.shape[1]} features but the model expects {net.n_inputs}; give data with "
+                        "the same columns the model was trained on (use --target to drop the target column).")
+    standardizer = _preprocessor(net)
+    return standardizer.transform(X) if standardizer is not None else X
+
+
+# ============================================================================ metrics (counting, no calculus)
+def confusion_matrix(y_true, y_pred, n_classes):
+    """C[i, j] = number of samples of true class i predicted as class j."""
+    matrix = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(matrix, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return matrix
+
+
+def evaluate_network(net, X, y):
+    """Loss and accuracy (classifiers, with the confusion matrix) or MSE, MAE and R^2 (regressors)."""
+    report = {"samples": int(len(y)), "loss": float(net.loss(X, y))}
+    prediction = net.predict(X)
+    if net.is_classifier and net.n_outputs > 1 or (net.output_activation.name == "sigmoid" and net.n_outputs == 1):
+        n_classes = max(net.n_outputs, 2)
+        report["accuracy"] = float(np.mean(prediction == y))
+        report["confusion_matrix"] = confusion_matrix(y, prediction, n_classes).tolist()
+    else:
+        T = np.asarray(y, np.float64).reshape(len(y), -1)
+        error = prediction.reshape(T.shape) - T
+        report["mse"] = float(np.mean(error ** 2))
+        report["mae"] = float(np.mean(np.abs(error)))
+        variance = float(np.sum((T - T.mean(axis=0)) ** 2))
+        report["r2"] = float(1 - np.sum(error ** 2) / variance) if variance > 0 else float("nan")
+    return report
+
+
+def format_report(report):
+    rows = [f"{key:<10}{value:.4f}" if isinstance(value, float) else f"{key:<10}{value}"
+            for key, value in report.items() if key != "confusion_matrix"]
+    matrix = report.get("confusion_matrix")
+    if matrix is not None:
+        width = max(5, len(str(max(max(row) for row in matrix))) + 1)
+        rows.append("confusion matrix (rows: true class, columns: predicted class)")
+        rows.append(" " * 6 + "".join(f"{j:>{width}}" for j in range(len(matrix))))
+        rows.extend(f"{i:>6}" + "".join(f"{v:>{width}}" for v in row) for i, row in enumerate(matrix))
+    return "\n".join(rows)
+
+
+# ============================================================================ train
+TRAIN_DEFAULTS = {
+    "epochs": 100, "batch_size": 32, "learning_rate": 0.1, "validation": 0.2, "test": 0.2, "seed": 0,
+}
+# Config file keys: every train flag's dest, and a few aliases the seeds use.
+_CONFIG_ALIASES = {"lr": "learning_rate", "bias": "bias", "n_epochs": "epochs", "batch": "batch_size"}
+_CONFIG_SECTIONS = ("model", "network", "training", "data", "output")
+
+
+def read_config(path):
+    """The flat settings of a TOML config file (sections [model], [training], [data], [output] are merged)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise ConfigError("reading TOML needs Python 3.11+ or the tomli package: pip install handgrad[toml].") \
+                from None
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist; check the path.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file '{path}': {error}.") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file '{path}' is not valid TOML: {error}.") from None
+    flat = {}
+    for key, value in document.items():
+        if key in _CONFIG_SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def _apply_config(args, parser, path):
+    settings = read_config(path)
+    # --force and --debug are not accepted from a file: replacing files is decided on the command line.
+    known = {action.dest for action in parser._actions if action.dest not in ("help", "debug", "config", "force")}
+    for key, value in settings.items():
+        dest = _CONFIG_ALIASES.get(key, key).replace("-", "_")
+        if dest == "bias":
+            dest, value = "no_bias", (not value)
+        if dest not in known:
+            raise ConfigError(f"config file '{path}': unknown setting '{key}'.{suggest(dest, known)}")
+        if getattr(args, dest, None) is None:  # the command line wins over the file
+            setattr(args, dest, value)
+
+
+def _fit_parameters():
+    from .training import fit
+
+    return inspect.signature(fit).parameters
+
+
+def cmd_train(args):
+    from . import datasets
+
+    if args.config:
+        _apply_config(args, args.command_parser, args.config)
+    for key, value in TRAIN_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    epochs = _positive("--epochs", args.epochs)
+    batch_size = _positive("--batch-size", args.batch_size)
+    learning_rate = _positive("--learning-rate", args.learning_rate, float)
+    for flag, value in (("--validation", args.validation), ("--test", args.test)):
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(f"{flag} must be a fraction in [0, 1), got {value!r}.")
+    out = _check_output_path(args.out, args.force, "model file") if args.out else None
+    run_dir = _check_run_dir(args.run_dir, args.force) if args.run_dir else None
+
+    X, y, description = load_data(args, default=DEFAULT_DATA)
+    split = datasets.train_validation_test_split(X, y, args.validation, args.test, seed=args.seed)
+    if description["source"] == "mnist":
+        standardizer = datasets.Standardizer.constant(X.shape[1], 255.0)  # pixels 0..255 -> 0..1
+    elif args.no_standardize:
+        standardizer = None
+    else:
+        standardizer = datasets.Standardizer().fit(split.X_train)  # fitted on the training part only
+    prepare = standardizer.transform if standardizer is not None else (lambda A: A)
+
+    if args.layers is None:
+        args.layers = _default_layers(y, description["source"])
+    net = network_from_args(args, n_inputs=X.shape[1])
+    _check_targets_for(net, y, "the data")
+
+    fit_parameters = _fit_parameters()
+    options = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": args.seed}
+    for name in ("optimizer", "schedule", "clip_norm"):
+        value = getattr(args, name, None)
+        if value is not None:
+            if name not in fit_parameters:
+                raise ConfigError(f"--{name.replace('_', '-')} is not supported by this handgrad's trainer yet.")
+            options[name] = value
+    if len(split.y_val) and "validation_data" in fit_parameters:
+        options["validation_data"] = (prepare(split.X_val), split.y_val)
+    recorder = None
+    if run_dir and not args.no_plots and "callbacks" in fit_parameters:
+        from .plotting import GradientNormRecorder
+
+        probe = slice(0, min(256, len(split.y_train)))
+        recorder = GradientNormRecorder(prepare(split.X_train[probe]), split.y_train[probe])
+        options["callbacks"] = [recorder]
+    if args.verbose and "verbose" in fit_parameters:
+        options["verbose"] = True
+
+    history = net.fit(prepare(split.X_train), split.y_train, **options)
+
+    losses = history.metrics.get("loss", [])
+    if not args.quiet:
+        print(net.summary())
+        final = f"final training loss {losses[-1]:.4f}" if losses else "no epoch completed"
+        print(f"trained {len(losses)} epochs on {len(split.y_train)} samples ({_describe(description)}): {final}")
+    evaluation = {}
+    for part, Xp, yp in (("validation", split.X_val, split.y_val), ("test", split.X_test, split.y_test)):
+        if len(yp):
+            evaluation[part] = evaluate_network(net, prepare(Xp), yp)
+    if not args.quiet:
+        for part, report in evaluation.items():
+            headline = ", ".join(f"{k} {v:.4f}" for k, v in report.items() if k in ("loss", "accuracy", "mse", "r2"))
+            print(f"{part} ({report['samples']} samples): {headline}")
+        if "test" in evaluation and "accuracy" in evaluation["test"]:
+            print(f"test accuracy on {evaluation['test']['samples']} held-out points: "
+                  f"{evaluation['test']['accuracy']:.3f}")
+
+    training = {key: value for key, value in options.items() if key not in ("validation_data", "callbacks")}
+    training.update(validation=args.validation, test=args.test, standardize=standardizer is not None)
+    metadata = {
+        "training": training,
+        "data": description,
+        "preprocessing": standardizer.to_dict() if standardizer is not None else None,
+        "metrics": {part: {k: v for k, v in report.items() if k != "confusion_matrix"}
+                    for part, report in evaluation.items()},
+        "stop_reason": getattr(history, "stop_reason", None),
+    }
+    if out:
+        net.save(out, **metadata)
+        if not args.quiet:
+            print(f"model written to {out}")
+    if run_dir:
+        _write_run(run_dir, net, history, evaluation, metadata, split, prepare, recorder, args)
+        if not args.quiet:
+            print(f"history and pictures written to {run_dir}")
     return 0
 
 
+def _describe(description):
+    if description["source"] == "generated":
+        return f"generated '{description['name']}'"
+    return f"{description['source']} {os.path.basename(description.get('path', ''))}"
+
+
+def _check_output_path(path, force, what):
+    """Fail before any work if ``path`` cannot be written or would overwrite a file without --force."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"cannot write {what} '{path}': the folder '{directory}' does not exist; create it first.")
+    if os.path.isdir(path):
+        raise ConfigError(f"cannot write {what} '{path}': it is a folder; give a file name.")
+    if os.path.exists(path) and not force:
+        raise ConfigError(f"{what} '{path}' already exists; pass --force to replace it, or choose another name.")
+    return path
+
+
+def _check_run_dir(path, force):
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--run-dir '{path}' is a file; give a folder name.")
+    if os.path.isdir(path) and os.listdir(path) and not force:
+        raise ConfigError(f"run folder '{path}' is not empty; pass --force to overwrite its files, or choose "
+                          "another --run-dir.")
+    return path  # created (with its parents) after training succeeded
+
+
+def history_table(history):
+    """The history as (header, rows), one row per epoch; shorter metric lists are padded with ''."""
+    record = history.as_dict() if hasattr(history, "as_dict") else dict(history)
+    record = {key: value for key, value in record.items() if isinstance(value, (list, tuple))}
+    length = max((len(value) for value in record.values()), default=0)
+    header = list(record)
+    rows = [[record[key][i] if i < len(record[key]) else "" for key in header] for i in range(length)]
+    return header, rows
+
+
+def _write_run(run_dir, net, history, evaluation, metadata, split, prepare, recorder, args):
+    from .io import atomic_write_text
+
+    os.makedirs(run_dir, exist_ok=True)
+    header, rows = history_table(history)
+    text = _stdio.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(os.path.join(run_dir, "history.csv"), text.getvalue())
+    record = history.as_dict() if hasattr(history, "as_dict") else dict(history)
+    if recorder is not None:
+        record["gradient_norms"] = recorder.norms
+    atomic_write_text(os.path.join(run_dir, "history.json"), json.dumps(record, indent=1, default=float))
+    atomic_write_text(os.path.join(run_dir, "metrics.json"),
+                      json.dumps({"evaluation": evaluation, **metadata}, indent=1, default=float))
+    if args.no_plots:
+        return
+    try:
+        from . import plotting
+
+        plotting.plot_history(history, os.path.join(run_dir, "loss.png"))
+        plotting.plot_weight_histograms(net, os.path.join(run_dir, "weights.png"))
+        if recorder is not None:
+            plotting.plot_gradient_norms(recorder, os.path.join(run_dir, "gradient_norms.png"))
+        test = "test" if "test" in evaluation else ("validation" if "validation" in evaluation else None)
+        if test and "confusion_matrix" in evaluation[test]:
+            plotting.plot_confusion_matrix(np.array(evaluation[test]["confusion_matrix"]),
+                                           os.path.join(run_dir, "confusion_matrix.png"),
+                                           title=f"confusion matrix ({test} set)")
+        if net.n_inputs == 2:
+            plotting.plot_decision_boundary(net, split.X_train, split.y_train,
+                                            os.path.join(run_dir, "decision_boundary.png"), transform=prepare)
+    except plotting.PlottingUnavailable as error:
+        print(f"handgrad: note: pictures skipped: {error}", file=sys.stderr)
+
+
+# ============================================================================ evaluate, predict, info, gradcheck
+def _load_model(path):
+    from .io import load
+
+    return load(path)
+
+
+def cmd_evaluate(args):
+    net = _load_model(args.model)
+    X, y, description = load_data(args)
+    _check_targets_for(net, y, _describe(description))
+    report = evaluate_network(net, _features_for(net, X, _describe(description)), y)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def _read_features(path, target):
+    from . import datasets
+
+    extension = os.path.splitext(os.fspath(path))[1].lower()
+    if extension not in (".csv", ".txt", ".npy", ".npz"):
+        raise DataError(f"'{path}': unknown input file type '{extension}'; use .csv, .npy or .npz.")
+    X, _ = datasets.load_file(path, target if target is not None else False)
+    return X
+
+
+def cmd_predict(args):
+    net = _load_model(args.model)
+    out = _check_output_path(args.out, True, "output file") if args.out else None
+    if args.proba and not net.is_classifier:
+        raise ConfigError("--proba needs a classifier (sigmoid or softmax output); this model is a regressor.")
+    X = _features_for(net, _read_features(args.input, args.target), f"'{args.input}'")
+    prediction = net.predict(X)
+    prediction = prediction.reshape(len(X), -1)
+    header = ["prediction"] if prediction.shape[1] == 1 else [f"prediction_{j}" for j in range(prediction.shape[1])]
+    columns = [prediction]
+    if args.proba:
+        probabilities = net.predict_proba(X)
+        if probabilities.shape[1] == 1:
+            probabilities = np.column_stack([1 - probabilities[:, 0], probabilities[:, 0]])
+        header += [f"p_{j}" for j in range(probabilities.shape[1])]
+        columns.append(probabilities)
+    table = np.column_stack(columns)
+    integer = prediction.dtype.kind in "iu"
+    text = _stdio.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    for row in table:
+        writer.writerow([f"{int(v)}" if integer and j < prediction.shape[1] else repr(float(v))
+                         for j, v in enumerate(row)])
+    if out:
+        from .io import atomic_write_text
+
+        atomic_write_text(out, text.getvalue())
+        print(f"{len(X)} predictions written to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text.getvalue())
+    return 0
+
+
+def cmd_info(args):
+    from .io import FORMAT_VERSION
+
+    net = _load_model(args.model)
+    metadata = dict(net.metadata)
+    if args.json:
+        print(json.dumps({"config": net.config(), "parameters": net.n_params,
+                          "shapes": {name: list(a.shape) for name, a in net.parameters()}, "metadata": metadata},
+                         indent=1))
+        return 0
+    print(f"{args.model}: handgrad model file, format version {FORMAT_VERSION}, "
+          f"{os.path.getsize(args.model)} bytes")
+    print(net.summary())
+    preprocessing = metadata.pop("preprocessing", None)
+    if preprocessing:
+        print(f"preprocessing: {preprocessing.get('kind')} over {len(preprocessing.get('mean', []))} features "
+              "(applied automatically by evaluate and predict)")
+    for key, value in metadata.items():
+        if value in (None, {}, []):
+            continue
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for inner, item in value.items():
+                print(f"  {inner}: {json.dumps(item) if isinstance(item, (dict, list)) else item}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_gradcheck(args):
+    from .gradcheck import gradcheck
+    from .network import MLP
+
+    if args.model:
+        loaded = _load_model(args.model)
+        config = loaded.config()
+        config.update(dtype="float64", init="auto")
+        layers = [tuple(item) for item in config.pop("layers")]
+        net = MLP(layers=layers, **config)  # a float64 copy: float32 rounding would swamp the differences
+        net.set_weights(loaded.get_weights())
+    else:
+        net = network_from_args(args)
+    samples = _positive("--samples", args.samples)
+    eps = _positive("--eps", args.eps, float)
+    rng = np.random.default_rng(0 if args.seed is None else args.seed)
+    X = rng.normal(size=(samples, net.n_inputs))
+    if net.output_activation.name == "softmax":
+        T = rng.integers(0, net.n_outputs, samples)
+    elif net.output_activation.name == "sigmoid":
+        T = rng.integers(0, 2, (samples, net.n_outputs)).astype(float)
+    else:
+        T = rng.normal(size=(samples, net.n_outputs))
+    result = gradcheck(net, X, T, eps=eps)
+    print(f"gradient check of {net!r} on {samples} random samples (central differences, eps={eps:g})")
+    print(result)
+    passed = result.passed(args.tolerance)
+    print(f"largest relative error {result.max_error:.2e}: "
+          + ("PASS" if passed else f"FAIL (tolerance {args.tolerance:g})"))
+    return 0 if passed else 1
+
+
+# ============================================================================ the parser
 def build_parser():
-    parser = argparse.ArgumentParser(prog="handgrad", description="MLPs with hand-derived backpropagation.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command")
-    train = sub.add_parser("train", help="train a network (default: a 2-D binary classifier on generated data)")
-    train.add_argument("--epochs", type=int, default=50)
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(func=train_default)
+    from . import __version__
+
+    parser = _Parser(prog="handgrad", description="Multilayer perceptrons with hand-derived backpropagation. "
+                     "Run with no arguments to train a small network on a built-in 2-D data set.")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a network and save it (default: moons, a 2-D binary set)",
+                           description="Train a network. Flags override the --config file; the input size comes "
+                                       "from the data; unset options use the trainer's defaults.")
+    add_architecture_arguments(train)
+    add_data_arguments(train, default_help=f" (default {DEFAULT_DATA})")
+    group = train.add_argument_group("training")
+    group.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file ([model], [training], "
+                                                            "[data] sections or flat keys named like the flags)")
+    group.add_argument("--epochs", type=int, help=f"passes over the data (default {TRAIN_DEFAULTS['epochs']})")
+    group.add_argument("--batch-size", type=int, help=f"mini-batch size (default {TRAIN_DEFAULTS['batch_size']})")
+    group.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate",
+                       help=f"step size (default {TRAIN_DEFAULTS['learning_rate']})")
+    group.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw, rmsprop (default sgd)")
+    group.add_argument("--schedule", help="constant, step, exponential, cosine, onecycle, plateau")
+    group.add_argument("--clip-norm", type=float, help="clip the gradient's global norm to this value")
+    group.add_argument("--validation", type=float, help="fraction held out for validation (default 0.2)")
+    group.add_argument("--test", type=float, help="fraction held out for the final test (default 0.2)")
+    group.add_argument("--no-standardize", action="store_const", const=True,
+                       help="do not standardize the features (MNIST pixels are always scaled by 1/255)")
+    group = train.add_argument_group("output")
+    group.add_argument("--out", metavar="FILE", help="write the trained model here (e.g. model.npz)")
+    group.add_argument("--run-dir", metavar="DIR", help="write history.csv, history.json, metrics.json and PNG "
+                                                        "pictures here")
+    group.add_argument("--force", action="store_true", help="replace an existing --out file or non-empty --run-dir")
+    group.add_argument("--no-plots", action="store_const", const=True, help="skip the pictures in --run-dir")
+    group.add_argument("--verbose", action="store_true", help="print the loss of every epoch")
+    group.add_argument("--quiet", action="store_true", help="print nothing on success")
+    train.set_defaults(func=cmd_train, command_parser=train)
+
+    evaluate = sub.add_parser("evaluate", help="metrics of a saved model on data (confusion matrix for classifiers)",
+                              description="Evaluate a saved model: loss, accuracy and confusion matrix for "
+                                          "classifiers; MSE, MAE and R^2 for regressors.")
+    evaluate.add_argument("model", help="model file written by 'handgrad train --out' or net.save()")
+    add_data_arguments(evaluate)
+    evaluate.add_argument("--seed", type=int, help="seed of a generated --data set (default 0)")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="predict with a saved model: CSV/NPY in, CSV out",
+                             description="Predict with a saved model. The input holds one row per sample with the "
+                                         "model's features (standardized automatically as in training).")
+    predict.add_argument("model", help="model file")
+    predict.add_argument("input", help="features: .csv, .npy or .npz (X)")
+    predict.add_argument("--target", metavar="COLUMN", help="a column of the input to ignore (e.g. the labels)")
+    predict.add_argument("--out", metavar="FILE", help="write the CSV here (atomically) instead of to stdout")
+    predict.add_argument("--proba", action="store_true", help="add class probability columns p_0, p_1, ...")
+    predict.set_defaults(func=cmd_predict)
+
+    info = sub.add_parser("info", help="layers, shapes, parameter count and training settings of a model file",
+                          description="Describe a model file without running it.")
+    info.add_argument("model", help="model file")
+    info.add_argument("--json", action="store_true", help="print as JSON")
+    info.set_defaults(func=cmd_info)
+
+    check = sub.add_parser("gradcheck", help="compare backprop with central differences, per parameter",
+                           description="Check the hand-derived gradients of an architecture (the network flags) or "
+                                       "of a model file against central differences; exit status 1 if any "
+                                       "relative error exceeds --tolerance.")
+    check.add_argument("--model", metavar="FILE", help="check this saved model instead of --layers")
+    add_architecture_arguments(check)
+    check.add_argument("--samples", type=int, default=8, help="random samples in the batch (default 8)")
+    check.add_argument("--eps", type=float, default=1e-6, help="finite-difference step (default 1e-6)")
+    check.add_argument("--tolerance", type=float, default=1e-6, help="largest relative error that passes")
+    check.set_defaults(func=cmd_gradcheck)
+
+    try:  # explain, trace, graph, check-student (another module; absent in minimal installs)
+        from .cli_teach import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    for command in sub.choices.values():  # --debug is accepted after the subcommand too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
     return parser
 
 
 def main(argv=None):
+    """Entry point of the `handgrad` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if not [arg for arg in argv if arg != "--debug"]:
+        argv.append("train")  # plain `handgrad`: the built-in demo run
     args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["train"] + ([] if argv is None else list(argv)))
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return args.func(args)
-    except HandgradError as error:
+    except (HandgradError, OSError) as error:
         if args.debug:
             raise
-        print(f"handgrad: error: {error}", file=sys.stderr)
+        message = str(error) if isinstance(error, HandgradError) else f"{error.strerror or error}: " \
+                                                                      f"{error.filename or ''}"
+        print(f"handgrad: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("handgrad: interrupted; no file was written.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

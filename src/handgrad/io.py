@@ -1,0 +1,362 @@
+"""Model files: versioned, checksummed, never executing code on load, written atomically.
+
+The format (documented in docs/model-format.md) is an ordinary ``.npz`` zip archive,
+so ``numpy.load(path, allow_pickle=False)`` can open it too:
+
+    metadata.json      JSON: format name and version, one entry per array (dtype, shape),
+                       a SHA-256 of the content, and the caller's metadata
+    <name>.npy         one member per array, in NumPy's .npy format (numeric dtypes only)
+    zip comment        "handgrad-sha256:" + SHA-256 (hex) of every byte of the file before it
+
+Two checksums, two jobs. The file digest in the zip comment catches any changed,
+missing or added byte (a flipped bit, a truncated copy). The content digest in
+``metadata.json`` covers the arrays' names, dtypes, shapes and bytes and the metadata,
+so the logical content is verified after decoding as well.
+
+Reading never unpickles: arrays are decoded with ``allow_pickle=False`` and object,
+string and structured dtypes are refused both when writing and when reading.
+Writing goes to a temporary file in the target's directory, which is flushed,
+fsynced and then renamed over the target (``os.replace``), so a crash or a full
+disk leaves any earlier file intact.
+"""
+
+import contextlib
+import hashlib
+import io as _stdio
+import json
+import os
+import re
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .errors import ConfigError, ModelFileError
+
+ARCHIVE_FORMAT = "handgrad-archive"
+FORMAT_VERSION = 1
+MODEL_KIND = "handgrad.MLP"
+METADATA_MEMBER = "metadata.json"
+_SEAL_PREFIX = b"handgrad-sha256:"
+_SEAL_LENGTH = len(_SEAL_PREFIX) + 64  # prefix + 64 hex digits
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_ALLOWED_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+_MAX_METADATA_BYTES = 64 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_writer(path, mode="wb", encoding="utf-8", newline=None):
+    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
+
+    If the ``with`` block raises (or the disk fills up), the temporary file is removed
+    and whatever was at ``path`` before is left untouched.
+
+    >>> with atomic_writer("out.csv", "w") as f:   # doctest: +SKIP
+    ...     f.write("a,b\\n")
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ModelFileError(f"cannot write '{path}': the folder '{directory}' does not exist; create it first.")
+    if os.path.isdir(path):
+        raise ModelFileError(f"cannot write '{path}': it is a folder; give a file name.")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise ModelFileError(f"cannot write in '{directory}': {error.strerror or error}.") from None
+    binary = "b" in mode
+    try:
+        os.chmod(temporary, _file_mode(path))
+        with os.fdopen(handle, mode, **({} if binary else {"encoding": encoding, "newline": newline})) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(error, OSError) and not isinstance(error, ModelFileError):
+            raise ModelFileError(f"could not write '{path}': {error.strerror or error}; the earlier file, if any, "
+                                 "is unchanged.") from error
+        raise
+    _fsync_directory(directory)
+
+
+def _file_mode(path):
+    """The permissions the file would get from open(): the earlier file's, or 0o666 minus the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path, "wb") as file:
+        file.write(data)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path, "w", newline="") as file:
+        file.write(text)
+
+
+# ---------------------------------------------------------------------------- checksums
+def _json_default(value):
+    """Let NumPy scalars and small arrays inside metadata become plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in _ALLOWED_KINDS:
+        return value.tolist()
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+def _canonical_json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def content_digest(arrays, metadata):
+    """SHA-256 over the metadata (canonical JSON) and every array's name, dtype, shape and bytes, by name."""
+    digest = hashlib.sha256()
+    digest.update(_canonical_json(metadata).encode("utf-8"))
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"\n{name}|{array.dtype.str}|{list(array.shape)}\n".encode("utf-8"))
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _check_array(name, array, where):
+    if not isinstance(name, str) or not _NAME.match(name) or name + ".npy" == METADATA_MEMBER:
+        raise ConfigError(f"array name {name!r} is not allowed {where}; use letters, digits, '_', '.' and '-'.")
+    array = np.asarray(array)
+    if array.dtype.kind not in _ALLOWED_KINDS:
+        raise ConfigError(
+            f"array '{name}' has dtype {array.dtype}, which model files do not store {where} (object, string and "
+            "structured arrays would need pickle); convert it to a numeric dtype."
+        )
+    return array
+
+
+# ---------------------------------------------------------------------------- archives
+def encode_archive(arrays, metadata):
+    """The bytes of an archive holding ``arrays`` (name -> numeric ndarray) and JSON-able ``metadata``."""
+    if not isinstance(arrays, dict):
+        raise ConfigError(f"arrays must be a dict of name -> array, got {type(arrays).__name__}.")
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"metadata must be a dict, got {type(metadata).__name__}.")
+    arrays = {name: np.ascontiguousarray(_check_array(name, array, "in a model file"))
+              for name, array in arrays.items()}
+    try:
+        metadata = json.loads(_canonical_json(metadata))  # a plain, JSON-only copy
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"metadata must be JSON-serializable (numbers, strings, lists, dicts): {error}.") from None
+    header = {
+        "format": ARCHIVE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arrays": {name: {"dtype": array.dtype.str, "shape": list(array.shape)} for name, array in arrays.items()},
+        "checksum": {"algorithm": "sha256", "content": content_digest(arrays, metadata)},
+        "metadata": metadata,
+    }
+    buffer = _stdio.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(METADATA_MEMBER, json.dumps(header, indent=1, default=_json_default))
+        for name, array in arrays.items():
+            member = _stdio.BytesIO()
+            np.lib.format.write_array(member, array, allow_pickle=False)
+            archive.writestr(name + ".npy", member.getvalue())
+        archive.comment = b"\0" * _SEAL_LENGTH  # room for the seal, filled in below
+    return _seal(buffer.getvalue())
+
+
+def _seal(data):
+    """Replace the zip comment placeholder (the last bytes) with the SHA-256 of everything before it."""
+    body = data[:-_SEAL_LENGTH]
+    return body + _SEAL_PREFIX + hashlib.sha256(body).hexdigest().encode("ascii")
+
+
+def write_archive(path, arrays, metadata):
+    """Write ``arrays`` and ``metadata`` to ``path`` atomically, in the format of docs/model-format.md."""
+    atomic_write_bytes(path, encode_archive(arrays, metadata))
+
+
+def read_archive(path):
+    """``(arrays, metadata)`` from a file written by :func:`write_archive`, verified; or a ModelFileError."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        raise ModelFileError(f"model file '{path}' does not exist; check the path, or train and save a model "
+                             "first.") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"'{path}' is a folder, not a model file.") from None
+    except OSError as error:
+        raise ModelFileError(f"cannot read '{path}': {error.strerror or error}.") from None
+    return decode_archive(data, path)
+
+
+def decode_archive(data, path="<bytes>"):
+    """Verify and decode archive bytes; see :func:`read_archive`."""
+    where = f"'{path}'"
+    if len(data) < _SEAL_LENGTH + 22 or not data.startswith(b"PK"):
+        raise ModelFileError(f"{where} is not a handgrad model file (empty, truncated or another kind of file).")
+    seal = data[-_SEAL_LENGTH:]
+    if not seal.startswith(_SEAL_PREFIX):
+        raise ModelFileError(f"{where} has no handgrad checksum at its end: it is truncated, was modified by "
+                             "another program, or is not a handgrad model file. Save the model again.")
+    expected = seal[len(_SEAL_PREFIX):]
+    if hashlib.sha256(data[:-_SEAL_LENGTH]).hexdigest().encode("ascii") != expected:
+        raise ModelFileError(f"{where} is damaged: its SHA-256 checksum does not match its content (tampered with "
+                             "or corrupted in transfer). Use an intact copy or save the model again.")
+    try:
+        archive = zipfile.ZipFile(_stdio.BytesIO(data))
+        names = archive.namelist()
+        if METADATA_MEMBER not in names:
+            raise ModelFileError(f"{where} has no {METADATA_MEMBER}; it is not a handgrad model file.")
+        header = json.loads(archive.read(METADATA_MEMBER).decode("utf-8"))
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, UnicodeDecodeError, EOFError, OSError) as error:
+        raise ModelFileError(f"{where} cannot be read as a model archive: {error}.") from None
+    if not isinstance(header, dict) or header.get("format") != ARCHIVE_FORMAT:
+        raise ModelFileError(f"{where} is not a handgrad model file (format {header.get('format')!r} "
+                             f"instead of '{ARCHIVE_FORMAT}')." if isinstance(header, dict) else
+                             f"{where} has a malformed {METADATA_MEMBER}.")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise ModelFileError(
+            f"{where} uses model-file format version {version!r}, but this handgrad reads version {FORMAT_VERSION}"
+            + ("; upgrade handgrad to read it." if newer else "; re-save the model with a current handgrad.")
+        )
+    entries = header.get("arrays")
+    metadata = header.get("metadata")
+    checksum = header.get("checksum")
+    if not isinstance(entries, dict) or not isinstance(metadata, dict) or not isinstance(checksum, dict):
+        raise ModelFileError(f"{where} has a malformed {METADATA_MEMBER} (missing 'arrays', 'metadata' or "
+                             "'checksum').")
+    expected_members = {METADATA_MEMBER} | {name + ".npy" for name in entries}
+    if set(names) != expected_members or len(names) != len(expected_members):
+        raise ModelFileError(f"{where} holds members {sorted(names)} but its metadata lists "
+                             f"{sorted(expected_members)}; the file was altered.")
+    arrays = {}
+    for name, entry in entries.items():
+        if not _NAME.match(name):
+            raise ModelFileError(f"{where} contains an array with the invalid name {name!r}.")
+        try:
+            with archive.open(name + ".npy") as member:
+                array = np.lib.format.read_array(member, allow_pickle=False)
+        except ValueError as error:
+            if "pickle" in str(error).lower() or "object" in str(error).lower():
+                raise ModelFileError(f"{where}: array '{name}' is stored with pickle (an object array); handgrad "
+                                     "never unpickles, since that could run code. Refusing to load it.") from None
+            raise ModelFileError(f"{where}: array '{name}' cannot be decoded: {error}.") from None
+        except (zipfile.BadZipFile, EOFError, OSError) as error:
+            raise ModelFileError(f"{where}: array '{name}' cannot be read: {error}.") from None
+        if array.dtype.kind not in _ALLOWED_KINDS:
+            raise ModelFileError(f"{where}: array '{name}' has dtype {array.dtype}, which handgrad refuses to load.")
+        if not isinstance(entry, dict) or entry.get("dtype") != array.dtype.str or \
+                entry.get("shape") != list(array.shape):
+            raise ModelFileError(f"{where}: array '{name}' is {array.dtype.str} {list(array.shape)} but the "
+                                 f"metadata says {entry}; the file was altered.")
+        arrays[name] = array
+    if checksum.get("algorithm") != "sha256" or checksum.get("content") != content_digest(arrays, metadata):
+        raise ModelFileError(f"{where}: the content checksum does not match the arrays and metadata; the file was "
+                             "altered. Use an intact copy or save the model again.")
+    return arrays, metadata
+
+
+# ---------------------------------------------------------------------------- networks
+def _rebuild(config):
+    """An MLP from :meth:`MLP.config` (the weights are then overwritten by the caller)."""
+    from .network import MLP
+
+    config = dict(config)
+    if config.get("init") not in ("auto", "he", "glorot", "lecun"):
+        config["init"] = "auto"
+    layers = [(size, activation) for size, activation in config.pop("layers")]
+    return MLP(layers=layers, **config)
+
+
+def save(net, path, extra_arrays=None, **metadata):
+    """Write ``net`` to ``path``: its architecture (``net.config()``), weights, and any JSON-able ``metadata``.
+
+    >>> net.save("model.npz", training={"epochs": 20, "learning_rate": 0.1})   # doctest: +SKIP
+
+    ``extra_arrays`` (name -> numeric array) are stored alongside, e.g. optimizer state
+    for a checkpoint; :func:`load` returns them as ``net.extra_arrays``. The metadata comes
+    back as ``net.metadata``. Weights round-trip bit for bit.
+    """
+    from . import __version__
+    from .network import MLP
+
+    if not isinstance(net, MLP):
+        raise ConfigError(f"save needs an MLP, got {type(net).__name__}.")
+    config = net.config()
+    try:
+        _rebuild(json.loads(_canonical_json(config)))
+    except (ConfigError, TypeError, ValueError) as error:
+        raise ConfigError(f"this network cannot be saved: its configuration does not rebuild it ({error}). Custom "
+                          "activation or loss objects cannot be stored; use built-in names.") from None
+    arrays = {name: array for name, array in net.parameters()}
+    for name, array in (extra_arrays or {}).items():
+        arrays["extra." + name] = _check_array(name, array, "as an extra array")
+    base = dict(getattr(net, "metadata", None) or {})
+    base.update(metadata)
+    record = {"kind": MODEL_KIND, "handgrad_version": __version__, "config": config, "user": base}
+    write_archive(path, arrays, record)
+    return os.fspath(path)
+
+
+def load(path):
+    """The MLP stored in ``path`` (see :func:`save`), with ``net.metadata`` and ``net.extra_arrays`` set."""
+    arrays, record = read_archive(path)
+    if record.get("kind") != MODEL_KIND or not isinstance(record.get("config"), dict):
+        raise ModelFileError(f"'{os.fspath(path)}' is a handgrad archive but holds no network (kind "
+                             f"{record.get('kind')!r}); it may be a data or checkpoint file.")
+    try:
+        net = _rebuild(record["config"])
+    except (ConfigError, TypeError, ValueError, KeyError) as error:
+        raise ModelFileError(f"'{os.fspath(path)}' describes a network this handgrad cannot build: {error}.") from None
+    for name, target in net.parameters():
+        if name not in arrays:
+            raise ModelFileError(f"'{os.fspath(path)}' lacks parameter {name}.")
+        if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
+            raise ModelFileError(f"'{os.fspath(path)}': {name} is {arrays[name].dtype} {arrays[name].shape}, but the "
+                                 f"architecture needs {target.dtype} {target.shape}.")
+        target[...] = arrays[name]
+    expected = {name for name, _ in net.parameters()}
+    unknown = [name for name in arrays if name not in expected and not name.startswith("extra.")]
+    if unknown:
+        raise ModelFileError(f"'{os.fspath(path)}' holds arrays {unknown} that the architecture has no place for.")
+    net.metadata = dict(record.get("user") or {})
+    net.extra_arrays = {name[len("extra."):]: array for name, array in arrays.items() if name.startswith("extra.")}
+    return net
+
+
+def read_model_info(path):
+    """The stored record (kind, version, config, user metadata) and array shapes, without building the network."""
+    arrays, record = read_archive(path)
+    return {"record": record, "shapes": {name: tuple(array.shape) for name, array in arrays.items()},
+            "dtypes": {name: array.dtype.name for name, array in arrays.items()}}
