@@ -17,3 +17,10 @@ def test_cli_default_run(capsys):
 
     assert main([]) == 0
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_explain_is_callable_twice():
+    # handgrad.explain is both a module and the function the package exports: the function must win.
+    net = hg.MLP(2, [(2, "relu"), (1, "sigmoid")], seed=0)
+    assert hg.explain(net) == hg.explain(net)
+    assert "dW1" in hg.explain(net)

@@ -7,6 +7,7 @@ Every formula is derived in docs/derivations.md.
 from . import activations, losses
 from .activations import Activation, get_activation
 from .errors import ConfigError, DataError, HandgradError, ModelFileError, TrainingError
+from .explain import explain, trace
 from .gradcheck import gradcheck
 from .losses import Loss, get_loss
 from .network import MLP
@@ -19,13 +20,6 @@ def load(path):
     from .io import load as _load
 
     return _load(path)
-
-
-def explain(net, format="text"):
-    """The forward and backward equations of ``net``, layer by layer, with every shape filled in."""
-    from .explain import explain as _explain
-
-    return _explain(net, format=format)
 
 
 def check_gradients(student_fn, net, X, T):
@@ -50,7 +44,7 @@ def check_loss(loss):
 
 
 __all__ = [
-    "explain", "check_gradients", "check_activation", "check_loss",
+    "explain", "trace", "check_gradients", "check_activation", "check_loss",
     "MLP", "gradcheck", "load", "Activation", "Loss", "get_activation", "get_loss", "activations", "losses",
     "HandgradError", "ConfigError", "DataError", "ModelFileError", "TrainingError", "__version__",
 ]

@@ -1,0 +1,411 @@
+"""Two deliberately slow engines that compute the same gradients as ``MLP.loss_and_grad``.
+
+They exist for teaching and as independent oracles in the tests. Neither shares any
+math with the batched engine: every formula is written out again here.
+
+1. :func:`scalar_gradients`: seed 000's view. The whole objective J is built as an
+   explicit graph of scalar nodes (one node per number: every weight, every product
+   x_i w_ij, every pre-activation, every activation, every loss term). Each operation
+   records, right next to its forward value, its *local derivatives*
+   dv_child/dv_parent. Backward then visits the nodes in reverse topological order and
+   applies seed 000's rule (its equation (1))
+
+       v_bar_i = sum over children j of v_i:  v_bar_j * dv_j/dv_i,      J_bar = 1.
+
+2. :func:`per_sample_gradients`: seed 003's algorithm. Column vectors, W stored as
+   (n_out, n_in) (that is, our W transposed), one sample at a time:
+
+       forward:   h_0 = x;  a_k = W_k h_{k-1} + b_k;  h_k = f_k(a_k)
+       backward:  g = dl/dh_L                         (the loss derivative)
+                  for k = L, ..., 1:
+                      g = f_k'(a_k)^T g                (element-wise: g * f_k'(a_k); softmax: its Jacobian;
+                                                        at k = L with a closed form: g = h_L - t directly)
+                      b_derivs_k += g;  W_derivs_k += g h_{k-1}^T;  g = W_k^T g
+
+   and the sums over samples are divided by N, as the batched engine's 1/N does.
+
+Both return ``(J, [(dW, db or None), ...])`` in the batched layout (dW of shape
+(n_in, n_out)), so they compare entry by entry with ``net.loss_and_grad``.
+Dropout is not modelled (it is off in ``loss_and_grad`` unless a dropout seed is given).
+Use small networks: the scalar graph of a batch has about N * (number of weights) nodes.
+"""
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. The scalar engine
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Value:
+    """One scalar node of the computational graph.
+
+    ``data`` is the forward value, ``grad`` is v_bar = dJ/dv (filled in by :meth:`backward`),
+    ``parents`` is a tuple of ``(parent node, dv_self/dv_parent)``: each operation
+    stores its local derivative with respect to each input when it computes its value.
+    """
+
+    __slots__ = ("data", "grad", "parents", "op")
+
+    def __init__(self, data, parents=(), op=""):
+        self.data = float(data)
+        self.grad = 0.0
+        self.parents = tuple(parents)
+        self.op = op
+
+    def __repr__(self):
+        return f"Value({self.data:.6g}, grad={self.grad:.6g}, op={self.op!r})"
+
+    # -- arithmetic: forward value, then the local derivative with respect to each input ---------------------
+    def __add__(self, other):
+        other = _as_value(other)
+        # v = x + y;   dv/dx = 1,   dv/dy = 1
+        return Value(self.data + other.data, [(self, 1.0), (other, 1.0)], "+")
+
+    __radd__ = __add__
+
+    def __mul__(self, other):
+        other = _as_value(other)
+        # v = x y;   dv/dx = y,   dv/dy = x
+        return Value(self.data * other.data, [(self, other.data), (other, self.data)], "*")
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        # v = -x;   dv/dx = -1
+        return Value(-self.data, [(self, -1.0)], "neg")
+
+    def __sub__(self, other):
+        return self + (-_as_value(other))
+
+    def __rsub__(self, other):
+        return _as_value(other) + (-self)
+
+    def __truediv__(self, other):
+        other = _as_value(other)
+        # v = x / y;   dv/dx = 1/y,   dv/dy = -x/y^2
+        return Value(self.data / other.data, [(self, 1.0 / other.data), (other, -self.data / other.data**2)], "/")
+
+    def __rtruediv__(self, other):
+        return _as_value(other) / self
+
+    def square(self):
+        # v = x^2;   dv/dx = 2x
+        return Value(self.data**2, [(self, 2.0 * self.data)], "square")
+
+    def abs(self):
+        # v = |x|;   dv/dx = sign(x)   (0 at x = 0, the subgradient the batched engine's np.sign uses)
+        return Value(abs(self.data), [(self, float(np.sign(self.data)))], "abs")
+
+    def exp(self):
+        # v = e^x;   dv/dx = e^x = v
+        v = math.exp(self.data)
+        return Value(v, [(self, v)], "exp")
+
+    def log(self):
+        # v = ln x;   dv/dx = 1/x
+        return Value(math.log(self.data), [(self, 1.0 / self.data)], "log")
+
+    # -- activations (element-wise) -------------------------------------------------------------------------
+    def identity(self):
+        # v = x;   dv/dx = 1
+        return Value(self.data, [(self, 1.0)], "identity")
+
+    def relu(self):
+        # v = max(x, 0);   dv/dx = 1 if x > 0 else 0   (seed 000's Heaviside step)
+        return Value(max(self.data, 0.0), [(self, 1.0 if self.data > 0 else 0.0)], "relu")
+
+    def leaky_relu(self, slope):
+        # v = x if x > 0 else s x;   dv/dx = 1 if x > 0 else s
+        positive = self.data > 0
+        return Value(self.data if positive else slope * self.data, [(self, 1.0 if positive else slope)], "leaky_relu")
+
+    def sigmoid(self):
+        # v = 1 / (1 + e^-x);   dv/dx = v (1 - v)
+        x = self.data
+        v = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+        return Value(v, [(self, v * (1.0 - v))], "sigmoid")
+
+    def tanh(self):
+        # v = tanh x;   dv/dx = 1 - v^2
+        v = math.tanh(self.data)
+        return Value(v, [(self, 1.0 - v * v)], "tanh")
+
+    def softplus(self):
+        # v = ln(1 + e^x);   dv/dx = 1 / (1 + e^-x)
+        x = self.data
+        v = max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+        return Value(v, [(self, 1.0 / (1.0 + math.exp(-x)))], "softplus")
+
+    def elu(self, alpha):
+        # v = x if x > 0 else alpha (e^x - 1);   dv/dx = 1 if x > 0 else alpha e^x
+        x = self.data
+        if x > 0:
+            return Value(x, [(self, 1.0)], "elu")
+        return Value(alpha * math.expm1(x), [(self, alpha * math.exp(x))], "elu")
+
+    def gelu(self):
+        # v = x/2 (1 + tanh u),  u = c (x + k x^3);   dv/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) c (1 + 3 k x^2)
+        x = self.data
+        c, k = math.sqrt(2.0 / math.pi), 0.044715
+        t = math.tanh(c * (x + k * x**3))
+        return Value(0.5 * x * (1 + t), [(self, 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * k * x * x))],
+                     "gelu")
+
+    def silu(self):
+        # v = x s,  s = 1/(1 + e^-x);   dv/dx = s + x s (1 - s)
+        x = self.data
+        s = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+        return Value(x * s, [(self, s + x * s * (1 - s))], "silu")
+
+    def apply(self, activation):
+        """A user-defined element-wise activation: its own forward and derivative, evaluated on one number."""
+        z = np.array([[self.data]])
+        a = activation.forward(z.copy())
+        return Value(float(a[0, 0]), [(self, float(activation.derivative(z, a)[0, 0]))], activation.name)
+
+    # -- backward: seed 000's rule ---------------------------------------------------------------------------
+    def backward(self):
+        """Set self.grad = 1 and fill in v_bar = dJ/dv for every node this one depends on.
+
+        Reverse topological order guarantees that when a node is reached, every child has
+        already added its share v_bar_child * dv_child/dv_node to it, so its v_bar is complete.
+        """
+        order = topological_order(self)
+        for node in order:
+            node.grad = 0.0
+        self.grad = 1.0
+        for node in reversed(order):
+            for parent, local_derivative in node.parents:
+                parent.grad += node.grad * local_derivative
+
+
+def _as_value(x):
+    return x if isinstance(x, Value) else Value(x, (), "const")
+
+
+def topological_order(root):
+    """Every node ``root`` depends on, each after all of its parents (iterative depth-first search)."""
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for parent, _ in node.parents:
+            if id(parent) not in seen:
+                stack.append((parent, False))
+    return order
+
+
+def _scalar_activation(activation, z_row):
+    """A list of Values f(z_row) for one sample's pre-activations (softmax couples the whole row)."""
+    name = activation.name
+    if name == "softmax":
+        # a_k = e^{z_k - m} / sum_j e^{z_j - m}; m = max z is a constant, which leaves a and its derivatives unchanged
+        m = max(z.data for z in z_row)
+        exps = [(z - m).exp() for z in z_row]
+        total = sum(exps[1:], exps[0])
+        return [e / total for e in exps]
+    if name == "leaky_relu":
+        return [z.leaky_relu(activation.slope) for z in z_row]
+    if name == "elu":
+        return [z.elu(activation.alpha) for z in z_row]
+    if name in ("identity", "relu", "sigmoid", "tanh", "softplus", "gelu", "silu") and type(activation).__module__ \
+            == "handgrad.activations":
+        return [getattr(z, name)() for z in z_row]
+    if not getattr(activation, "elementwise", True):
+        raise ConfigError(f"the scalar engine cannot expand the non-element-wise activation '{name}'.")
+    return [z.apply(activation) for z in z_row]
+
+
+def _scalar_loss(loss, a_row, t_row):
+    """One sample's loss l_n as a Value, built from its per-element terms."""
+    name = loss.name
+    if name == "half_squared_error":  # 1/2 sum_k (a_k - t_k)^2
+        terms = [(a - t).square() for a, t in zip(a_row, t_row)]
+        return 0.5 * sum(terms[1:], terms[0])
+    if name == "mse":  # sum_k (a_k - t_k)^2
+        terms = [(a - t).square() for a, t in zip(a_row, t_row)]
+        return sum(terms[1:], terms[0])
+    if name == "binary_cross_entropy":  # -sum_k [t ln a + (1 - t) ln(1 - a)]
+        terms = [t * a.log() + (1 - t) * (1 - a).log() for a, t in zip(a_row, t_row)]
+        return -sum(terms[1:], terms[0])
+    if name == "cross_entropy":  # -sum_k t ln a
+        terms = [t * a.log() for a, t in zip(a_row, t_row)]
+        return -sum(terms[1:], terms[0])
+    raise ConfigError(f"the scalar engine knows the built-in losses only, not '{name}'; "
+                      "use per_sample_gradients for a user-defined loss.")
+
+
+def build_scalar_graph(net, X, T, sample_weight=None):
+    """The objective J of ``net`` on (X, T) as a graph of scalar :class:`Value` nodes.
+
+    Returns ``(J, weights, biases)`` where ``weights[k][i][j]`` is the node of W_{k+1}[i, j]
+    and ``biases[k][j]`` that of b_{k+1}[j] (or ``biases[k]`` is None without biases).
+    """
+    X = net.check_inputs(X).astype(np.float64)
+    T = net.check_targets(T, X.shape[0]).astype(np.float64)
+    w = net.check_sample_weight(sample_weight, X.shape[0])
+    N = X.shape[0]
+    weights = [[[Value(v, op=f"W{k + 1}") for v in row] for row in layer.W.astype(np.float64)]
+               for k, layer in enumerate(net.layers)]
+    biases = [None if layer.b is None else [Value(v, op=f"b{k + 1}") for v in layer.b.astype(np.float64)]
+              for k, layer in enumerate(net.layers)]
+
+    sample_losses = []
+    for n in range(N):
+        h = [Value(x, op="x") for x in X[n]]  # h_0 = x: inputs are leaves (their v_bar is computed but unused)
+        for layer, W, b in zip(net.layers, weights, biases):
+            z = []
+            for j in range(layer.n_out):
+                products = [h[i] * W[i][j] for i in range(layer.n_in)]  # z_j = sum_i h_i W[i][j] (+ b_j)
+                total = sum(products[1:], products[0])
+                z.append(total + b[j] if b is not None else total)
+            h = _scalar_activation(layer.activation, z)
+        loss_n = _scalar_loss(net.loss_fn, h, T[n])
+        sample_losses.append(loss_n * float(w[n]) if w is not None else loss_n)
+
+    J = sum(sample_losses[1:], sample_losses[0]) / N  # the mean over the batch: the 1/N of the batched engine
+    every_weight = [wij for W in weights for row in W for wij in row]
+    if net.l2:  # + (l2/2) sum ||W_k||_F^2
+        squares = [wij.square() for wij in every_weight]
+        J = J + 0.5 * net.l2 * sum(squares[1:], squares[0])
+    if net.l1:  # + l1 sum |W_k|
+        absolutes = [wij.abs() for wij in every_weight]
+        J = J + net.l1 * sum(absolutes[1:], absolutes[0])
+    return J, weights, biases
+
+
+def scalar_gradients(net, X, T, sample_weight=None):
+    """J and every dJ/dW_k, dJ/db_k, computed node by node with seed 000's rule (see the module docstring)."""
+    J, weights, biases = build_scalar_graph(net, X, T, sample_weight)
+    J.backward()
+    grads = []
+    for W, b in zip(weights, biases):
+        dW = np.array([[node.grad for node in row] for row in W])
+        db = None if b is None else np.array([node.grad for node in b])
+        grads.append((dW, db))
+    return J.data, grads
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Seed 003's per-sample column-vector algorithm
+# ---------------------------------------------------------------------------------------------------------------
+
+def _sigmoid(a):
+    return 0.5 * (1.0 + np.tanh(0.5 * a))  # = 1/(1 + e^-a), without overflow
+
+
+# f_k'(a) evaluated at the pre-activation a (seed 003 writes f_deriv_k(a_k)), written out again here.
+_DERIVATIVES = {
+    "identity": lambda a, act: np.ones_like(a),
+    "relu": lambda a, act: (a > 0).astype(float),
+    "leaky_relu": lambda a, act: np.where(a > 0, 1.0, act.slope),
+    "sigmoid": lambda a, act: _sigmoid(a) * (1 - _sigmoid(a)),
+    "tanh": lambda a, act: 1 - np.tanh(a) ** 2,
+    "softplus": lambda a, act: _sigmoid(a),
+    "elu": lambda a, act: np.where(a > 0, 1.0, act.alpha * np.exp(np.minimum(a, 0))),
+    "gelu": lambda a, act: _gelu_derivative(a),
+    "silu": lambda a, act: _sigmoid(a) * (1 + a * (1 - _sigmoid(a))),
+}
+
+
+def _gelu_derivative(a):
+    c, k = math.sqrt(2.0 / math.pi), 0.044715
+    t = np.tanh(c * (a + k * a**3))
+    return 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * c * (1 + 3 * k * a * a)
+
+
+# dl/dh_L for one sample (no 1/N: the average over samples is taken at the end).
+_LOSS_DERIVATIVES = {
+    "half_squared_error": lambda h, t: h - t,
+    "mse": lambda h, t: 2 * (h - t),
+    "binary_cross_entropy": lambda h, t: (h - t) / (h * (1 - h)),
+    "cross_entropy": lambda h, t: -t / h,
+}
+
+
+def _activation_vector(activation, a):
+    """f(a) for one column vector a."""
+    return activation.forward(a[None, :].copy())[0]
+
+
+def _backward_through_activation(activation, a, h, g):
+    """f'(a)^T g: element-wise g * f'(a), or for softmax the Jacobian J = diag(h) - h h^T (symmetric)."""
+    if activation.name == "softmax":
+        jacobian = np.diag(h) - np.outer(h, h)
+        return jacobian.T @ g
+    if activation.name in _DERIVATIVES and type(activation).__module__ == "handgrad.activations":
+        return g * _DERIVATIVES[activation.name](a, activation)
+    if not getattr(activation, "elementwise", True):  # a user-defined coupled activation: trust its backward
+        return activation.backward(g[None, :].copy(), a[None, :], h[None, :])[0]
+    return g * activation.derivative(a[None, :], h[None, :])[0]
+
+
+def per_sample_gradients(net, X, T, sample_weight=None):
+    """J and every dJ/dW_k, dJ/db_k with seed 003's per-sample algorithm (see the module docstring)."""
+    X = net.check_inputs(X).astype(np.float64)
+    T = net.check_targets(T, X.shape[0]).astype(np.float64)
+    weights_per_sample = net.check_sample_weight(sample_weight, X.shape[0])
+    N = X.shape[0]
+    L = len(net.layers)
+    Ws = [layer.W.astype(np.float64).T for layer in net.layers]  # seed 003's W_k: (n_out, n_in)
+    bs = [None if layer.b is None else layer.b.astype(np.float64) for layer in net.layers]
+    W_derivs = [np.zeros_like(W) for W in Ws]
+    b_derivs = [np.zeros(W.shape[0]) for W in Ws]
+    loss = net.loss_fn
+    total = 0.0
+
+    for n in range(N):
+        scale = 1.0 if weights_per_sample is None else float(weights_per_sample[n])
+        x, t = X[n], T[n]
+        # forward: h_0 = x;  a_k = W_k h_{k-1} + b_k;  h_k = f_k(a_k)
+        hs, as_ = [x], []
+        for layer, W, b in zip(net.layers, Ws, bs):
+            a = W @ hs[-1] + (b if b is not None else 0.0)
+            as_.append(a)
+            hs.append(_activation_vector(layer.activation, a))
+        y_est = hs[-1]
+        total += scale * float(loss.per_sample(y_est[None, :], t[None, :])[0])
+
+        # backward
+        for k in range(L - 1, -1, -1):  # k = L, ..., 1 in seed 003's numbering
+            activation = net.layers[k].activation
+            if k == L - 1:
+                if net.closed_form:
+                    g = y_est - t  # dl/da_L: softmax + cross-entropy, sigmoid + binary cross-entropy
+                else:
+                    if loss.name in _LOSS_DERIVATIVES and type(loss).__module__ == "handgrad.losses":
+                        g = _LOSS_DERIVATIVES[loss.name](y_est, t)  # g = est_lossderiv(y_est, y)
+                    else:  # a user-defined loss: its gradient for a batch of one sample (1/N with N = 1)
+                        g = loss.gradient(y_est[None, :].copy(), t[None, :].copy())[0]
+                    g = _backward_through_activation(activation, as_[k], hs[k + 1], g)
+            else:
+                g = _backward_through_activation(activation, as_[k], hs[k + 1], g)  # g = g * f_deriv_k(a_k)
+            b_derivs[k] += scale * g                         # b_derivs_k = g
+            W_derivs[k] += scale * np.outer(g, hs[k])        # W_derivs_k = g h_{k-1}^T
+            g = Ws[k].T @ g                                  # g = W_k^T g
+
+    J = total / N
+    grads = []
+    for layer, W_deriv, b_deriv in zip(net.layers, W_derivs, b_derivs):
+        dW = W_deriv.T / N  # back to the batched layout (n_in, n_out), averaged over the N samples
+        W = layer.W.astype(np.float64)
+        if net.l2:
+            dW = dW + net.l2 * W
+            J += 0.5 * net.l2 * float(np.sum(W * W))
+        if net.l1:
+            dW = dW + net.l1 * np.sign(W)
+            J += net.l1 * float(np.abs(W).sum())
+        grads.append((dW, None if layer.b is None else b_deriv / N))
+    return J, grads

@@ -1,0 +1,358 @@
+"""Check a learner's own backpropagation, activation or loss against handgrad's.
+
+``check_gradients(student_fn, net, X, T)`` calls
+
+    student_fn(weights, biases, activations, X, T, loss) -> [(dW1, db1), (dW2, db2), ...]
+
+with
+    weights      list of W_k arrays, shape (n_in, n_out) (batch-first: Z_k = A_{k-1} @ W_k + b_k)
+    biases       list of b_k arrays of shape (n_out,), or None for each layer when bias=False
+    activations  list of activation names, e.g. ['relu', 'relu', 'sigmoid']
+    X            (N, n_inputs) float array
+    T            (N, n_outputs) targets as the network prepares them (class ids become one-hot rows)
+    loss         the loss name, e.g. 'half_squared_error' (J = (1/N) sum_n l(a_n, t_n), no regularization)
+
+and it must return one (dW, db) pair per layer, db None when the layer has no bias. The
+arrays it receives are copies. The result is compared, parameter by parameter, with the
+gradient of the data loss (l2, l1 and dropout play no part), and each wrong parameter
+gets a hint when it matches a usual mistake: a missing transpose, a missing 1/N, f'
+taken at the activation instead of the pre-activation, a bias gradient not summed over
+the batch, a flipped sign.
+
+``check_activation(obj)`` and ``check_loss(obj)`` check a user-defined activation's
+derivative or loss's gradient (the built-ins' interface: subclass
+``handgrad.activations.Activation`` with forward/derivative, or ``handgrad.losses.Loss``
+with per_sample/gradient) against central differences, before any training.
+"""
+
+import traceback
+
+import numpy as np
+
+from .activations import Activation, get_activation
+from .errors import ConfigError
+from .losses import Loss, get_loss
+
+TOLERANCE = 1e-6
+
+
+def _relative_error(given, expected):
+    scale = max(float(np.abs(given).max(initial=0.0)), float(np.abs(expected).max(initial=0.0)), 1e-12)
+    return float(np.abs(given - expected).max(initial=0.0)) / scale
+
+
+def _close(given, expected):
+    return given.shape == expected.shape and _relative_error(given, expected) < TOLERANCE
+
+
+# ------------------------------------------------------------------------------------------------ gradients
+class ParameterResult:
+    """The verdict on one parameter array (W2, b1...)."""
+
+    def __init__(self, name, ok, relative_error=None, first_wrong=None, hint=""):
+        self.name = name
+        self.ok = ok
+        self.relative_error = relative_error
+        self.first_wrong = first_wrong  # (index, yours, expected) or None
+        self.hint = hint
+
+    def __str__(self):
+        if self.ok:
+            return f"{self.name:<5} right   (relative error {self.relative_error:.1e})"
+        lines = [f"{self.name:<5} WRONG" + (f"   (relative error {self.relative_error:.1e})"
+                                            if self.relative_error is not None else "")]
+        if self.first_wrong is not None:
+            index, yours, expected = self.first_wrong
+            lines.append(f"      first wrong entry {index}: yours {yours:.10g}, expected {expected:.10g}")
+        if self.hint:
+            lines.append(f"      hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class GradientReport:
+    """Per-parameter verdicts; ``ok`` is True when every gradient is right."""
+
+    def __init__(self, results, error=""):
+        self.results = results
+        self.error = error
+
+    @property
+    def ok(self):
+        return not self.error and all(result.ok for result in self.results)
+
+    def __getitem__(self, name):
+        return next(result for result in self.results if result.name == name)
+
+    def __str__(self):
+        if self.error:
+            return f"could not check your gradients: {self.error}"
+        lines = [str(result) for result in self.results]
+        right = sum(result.ok for result in self.results)
+        lines.append(f"{right} of {len(self.results)} parameter gradients right: " + ("PASS" if self.ok else "FAIL"))
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _data_loss_copy(net):
+    """A float64 copy of ``net`` without regularization or dropout: the function the student differentiates."""
+    from .network import MLP
+
+    copy = MLP(net.n_inputs, [(layer.n_out, layer.activation) for layer in net.layers], loss=net.loss_fn,
+               bias=net.bias, dtype="float64")
+    copy.set_weights(net.get_weights())
+    return copy
+
+
+def _diagnose_W(given, expected, variants, k):
+    """A hint for a wrong dW_k, by comparing with the true gradient's usual mutations."""
+    N = variants["N"]
+    h = "X" if k == 1 else f"A{k - 1}"
+    if given.shape == expected.T.shape and given.shape != expected.shape:
+        if _close(given.T, expected):
+            return (f"missing transpose: you returned dZ{k}^T {h} with shape {given.shape}; "
+                    f"dW{k} = {h}^T dZ{k} has W{k}'s shape {expected.shape}.")
+        return f"shape {given.shape} is W{k}'s transposed; dW{k} = {h}^T dZ{k} has shape {expected.shape}."
+    if given.shape != expected.shape:
+        return f"dW{k} must have W{k}'s shape {expected.shape}, got {given.shape}."
+    if expected.shape[0] == expected.shape[1] and _close(given, expected.T):
+        return f"missing transpose: you returned ({h}^T dZ{k})^T; dW{k}[i, j] = sum_n {h}[n, i] dZ{k}[n, j]."
+    return _common_hints(given, expected, variants["at_A"][k - 1][0], N, k, "dW")
+
+
+def _diagnose_b(given, expected, variants, k):
+    N = variants["N"]
+    dZ = variants["dZ"][k - 1]
+    if given.shape == dZ.shape or (given.ndim == 2 and given.shape[1:] == expected.shape):
+        return (f"forgotten bias sum over the batch: db{k} has shape {given.shape}; it must be the column sums "
+                f"of dZ{k}, dZ{k}.sum(axis=0), shape {expected.shape}.")
+    if given.shape != expected.shape:
+        return f"db{k} must have b{k}'s shape {expected.shape}, got {given.shape}."
+    for n in range(dZ.shape[0]):
+        if _close(given, dZ[n]):
+            return f"forgotten bias sum over the batch: db{k} equals row {n} of dZ{k}; sum all N rows."
+    if _close(given, expected / N):
+        return f"db{k} is the mean of dZ{k}'s rows, but dZ{k} already holds the 1/N: sum the rows."
+    return _common_hints(given, expected, variants["at_A"][k - 1][1], N, k, "db")
+
+
+def _common_hints(given, expected, at_A, N, k, name):
+    if _close(given, N * expected):
+        return f"missing 1/N: yours is N = {N} times too large; J is the mean over the batch, so dA = dJ/dA has a 1/N."
+    if _close(given, expected / N):
+        return f"divided by N twice: yours is N = {N} times too small."
+    if _close(given, -expected):
+        return "sign error: yours is the negative of the gradient (check a - t versus t - a)."
+    if at_A is not None and not _close(at_A, expected) and _close(given, at_A):
+        return ("derivative taken at the activation instead of the pre-activation: use f'(Z) (or the formula "
+                "in terms of A, such as A (1 - A) for sigmoid), not f'(A).")
+    return (f"no usual mistake matches; compare your {name}{k} with handgrad's "
+            "(python -c 'import handgrad as hg; print(hg.explain(net))' shows the equations).")
+
+
+def check_gradients(student_fn, net, X, T):
+    """Run ``student_fn`` (see the module docstring for its signature) and compare with handgrad's gradients.
+
+    Returns a :class:`GradientReport`: ``print(report)`` shows each parameter as right or
+    wrong with the relative error, the first wrong entry and a hint; ``report.ok`` says
+    whether all are right.
+    """
+    from .explain import forward_backward
+
+    if not callable(student_fn):
+        raise ConfigError(f"student_fn must be a function, got {type(student_fn).__name__}.")
+    reference = _data_loss_copy(net)
+    X = reference.check_inputs(X)
+    T = reference.check_targets(T, X.shape[0])
+    _, grads = reference.loss_and_grad(X, T)
+    _, layers = forward_backward(reference, X, T)
+    _, layers_at_A = forward_backward(reference, X, T, derivative_at="A")
+    variants = {"N": X.shape[0], "dZ": [record["dZ"] for record in layers],
+                "at_A": [(record["dW"], record["db"]) for record in layers_at_A]}
+
+    weights = [layer.W.copy() for layer in reference.layers]
+    biases = [None if layer.b is None else layer.b.copy() for layer in reference.layers]
+    activations = [layer.activation.name for layer in reference.layers]
+    try:
+        returned = student_fn(weights, biases, activations, X.copy(), T.copy(), reference.loss_fn.name)
+    except Exception as error:  # the student's code failed: report where, do not crash the checker
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        return GradientReport([], f"your function raised {type(error).__name__}: {error} "
+                                  f"(line {frame.lineno} of {frame.filename})")
+    L = len(reference.layers)
+    try:
+        returned = list(returned)
+    except TypeError:
+        returned = None
+    if returned is None or len(returned) != L:
+        got = "nothing" if returned is None else f"{len(returned)} items"
+        return GradientReport([], f"it must return a list of {L} (dW, db) pairs, one per layer; got {got}.")
+
+    results = []
+    for k, ((dW, db), item) in enumerate(zip(grads, returned), 1):
+        try:
+            given_W, given_b = item
+        except (TypeError, ValueError):
+            return GradientReport([], f"item {k} of the returned list must be a pair (dW{k}, db{k}).")
+        results.append(_compare(f"W{k}", given_W, dW, lambda g, e, k=k: _diagnose_W(g, e, variants, k)))
+        if db is not None:
+            results.append(_compare(f"b{k}", given_b, db, lambda g, e, k=k: _diagnose_b(g, e, variants, k)))
+        elif given_b is not None:
+            results.append(ParameterResult(f"b{k}", False, hint="the network has no biases: return None for db."))
+    return GradientReport(results)
+
+
+def _compare(name, given, expected, diagnose):
+    if given is None:
+        return ParameterResult(name, False, hint=f"no gradient returned for {name} (got None).")
+    try:
+        given = np.asarray(given, dtype=np.float64)
+    except (TypeError, ValueError):
+        return ParameterResult(name, False, hint=f"d{name} is not a numeric array.")
+    if given.shape != expected.shape:
+        return ParameterResult(name, False, hint=diagnose(given, expected))
+    error = _relative_error(given, expected)
+    if error < TOLERANCE:
+        return ParameterResult(name, True, error)
+    wrong = ~np.isclose(given, expected, rtol=1e-6, atol=1e-9 * max(float(np.abs(expected).max()), 1e-12))
+    index = tuple(int(i) for i in np.argwhere(wrong)[0]) if wrong.any() else \
+        tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(given - expected)), expected.shape))
+    return ParameterResult(name, False, error, (index, float(given[index]), float(expected[index])),
+                           diagnose(given, expected))
+
+
+# ------------------------------------------------------------------------------------------------ activations
+class CheckResult:
+    """The outcome of :func:`check_activation` or :func:`check_loss`: ``ok`` and a list of problems."""
+
+    def __init__(self, what, problems, max_error):
+        self.what = what
+        self.problems = problems
+        self.max_error = max_error
+
+    @property
+    def ok(self):
+        return not self.problems
+
+    def __bool__(self):
+        return self.ok
+
+    def __str__(self):
+        if self.ok:
+            return f"{self.what}: right (largest relative error {self.max_error:.1e} against central differences)"
+        return f"{self.what}: WRONG\n" + "\n".join(f"  - {problem}" for problem in self.problems)
+
+    __repr__ = __str__
+
+
+def _check_points():
+    """Test points away from 0 and from other kinks (z = 0 is where relu-like derivatives jump)."""
+    grid = np.linspace(-3.0, 3.0, 24)  # an even count: 0 is not among them
+    return grid.reshape(4, 6)
+
+
+def check_activation(obj, eps=1e-6, tolerance=1e-5):
+    """Check an activation's derivative (and backward) against central differences of its forward.
+
+    Accepts a name, an :class:`~handgrad.activations.Activation` subclass or instance.
+    Returns a :class:`CheckResult` whose problems say at which z the derivative is wrong.
+    """
+    activation = get_activation(obj)
+    Z = _check_points()
+    name = f"activation '{activation.name}'"
+    problems = []
+    try:
+        A = np.asarray(activation.forward(Z.copy()), dtype=np.float64)
+    except Exception as error:
+        return CheckResult(name, [f"forward(Z) raised {type(error).__name__}: {error}"], np.inf)
+    if A.shape != Z.shape:
+        return CheckResult(name, [f"forward must return an array of Z's shape {Z.shape}, got {A.shape}"], np.inf)
+    buffer = np.empty_like(Z)
+    if not np.allclose(activation.forward(Z.copy(), out=buffer), A):
+        problems.append("forward(Z, out=buffer) returns something different from forward(Z): write into out and "
+                        "return it (the layer passes a buffer)")
+
+    rng = np.random.default_rng(0)
+    dA = rng.normal(size=Z.shape)
+    numeric = np.zeros_like(Z)  # dJ/dz for J = sum(dA * f(Z)): the backward pass applied to dA
+    for index in np.ndindex(Z.shape):
+        plus, minus = Z.copy(), Z.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric[index] = np.sum(dA * (activation.forward(plus) - activation.forward(minus))) / (2 * eps)
+    try:
+        backward = np.asarray(activation.backward(dA.copy(), Z.copy(), A.copy()), dtype=np.float64)
+    except Exception as error:
+        return CheckResult(name, problems + [f"backward raised {type(error).__name__}: {error}"], np.inf)
+    error = _relative_error(backward, numeric)
+    if backward.shape != Z.shape or error > tolerance:
+        if getattr(activation, "elementwise", True) and backward.shape == Z.shape:
+            slope = backward / dA
+            true_slope = numeric / dA
+            wrong = np.argwhere(~np.isclose(slope, true_slope, rtol=tolerance, atol=tolerance))
+            where = ", ".join(f"z = {Z[tuple(i)]:.3f}: yours {slope[tuple(i)]:.6g}, numeric "
+                              f"{true_slope[tuple(i)]:.6g}" for i in wrong[:3])
+            problems.append(f"derivative wrong at {len(wrong)} of {Z.size} points, e.g. {where}")
+        else:
+            problems.append(f"backward(dA, Z, A) differs from central differences (relative error {error:.2e})")
+    if not activation.needs_z and backward.shape == Z.shape:
+        # With needs_z = False the layer may overwrite Z with A, so backward gets A in place of Z.
+        reused = np.asarray(activation.backward(dA.copy(), A.copy(), A.copy()), dtype=np.float64)
+        if not np.allclose(reused, backward, rtol=1e-9, atol=1e-12):
+            problems.append("needs_z is False but the derivative reads Z: set needs_z = True, or write the "
+                            "derivative from A alone")
+    return CheckResult(name, problems, error)
+
+
+def check_loss(obj, eps=1e-6, tolerance=1e-5):
+    """Check a loss's gradient dJ/dA (the 1/N included) against central differences of its value.
+
+    Accepts a name, a :class:`~handgrad.losses.Loss` subclass or instance. Returns a :class:`CheckResult`.
+    """
+    loss = get_loss(obj)
+    name = f"loss '{loss.name}'"
+    rng = np.random.default_rng(0)
+    N, K = 5, 3
+    low, high = loss.output_range
+    if (low, high) == (0.0, 1.0):
+        A = rng.uniform(0.1, 0.9, (N, K))
+    else:
+        A = rng.normal(size=(N, K))
+    tlow, thigh = loss.target_range
+    if (tlow, thigh) == (0.0, 1.0):
+        T = np.eye(K)[rng.integers(0, K, N)]  # one-hot rows: right for every cross-entropy
+    else:
+        T = rng.normal(size=(N, K))
+    problems = []
+    try:
+        per_sample = np.asarray(loss.per_sample(A.copy(), T.copy()))
+        gradient = np.asarray(loss.gradient(A.copy(), T.copy()), dtype=np.float64)
+    except Exception as error:
+        return CheckResult(name, [f"per_sample or gradient raised {type(error).__name__}: {error}"], np.inf)
+    if per_sample.shape != (N,):
+        problems.append(f"per_sample must return one loss per sample, shape ({N},), got {per_sample.shape}")
+        return CheckResult(name, problems, np.inf)
+    if gradient.shape != A.shape:
+        return CheckResult(name, [f"gradient must have A's shape {A.shape}, got {gradient.shape}"], np.inf)
+    numeric = np.zeros_like(A)
+    for index in np.ndindex(A.shape):
+        plus, minus = A.copy(), A.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric[index] = (loss.value(plus, T) - loss.value(minus, T)) / (2 * eps)
+    error = _relative_error(gradient, numeric)
+    if error > tolerance:
+        if _relative_error(gradient, N * numeric) < tolerance:
+            problems.append(f"gradient is N = {N} times too large: J is the mean over the batch, so divide by N")
+        elif _relative_error(gradient, -numeric) < tolerance:
+            problems.append("gradient has the wrong sign")
+        else:
+            index = np.unravel_index(np.argmax(np.abs(gradient - numeric)), A.shape)
+            problems.append(f"gradient differs from central differences (relative error {error:.2e}); worst at "
+                            f"A{list(index)} = {A[index]:.4f}, T = {T[index]:.4f}: yours {gradient[index]:.6g}, "
+                            f"numeric {numeric[index]:.6g}")
+    return CheckResult(name, problems, error)
+
+
+__all__ = ["check_gradients", "check_activation", "check_loss", "GradientReport", "CheckResult",
+           "Activation", "Loss"]

@@ -1,0 +1,230 @@
+"""check_gradients catches the usual mistakes; check_activation/check_loss check user code; the CLI commands."""
+
+import argparse
+import textwrap
+
+import numpy as np
+import pytest
+
+import handgrad as hg
+from handgrad.student import check_activation, check_gradients, check_loss
+
+STUDENT_CODE = textwrap.dedent('''
+    import numpy as np
+
+    MISTAKE = {mistake!r}
+
+    def f(name, Z):
+        return {{"relu": lambda z: np.maximum(z, 0), "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+                "tanh": np.tanh, "identity": lambda z: z}}[name](Z)
+
+    def f_prime(name, Z):
+        if name == "relu":
+            return (Z > 0) * 1.0
+        if name == "sigmoid":
+            s = 1 / (1 + np.exp(-Z))
+            return s * (1 - s)
+        if name == "tanh":
+            return 1 - np.tanh(Z) ** 2
+        return np.ones_like(Z)
+
+    def backprop(weights, biases, activations, X, T, loss):
+        assert loss == "half_squared_error"
+        N = X.shape[0]
+        H, Z = [X], []
+        for W, b, name in zip(weights, biases, activations):
+            Z.append(H[-1] @ W + (0 if b is None else b))
+            H.append(f(name, Z[-1]))
+        dA = (H[-1] - T) if MISTAKE == "missing 1/N" else (H[-1] - T) / N
+        if MISTAKE == "sign":
+            dA = -dA
+        grads = []
+        for k in reversed(range(len(weights))):
+            at = H[k + 1] if MISTAKE == "derivative at activation" else Z[k]
+            dZ = dA * f_prime(activations[k], at)
+            dW = dZ.T @ H[k] if MISTAKE == "missing transpose" else H[k].T @ dZ
+            db = None if biases[k] is None else (dZ if MISTAKE == "bias sum" else dZ.sum(axis=0))
+            grads.append((dW, db))
+            dA = dZ @ weights[k].T
+        return grads[::-1]
+''')
+
+
+def _student(tmp_path, mistake=None):
+    path = tmp_path / f"student_{str(mistake).replace(' ', '_').replace('/', '')}.py"
+    path.write_text(STUDENT_CODE.format(mistake=mistake))
+    from handgrad.cli_teach import load_student_function
+
+    return str(path), load_student_function(str(path))
+
+
+def _problem():
+    net = hg.MLP(3, [(4, "tanh"), (2, "sigmoid")], loss="half_squared_error", seed=0)
+    rng = np.random.default_rng(0)
+    return net, rng.normal(size=(5, 3)), rng.uniform(size=(5, 2))
+
+
+def test_right_implementation_passes(tmp_path):
+    _, backprop = _student(tmp_path)
+    report = check_gradients(backprop, *_problem())
+    assert report.ok, str(report)
+    assert "PASS" in str(report) and "WRONG" not in str(report)
+
+
+@pytest.mark.parametrize("mistake,hint,params", [
+    ("missing transpose", "missing transpose", ["W1", "W2"]),
+    ("missing 1/N", "missing 1/N", ["W1", "b1", "W2", "b2"]),
+    ("derivative at activation", "derivative taken at the activation", ["W1", "b1", "W2", "b2"]),
+    ("bias sum", "forgotten bias sum", ["b1", "b2"]),
+    ("sign", "sign error", ["W1", "b1", "W2", "b2"]),
+])
+def test_each_planted_mistake_is_caught_and_named(tmp_path, mistake, hint, params):
+    _, backprop = _student(tmp_path, mistake)
+    report = check_gradients(backprop, *_problem())
+    assert not report.ok
+    for result in report.results:
+        if result.name in params:
+            assert not result.ok and hint in result.hint, (result.name, result.hint)
+        else:
+            assert result.ok
+    assert "FAIL" in str(report)
+
+
+def test_first_wrong_entry_and_square_transpose():
+    net = hg.MLP(3, [(3, "tanh"), (1, "identity")], loss="half_squared_error", seed=0)
+    X, T = np.random.default_rng(1).normal(size=(4, 3)), np.zeros((4, 1))
+    _, grads = net.loss_and_grad(X, T)
+
+    def transposed(weights, biases, activations, X, T, loss):
+        return [(grads[0][0].T, grads[0][1]), (grads[1][0], grads[1][1])]
+
+    report = check_gradients(transposed, net, X, T)
+    assert "missing transpose" in report["W1"].hint
+    index, yours, expected = report["W1"].first_wrong
+    assert yours == pytest.approx(grads[0][0].T[index]) and expected == pytest.approx(grads[0][0][index])
+
+
+def test_student_code_errors_are_reported_not_raised():
+    net, X, T = _problem()
+
+    def crashes(*args):
+        raise IndexError("list index out of range")
+
+    report = check_gradients(crashes, net, X, T)
+    assert not report.ok and "IndexError" in str(report)
+    assert not check_gradients(lambda *a: [(1, 2)], net, X, T).ok
+
+
+class Softsign(hg.Activation):
+    name = "softsign"
+
+    def forward(self, Z, out=None):
+        return np.divide(Z, 1 + np.abs(Z), out=out)
+
+    def derivative(self, Z, A):
+        return 1 / (1 + np.abs(Z)) ** 2
+
+
+class LogCosh(hg.Loss):
+    name = "log_cosh"
+
+    def per_sample(self, A, T):
+        return np.log(np.cosh(A - T)).sum(axis=1)
+
+    def gradient(self, A, T, out=None):
+        return np.divide(np.tanh(A - T), A.shape[0], out=out)
+
+
+def test_check_activation_and_loss_pass_right_code_and_builtins():
+    assert check_activation(Softsign()).ok and check_activation(Softsign).ok
+    assert check_loss(LogCosh()).ok
+    for name in ["relu", "sigmoid", "tanh", "softmax", "gelu", "silu", "elu", "softplus", "leaky_relu"]:
+        assert check_activation(name).ok, name
+    for name in ["mse", "half_squared_error", "binary_cross_entropy", "cross_entropy"]:
+        assert check_loss(name).ok, name
+
+
+def test_check_activation_says_where_it_is_wrong():
+    class WrongSoftsign(Softsign):
+        def derivative(self, Z, A):
+            return np.where(Z > 1, 1.0, 1 / (1 + np.abs(Z)) ** 2)  # wrong for z > 1 only
+
+    result = check_activation(WrongSoftsign())
+    assert not result.ok and "z = " in str(result)
+    wrong_points = int(str(result).split("derivative wrong at ")[1].split(" ")[0])
+    assert wrong_points == int((np.linspace(-3, 3, 24) > 1).sum())
+
+    class ReadsZ(Softsign):
+        needs_z = False  # a false promise: the derivative reads Z
+
+    assert "needs_z" in str(check_activation(ReadsZ()))
+
+
+def test_check_loss_names_a_missing_1_over_N():
+    class NoMean(LogCosh):
+        def gradient(self, A, T, out=None):
+            return np.tanh(A - T)
+
+    result = check_loss(NoMean())
+    assert not result.ok and "times too large" in str(result)
+
+
+def test_user_defined_activation_and_loss_plug_in_and_train():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(64, 2))
+    T = np.sin(X[:, :1]) + 0.5 * X[:, 1:]
+    net = hg.MLP(2, [(8, Softsign()), (1, "identity")], loss=LogCosh(), seed=0)
+    assert hg.gradcheck(net, X[:6], T[:6]).max_error < 1e-6
+    before = net.loss(X, T)
+    net.fit(X, T, epochs=30, batch_size=16, learning_rate=0.2, seed=0)
+    assert net.loss(X, T) < 0.7 * before
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def _run(argv, capsys):
+    from handgrad.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_check_student_exit_codes(tmp_path, capsys):
+    right, _ = _student(tmp_path)
+    code, out, _ = _run(["check-student", right], capsys)
+    assert code == 0 and "PASS" in out
+    for mistake in ["missing transpose", "missing 1/N", "derivative at activation", "bias sum"]:
+        wrong, _ = _student(tmp_path, mistake)
+        code, out, _ = _run(["check-student", wrong], capsys)
+        assert code == 1 and "FAIL" in out
+    code, _, err = _run(["check-student", str(tmp_path / "absent.py")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    bad = tmp_path / "nobackprop.py"
+    bad.write_text("x = 1\n")
+    code, _, err = _run(["check-student", str(bad)], capsys)
+    assert code == 2 and "backprop" in err
+
+
+def test_cli_explain_trace_graph(tmp_path, capsys):
+    seed_000 = ["--layers", "2:relu,2:relu,1:sigmoid", "--loss", "half_squared_error", "--no-bias"]
+    code, out, _ = _run(["explain", *seed_000], capsys)
+    assert code == 0 and "dW1 = X^T dZ1" in out and "b1" not in out
+    code, out, _ = _run(["explain", *seed_000, "--format", "latex"], capsys)
+    assert code == 0 and r"\begin{align*}" in out
+    code, out, _ = _run(["trace", *seed_000, "--batch", "3", "--weight", "2,1,0"], capsys)
+    assert code == 0 and "dW2[1,0] = sum_n A1[n,1] dZ2[n,0]" in out and "n = 2:" in out
+    code, _, err = _run(["trace", *seed_000, "--weight", "1,5,0"], capsys)
+    assert code == 2 and "W1 has shape" in err
+    code, _, err = _run(["trace", *seed_000, "--weight", "a,b"], capsys)
+    assert code == 2
+    code, out, _ = _run(["graph", *seed_000, "--out", str(tmp_path / "g.dot")], capsys)
+    assert code == 0 and (tmp_path / "g.dot").read_text().startswith("digraph")
+
+
+def test_register_builds_its_own_parser():
+    from handgrad.cli_teach import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["trace", "--weight", "2,0,1", "--batch", "3"])
+    assert args.weight == "2,0,1" and args.batch == 3 and callable(args.func)
