@@ -545,6 +545,13 @@ def cmd_predict(args):
     return 0
 
 
+def cmd_export(args):
+    from .onnx_export import export_onnx_command
+
+    print(export_onnx_command(args.model, args.onnx, opset=args.opset))
+    return 0
+
+
 def cmd_info(args):
     from .io import FORMAT_VERSION
 
@@ -680,6 +687,16 @@ def build_parser():
     check.add_argument("--eps", type=float, default=1e-6, help="finite-difference step (default 1e-6)")
     check.add_argument("--tolerance", type=float, default=1e-6, help="largest relative error that passes")
     check.set_defaults(func=cmd_gradcheck)
+
+    export = sub.add_parser("export", help="export a model file to ONNX (needs handgrad[onnx])",
+                            description="Write a saved model as an ONNX graph (MatMul, Add and standard activation "
+                                        "ops, dynamic batch size) that onnxruntime or any ONNX consumer runs. "
+                                        "Input standardization stored in the model file is not part of the graph: "
+                                        "apply it before feeding the ONNX model.")
+    export.add_argument("model", help="model file")
+    export.add_argument("--onnx", metavar="FILE", required=True, help="the ONNX file to write (atomically)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    export.set_defaults(func=cmd_export)
 
     try:  # explain, trace, graph, check-student (another module; absent in minimal installs)
         from .cli_teach import register

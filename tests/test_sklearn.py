@@ -1,0 +1,243 @@
+"""handgrad.sklearn: scikit-learn's own estimator checks, Pipeline/GridSearchCV, labels, weights, alpha."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn import neural_network  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_iris, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.metrics import log_loss  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
+
+from handgrad.errors import ConfigError  # noqa: E402
+from handgrad.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+# Short fits on purpose: "did not converge" is expected noise here (one test checks the warning itself).
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _statuses(estimator):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(estimator, on_fail=None, on_skip=None)
+    return {r["check_name"]: (r["status"], r["exception"]) for r in results}
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    (MLPClassifier(max_iter=100), neural_network.MLPClassifier(max_iter=100)),
+    (MLPRegressor(max_iter=100), neural_network.MLPRegressor(max_iter=100)),
+], ids=["classifier", "regressor"])
+def test_passes_every_check_that_scikit_learns_own_mlp_passes(ours, theirs):
+    # max_iter=100 is what scikit-learn's own test suite uses for its MLPs (instance_generator.py)
+    reference = _statuses(theirs)
+    mine = _statuses(ours)
+    missing = [name for name, (status, _) in reference.items() if status == "passed" and name not in mine]
+    failing = {name: repr(mine[name][1])[:300] for name, (status, _) in reference.items()
+               if status == "passed" and name in mine and mine[name][0] != "passed"}
+    assert not missing, f"checks scikit-learn runs on its MLP but not on ours: {missing}"
+    assert not failing, failing
+    assert [name for name, (status, _) in mine.items() if status == "failed"] == []
+
+
+@pytest.fixture(scope="module")
+def breast_cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def test_pipeline_in_grid_search_on_iris():
+    X, y = load_iris(return_X_y=True)
+    pipe = Pipeline([("scale", StandardScaler()), ("mlp", MLPClassifier(max_iter=300, random_state=0))])
+    search = GridSearchCV(pipe, {"mlp__hidden_layer_sizes": [(8,), (16,)], "mlp__alpha": [1e-4, 1e-2]}, cv=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y)
+    assert search.best_score_ > 0.85
+    assert search.score(X, y) > 0.9
+    best = search.best_estimator_.named_steps["mlp"]
+    assert best.classes_.tolist() == [0, 1, 2] and best.n_features_in_ == 4
+
+
+def test_clone_copies_parameters_not_the_fit(breast_cancer):
+    X, y = breast_cancer
+    model = MLPClassifier(hidden_layer_sizes=(7, 5), alpha=0.01, solver="sgd", random_state=3, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    assert not hasattr(copy, "net_")
+    assert copy.set_params(alpha=0.5).alpha == 0.5 and model.alpha == 0.01
+
+
+def test_parameter_names_and_defaults_match_scikit_learn():
+    for ours, theirs in ((MLPClassifier(), neural_network.MLPClassifier()),
+                         (MLPRegressor(), neural_network.MLPRegressor())):
+        reference = {k: v for k, v in theirs.get_params().items() if k != "max_fun"}  # max_fun is lbfgs-only
+        mine = ours.get_params()
+        assert {k: mine[k] for k in reference} == reference
+        assert set(mine) - set(reference) == {"dtype", "init"}
+
+
+def test_string_and_noncontiguous_labels(breast_cancer):
+    X, y = breast_cancer
+    words = np.array(["malignant", "benign"])[y]
+    model = MLPClassifier(hidden_layer_sizes=(16,), random_state=0, max_iter=50).fit(X, words)
+    assert model.classes_.tolist() == ["benign", "malignant"]
+    assert set(model.predict(X)) <= {"benign", "malignant"}
+    assert model.score(X, words) > 0.95
+    odd = y * 7 + 3  # labels 3 and 10
+    model = MLPClassifier(hidden_layer_sizes=(16,), random_state=0, max_iter=50).fit(X, odd)
+    assert model.classes_.tolist() == [3, 10]
+    assert model.score(X, odd) > 0.95
+
+
+def test_binary_uses_one_sigmoid_and_returns_two_probability_columns(breast_cancer):
+    X, y = breast_cancer
+    model = MLPClassifier(hidden_layer_sizes=(8,), random_state=0, max_iter=30).fit(X, y)
+    assert model.net_.layers[-1].n_out == 1 and model.out_activation_ == "logistic"
+    P = model.predict_proba(X)
+    assert P.shape == (len(X), 2)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.predict(X), model.classes_[P.argmax(axis=1)])
+
+
+def test_multiclass_uses_softmax():
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    model = MLPClassifier(hidden_layer_sizes=(16,), random_state=0, max_iter=200, learning_rate_init=0.01).fit(X, y)
+    assert model.out_activation_ == "softmax" and model.predict_proba(X).shape == (150, 3)
+    assert model.score(X, y) > 0.9
+
+
+def test_multilabel_indicator_matrix(breast_cancer):
+    X, y = breast_cancer
+    Y = np.c_[y, 1 - y, X[:, 0] > 0].astype(int)
+    model = MLPClassifier(hidden_layer_sizes=(16,), random_state=0, max_iter=100).fit(X, Y)
+    assert model.net_.output_activation.name == "sigmoid" and model.net_.loss_fn.name == "binary_cross_entropy"
+    assert model.predict(X).shape == Y.shape and set(np.unique(model.predict(X))) <= {0, 1}
+    assert model.predict_proba(X).shape == Y.shape
+    assert model.score(X, Y) > 0.9  # subset accuracy
+
+
+def test_multi_output_regression():
+    X, Y = make_regression(n_samples=200, n_features=5, n_targets=3, noise=0.1, random_state=0)
+    Y = Y / Y.std(axis=0)
+    model = MLPRegressor(hidden_layer_sizes=(32,), random_state=0, max_iter=300, learning_rate_init=0.01).fit(X, Y)
+    assert model.predict(X).shape == (200, 3)
+    assert model.score(X, Y) > 0.9
+    single = MLPRegressor(hidden_layer_sizes=(8,), random_state=0, max_iter=5).fit(X, Y[:, 0])
+    assert single.predict(X).shape == (200,)
+
+
+def test_alpha_maps_to_l2_as_scikit_learn_penalizes(breast_cancer):
+    """scikit-learn's full-batch objective: mean log-loss + (alpha/2) sum ||W||^2 / n_samples."""
+    X, y = breast_cancer
+    X, y = X[:150], y[:150]
+    alpha = 0.5
+    model = MLPClassifier(hidden_layer_sizes=(6,), alpha=alpha, batch_size=1000, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    assert model.net_.l2 == pytest.approx(alpha / 150)
+    expected = log_loss(y, model.predict_proba(X)) + alpha / 2 * sum((W ** 2).sum() for W in model.coefs_) / 150
+    assert model.net_.loss(X, y) == pytest.approx(expected, rel=1e-9)
+    small_batches = MLPClassifier(hidden_layer_sizes=(6,), alpha=alpha, batch_size=50, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert small_batches.fit(X, y).net_.l2 == pytest.approx(alpha / 50)
+
+
+def test_zero_sample_weights_equal_dropping_the_samples(breast_cancer):
+    X, y = breast_cancer
+    X, y = X[:120], y[:120]
+    keep = np.arange(120) % 3 != 0
+    options = dict(hidden_layer_sizes=(5,), alpha=0.1, max_iter=20, random_state=0, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = MLPClassifier(**options).fit(X, y, sample_weight=keep.astype(float))
+        subset = MLPClassifier(**options).fit(X[keep], y[keep])
+    for a, b in zip(weighted.coefs_, subset.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(weighted.loss_curve_, subset.loss_curve_, rtol=1e-7)
+
+
+def test_sample_weight_changes_the_fit(breast_cancer):
+    X, y = breast_cancer
+    options = dict(hidden_layer_sizes=(5,), max_iter=10, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = MLPRegressor(**options).fit(X, y)
+        heavy = MLPRegressor(**options).fit(X, y, sample_weight=np.where(y == 1, 10.0, 1.0))
+    assert not np.allclose(plain.coefs_[0], heavy.coefs_[0])
+
+
+def test_partial_fit_needs_classes_then_continues(breast_cancer):
+    X, y = breast_cancer
+    model = MLPClassifier(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=0.01, random_state=0)
+    with pytest.raises(ConfigError, match="classes"):
+        model.partial_fit(X, y)
+    model.partial_fit(X, y, classes=[0, 1])
+    first = model.loss_curve_[0]
+    for _ in range(9):
+        model.partial_fit(X, y)
+    assert model.n_iter_ == 10 and len(model.loss_curve_) == 10
+    assert model.loss_curve_[-1] < first
+    with pytest.raises(ValueError, match="not in classes_"):
+        model.partial_fit(X, y + 5)
+
+
+def test_warm_start_continues_from_the_weights(breast_cancer):
+    X, y = breast_cancer
+    model = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, warm_start=True, random_state=0, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+        W = model.coefs_[0].copy()
+        model.fit(X, y)
+    assert model.n_iter_ == 6 and not np.array_equal(W, model.coefs_[0])
+
+
+def test_stops_when_the_loss_stalls_and_warns_at_max_iter(breast_cancer):
+    X, y = breast_cancer
+    stalled = MLPClassifier(hidden_layer_sizes=(4,), tol=10.0, n_iter_no_change=2, random_state=0).fit(X, y)
+    # epoch 1 sets the best loss; epochs 2, 3, 4 fail to beat it by tol, and the third failure (> 2) stops
+    assert stalled.n_iter_ == 4
+    with pytest.warns(ConvergenceWarning):
+        MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+
+
+def test_early_stopping_keeps_validation_scores(breast_cancer):
+    X, y = breast_cancer
+    model = MLPClassifier(hidden_layer_sizes=(8,), early_stopping=True, random_state=0, learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    assert len(model.validation_scores_) == model.n_iter_
+    assert model.best_validation_score_ == max(model.validation_scores_) > 0.9
+
+
+def test_float32_inputs_train_in_float32(breast_cancer):
+    X, y = breast_cancer
+    model = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X.astype(np.float32), y)
+    assert model.net_.dtype == np.float32 and model.predict_proba(X.astype(np.float32)).dtype == np.float32
+
+
+def test_bad_settings_raise_handgrad_errors_at_fit(breast_cancer):
+    X, y = breast_cancer
+    for bad in (dict(solver="lbfgs"), dict(solver="adamm"), dict(alpha=-1.0), dict(batch_size=0),
+                dict(hidden_layer_sizes=(0,)), dict(learning_rate="sometimes")):
+        model = MLPClassifier(**bad)  # the constructor stores and never validates
+        with pytest.raises(ConfigError):
+            model.fit(X, y)
