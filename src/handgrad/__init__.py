@@ -4,13 +4,14 @@ Public API: MLP, gradcheck, load, the activations and losses, and the error type
 Every formula is derived in docs/derivations.md.
 """
 
-from . import activations, losses
+from . import activations, callbacks, losses, optimizers, schedules
 from .activations import Activation, get_activation
 from .errors import ConfigError, DataError, HandgradError, ModelFileError, TrainingError
 from .explain import explain, trace
 from .gradcheck import gradcheck
 from .losses import Loss, get_loss
 from .network import MLP
+from .training import History
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,6 @@ def check_loss(loss):
 
 __all__ = [
     "explain", "trace", "check_gradients", "check_activation", "check_loss",
-    "MLP", "gradcheck", "load", "Activation", "Loss", "get_activation", "get_loss", "activations", "losses",
+    "MLP", "History", "gradcheck", "load", "Activation", "Loss", "get_activation", "get_loss", "activations", "losses", "optimizers", "schedules", "callbacks",
     "HandgradError", "ConfigError", "DataError", "ModelFileError", "TrainingError", "__version__",
 ]

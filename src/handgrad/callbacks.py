@@ -1,0 +1,131 @@
+"""Callbacks: code of yours that the trainer runs at the end of each batch and each epoch.
+
+Write a subclass of :class:`Callback` and override what you need::
+
+    class PrintEvery(Callback):
+        def on_epoch_end(self, epoch, logs):
+            if epoch % 10 == 0:
+                print(epoch, logs["loss"])
+
+    net.fit(X, T, epochs=100, callbacks=[PrintEvery()])
+
+``logs`` is a dict of this epoch's numbers ("loss", "val_loss", "val_accuracy", ...).
+Returning True from ``on_epoch_end`` or ``on_batch_end`` stops training (the history's
+``stop_reason`` says which callback). A plain function ``f(epoch, logs)`` is accepted
+too and runs as ``on_epoch_end``.
+"""
+
+import math
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+class Callback:
+    """Hooks called by :func:`handgrad.training.fit`. ``self.net`` is set before training starts."""
+
+    net = None
+
+    def on_train_begin(self, net):
+        self.net = net
+
+    def on_batch_end(self, epoch, batch, loss):
+        """After each mini-batch update (``batch`` counts from 1 within the epoch). Return True to stop."""
+
+    def on_epoch_end(self, epoch, logs):
+        """After each epoch (``epoch`` counts from 1), with that epoch's metrics. Return True to stop."""
+
+    def on_train_end(self, net, history):
+        """Once, when training ends for any reason (also after an error or Ctrl-C)."""
+
+    # Callbacks whose state matters for an exact resume override these two.
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, d):
+        pass
+
+
+class FunctionCallback(Callback):
+    """Wraps a function ``f(epoch, logs)`` as ``on_epoch_end``."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def on_epoch_end(self, epoch, logs):
+        return self.function(epoch, logs)
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs,
+    and (``restore_best=True``) put back the weights of the best epoch.
+
+    ``monitor`` defaults to "val_loss" when there is validation data, else "loss". Metrics
+    where larger is better (accuracy, r2) are maximized, losses and errors minimized.
+    """
+
+    def __init__(self, patience=5, monitor=None, min_delta=0.0, restore_best=True):
+        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
+            raise ConfigError(f"early stopping patience must be a whole number of epochs >= 0, got {patience!r}.")
+        self.patience = int(patience)
+        self.monitor = monitor
+        self.min_delta = float(min_delta)
+        self.restore_best = bool(restore_best)
+        self.best = None
+        self.best_epoch = 0
+        self.wait = 0
+        self.best_weights = None
+
+    def _larger_is_better(self):
+        return self.monitor is not None and self.monitor.split("_")[-1] in ("accuracy", "r2")
+
+    def on_epoch_end(self, epoch, logs):
+        if self.monitor is None:
+            self.monitor = "val_loss" if "val_loss" in logs else "loss"
+        if self.monitor not in logs:
+            raise ConfigError(f"early stopping monitors '{self.monitor}', which this run does not compute; "
+                              f"choose one of {', '.join(sorted(logs))}.")
+        value = float(logs[self.monitor])
+        sign = -1.0 if self._larger_is_better() else 1.0  # minimize sign * value
+        if math.isfinite(value) and (self.best is None or sign * value < sign * self.best - self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                if self.best_weights is None:
+                    self.best_weights = self.net.get_weights()
+                else:  # reuse the arrays: one copy per improvement, no allocation
+                    for saved, (_, current) in zip(self.best_weights, self.net.parameters()):
+                        np.copyto(saved, current)
+            return False
+        self.wait += 1
+        return self.wait > self.patience
+
+    def restore(self):
+        """Put the best epoch's weights back into the network (called by the trainer when training ends)."""
+        if self.restore_best and self.best_weights is not None:
+            self.net.set_weights(self.best_weights)
+            return True
+        return False
+
+    def state_dict(self):
+        return {"monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "best_weights": None if self.best_weights is None else [w.copy() for w in self.best_weights]}
+
+    def load_state_dict(self, d):
+        self.monitor = d.get("monitor")
+        self.best = d.get("best")
+        self.best_epoch = int(d.get("best_epoch", 0))
+        self.wait = int(d.get("wait", 0))
+        weights = d.get("best_weights")
+        self.best_weights = None if weights is None else [np.array(w, copy=True) for w in weights]
+
+
+def as_callback(item):
+    """A Callback from a Callback or a function f(epoch, logs)."""
+    if isinstance(item, Callback):
+        return item
+    if isinstance(item, type) and issubclass(item, Callback):
+        raise ConfigError(f"pass an instance, {item.__name__}(), not the class, as a callback.")
+    if callable(item):
+        return FunctionCallback(item)
+    raise ConfigError(f"a callback must be a Callback or a function f(epoch, logs), got {item!r}.")
