@@ -499,7 +499,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                     xb = np.take(X, index, axis=0, out=X_batch[:n], mode="clip")
                     tb = np.take(T, index, axis=0, out=T_batch[:n], mode="clip")
                     wb = np.take(w, index, out=w_batch[:n], mode="clip") if w is not None else None
-                    rate = sched.rate(step)
+                    rate = float(sched.rate(step))  # a Python float: a NumPy float64 scalar would upcast float32 work
                     J = net._loss_and_grad(xb, tb, wb, dropout_rng)
                     if not math.isfinite(J):
                         raise _NonFinite(epoch, number, J)
