@@ -275,9 +275,9 @@ def test_last_short_batch_is_used_and_data_not_copied(monkeypatch):
     net = classifier()
     original = net._loss_and_grad
 
-    def spy(xb, tb, wb, rng):
+    def spy(xb, tb, wb, rng, scale=1.0):
         sizes.append(xb.shape[0])
-        return original(xb, tb, wb, rng)
+        return original(xb, tb, wb, rng, scale)
 
     monkeypatch.setattr(net, "_loss_and_grad", spy)
     fit(net, X, y, epochs=2, batch_size=10, verbose=False)
@@ -416,3 +416,33 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monk
     state = read_checkpoint(path)
     assert state["epochs_done"] == 1 and state["history"]["epoch"] == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary file left behind
+
+
+def test_sgd_with_the_learning_rate_folded_into_backward_equals_the_plain_rule():
+    # fit folds eta into dZ_L for plain SGD (the gradient of eta*J); the weights must be those of
+    # W <- W - eta dJ/dW computed step by step from loss_and_grad, in order, batch by batch.
+    X, y = blobs(30)
+    net = hg.MLP(X.shape[1], [(5, "tanh"), (int(y.max()) + 1, "softmax")], l2=0.01, seed=3)
+    manual = net.copy()
+    net.fit(X, y, epochs=2, batch_size=8, learning_rate=0.2, shuffle=False, verbose=False)
+    for _ in range(2):
+        for start in range(0, 30, 8):
+            _, grads = manual.loss_and_grad(X[start:start + 8], y[start:start + 8])
+            for layer, (dW, db) in zip(manual.layers, grads):
+                layer.W -= 0.2 * dW
+                layer.b -= 0.2 * db
+    for (name, a), (_, b) in zip(net.parameters(), manual.parameters()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_scaled_loss_and_grad_is_the_gradient_of_the_scaled_objective():
+    X, y = blobs(12)
+    net = hg.MLP(X.shape[1], [(4, "relu"), (int(y.max()) + 1, "sigmoid")], loss="mse", l2=0.1, l1=0.01, seed=1)
+    T = net.check_targets(y, 12)
+    Xc = net.check_inputs(X)
+    J = net._loss_and_grad(Xc, T)
+    plain = [g.copy() for layer in net.layers for g in (layer.dW, layer.db)]
+    J_scaled = net._loss_and_grad(Xc, T, None, None, 0.25)
+    assert J_scaled == J
+    for g, layer_g in zip(plain, [g for layer in net.layers for g in (layer.dW, layer.db)]):
+        np.testing.assert_allclose(layer_g, 0.25 * g, rtol=1e-12, atol=1e-15)

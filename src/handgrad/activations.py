@@ -200,10 +200,10 @@ class Softmax(Activation):
     output_range = (0.0, 1.0)
 
     def forward(self, Z, out=None):
-        row_max = Z.max(axis=1, keepdims=True)
+        row_max = np.maximum.reduce(Z, axis=1, keepdims=True)
         out = np.subtract(Z, row_max, out=out)
         np.exp(out, out=out)
-        out /= out.sum(axis=1, keepdims=True)
+        out /= np.add.reduce(out, axis=1, keepdims=True)
         return out
 
     def derivative(self, Z, A):

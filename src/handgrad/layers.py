@@ -138,7 +138,7 @@ class Dense:
         """dW = X^T dZ, db = column sums of dZ, and dX = dZ W^T when ``need_dX``."""
         np.matmul(self.X.T, dZ, out=self.dW)
         if self.b is not None:
-            np.sum(dZ, axis=0, out=self.db)
+            np.add.reduce(dZ, axis=0, out=self.db)
         if not need_dX:
             return None
         return np.matmul(dZ, self.W.T, out=self._current.dX)

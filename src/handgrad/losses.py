@@ -157,10 +157,11 @@ class CrossEntropy(Loss):
         return out
 
     def per_sample_from_logits(self, Z, T):
-        row_max = Z.max(axis=1, keepdims=True)
+        row_max = np.maximum.reduce(Z, axis=1, keepdims=True)
         shifted = Z - row_max
-        log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return (T * (log_sum - shifted)).sum(axis=1)
+        log_sum = np.log(np.add.reduce(np.exp(shifted), axis=1))
+        # sum_k t_k (log_sum - shifted_k) = log_sum * sum_k t_k - sum_k t_k shifted_k
+        return log_sum * np.add.reduce(T, axis=1) - np.einsum("nk,nk->n", T, shifted)
 
 
 LOSSES = {

@@ -423,10 +423,13 @@ class MLP:
             penalty += self.l1 * sum(float(np.abs(layer.W).sum()) for layer in self.layers)
         return penalty
 
-    def _loss_and_grad(self, X, T, sample_weight=None, rng=None):
+    def _loss_and_grad(self, X, T, sample_weight=None, rng=None, scale=1.0):
         """J for a prepared batch, with dJ/dW and dJ/db written into each layer's ``dW`` and ``db``.
 
-        X, T, sample_weight must already be checked arrays of the network's dtype.
+        X, T, sample_weight must already be checked arrays of the network's dtype. With ``scale``
+        the layers receive the gradient of scale * J instead (the returned J is not scaled): every
+        gradient is linear in dZ_L, so scaling the small (N, K) array dZ_L scales them all. Plain
+        gradient descent passes its learning rate here and saves a pass over every parameter.
         """
         output = self.layers[-1]
         A = self._forward(X, rng)
@@ -436,13 +439,15 @@ class MLP:
             # dJ/dZ_L = (A - T)/N: softmax + cross-entropy, sigmoid + binary cross-entropy (losses.py)
             losses = self.loss_fn.per_sample_from_logits(output.Z, T)
             dZ = np.subtract(A, T, out=output._current.dZ)
-            dZ *= 1.0 / N
+            dZ *= scale / N
             if sample_weight is not None:
                 dZ *= sample_weight[:, None]
             dH = output.backward_from_dZ(dZ, need_dX)
         else:
             losses = self.loss_fn.per_sample(A, T)
             dA = self.loss_fn.gradient(A, T, out=output._current.dZ)
+            if scale != 1.0:
+                dA *= scale
             if sample_weight is not None:
                 dA *= sample_weight[:, None]
             dH = output.backward(dA, need_dX)
@@ -450,13 +455,14 @@ class MLP:
             dH = self.layers[k].backward(dH, need_dX=k > 0)
         if sample_weight is not None:
             losses = losses * sample_weight
-        J = float(losses.mean()) + self._regularization()
+        J = float(np.add.reduce(losses)) / N
         if self.l2 or self.l1:
+            J += self._regularization()
             for layer in self.layers:
                 if self.l2:
-                    layer.dW += self.l2 * layer.W
+                    layer.dW += (scale * self.l2) * layer.W
                 if self.l1:
-                    layer.dW += self.l1 * np.sign(layer.W)
+                    layer.dW += (scale * self.l1) * np.sign(layer.W)
         return J
 
     def loss(self, X, T, sample_weight=None):

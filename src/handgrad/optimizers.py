@@ -53,6 +53,8 @@ class Optimizer:
     name = "optimizer"
     #: names of the per-parameter state arrays, in the order ``_init_state`` returns them
     state_names = ()
+    # True when step(params, grads, eta) equals step(params, [eta g for g in grads], 1.0): see SGD.
+    folds_learning_rate = False
 
     def __init__(self):
         self.t = 0  # number of steps taken
@@ -104,12 +106,18 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Plain gradient descent, the seeds' rule: p <- p - eta g. No state."""
+    """Plain gradient descent, the seeds' rule: p <- p - eta g. No state.
+
+    Its step is linear in g, so the trainer may hand it eta g directly (``folds_learning_rate``):
+    the backward pass computes the gradient of eta J, and the step is p <- p - (eta g), one pass.
+    """
 
     name = "sgd"
+    folds_learning_rate = True
 
     def _update(self, p, g, state, learning_rate):
-        g *= learning_rate
+        if learning_rate != 1.0:
+            g *= learning_rate
         p -= g
 
 

@@ -478,6 +478,10 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     progress = _Progress(verbose, epochs * n_batches, min(step, epochs * n_batches))
     last_good = [p.copy() for p in params]  # weights at the start of the epoch: known finite
     stop_reason = None
+    # Plain gradient descent takes eta*g from the backward pass itself (see SGD); clipping needs the true g.
+    fold = opt.folds_learning_rate and clip_norm is None
+    # Without shuffling (and with the identity order) a batch is a slice of X: no gather, no copy.
+    in_order = not shuffle and np.array_equal(order, np.arange(N))
     rate = sched.rate(step) if step < epochs * n_batches else learning_rate
     try:
         # overflow is expected when training diverges; the loop detects it and says so (TrainingError)
@@ -496,11 +500,16 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                     index = order[(number - 1) * batch_size:number * batch_size]
                     n = index.shape[0]
                     # mode="clip" lets np.take write straight into the buffer (indices are valid by construction)
-                    xb = np.take(X, index, axis=0, out=X_batch[:n], mode="clip")
-                    tb = np.take(T, index, axis=0, out=T_batch[:n], mode="clip")
-                    wb = np.take(w, index, out=w_batch[:n], mode="clip") if w is not None else None
+                    if not in_order:
+                        xb = np.take(X, index, axis=0, out=X_batch[:n], mode="clip")
+                        tb = np.take(T, index, axis=0, out=T_batch[:n], mode="clip")
+                        wb = np.take(w, index, out=w_batch[:n], mode="clip") if w is not None else None
+                    else:  # in order: the batch is a contiguous slice, a view with nothing to copy
+                        first = (number - 1) * batch_size
+                        xb, tb = X[first:first + n], T[first:first + n]
+                        wb = w[first:first + n] if w is not None else None
                     rate = float(sched.rate(step))  # a Python float: a NumPy float64 scalar would upcast float32 work
-                    J = net._loss_and_grad(xb, tb, wb, dropout_rng)
+                    J = net._loss_and_grad(xb, tb, wb, dropout_rng, rate if fold else 1.0)
                     if not math.isfinite(J):
                         raise _NonFinite(epoch, number, J)
                     if clip_norm is not None:
@@ -509,7 +518,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                             scale = clip_norm / norm
                             for g in grads:
                                 g *= scale
-                    opt.step(params, grads, rate)
+                    opt.step(params, grads, 1.0 if fold else rate)
                     step += 1
                     batch_done = number
                     epoch_total += J * n
