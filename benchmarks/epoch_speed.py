@@ -38,18 +38,17 @@ def make_data(n, dtype, seed=0):
     here = os.path.dirname(os.path.abspath(__file__))
     directory = os.path.join(here, "..", "..", "shared", "data", "mnist-t10k")
     rng = np.random.default_rng(seed)
-    try:
-        import gzip
+    from handgrad.datasets import load_mnist
+    from handgrad.errors import DataError
 
-        with gzip.open(os.path.join(directory, "t10k-images-idx3-ubyte.gz")) as f:
-            images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
-        with gzip.open(os.path.join(directory, "t10k-labels-idx1-ubyte.gz")) as f:
-            labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    try:
+        images, labels = load_mnist(directory)
+        images = images.reshape(len(images), -1)
         reps = -(-n // len(images))
         X = (np.tile(images, (reps, 1))[:n] / 255.0).astype(dtype)
-        y = np.tile(labels, reps)[:n]
+        y = np.tile(labels.astype(np.int64), reps)[:n]
         source = "MNIST test images, tiled"
-    except OSError:
+    except DataError:
         X = rng.random((n, 784), dtype=np.float64).astype(dtype)
         y = rng.integers(0, 10, n)
         source = "generated"
