@@ -167,3 +167,25 @@ def objective_of(case):
     if seed is None:
         return lambda: net.loss(X, T, sample_weight=w)
     return lambda: net.loss_and_grad(X, T, sample_weight=w, dropout_seed=seed)[0]
+
+
+# A user-defined activation and loss (the interface the built-in ones use), shared by the tests of
+# check_activation/check_loss and of the reference engines.
+class Softsign(hg.Activation):
+    name = "softsign"
+
+    def forward(self, Z, out=None):
+        return np.divide(Z, 1 + np.abs(Z), out=out)
+
+    def derivative(self, Z, A):
+        return 1 / (1 + np.abs(Z)) ** 2
+
+
+class LogCosh(hg.Loss):
+    name = "log_cosh"
+
+    def per_sample(self, A, T):
+        return np.log(np.cosh(A - T)).sum(axis=1)
+
+    def gradient(self, A, T, out=None):
+        return np.divide(np.tanh(A - T), A.shape[0], out=out)

@@ -5,6 +5,7 @@ import pytest
 
 import handgrad as hg
 from handgrad.reference import Value, per_sample_gradients, scalar_gradients
+from conftest import LogCosh, Softsign
 
 HIDDEN = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "silu"]
 OUTPUTS = [("sigmoid", "binary_cross_entropy", 2), ("softmax", "cross_entropy", 3),
@@ -83,24 +84,6 @@ def test_shared_node_sums_over_children():
 
 
 def test_user_defined_activation_and_loss_in_per_sample_engine():
-    class Softsign(hg.Activation):
-        name = "softsign"
-
-        def forward(self, Z, out=None):
-            return np.divide(Z, 1 + np.abs(Z), out=out)
-
-        def derivative(self, Z, A):
-            return 1 / (1 + np.abs(Z)) ** 2
-
-    class LogCosh(hg.Loss):
-        name = "log_cosh"
-
-        def per_sample(self, A, T):
-            return np.log(np.cosh(A - T)).sum(axis=1)
-
-        def gradient(self, A, T, out=None):
-            return np.tanh(A - T) / A.shape[0]
-
     net = hg.MLP(3, [(4, Softsign()), (2, "identity")], loss=LogCosh(), seed=1)
     rng = np.random.default_rng(0)
     X, T = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))

@@ -8,6 +8,7 @@ import pytest
 
 import handgrad as hg
 from handgrad.student import check_activation, check_gradients, check_loss
+from conftest import LogCosh, Softsign
 
 STUDENT_CODE = textwrap.dedent('''
     import numpy as np
@@ -113,26 +114,6 @@ def test_student_code_errors_are_reported_not_raised():
     report = check_gradients(crashes, net, X, T)
     assert not report.ok and "IndexError" in str(report)
     assert not check_gradients(lambda *a: [(1, 2)], net, X, T).ok
-
-
-class Softsign(hg.Activation):
-    name = "softsign"
-
-    def forward(self, Z, out=None):
-        return np.divide(Z, 1 + np.abs(Z), out=out)
-
-    def derivative(self, Z, A):
-        return 1 / (1 + np.abs(Z)) ** 2
-
-
-class LogCosh(hg.Loss):
-    name = "log_cosh"
-
-    def per_sample(self, A, T):
-        return np.log(np.cosh(A - T)).sum(axis=1)
-
-    def gradient(self, A, T, out=None):
-        return np.divide(np.tanh(A - T), A.shape[0], out=out)
 
 
 def test_check_activation_and_loss_pass_right_code_and_builtins():

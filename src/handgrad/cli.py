@@ -75,7 +75,7 @@ def add_architecture_arguments(parser):
 
 def network_from_args(args, n_inputs=None):
     """An MLP from the flags of :func:`add_architecture_arguments` (``n_inputs`` overrides --inputs)."""
-    from .network import MLP
+    from .network import MLP, check_non_negative
 
     layers = getattr(args, "layers", None) or SEED_000_LAYERS
     if not isinstance(layers, (str, list, tuple)):
@@ -89,8 +89,8 @@ def network_from_args(args, n_inputs=None):
     options = {
         "loss": getattr(args, "loss", None) or "auto",
         "bias": not getattr(args, "no_bias", None),
-        "l2": _non_negative("--l2", getattr(args, "l2", None) or 0.0),
-        "l1": _non_negative("--l1", getattr(args, "l1", None) or 0.0),
+        "l2": check_non_negative("--l2", getattr(args, "l2", None) or 0.0),
+        "l1": check_non_negative("--l1", getattr(args, "l1", None) or 0.0),
         "dropout": 0.0 if dropout is None else _number_list(dropout),
         "seed": getattr(args, "seed", None),
         "dtype": getattr(args, "dtype", None) or "float64",
@@ -101,16 +101,6 @@ def network_from_args(args, n_inputs=None):
     if isinstance(options["dropout"], (int, float)) and not 0 <= options["dropout"] < 1:
         raise ConfigError(f"--dropout must be in [0, 1), got {options['dropout']}.")
     return MLP(int(n_inputs), layers, **options)
-
-
-def _non_negative(flag, value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{flag} must be a number >= 0, got {value!r}.") from None
-    if not np.isfinite(value) or value < 0:
-        raise ConfigError(f"{flag} must be a finite number >= 0, got {value}.")
-    return value
 
 
 def _positive(flag, value, kind=int):

@@ -53,12 +53,13 @@ def _all_finite(array):
     return bool(np.isfinite(array).all())
 
 
-def _check_rate(name, value, allow_zero=True):
+def check_non_negative(name, value):
+    """``value`` as a float, or a ConfigError naming ``name`` when it is not a finite number >= 0."""
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}.") from None
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be a number >= 0, got {value!r}.") from None
+    if not np.isfinite(value) or value < 0:
         raise ConfigError(f"{name} must be a finite number >= 0, got {value}.")
     return value
 
@@ -129,8 +130,8 @@ class MLP:
             raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
         self.dtype = np.dtype(_DTYPES[key])
         self.n_inputs = n_inputs_int
-        self.l2 = _check_rate("l2", l2)
-        self.l1 = _check_rate("l1", l1)
+        self.l2 = check_non_negative("l2", l2)
+        self.l1 = check_non_negative("l1", l1)
         self.bias = bool(bias)
         self.seed = seed
         self.init = init
@@ -145,7 +146,7 @@ class MLP:
         rates = [dropout] * hidden if np.isscalar(dropout) else list(dropout)
         if len(rates) != hidden:
             raise ConfigError(f"dropout needs one rate per hidden layer ({hidden}), got {len(rates)}.")
-        rates = [_check_rate("dropout", rate) for rate in rates] + [0.0]
+        rates = [check_non_negative("dropout", rate) for rate in rates] + [0.0]
 
         self.loss_fn = get_loss(default_loss_for(specs[-1][1].name) if loss in ("auto", None) else loss)
         output_activation = specs[-1][1]
@@ -423,6 +424,20 @@ class MLP:
             penalty += self.l1 * sum(float(np.abs(layer.W).sum()) for layer in self.layers)
         return penalty
 
+    def _objective(self, A, T, sample_weight=None):
+        """J from the output A of the forward pass just run: (1/N) sum_i w_i l_i plus the regularization.
+        With a closed-form output the l_i come from the logits Z_L, which stays finite for any logits."""
+        if self.closed_form:
+            losses = self.loss_fn.per_sample_from_logits(self.layers[-1].Z, T)
+        else:
+            losses = self.loss_fn.per_sample(A, T)
+        if sample_weight is not None:
+            losses = losses * sample_weight
+        J = float(np.add.reduce(losses)) / A.shape[0]
+        if self.l2 or self.l1:
+            J += self._regularization()
+        return J
+
     def _loss_and_grad(self, X, T, sample_weight=None, rng=None, scale=1.0):
         """J for a prepared batch, with dJ/dW and dJ/db written into each layer's ``dW`` and ``db``.
 
@@ -433,18 +448,17 @@ class MLP:
         """
         output = self.layers[-1]
         A = self._forward(X, rng)
+        J = self._objective(A, T, sample_weight)
         N = X.shape[0]
         need_dX = len(self.layers) > 1
         if self.closed_form:
             # dJ/dZ_L = (A - T)/N: softmax + cross-entropy, sigmoid + binary cross-entropy (losses.py)
-            losses = self.loss_fn.per_sample_from_logits(output.Z, T)
             dZ = np.subtract(A, T, out=output._current.dZ)
             dZ *= scale / N
             if sample_weight is not None:
                 dZ *= sample_weight[:, None]
             dH = output.backward_from_dZ(dZ, need_dX)
         else:
-            losses = self.loss_fn.per_sample(A, T)
             dA = self.loss_fn.gradient(A, T, out=output._current.dZ)
             if scale != 1.0:
                 dA *= scale
@@ -453,11 +467,7 @@ class MLP:
             dH = output.backward(dA, need_dX)
         for k in range(len(self.layers) - 2, -1, -1):
             dH = self.layers[k].backward(dH, need_dX=k > 0)
-        if sample_weight is not None:
-            losses = losses * sample_weight
-        J = float(np.add.reduce(losses)) / N
         if self.l2 or self.l1:
-            J += self._regularization()
             for layer in self.layers:
                 if self.l2:
                     layer.dW += (scale * self.l2) * layer.W
@@ -470,14 +480,7 @@ class MLP:
         X = self.check_inputs(X)
         T = self.check_targets(T, X.shape[0])
         w = self.check_sample_weight(sample_weight, X.shape[0])
-        A = self._forward(X)
-        if self.closed_form:
-            losses = self.loss_fn.per_sample_from_logits(self.layers[-1].Z, T)
-        else:
-            losses = self.loss_fn.per_sample(A, T)
-        if w is not None:
-            losses = losses * w
-        return float(losses.mean()) + self._regularization()
+        return self._objective(self._forward(X), T, w)
 
     def loss_and_grad(self, X, T, sample_weight=None, dropout_seed=None):
         """J and its gradient: ``grads[k] = (dJ/dW_k, dJ/db_k or None)``, new arrays of the parameters' shapes.
