@@ -96,6 +96,29 @@ def test_forward_in_place_equals_forward_into_a_new_array(spec):
     np.testing.assert_array_equal(other, fresh)
 
 
+@pytest.mark.parametrize("spec", [spec for spec in ALL if get_activation(spec).derivative_in_forward], ids=_id)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_forward_that_keeps_the_derivative_gives_the_same_output_and_f_prime(spec, dtype):
+    # relu and leaky_relu write D = f'(Z) in forward and compute A = Z * D; both must equal
+    # the plain forward and the derivative exactly, also at z = 0 (the left derivative) and in place.
+    act = get_activation(spec)
+    Z = _pre_activations(7).astype(dtype)
+    Z[0, :3] = 0.0
+    D = np.full_like(Z, np.nan)
+    A = act.forward(Z, derivative=D)
+    np.testing.assert_array_equal(A, act.forward(Z))
+    np.testing.assert_array_equal(D, act.derivative(Z, A))
+    assert A.dtype == D.dtype == dtype
+    buffer = Z.copy()
+    assert act.forward(buffer, out=buffer, derivative=D) is buffer
+    np.testing.assert_array_equal(buffer, A)
+
+
+def test_only_piecewise_constant_derivatives_are_kept_from_forward():
+    kept = {get_activation(spec).name for spec in ALL if get_activation(spec).derivative_in_forward}
+    assert kept == {"relu", "leaky_relu"}
+
+
 @pytest.mark.parametrize("spec", ALL, ids=_id)
 def test_float32_stays_float32(spec):
     act = get_activation(spec)

@@ -33,6 +33,24 @@ def test_forward_and_backward_formulas(activation):
     assert layer.backward(dY.copy(), need_dX=False) is None
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("decay, shrink", [(1.0, 0.0), (0.97, 0.0), (0.97, 0.02)])
+def test_descend_takes_the_gradient_step_and_returns_dX_from_the_old_weights(activation, decay, shrink):
+    # backward(..., descend=(decay, shrink)): W <- decay W - X^T dZ - shrink sign(W), b <- b - sum_rows dZ,
+    # and dX = dZ W^T with the W of the forward pass.
+    layer, rng = _layer(activation, n_in=6, n_out=5)
+    X = rng.normal(size=(7, 6))
+    Z = X @ layer.W + layer.b
+    A = layer.forward(X).copy()
+    dY = rng.normal(size=A.shape)
+    dZ = dY * layer.activation.derivative(Z, A)
+    W0, b0 = layer.W.copy(), layer.b.copy()
+    dX = layer.backward(dY.copy(), need_dX=True, descend=(decay, shrink))
+    np.testing.assert_allclose(dX, dZ @ W0.T, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(layer.W, decay * W0 - X.T @ dZ - shrink * np.sign(W0), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(layer.b, b0 - dZ.sum(axis=0), rtol=1e-13, atol=1e-15)
+
+
 def test_without_bias():
     layer, rng = _layer("identity", bias=False)
     assert layer.b is None and layer.db is None

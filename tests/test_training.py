@@ -275,9 +275,9 @@ def test_last_short_batch_is_used_and_data_not_copied(monkeypatch):
     net = classifier()
     original = net._loss_and_grad
 
-    def spy(xb, tb, wb, rng, scale=1.0):
+    def spy(xb, tb, wb, rng, scale=1.0, descend=False):
         sizes.append(xb.shape[0])
-        return original(xb, tb, wb, rng, scale)
+        return original(xb, tb, wb, rng, scale, descend)
 
     monkeypatch.setattr(net, "_loss_and_grad", spy)
     fit(net, X, y, epochs=2, batch_size=10, verbose=False)
@@ -433,6 +433,59 @@ def test_sgd_with_the_learning_rate_folded_into_backward_equals_the_plain_rule()
                 layer.b -= 0.2 * db
     for (name, a), (_, b) in zip(net.parameters(), manual.parameters()):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+@pytest.mark.parametrize("options", [{}, {"l2": 0.05}, {"l1": 0.01, "l2": 0.02}, {"dropout": 0.3},
+                                     {"dtype": "float32"}], ids=["plain", "l2", "l1+l2", "dropout", "float32"])
+@pytest.mark.parametrize("through", ["blas", "numpy"])
+def test_sgd_step_inside_backward_equals_the_optimizer_step_on_stored_gradients(options, through, monkeypatch):
+    # Plain SGD is taken by the layers inside backward (W <- (1 - eta l2) W - X^T (eta dZ) - eta l1 sign W,
+    # one GEMM); with clip_norm the trainer keeps the gradients and calls SGD.step instead. A threshold
+    # no gradient reaches leaves that step unclipped, so the two runs must end at the same weights.
+    from handgrad import _blas
+
+    if through == "numpy":
+        monkeypatch.setattr(_blas, "_FUNCTIONS", {})
+    elif not _blas._FUNCTIONS:
+        pytest.skip("NumPy's bundled OpenBLAS was not found here")
+    X, y = blobs(30)
+    weights = np.random.default_rng(5).uniform(0.5, 2.0, size=30)
+
+    def run(**extra):
+        net = hg.MLP(4, [(6, "relu"), (5, "leaky_relu"), (3, "softmax")], seed=3, **options)
+        calls = []
+        original = net._loss_and_grad
+
+        def spy(*args, **kwargs):
+            calls.append(kwargs.get("descend", False))
+            return original(*args, **kwargs)
+
+        net._loss_and_grad = spy
+        net.fit(X, y, epochs=2, batch_size=8, learning_rate=0.3, sample_weight=weights, verbose=False, **extra)
+        return net, calls
+
+    inside, calls_inside = run()
+    stored, calls_stored = run(clip_norm=1e30)
+    assert all(calls_inside) and not any(calls_stored) and len(calls_inside) == 8
+    assert inside.training_state["optimizer"].t == stored.training_state["optimizer"].t == 8
+    tolerance = 1e-5 if options.get("dtype") == "float32" else 1e-12
+    for (name, a), (_, b) in zip(inside.parameters(), stored.parameters()):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance, err_msg=name)
+    assert not weights_equal(inside, hg.MLP(4, [(6, "relu"), (5, "leaky_relu"), (3, "softmax")], seed=3, **options))
+
+
+def test_sgd_step_inside_backward_is_skipped_when_the_loss_is_not_finite():
+    X, y = blobs(16)
+    net = hg.MLP(4, [(8, "relu"), (3, "softmax")], seed=0)
+    before = net.get_weights()
+    X_bad = X.copy()
+    X_bad[3] = 1e308  # finite input, but the products overflow and J is not finite
+    T = net.check_targets(y, 16)
+    with np.errstate(all="ignore"):
+        J = net._loss_and_grad(net.check_inputs(X_bad), T, None, None, 0.1, descend=True)
+    assert not np.isfinite(J)
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), before))
 
 
 def test_scaled_loss_and_grad_is_the_gradient_of_the_scaled_objective():

@@ -15,14 +15,21 @@ Backward, given dY = dJ/dY:
     dX = dZ @ W^T          (N, n_in), only when the layer below needs it
 
 The layer keeps what backward needs from forward (X, Z when the activation needs
-it, A) and reuses per-batch-size buffers, so a training step allocates almost
-nothing. Gradients are written into ``self.dW`` and ``self.db``.
+it, A, and D = f'(Z) for the activations that get it almost free in forward, such
+as ReLU's 0/1 mask) and reuses per-batch-size buffers, so a training step allocates
+almost nothing. Gradients are written into ``self.dW`` and ``self.db``; or, for a
+plain gradient-descent step, the layer applies the step itself (``descend``):
+
+    W <- decay W - X^T @ dZ - shrink sign(W)      b <- b - sum over rows of dZ
+
+with dZ already carrying the learning rate, as one BLAS call (see _blas.py).
 """
 
 from collections import OrderedDict
 
 import numpy as np
 
+from ._blas import gemm
 from .activations import get_activation
 from .errors import ConfigError
 
@@ -32,11 +39,12 @@ _MAX_CACHED_BATCH_SIZES = 4
 class _Buffers:
     """Work arrays for one batch size."""
 
-    __slots__ = ("Z", "A", "Y", "mask", "dX", "dZ")
+    __slots__ = ("Z", "A", "D", "Y", "mask", "dX", "dZ")
 
-    def __init__(self, n, n_in, n_out, dtype, separate_a, dropout):
+    def __init__(self, n, n_in, n_out, dtype, separate_a, dropout, derivative):
         self.Z = np.empty((n, n_out), dtype)
         self.A = np.empty((n, n_out), dtype) if separate_a else self.Z
+        self.D = np.empty((n, n_out), dtype) if derivative else None
         self.Y = np.empty((n, n_out), dtype) if dropout else None
         self.mask = np.empty((n, n_out), dtype) if dropout else None
         self.dX = np.empty((n, n_in), dtype)
@@ -90,7 +98,8 @@ class Dense:
         buffers = self._buffers.get(key)
         if buffers is None:
             separate_a = self.activation.needs_z or self.keep_z
-            buffers = _Buffers(n, self.n_in, self.n_out, self.dtype, separate_a, dropout)
+            buffers = _Buffers(n, self.n_in, self.n_out, self.dtype, separate_a, dropout,
+                               self.activation.derivative_in_forward)
             self._buffers[key] = buffers
             if len(self._buffers) > _MAX_CACHED_BATCH_SIZES:
                 self._buffers.popitem(last=False)
@@ -114,7 +123,10 @@ class Dense:
         Z = np.matmul(X, self.W, out=buffers.Z)
         if self.b is not None:
             Z += self.b
-        A = self.activation.forward(Z, out=buffers.A)  # buffers.A is Z itself when f' needs only A
+        if buffers.D is None:
+            A = self.activation.forward(Z, out=buffers.A)  # buffers.A is Z itself when f' needs only A
+        else:  # D = f'(Z) as a by-product of forward (ReLU: the mask forward multiplies by)
+            A = self.activation.forward(Z, out=buffers.A, derivative=buffers.D)
         self.X, self.Z, self.A = X, Z, A
         self._dropout_on = dropout
         self._current = buffers
@@ -127,21 +139,44 @@ class Dense:
         return np.multiply(A, mask, out=buffers.Y)
 
     # ------------------------------------------------------------------ backward
-    def backward(self, dY, need_dX=True):
-        """From dJ/dY (which may be overwritten) to dW, db; returns dJ/dX when ``need_dX``."""
+    def backward(self, dY, need_dX=True, descend=None):
+        """From dJ/dY (which may be overwritten) to dW, db; returns dJ/dX when ``need_dX``.
+        ``descend``: see :meth:`backward_from_dZ`."""
+        buffers = self._current
         if self._dropout_on:
-            dY = np.multiply(dY, self._current.mask, out=dY)
-        dZ = self.activation.backward(dY, self.Z, self.A, out=dY)
-        return self.backward_from_dZ(dZ, need_dX)
+            dY = np.multiply(dY, buffers.mask, out=dY)
+        if buffers.D is None:
+            dZ = self.activation.backward(dY, self.Z, self.A, out=dY)
+        else:
+            dZ = np.multiply(dY, buffers.D, out=dY)  # dZ = dA * f'(Z), f'(Z) kept by forward
+        return self.backward_from_dZ(dZ, need_dX, descend)
 
-    def backward_from_dZ(self, dZ, need_dX=True):
-        """dW = X^T dZ, db = column sums of dZ, and dX = dZ W^T when ``need_dX``."""
-        np.matmul(self.X.T, dZ, out=self.dW)
+    def backward_from_dZ(self, dZ, need_dX=True, descend=None):
+        """dW = X^T dZ, db = column sums of dZ, and dX = dZ W^T when ``need_dX``.
+
+        With ``descend=(decay, shrink)`` the layer takes a gradient-descent step instead of
+        keeping dW and db; dZ must then be the gradient of eta*J (the learning rate folded
+        in, see MLP._loss_and_grad), and decay = 1 - eta*l2, shrink = eta*l1:
+
+            W <- decay W - X^T dZ - shrink sign(W)        b <- b - column sums of dZ
+
+        which is W <- W - eta (dJ/dW + l2 W + l1 sign W). dX is computed first, from the W
+        the forward pass used. ``dW`` and ``db`` are left holding scratch values.
+        """
+        dX = np.matmul(dZ, self.W.T, out=self._current.dX) if need_dX else None
+        if descend is None:
+            np.matmul(self.X.T, dZ, out=self.dW)
+            if self.b is not None:
+                np.add.reduce(dZ, axis=0, out=self.db)
+            return dX
+        decay, shrink = descend
+        shrinkage = np.sign(self.W) * shrink if shrink else None  # from the W before the step
+        gemm(-1.0, self.X.T, dZ, decay, self.W, work=self.dW)  # W <- decay W - X^T dZ in one pass over W
+        if shrinkage is not None:
+            self.W -= shrinkage
         if self.b is not None:
-            np.add.reduce(dZ, axis=0, out=self.db)
-        if not need_dX:
-            return None
-        return np.matmul(dZ, self.W.T, out=self._current.dX)
+            self.b -= np.add.reduce(dZ, axis=0, out=self.db)
+        return dX
 
     def __repr__(self):
         bias = "" if self.b is not None else ", bias=False"

@@ -11,6 +11,8 @@ runs the layers in reverse order (docs/derivations.md, section "The whole networ
     dA_{k-1} = dZ_k W_k^T                   (never computed for k = 1: nothing consumes dJ/dX)
 """
 
+import math
+
 import numpy as np
 
 from .activations import Softmax, get_activation
@@ -438,36 +440,42 @@ class MLP:
             J += self._regularization()
         return J
 
-    def _loss_and_grad(self, X, T, sample_weight=None, rng=None, scale=1.0):
+    def _loss_and_grad(self, X, T, sample_weight=None, rng=None, scale=1.0, descend=False):
         """J for a prepared batch, with dJ/dW and dJ/db written into each layer's ``dW`` and ``db``.
 
         X, T, sample_weight must already be checked arrays of the network's dtype. With ``scale``
         the layers receive the gradient of scale * J instead (the returned J is not scaled): every
-        gradient is linear in dZ_L, so scaling the small (N, K) array dZ_L scales them all. Plain
-        gradient descent passes its learning rate here and saves a pass over every parameter.
+        gradient is linear in dZ_L, so scaling the small (N, K) array dZ_L scales them all.
+
+        With ``descend`` the layers take the plain gradient-descent step p <- p - scale * dJ/dp
+        themselves, layer by layer as backward reaches them (see Dense.backward_from_dZ), and no
+        gradient is kept; the step is skipped when J is not finite.
         """
         output = self.layers[-1]
         A = self._forward(X, rng)
         J = self._objective(A, T, sample_weight)
+        if descend and not math.isfinite(J):
+            return J
         N = X.shape[0]
         need_dX = len(self.layers) > 1
+        step = (1.0 - scale * self.l2, scale * self.l1) if descend else None
         if self.closed_form:
             # dJ/dZ_L = (A - T)/N: softmax + cross-entropy, sigmoid + binary cross-entropy (losses.py)
             dZ = np.subtract(A, T, out=output._current.dZ)
             dZ *= scale / N
             if sample_weight is not None:
                 dZ *= sample_weight[:, None]
-            dH = output.backward_from_dZ(dZ, need_dX)
+            dH = output.backward_from_dZ(dZ, need_dX, step)
         else:
             dA = self.loss_fn.gradient(A, T, out=output._current.dZ)
             if scale != 1.0:
                 dA *= scale
             if sample_weight is not None:
                 dA *= sample_weight[:, None]
-            dH = output.backward(dA, need_dX)
+            dH = output.backward(dA, need_dX, step)
         for k in range(len(self.layers) - 2, -1, -1):
-            dH = self.layers[k].backward(dH, need_dX=k > 0)
-        if self.l2 or self.l1:
+            dH = self.layers[k].backward(dH, k > 0, step)
+        if not descend and (self.l2 or self.l1):
             for layer in self.layers:
                 if self.l2:
                     layer.dW += (scale * self.l2) * layer.W

@@ -53,8 +53,9 @@ class Optimizer:
     name = "optimizer"
     #: names of the per-parameter state arrays, in the order ``_init_state`` returns them
     state_names = ()
-    # True when step(params, grads, eta) equals step(params, [eta g for g in grads], 1.0): see SGD.
-    folds_learning_rate = False
+    # True when the step is p <- p - eta g with no state, which the network can take itself inside
+    # the backward pass (MLP._loss_and_grad(descend=True)): see SGD.
+    descends_in_backward = False
 
     def __init__(self):
         self.t = 0  # number of steps taken
@@ -108,12 +109,14 @@ class Optimizer:
 class SGD(Optimizer):
     """Plain gradient descent, the seeds' rule: p <- p - eta g. No state.
 
-    Its step is linear in g, so the trainer may hand it eta g directly (``folds_learning_rate``):
-    the backward pass computes the gradient of eta J, and the step is p <- p - (eta g), one pass.
+    The trainer lets the network take this step inside the backward pass
+    (``descends_in_backward``): backward computes the gradient of eta J, and each layer
+    applies W <- W - X^T (eta dZ) as one BLAS call, without writing dW (Dense.backward_from_dZ).
+    ``step`` below is the same rule for callers that hold the gradients.
     """
 
     name = "sgd"
-    folds_learning_rate = True
+    descends_in_backward = True
 
     def _update(self, p, g, state, learning_rate):
         if learning_rate != 1.0:

@@ -10,6 +10,8 @@ the default (``optimizer="sgd"``, constant learning rate). Everything else is op
             J = objective on the batch; dW, db written by net._loss_and_grad
             (optional) clip: g <- g * min(1, c / ||g||), ||g|| the norm of all gradients together
             optimizer.step(params, grads, eta = schedule.rate(step))
+            (plain SGD without clipping: the layers take the step inside the backward pass,
+             one BLAS call per weight matrix; see Dense.backward_from_dZ)
         validation loss and metrics; callbacks; early stopping; checkpoint
 
 Per-sample weights w_i (``sample_weight`` times ``class_weight[class of i]``) enter the
@@ -478,8 +480,8 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     progress = _Progress(verbose, epochs * n_batches, min(step, epochs * n_batches))
     last_good = [p.copy() for p in params]  # weights at the start of the epoch: known finite
     stop_reason = None
-    # Plain gradient descent takes eta*g from the backward pass itself (see SGD); clipping needs the true g.
-    fold = opt.folds_learning_rate and clip_norm is None
+    # Plain gradient descent is taken by the backward pass itself (see SGD); clipping needs the true g.
+    descend = opt.descends_in_backward and clip_norm is None
     # Without shuffling (and with the identity order) a batch is a slice of X: no gather, no copy.
     in_order = not shuffle and np.array_equal(order, np.arange(N))
     rate = sched.rate(step) if step < epochs * n_batches else learning_rate
@@ -509,16 +511,21 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                         xb, tb = X[first:first + n], T[first:first + n]
                         wb = w[first:first + n] if w is not None else None
                     rate = float(sched.rate(step))  # a Python float: a NumPy float64 scalar would upcast float32 work
-                    J = net._loss_and_grad(xb, tb, wb, dropout_rng, rate if fold else 1.0)
+                    if descend:  # the step is taken inside backward (and skipped when J is not finite)
+                        J = net._loss_and_grad(xb, tb, wb, dropout_rng, rate, descend=True)
+                        opt.t += 1
+                    else:
+                        J = net._loss_and_grad(xb, tb, wb, dropout_rng)
                     if not math.isfinite(J):
                         raise _NonFinite(epoch, number, J)
-                    if clip_norm is not None:
-                        norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
-                        if norm > clip_norm:
-                            scale = clip_norm / norm
-                            for g in grads:
-                                g *= scale
-                    opt.step(params, grads, 1.0 if fold else rate)
+                    if not descend:
+                        if clip_norm is not None:
+                            norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+                            if norm > clip_norm:
+                                scale = clip_norm / norm
+                                for g in grads:
+                                    g *= scale
+                        opt.step(params, grads, rate)
                     step += 1
                     batch_done = number
                     epoch_total += J * n

@@ -1,0 +1,144 @@
+"""One BLAS routine NumPy does not expose: GEMM with beta, ``C <- alpha A B + beta C``, in place.
+
+Why it matters: plain gradient descent changes every weight by ``-eta dW`` with
+``dW = X^T dZ``. With ``np.matmul`` that is two passes: the product is written into a
+buffer, then ``W -= buffer`` reads it back. On a multi-core machine the product is
+written by BLAS threads on every core, so the second pass also drags the buffer across
+the cores' caches; for a 784 x 256 float32 layer at batch 32 that pass costs more
+than the product. BLAS's GEMM takes ``beta`` and accumulates into ``C`` itself:
+``W <- 1 * W + (-1) * X^T (eta dZ)`` is one call and one pass (see
+docs/derivations.md, "The SGD step inside the backward pass").
+
+``gemm`` calls the ``cblas_?gemm`` of the OpenBLAS that NumPy's own wheels ship (the
+same library, and thread pool, that ``np.matmul`` uses), found with ``ctypes``. The
+library is used only after it has computed a few small products correctly; when it
+cannot be found (NumPy built against another BLAS, e.g. MKL) or fails that check, or
+when the environment variable ``HANDGRAD_BLAS=numpy`` is set, ``gemm`` computes the
+same thing with NumPy operations instead. Both paths give the same result up to
+floating-point rounding, and the tests run both.
+"""
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _library_files():
+    """Shared libraries shipped inside the NumPy package whose name says OpenBLAS."""
+    root = os.path.dirname(np.__file__)
+    patterns = [os.path.join(root, "..", "numpy.libs", "*openblas*"),  # Linux and Windows wheels
+                os.path.join(root, ".dylibs", "*openblas*"),  # macOS wheels
+                os.path.join(root, "_core", "*openblas*")]
+    return sorted({os.path.realpath(path) for pattern in patterns for path in glob.glob(pattern)})
+
+
+# (symbol pattern, C type of the integer arguments): a "64_" suffix marks the 64-bit-integer (ILP64) build.
+_SYMBOLS = (("scipy_cblas_{}gemm64_", ctypes.c_int64), ("cblas_{}gemm64_", ctypes.c_int64),
+            ("scipy_cblas_{}gemm", ctypes.c_int), ("cblas_{}gemm", ctypes.c_int))
+
+
+def _bind(library, letter, scalar):
+    for pattern, integer in _SYMBOLS:
+        function = getattr(library, pattern.format(letter), None)
+        if function is not None:
+            enum, pointer = ctypes.c_int, ctypes.c_void_p
+            function.argtypes = [enum, enum, enum, integer, integer, integer, scalar, pointer, integer, pointer,
+                                 integer, scalar, pointer, integer]
+            function.restype = None
+            return function
+    return None
+
+
+def _load():
+    """{dtype: cblas gemm function} for float32 and float64, or {} when none passes the check."""
+    if os.environ.get("HANDGRAD_BLAS", "").strip().lower() == "numpy":
+        return {}
+    for path in _library_files():
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        functions = {np.dtype(np.float32): _bind(library, "s", ctypes.c_float),
+                     np.dtype(np.float64): _bind(library, "d", ctypes.c_double)}
+        if all(functions.values()) and _passes_check(functions):
+            return functions
+    return {}
+
+
+def _passes_check(functions):
+    """The library must reproduce NumPy on small products in every layout gemm uses."""
+    rng = np.random.default_rng(0)
+    for dtype, function in functions.items():
+        A, B, C = (rng.standard_normal(shape).astype(dtype) for shape in ((5, 3), (3, 4), (5, 4)))
+        for a, b in ((A, B), (np.asfortranarray(A), B), (A, np.asfortranarray(B)), (A.T.copy().T, B.T.copy().T)):
+            expected = 0.5 * C - 2.0 * (a @ b)
+            got = C.copy()
+            _call(function, -2.0, a, _layout(a), b, _layout(b), 0.5, got, _layout(got))
+            if not np.allclose(got, expected, rtol=1e-5, atol=1e-5):
+                return False
+    return True
+
+
+def _layout(array):
+    """(transpose flag, leading dimension) of a 2-D array as BLAS reads it, or None if BLAS cannot read it."""
+    rows, cols = array.shape
+    step_row, step_col = array.strides
+    size = array.itemsize
+    if step_col == size and step_row >= size * cols and step_row > 0:
+        return _NO_TRANS, step_row // size  # row-major: each row is contiguous
+    if step_row == size and step_col >= size * rows and step_col > 0:
+        return _TRANS, step_col // size  # column-major: the transpose of a row-major array
+    return None
+
+
+_BYTE = ctypes.c_char
+
+
+def _address(array):
+    """The address of an array's first element (``array.ctypes.data``, three times faster where it can be)."""
+    try:
+        return ctypes.addressof(_BYTE.from_buffer(array))  # needs a writable C-contiguous buffer
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
+def _call(function, alpha, A, a, B, b, beta, C, c):
+    """cblas gemm, given each operand's ``_layout``."""
+    (trans_a, lda), (trans_b, ldb) = a, b
+    function(_ROW_MAJOR, trans_a, trans_b, C.shape[0], C.shape[1], A.shape[1], alpha,
+             _address(A if trans_a == _NO_TRANS else A.T), lda, _address(B if trans_b == _NO_TRANS else B.T), ldb,
+             beta, _address(C), c[1])
+
+
+_FUNCTIONS = _load()
+
+
+def available(dtype):
+    """True when gemm runs in BLAS for arrays of this dtype (else it uses NumPy operations)."""
+    return np.dtype(dtype) in _FUNCTIONS
+
+
+def gemm(alpha, A, B, beta, C, work=None):
+    """C <- alpha (A @ B) + beta C, in place; returns C.
+
+    A (M, K), B (K, N), C (M, N) are arrays of one float dtype; A and B may be transposed
+    views (``X.T``); C must not overlap them. ``work``, an (M, N) array of C's dtype, is
+    used by the NumPy path only, so that it allocates nothing.
+    """
+    function = _FUNCTIONS.get(C.dtype)
+    if function is not None and A.dtype == C.dtype and B.dtype == C.dtype and A.size and B.size:
+        a, b, c = _layout(A), _layout(B), _layout(C)
+        if a is not None and b is not None and c is not None and c[0] == _NO_TRANS and C.flags.writeable:
+            _call(function, alpha, A, a, B, b, beta, C, c)
+            return C
+    product = np.matmul(A, B, out=work)
+    if alpha != 1.0:
+        product *= alpha
+    if beta != 1.0:
+        C *= beta
+    C += product
+    return C
