@@ -4,6 +4,8 @@ probabilities exactly 0 and 1."""
 
 import warnings
 
+import math
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,29 @@ def test_softmax_cross_entropy_closed_form_equals_the_general_chain_rule(soft):
     np.testing.assert_allclose((A - T) / N, general, rtol=1e-12, atol=1e-12)
     assert loss.pairs_with == "softmax"
     np.testing.assert_allclose(loss.per_sample_from_logits(Z, T), loss.per_sample(A, T), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_keeps_the_log_sum_exp_that_the_cross_entropy_uses(dtype):
+    # Softmax.forward(Z, lse=...) writes ln sum_k e^{z_k} per row; the training pass hands it to
+    # per_sample_from_logits, which must then give the same losses as when it computes lse itself,
+    # also for logits far beyond exp's range.
+    rng = np.random.default_rng(7)
+    Z = rng.normal(scale=3, size=(6, 4))
+    Z[0] = [1000.0, -1000.0, 999.0, 0.0]
+    Z[1] = [-800.0, -805.0, -900.0, -801.0]
+    T = np.eye(4)[rng.integers(0, 4, size=6)]
+    expected = np.array([z.max() + math.log(sum(math.exp(v - z.max()) for v in z)) for z in Z])
+    Z, T = Z.astype(dtype), T.astype(dtype)
+    lse = np.full((6, 1), np.nan, dtype)
+    A = Softmax().forward(Z, lse=lse)
+    np.testing.assert_allclose(A, Softmax().forward(Z), rtol=0, atol=0)
+    tolerance = 1e-13 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(lse[:, 0], expected, rtol=tolerance)
+    loss = get_loss("cross_entropy")
+    kept, computed = loss.per_sample_from_logits(Z, T, lse), loss.per_sample_from_logits(Z, T)
+    np.testing.assert_allclose(kept, computed, rtol=tolerance, atol=tolerance)
+    assert np.isfinite(kept).all() and kept.dtype == dtype
 
 
 def test_sigmoid_binary_cross_entropy_closed_form_equals_the_general_chain_rule():

@@ -23,11 +23,20 @@ To add your own, subclass :class:`Activation`, implement ``forward`` and
 ``derivative`` (or ``backward``), and check it with ``handgrad.check_activation``.
 """
 
+import functools
 import math
 
 import numpy as np
 
 from .errors import ConfigError, suggest
+
+
+@functools.lru_cache(maxsize=64)
+def _ones_column(n, dtype):
+    """A read-only (n, 1) column of ones: ``M @ ones`` sums the rows of M with one BLAS call."""
+    ones = np.ones((n, 1), dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 class Activation:
@@ -214,11 +223,18 @@ class Softmax(Activation):
     elementwise = False
     output_range = (0.0, 1.0)
 
-    def forward(self, Z, out=None):
+    def forward(self, Z, out=None, lse=None):
+        """Row-wise softmax. With ``lse``, an (N, 1) array, also writes each row's log-sum-exp
+        ln sum_k e^{z_k} = m + ln sum_k e^{z_k - m} there: a cross-entropy needs exactly that
+        (losses.py), and forward has it almost for free."""
         row_max = np.maximum.reduce(Z, axis=1, keepdims=True)
         out = np.subtract(Z, row_max, out=out)
         np.exp(out, out=out)
-        out /= np.add.reduce(out, axis=1, keepdims=True)
+        total = np.matmul(out, _ones_column(out.shape[1], out.dtype))  # row sums (BLAS: faster than a reduce)
+        out /= total
+        if lse is not None:
+            np.log(total, out=lse)
+            lse += row_max
         return out
 
     def derivative(self, Z, A):

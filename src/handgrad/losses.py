@@ -14,8 +14,9 @@ One interface for all losses:
 * ``gradient(A, T, out=None) -> dJ/dA`` of shape (N, K), the 1/N included
   (sample weights are applied by the network, row by row: dJ/da_i is scaled by w_i)
 * ``pairs_with``: the output activation whose composition with this loss has the
-  closed form dJ/dZ = (A - T)/N; ``per_sample_from_logits(Z, T)`` evaluates the
-  loss from the pre-activation Z, which stays finite for any logits.
+  closed form dJ/dZ = (A - T)/N; ``per_sample_from_logits(Z, T, lse=None)`` evaluates
+  the loss from the pre-activation Z, which stays finite for any logits (``lse``: the
+  rows' log-sum-exp when the softmax forward pass kept it).
 * ``output_range``: the outputs the loss is defined for (a cross-entropy takes logs).
 
 Closed forms hold for exactly these pairs, and are used only for them:
@@ -51,7 +52,7 @@ class Loss:
             losses = losses * sample_weight
         return float(losses.mean())
 
-    def per_sample_from_logits(self, Z, T):
+    def per_sample_from_logits(self, Z, T, lse=None):
         raise NotImplementedError(f"{self.name} has no closed form from logits")
 
     def __call__(self, A, T):
@@ -130,7 +131,7 @@ class BinaryCrossEntropy(Loss):
         out *= 1.0 / A.shape[0]
         return out
 
-    def per_sample_from_logits(self, Z, T):
+    def per_sample_from_logits(self, Z, T, lse=None):
         return (np.logaddexp(0, Z) - T * Z).sum(axis=1)
 
 
@@ -156,12 +157,13 @@ class CrossEntropy(Loss):
         out *= -1.0 / A.shape[0]
         return out
 
-    def per_sample_from_logits(self, Z, T):
-        row_max = np.maximum.reduce(Z, axis=1, keepdims=True)
-        shifted = Z - row_max
-        log_sum = np.log(np.add.reduce(np.exp(shifted), axis=1))
-        # sum_k t_k (log_sum - shifted_k) = log_sum * sum_k t_k - sum_k t_k shifted_k
-        return log_sum * np.add.reduce(T, axis=1) - np.einsum("nk,nk->n", T, shifted)
+    def per_sample_from_logits(self, Z, T, lse=None):
+        """l_i = sum_k t_ik (lse_i - z_ik) = lse_i sum_k t_ik - sum_k t_ik z_ik, with
+        lse_i = ln sum_k e^{z_ik} = m_i + ln sum_k e^{z_ik - m_i} (m_i the row maximum: no overflow)."""
+        if lse is None:
+            row_max = np.maximum.reduce(Z, axis=1, keepdims=True)
+            lse = np.log(np.add.reduce(np.exp(Z - row_max), axis=1, keepdims=True)) + row_max
+        return lse[:, 0] * np.add.reduce(T, axis=1) - np.einsum("nk,nk->n", T, Z)
 
 
 LOSSES = {

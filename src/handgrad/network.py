@@ -22,6 +22,7 @@ from .losses import default_loss_for, get_loss
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
+_SMALL = 1 << 16  # arrays up to this many entries are checked for NaN/inf entry by entry
 
 
 def _parse_layer(spec, index):
@@ -46,12 +47,13 @@ def _parse_layer(spec, index):
 
 
 def _all_finite(array):
-    """True when no entry is NaN or infinite. A NaN or infinity makes the sum non-finite, so one pass with no
-    temporary array decides the common case; only a non-finite sum (which overflow can also cause) is checked
-    entry by entry."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(array, axis=None)):
-            return True
+    """True when no entry is NaN or infinite. Small arrays are checked entry by entry. For large ones a
+    NaN or infinity makes the sum non-finite, so one pass with no temporary array decides the common
+    case; only a non-finite sum (which overflow can also cause) is checked entry by entry."""
+    if array.size > _SMALL:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(array, axis=None)):
+                return True
     return bool(np.isfinite(array).all())
 
 
@@ -426,13 +428,17 @@ class MLP:
             penalty += self.l1 * sum(float(np.abs(layer.W).sum()) for layer in self.layers)
         return penalty
 
-    def _objective(self, A, T, sample_weight=None):
-        """J from the output A of the forward pass just run: (1/N) sum_i w_i l_i plus the regularization.
-        With a closed-form output the l_i come from the logits Z_L, which stays finite for any logits."""
+    def _per_sample_losses(self, A, T):
+        """The l_i of the forward pass just run. With a closed-form output they come from the logits Z_L
+        (and the rows' log-sum-exp the softmax kept), which stays finite for any logits."""
         if self.closed_form:
-            losses = self.loss_fn.per_sample_from_logits(self.layers[-1].Z, T)
-        else:
-            losses = self.loss_fn.per_sample(A, T)
+            output = self.layers[-1]
+            return self.loss_fn.per_sample_from_logits(output.Z, T, output.lse)
+        return self.loss_fn.per_sample(A, T)
+
+    def _objective(self, A, T, sample_weight=None):
+        """J from the output A of the forward pass just run: (1/N) sum_i w_i l_i plus the regularization."""
+        losses = self._per_sample_losses(A, T)
         if sample_weight is not None:
             losses = losses * sample_weight
         J = float(np.add.reduce(losses)) / A.shape[0]

@@ -175,10 +175,7 @@ def evaluate(net, X, T, sample_weight=None, metrics=None, out=None):
     for start in range(0, N, _EVAL_CHUNK):
         stop = min(start + _EVAL_CHUNK, N)
         A = net._forward(X[start:stop])
-        if net.closed_form:
-            losses = net.loss_fn.per_sample_from_logits(net.layers[-1].Z, T[start:stop])
-        else:
-            losses = net.loss_fn.per_sample(A, T[start:stop])
+        losses = net._per_sample_losses(A, T[start:stop])
         if sample_weight is not None:
             losses = losses * sample_weight[start:stop]
         total += float(losses.sum())
