@@ -227,3 +227,25 @@ def test_loss_aliases_and_objects():
     assert get_loss(get_loss("mse")) == get_loss("mse")
     with pytest.raises(hg.ConfigError, match="loss must be a name"):
         get_loss(42)
+
+
+@pytest.mark.parametrize("K", [3, 100])  # few columns take the transposed reduction, many the plain one
+def test_total_from_logits_is_the_weighted_sum_of_the_per_sample_losses(K):
+    from handgrad.activations import _row_max
+
+    rng = np.random.default_rng(8)
+    Z = rng.normal(scale=4, size=(9, K))
+    T = rng.random((9, K))
+    T /= T.sum(axis=1, keepdims=True)
+    w = rng.uniform(0, 2, size=9)
+    np.testing.assert_array_equal(_row_max(Z), Z.max(axis=1, keepdims=True))
+    lse = np.empty((9, 1))
+    Softmax().forward(Z, lse=lse)
+    loss = get_loss("cross_entropy")
+    per_sample = loss.per_sample_from_logits(Z, T)
+    for kept in (None, lse):
+        assert loss.total_from_logits(Z, T, kept) == pytest.approx(per_sample.sum(), rel=1e-12)
+        assert loss.total_from_logits(Z, T, kept, w) == pytest.approx((w * per_sample).sum(), rel=1e-12)
+    bce = get_loss("binary_cross_entropy")
+    P = rng.random((9, K))
+    assert bce.total_from_logits(Z, P, None, w) == pytest.approx((w * bce.per_sample_from_logits(Z, P)).sum(), rel=1e-12)

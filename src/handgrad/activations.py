@@ -39,6 +39,15 @@ def _ones_column(n, dtype):
     return ones
 
 
+def _row_max(Z):
+    """The maximum of each row, as an (N, 1) array. With few columns (an output layer's K classes)
+    NumPy's reduction along a row runs one short loop per row; reducing a transposed copy along its
+    first axis runs K long vector loops instead, several times faster at the same result."""
+    if Z.shape[1] <= 64:
+        return np.maximum.reduce(np.ascontiguousarray(Z.T), axis=0)[:, None]
+    return np.maximum.reduce(Z, axis=1, keepdims=True)
+
+
 class Activation:
     """Base class. Subclasses set ``name`` and implement forward and derivative."""
 
@@ -227,7 +236,7 @@ class Softmax(Activation):
         """Row-wise softmax. With ``lse``, an (N, 1) array, also writes each row's log-sum-exp
         ln sum_k e^{z_k} = m + ln sum_k e^{z_k - m} there: a cross-entropy needs exactly that
         (losses.py), and forward has it almost for free."""
-        row_max = np.maximum.reduce(Z, axis=1, keepdims=True)
+        row_max = _row_max(Z)
         out = np.subtract(Z, row_max, out=out)
         np.exp(out, out=out)
         total = np.matmul(out, _ones_column(out.shape[1], out.dtype))  # row sums (BLAS: faster than a reduce)

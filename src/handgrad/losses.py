@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from .activations import _ones_column, _row_max
 from .errors import ConfigError, suggest
 
 
@@ -54,6 +55,13 @@ class Loss:
 
     def per_sample_from_logits(self, Z, T, lse=None):
         raise NotImplementedError(f"{self.name} has no closed form from logits")
+
+    def total_from_logits(self, Z, T, lse=None, sample_weight=None):
+        """sum_i w_i l_i from the logits (a Python float): what the training objective needs."""
+        losses = self.per_sample_from_logits(Z, T, lse)
+        if sample_weight is not None:
+            losses = losses * sample_weight
+        return float(np.add.reduce(losses))
 
     def __call__(self, A, T):
         return self.value(np.asarray(A), np.asarray(T))
@@ -161,9 +169,17 @@ class CrossEntropy(Loss):
         """l_i = sum_k t_ik (lse_i - z_ik) = lse_i sum_k t_ik - sum_k t_ik z_ik, with
         lse_i = ln sum_k e^{z_ik} = m_i + ln sum_k e^{z_ik - m_i} (m_i the row maximum: no overflow)."""
         if lse is None:
-            row_max = np.maximum.reduce(Z, axis=1, keepdims=True)
+            row_max = _row_max(Z)
             lse = np.log(np.add.reduce(np.exp(Z - row_max), axis=1, keepdims=True)) + row_max
         return lse[:, 0] * np.add.reduce(T, axis=1) - np.einsum("nk,nk->n", T, Z)
+
+    def total_from_logits(self, Z, T, lse=None, sample_weight=None):
+        """Unweighted: sum_i l_i = sum_i lse_i (sum_k t_ik) - sum_ik t_ik z_ik, two dot products
+        (BLAS) instead of a per-sample vector."""
+        if sample_weight is not None or lse is None:
+            return super().total_from_logits(Z, T, lse, sample_weight)
+        row_sums = np.matmul(T, _ones_column(T.shape[1], T.dtype))
+        return float(np.vdot(lse, row_sums)) - float(np.vdot(T, Z))
 
 
 LOSSES = {

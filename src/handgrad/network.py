@@ -438,10 +438,15 @@ class MLP:
 
     def _objective(self, A, T, sample_weight=None):
         """J from the output A of the forward pass just run: (1/N) sum_i w_i l_i plus the regularization."""
-        losses = self._per_sample_losses(A, T)
-        if sample_weight is not None:
-            losses = losses * sample_weight
-        J = float(np.add.reduce(losses)) / A.shape[0]
+        if self.closed_form:
+            output = self.layers[-1]
+            total = self.loss_fn.total_from_logits(output.Z, T, output.lse, sample_weight)
+        else:
+            losses = self.loss_fn.per_sample(A, T)
+            if sample_weight is not None:
+                losses = losses * sample_weight
+            total = float(np.add.reduce(losses))
+        J = total / A.shape[0]
         if self.l2 or self.l1:
             J += self._regularization()
         return J
