@@ -12,24 +12,11 @@ import numpy as np
 import pytest
 
 import handgrad as hg
+from conftest import central_difference
 from handgrad.errors import DataError
 
 
 # ---------------------------------------------------------------------- helpers
-def central_difference(f, x, h=1e-6):
-    """(f(x + h e_i) - f(x - h e_i)) / 2h for every entry i of the array x (changed in place, restored)."""
-    grad = np.zeros(x.shape)
-    for index in np.ndindex(x.shape):
-        saved = x[index]
-        x[index] = saved + h
-        plus = f()
-        x[index] = saved - h
-        minus = f()
-        x[index] = saved
-        grad[index] = (plus - minus) / (2 * h)
-    return grad
-
-
 def close(a, b, tol=1e-6):
     """Max abs difference relative to the larger array's scale."""
     a, b = np.asarray(a, float), np.asarray(b, float)

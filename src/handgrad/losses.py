@@ -33,6 +33,13 @@ from .activations import _ones_column, _row_max
 from .errors import ConfigError, suggest
 
 
+def weighted_total(losses, sample_weight=None):
+    """sum_i w_i l_i as a Python float (w_i = 1 without sample weights)."""
+    if sample_weight is not None:
+        losses = losses * sample_weight
+    return float(np.add.reduce(losses))
+
+
 class Loss:
     """Base class: subclasses implement per_sample and gradient."""
 
@@ -58,10 +65,7 @@ class Loss:
 
     def total_from_logits(self, Z, T, lse=None, sample_weight=None):
         """sum_i w_i l_i from the logits (a Python float): what the training objective needs."""
-        losses = self.per_sample_from_logits(Z, T, lse)
-        if sample_weight is not None:
-            losses = losses * sample_weight
-        return float(np.add.reduce(losses))
+        return weighted_total(self.per_sample_from_logits(Z, T, lse), sample_weight)
 
     def __call__(self, A, T):
         return self.value(np.asarray(A), np.asarray(T))

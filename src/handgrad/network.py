@@ -18,7 +18,7 @@ import numpy as np
 from .activations import Softmax, get_activation
 from .errors import ConfigError, DataError
 from .layers import Dense
-from .losses import default_loss_for, get_loss
+from .losses import default_loss_for, get_loss, weighted_total
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
@@ -428,25 +428,17 @@ class MLP:
             penalty += self.l1 * sum(float(np.abs(layer.W).sum()) for layer in self.layers)
         return penalty
 
-    def _per_sample_losses(self, A, T):
-        """The l_i of the forward pass just run. With a closed-form output they come from the logits Z_L
-        (and the rows' log-sum-exp the softmax kept), which stays finite for any logits."""
+    def _data_total(self, A, T, sample_weight=None):
+        """sum_i w_i l_i for the forward pass just run (A its output). With a closed-form output the l_i
+        come from the logits Z_L (and the rows' log-sum-exp the softmax kept), finite for any logits."""
         if self.closed_form:
             output = self.layers[-1]
-            return self.loss_fn.per_sample_from_logits(output.Z, T, output.lse)
-        return self.loss_fn.per_sample(A, T)
+            return self.loss_fn.total_from_logits(output.Z, T, output.lse, sample_weight)
+        return weighted_total(self.loss_fn.per_sample(A, T), sample_weight)
 
     def _objective(self, A, T, sample_weight=None):
         """J from the output A of the forward pass just run: (1/N) sum_i w_i l_i plus the regularization."""
-        if self.closed_form:
-            output = self.layers[-1]
-            total = self.loss_fn.total_from_logits(output.Z, T, output.lse, sample_weight)
-        else:
-            losses = self.loss_fn.per_sample(A, T)
-            if sample_weight is not None:
-                losses = losses * sample_weight
-            total = float(np.add.reduce(losses))
-        J = total / A.shape[0]
+        J = self._data_total(A, T, sample_weight) / A.shape[0]
         if self.l2 or self.l1:
             J += self._regularization()
         return J

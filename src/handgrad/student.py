@@ -31,14 +31,14 @@ import numpy as np
 
 from .activations import Activation, get_activation
 from .errors import ConfigError
+from .gradcheck import numeric_gradient, relative_error
 from .losses import Loss, get_loss
 
 TOLERANCE = 1e-6
 
 
 def _relative_error(given, expected):
-    scale = max(float(np.abs(given).max(initial=0.0)), float(np.abs(expected).max(initial=0.0)), 1e-12)
-    return float(np.abs(given - expected).max(initial=0.0)) / scale
+    return relative_error(given, expected, floor=1e-12)
 
 
 def _close(given, expected):
@@ -334,12 +334,8 @@ def check_loss(obj, eps=1e-6, tolerance=1e-5):
         return CheckResult(name, problems, np.inf)
     if gradient.shape != A.shape:
         return CheckResult(name, [f"gradient must have A's shape {A.shape}, got {gradient.shape}"], np.inf)
-    numeric = np.zeros_like(A)
-    for index in np.ndindex(A.shape):
-        plus, minus = A.copy(), A.copy()
-        plus[index] += eps
-        minus[index] -= eps
-        numeric[index] = (loss.value(plus, T) - loss.value(minus, T)) / (2 * eps)
+    shifted = A.copy()
+    numeric = numeric_gradient(lambda: loss.value(shifted, T), shifted, eps)
     error = _relative_error(gradient, numeric)
     if error > tolerance:
         if _relative_error(gradient, N * numeric) < tolerance:

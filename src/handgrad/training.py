@@ -175,10 +175,7 @@ def evaluate(net, X, T, sample_weight=None, metrics=None, out=None):
     for start in range(0, N, _EVAL_CHUNK):
         stop = min(start + _EVAL_CHUNK, N)
         A = net._forward(X[start:stop])
-        losses = net._per_sample_losses(A, T[start:stop])
-        if sample_weight is not None:
-            losses = losses * sample_weight[start:stop]
-        total += float(losses.sum())
+        total += net._data_total(A, T[start:stop], None if sample_weight is None else sample_weight[start:stop])
         A_all[start:stop] = A
     results = {"loss": total / N + net._regularization()}
     for name in metrics:
