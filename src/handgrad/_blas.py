@@ -108,10 +108,15 @@ def _address(array):
 
 def _call(function, alpha, A, a, B, b, beta, C, c):
     """cblas gemm, given each operand's ``_layout``."""
+    function(*_arguments(alpha, A, a, B, b, beta, C, c))
+
+
+def _arguments(alpha, A, a, B, b, beta, C, c):
+    """The fourteen arguments of cblas gemm: layout, transposes, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc."""
     (trans_a, lda), (trans_b, ldb) = a, b
-    function(_ROW_MAJOR, trans_a, trans_b, C.shape[0], C.shape[1], A.shape[1], alpha,
-             _address(A if trans_a == _NO_TRANS else A.T), lda, _address(B if trans_b == _NO_TRANS else B.T), ldb,
-             beta, _address(C), c[1])
+    return (_ROW_MAJOR, trans_a, trans_b, C.shape[0], C.shape[1], A.shape[1], alpha,
+            _address(A if trans_a == _NO_TRANS else A.T), lda, _address(B if trans_b == _NO_TRANS else B.T), ldb,
+            beta, _address(C), c[1])
 
 
 _FUNCTIONS = _load()
@@ -122,6 +127,17 @@ def available(dtype):
     return np.dtype(dtype) in _FUNCTIONS
 
 
+def _blas_layouts(A, B, C):
+    """The BLAS function and the operands' layouts when BLAS can compute C <- alpha A B + beta C, else None."""
+    function = _FUNCTIONS.get(C.dtype)
+    if function is None or A.dtype != C.dtype or B.dtype != C.dtype or not (A.size and B.size):
+        return None
+    a, b, c = _layout(A), _layout(B), _layout(C)
+    if a is None or b is None or c is None or c[0] != _NO_TRANS or not C.flags.writeable:
+        return None
+    return function, a, b, c
+
+
 def gemm(alpha, A, B, beta, C, work=None):
     """C <- alpha (A @ B) + beta C, in place; returns C.
 
@@ -129,12 +145,15 @@ def gemm(alpha, A, B, beta, C, work=None):
     views (``X.T``); C must not overlap them. ``work``, an (M, N) array of C's dtype, is
     used by the NumPy path only, so that it allocates nothing.
     """
-    function = _FUNCTIONS.get(C.dtype)
-    if function is not None and A.dtype == C.dtype and B.dtype == C.dtype and A.size and B.size:
-        a, b, c = _layout(A), _layout(B), _layout(C)
-        if a is not None and b is not None and c is not None and c[0] == _NO_TRANS and C.flags.writeable:
-            _call(function, alpha, A, a, B, b, beta, C, c)
-            return C
+    found = _blas_layouts(A, B, C)
+    if found is not None:
+        function, a, b, c = found
+        _call(function, alpha, A, a, B, b, beta, C, c)
+        return C
+    return _numpy_gemm(alpha, A, B, beta, C, work)
+
+
+def _numpy_gemm(alpha, A, B, beta, C, work):
     product = np.matmul(A, B, out=work)
     if alpha != 1.0:
         product *= alpha
@@ -142,3 +161,54 @@ def gemm(alpha, A, B, beta, C, work=None):
         C *= beta
     C += product
     return C
+
+
+class Gemm:
+    """:func:`gemm` for one call site whose operands keep their shapes and layouts from call to call
+    (a layer's forward product, its weight update): same arguments, same result.
+
+    Converting fourteen Python numbers into C arguments costs ctypes about 2 microseconds, more
+    than a small product. A Gemm keeps the converted arguments; a later call with operands of the
+    same shapes, strides and dtype only writes alpha and beta, and the address of any operand that
+    is a different array object than last time. Anything else prepares the call anew, and operands
+    BLAS cannot take go to :func:`gemm`'s NumPy path.
+    """
+
+    __slots__ = ("_key", "_function", "_arguments", "_operands")
+
+    def __init__(self):
+        self._key = self._function = self._arguments = None
+        self._operands = (None, None, None)
+
+    def __call__(self, alpha, A, B, beta, C, work=None):
+        key = (A.shape, A.strides, B.shape, B.strides, C.shape, C.strides, A.dtype, B.dtype, C.dtype)
+        if key != self._key:
+            self._prepare(key, A, B, C)
+        arguments = self._arguments
+        if arguments is None or not C.flags.writeable:
+            return _numpy_gemm(alpha, A, B, beta, C, work)  # (which raises NumPy's error for a read-only C)
+        last_a, last_b, last_c = self._operands
+        if A is not last_a or B is not last_b or C is not last_c:  # same layout, other arrays: new addresses
+            if A is not last_a:
+                arguments[7].value = _address(A if arguments[1].value == _NO_TRANS else A.T)
+            if B is not last_b:
+                arguments[9].value = _address(B if arguments[2].value == _NO_TRANS else B.T)
+            if C is not last_c:
+                arguments[12].value = _address(C)
+            self._operands = (A, B, C)
+        arguments[6].value = alpha
+        arguments[11].value = beta
+        self._function(*arguments)
+        return C
+
+    def __reduce__(self):  # a copy or an unpickled one starts unprepared (ctypes pointers do not pickle)
+        return Gemm, ()
+
+    def _prepare(self, key, A, B, C):
+        self._key, self._function, self._arguments, self._operands = key, None, None, (None, None, None)
+        found = _blas_layouts(A, B, C)
+        if found is not None:
+            self._function, a, b, c = found
+            values = _arguments(1.0, A, a, B, b, 0.0, C, c)
+            self._arguments = [kind(value) for kind, value in zip(self._function.argtypes, values)]
+            self._operands = (A, B, C)
