@@ -253,6 +253,23 @@ def test_bad_data_raises_data_error_naming_the_problem(classifier, problem, entr
         _entry_points(classifier)[entry](X, T)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("value, finite", [(np.nan, False), (np.inf, False), (-np.inf, False), (3e38, True),
+                                           (None, True)], ids=["nan", "inf", "-inf", "huge", "clean"])
+def test_large_inputs_are_checked_for_nan_and_infinity(dtype, value, finite):
+    # Above 65,536 entries the check is one sum of squares; a huge finite entry overflows that sum
+    # and must still be accepted (the entry-by-entry check decides), and any NaN or infinity refused.
+    net = hg.MLP(50, [(3, "softmax")], seed=0, dtype=dtype)
+    X = np.random.default_rng(15).normal(size=(2000, 50)).astype(dtype)
+    if value is not None:
+        X[1234, 17] = np.finfo(dtype).max / 1.5 if value == 3e38 else value
+    if finite:
+        assert net.check_inputs(X) is X  # accepted as is: no copy of a clean C-contiguous array
+    else:
+        with pytest.raises(hg.DataError, match="NaN or infinity"):
+            net.check_inputs(X)
+
+
 @pytest.mark.parametrize("method", ["forward", "predict", "predict_proba"])
 def test_prediction_validates_inputs(classifier, method):
     with pytest.raises(hg.DataError, match="features"):
