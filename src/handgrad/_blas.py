@@ -165,7 +165,7 @@ def _numpy_gemm(alpha, A, B, beta, C, work):
 
 class Gemm:
     """:func:`gemm` for one call site whose operands keep their shapes and layouts from call to call
-    (a layer's forward product, its weight update): same arguments, same result.
+    (a layer's weight update inside backward): same arguments, same result.
 
     Converting fourteen Python numbers into C arguments costs ctypes about 2 microseconds, more
     than a small product. A Gemm keeps the converted arguments; a later call with operands of the

@@ -29,7 +29,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._blas import Gemm, available
+from ._blas import Gemm
 from .activations import get_activation
 from .errors import ConfigError
 
@@ -39,7 +39,7 @@ _MAX_CACHED_BATCH_SIZES = 4
 class _Buffers:
     """Work arrays for one batch size."""
 
-    __slots__ = ("Z", "A", "D", "lse", "Y", "mask", "dX", "dZ", "ones", "product", "step")
+    __slots__ = ("Z", "A", "D", "lse", "Y", "mask", "dX", "dZ", "ones", "step")
 
     def __init__(self, n, n_in, n_out, dtype, separate_a, dropout, derivative, lse):
         self.Z = np.empty((n, n_out), dtype)
@@ -51,7 +51,6 @@ class _Buffers:
         self.mask = np.empty((n, n_out), dtype) if dropout else None
         self.dX = np.empty((n, n_in), dtype)
         self.dZ = np.empty((n, n_out), dtype)
-        self.product = Gemm()  # Z <- X W + Z (forward, Z holding the bias)
         self.step = Gemm()  # W <- decay W - X^T dZ (the gradient-descent step inside backward)
 
 
@@ -124,15 +123,9 @@ class Dense:
         """
         dropout = rng is not None and self.dropout > 0
         buffers = self._buffers_for(X.shape[0], dropout)
-        if self.b is not None and available(self.dtype):
-            # Z <- 1 b^T, then Z <- X W + Z in one BLAS call: BLAS would otherwise clear Z before
-            # accumulating the product into it, so the bias costs no pass of its own.
-            np.copyto(buffers.Z, self.b)
-            Z = buffers.product(1.0, X, self.W, 1.0, buffers.Z)
-        else:
-            Z = np.matmul(X, self.W, out=buffers.Z)
-            if self.b is not None:
-                Z += self.b
+        Z = np.matmul(X, self.W, out=buffers.Z)
+        if self.b is not None:
+            Z += self.b
         if buffers.D is not None:  # D = f'(Z) as a by-product of forward (ReLU: the mask forward multiplies by)
             A = self.activation.forward(Z, out=buffers.A, derivative=buffers.D)
         elif buffers.lse is not None:  # softmax output: keep each row's log-sum-exp for the cross-entropy
