@@ -22,7 +22,6 @@ from .losses import default_loss_for, get_loss, weighted_total
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
-_SMALL = 1 << 16  # arrays up to this many entries are checked for NaN/inf entry by entry
 
 
 def _parse_layer(spec, index):
@@ -47,16 +46,15 @@ def _parse_layer(spec, index):
 
 
 def _all_finite(array):
-    """True when no entry of a C-contiguous float array is NaN or infinite. Small arrays are checked entry by
-    entry. For large ones a NaN or infinity makes the sum of squares non-finite, so one pass with no
-    temporary array decides the common case: a dot product of the array with itself, which BLAS runs on
-    every core (about 20% faster than a sum on two). Only a non-finite result (which overflow can also
-    cause) is checked entry by entry."""
-    if array.size > _SMALL:
-        flat = array.reshape(-1)  # a view: the array is C-contiguous
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.dot(flat, flat)):
-                return True
+    """True when no entry of a C-contiguous float array is NaN or infinite. A NaN or infinity makes the sum
+    of squares non-finite, so one pass with no temporary array decides the common case: a dot product of
+    the array with itself, which BLAS runs on every core (about 20% faster than a sum on two, and cheaper
+    than ``isfinite(...).all()`` at any size). Only a non-finite result (which overflow of finite entries
+    can also cause) is checked entry by entry."""
+    flat = array.reshape(-1)  # a view: the array is C-contiguous
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.dot(flat, flat)):
+            return True
     return bool(np.isfinite(array).all())
 
 
@@ -375,15 +373,19 @@ class MLP:
 
     def _inference(self, X, output_activation=True):
         """Forward for prediction: fresh arrays, each activation applied in place, no dropout, and the
-        training buffers left alone. Without ``output_activation`` it returns the output logits Z_L."""
+        training buffers left alone. Without ``output_activation`` it returns the output logits Z_L.
+        (Written out flat: a single-sample predict is three matrix-vector products and little else.)"""
         H = X
-        last = len(self.layers) - 1
-        for k, layer in enumerate(self.layers):
-            Z = np.matmul(H, layer.W)
+        *hidden, output = self.layers
+        for layer in hidden:
+            H = np.matmul(H, layer.W)
             if layer.b is not None:
-                Z += layer.b
-            H = layer.activation.forward(Z, out=Z) if (k < last or output_activation) else Z
-        return H
+                H += layer.b
+            H = layer.activation.forward(H, out=H)  # (a user-defined activation may return a new array)
+        Z = np.matmul(H, output.W)
+        if output.b is not None:
+            Z += output.b
+        return output.activation.forward(Z, out=Z) if output_activation else Z
 
     def _chunked(self, X, output_activation=True):
         N = X.shape[0]
