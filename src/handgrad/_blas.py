@@ -16,6 +16,10 @@ cannot be found (NumPy built against another BLAS, e.g. MKL) or fails that check
 when the environment variable ``HANDGRAD_BLAS=numpy`` is set, ``gemm`` computes the
 same thing with NumPy operations instead. Both paths give the same result up to
 floating-point rounding, and the tests run both.
+
+A layer calls GEMM once per weight matrix per training step, always with operands of the
+same shapes; :class:`Gemm` is such a call site, with the ctypes arguments converted once
+(converting them is most of the cost of calling BLAS through ctypes on small products).
 """
 
 import ctypes

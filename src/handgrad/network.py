@@ -21,8 +21,8 @@ from .layers import Dense
 from .losses import default_loss_for, get_loss, weighted_total
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-_SMALL = 1 << 16  # arrays up to this many entries are checked for NaN/inf entry by entry
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
+_SMALL = 1 << 16  # arrays up to this many entries are checked for NaN/inf entry by entry
 
 
 def _parse_layer(spec, index):
