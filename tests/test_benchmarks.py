@@ -1,0 +1,32 @@
+"""The speed benchmark runs end to end on a tiny workload and reports every figure it promises.
+
+No time is asserted (machines are noisy; the benchmark itself is the measure): only that each
+contender was timed, the ratios are consistent with the times, and the memory probe worked.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "epoch_speed.py"
+
+
+def test_epoch_speed_runs_and_reports_every_figure():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--samples", "600", "--rounds", "1", "--batch-sizes", "128"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    cases = [(case["batch_size"], case["dtype"]) for case in report["epochs"]]
+    assert cases == [(128, "float32"), (128, "float64")]
+    for case in report["epochs"]:
+        assert case["samples"] == 600
+        bound = case["bound"]["min_s"]
+        for name in ("bound", "handgrad") + tuple(name for name in ("torch", "sklearn") if name in case):
+            figures = case[name]
+            assert 0 < figures["min_s"] <= figures["median_s"]
+            assert abs(figures["ratio_to_bound"] - figures["min_s"] / bound) < 1e-9
+    assert 0 < report["predict_products_us"] and 0 < report["predict_latency_us"]
+    memory = report["fit_memory"]
+    assert memory["peak_mb"] >= memory["rss_before_mb"] > 0
+    assert "single-sample predict:" in result.stdout and "fit memory:" in result.stdout
