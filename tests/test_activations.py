@@ -10,6 +10,7 @@ import pytest
 
 import handgrad as hg
 from handgrad.activations import ELU, LeakyReLU, Softmax, get_activation
+from handgrad.layers import Dense
 
 ELEMENTWISE = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "silu",
                LeakyReLU(slope=0.25), ELU(alpha=0.6)]
@@ -137,6 +138,21 @@ def test_relu_against_its_shared_zeros_is_max_z_0_at_every_shape(shape, dtype):
 def test_only_piecewise_constant_derivatives_are_kept_from_forward():
     kept = {get_activation(spec).name for spec in ALL if get_activation(spec).derivative_in_forward}
     assert kept == {"relu", "leaky_relu"}
+
+
+def test_only_softmax_writes_the_row_log_sum_exp_and_an_output_layer_keeps_it():
+    writes = {get_activation(spec).name for spec in ALL if get_activation(spec).row_log_sum_exp}
+    assert writes == {"softmax"}
+    X = np.random.default_rng(9).normal(size=(5, 3))
+    for spec, kept in (("softmax", True), ("sigmoid", False)):
+        layer = Dense(3, 4, spec, keep_z=True)
+        layer.W[...] = np.random.default_rng(10).normal(size=(3, 4))
+        layer.forward(X)
+        if kept:
+            Z = X @ layer.W + layer.b
+            np.testing.assert_allclose(layer.lse[:, 0], np.log(np.exp(Z).sum(axis=1)), rtol=1e-13)
+        else:
+            assert layer.lse is None
 
 
 @pytest.mark.parametrize("spec", ALL, ids=_id)

@@ -18,6 +18,9 @@ Every activation is an object with
 * ``derivative_in_forward``: True when ``forward(Z, out, derivative=D)`` also writes
   f'(Z) into D at almost no cost (ReLU: the 0/1 mask it multiplies Z by). A training
   layer then keeps D and computes ``dZ = dA * D`` without calling ``backward``.
+* ``row_log_sum_exp``: True when ``forward(Z, out, lse=L)`` also writes each row's
+  log-sum-exp into the (N, 1) array L (softmax: its normalizer, which a cross-entropy
+  needs). An output layer then keeps L for the loss.
 
 To add your own, subclass :class:`Activation`, implement ``forward`` and
 ``derivative`` (or ``backward``), and check it with ``handgrad.check_activation``.
@@ -72,6 +75,7 @@ class Activation:
     output_range = (-math.inf, math.inf)
     init = "glorot"  # the initialization that suits it: "he" for the ReLU family
     derivative_in_forward = False
+    row_log_sum_exp = False
 
     def forward(self, Z, out=None):
         raise NotImplementedError
@@ -246,6 +250,7 @@ class Softmax(Activation):
     needs_z = False
     elementwise = False
     output_range = (0.0, 1.0)
+    row_log_sum_exp = True
 
     def forward(self, Z, out=None, lse=None):
         """Row-wise softmax. With ``lse``, an (N, 1) array, also writes each row's log-sum-exp

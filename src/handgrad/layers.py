@@ -102,7 +102,7 @@ class Dense:
         if buffers is None:
             separate_a = self.activation.needs_z or self.keep_z
             buffers = _Buffers(n, self.n_in, self.n_out, self.dtype, separate_a, dropout,
-                               self.activation.derivative_in_forward, self.keep_z and self.activation.name == "softmax")
+                               self.activation.derivative_in_forward, self.keep_z and self.activation.row_log_sum_exp)
             self._buffers[key] = buffers
             if len(self._buffers) > _MAX_CACHED_BATCH_SIZES:
                 self._buffers.popitem(last=False)

@@ -82,6 +82,10 @@ class Optimizer:
     def _update(self, p, g, state, learning_rate):
         raise NotImplementedError
 
+    def count_backward_step(self):
+        """Count a step the network took itself inside its backward pass (``descends_in_backward``)."""
+        self.t += 1
+
     def reset(self):
         """Forget every buffer and the step count (the next step starts from scratch)."""
         self.t = 0

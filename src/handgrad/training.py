@@ -507,7 +507,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                     rate = float(sched.rate(step))  # a Python float: a NumPy float64 scalar would upcast float32 work
                     if descend:  # the step is taken inside backward (and skipped when J is not finite)
                         J = net._loss_and_grad(xb, tb, wb, dropout_rng, rate, descend=True)
-                        opt.t += 1
+                        opt.count_backward_step()
                     else:
                         J = net._loss_and_grad(xb, tb, wb, dropout_rng)
                     if not math.isfinite(J):
