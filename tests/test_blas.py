@@ -118,6 +118,13 @@ def test_prepared_gemm_follows_its_operands_from_call_to_call(path, dtype):
         before = C.copy()
         assert call(alpha, A, B, beta, C) is C
         np.testing.assert_allclose(C, _expected(alpha, A, B, beta, before), rtol=tolerance, atol=tolerance)
+    outputs = [rng.standard_normal((4, 3)).astype(dtype) for _ in range(2)]
+    for step in range(4):  # two outputs of one layout, in turn: each call must write the one it is given
+        out, other = outputs[step % 2], outputs[1 - step % 2]
+        before, untouched = out.copy(), other.copy()
+        call(1.0, data[:4], B, 1.0, out)
+        np.testing.assert_allclose(out, _expected(1.0, data[:4], B, 1.0, before), rtol=tolerance, atol=tolerance)
+        np.testing.assert_array_equal(other, untouched)
     G = rng.standard_normal((5, 3)).astype(dtype)
     for step in range(3):  # the weight update's form: W <- beta W - X^T dZ, with X.T a new object each call
         X = data[4 * step:4 * step + 4]
