@@ -111,7 +111,7 @@ def _address(array):
 
 
 def _call(function, alpha, A, a, B, b, beta, C, c):
-    """cblas gemm, given each operand's ``_layout``."""
+    """cblas gemm, given each operand's ``_layout`` (the load-time check calls candidates this way)."""
     function(*_arguments(alpha, A, a, B, b, beta, C, c))
 
 
@@ -149,12 +149,7 @@ def gemm(alpha, A, B, beta, C, work=None):
     views (``X.T``); C must not overlap them. ``work``, an (M, N) array of C's dtype, is
     used by the NumPy path only, so that it allocates nothing.
     """
-    found = _blas_layouts(A, B, C)
-    if found is not None:
-        function, a, b, c = found
-        _call(function, alpha, A, a, B, b, beta, C, c)
-        return C
-    return _numpy_gemm(alpha, A, B, beta, C, work)
+    return Gemm()(alpha, A, B, beta, C, work)  # a call site used once
 
 
 def _numpy_gemm(alpha, A, B, beta, C, work):

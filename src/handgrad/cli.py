@@ -25,7 +25,8 @@ import sys
 
 import numpy as np
 
-from .errors import ConfigError, DataError, HandgradError, suggest
+from .errors import ConfigError, DataError, HandgradError, check_non_negative, suggest
+from .io import writable_path
 
 SEED_000_LAYERS = "2:relu,2:relu,1:sigmoid"
 DEFAULT_DATA = "moons"
@@ -75,7 +76,7 @@ def add_architecture_arguments(parser):
 
 def network_from_args(args, n_inputs=None):
     """An MLP from the flags of :func:`add_architecture_arguments` (``n_inputs`` overrides --inputs)."""
-    from .network import MLP, check_non_negative
+    from .network import MLP
 
     layers = getattr(args, "layers", None) or SEED_000_LAYERS
     if not isinstance(layers, (str, list, tuple)):
@@ -407,12 +408,7 @@ def _describe(description):
 
 def _check_output_path(path, force, what):
     """Fail before any work if ``path`` cannot be written or would overwrite a file without --force."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ConfigError(f"cannot write {what} '{path}': the folder '{directory}' does not exist; create it first.")
-    if os.path.isdir(path):
-        raise ConfigError(f"cannot write {what} '{path}': it is a folder; give a file name.")
+    path = writable_path(path, what)  # the check the atomic write makes, done before training
     if os.path.exists(path) and not force:
         raise ConfigError(f"{what} '{path}' already exists; pass --force to replace it, or choose another name.")
     return path

@@ -14,7 +14,6 @@ message that names the problem and the fix.
 import csv
 import gzip
 import hashlib
-import math
 import os
 import shutil
 import tempfile
@@ -24,19 +23,14 @@ from collections import namedtuple
 
 import numpy as np
 
-from .errors import DataError, suggest
+from .errors import DataError, check_non_negative, suggest
 
 
 # ============================================================================ generated data sets
 def _check_generator_args(n_samples, noise, seed):
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise DataError(f"n_samples must be a positive integer, got {n_samples!r}.")
-    try:
-        noise = float(noise)
-    except (TypeError, ValueError):
-        raise DataError(f"noise must be a number >= 0, got {noise!r}.") from None
-    if not math.isfinite(noise) or noise < 0:
-        raise DataError(f"noise must be a finite number >= 0, got {noise}.")
+    noise = check_non_negative("noise", noise, DataError)  # a data argument: DataError, not ConfigError
     return int(n_samples), noise, np.random.default_rng(seed)
 
 

@@ -32,3 +32,16 @@ def suggest(name, choices):
 
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def check_non_negative(name, value, error=ConfigError):
+    """``value`` as a float, or ``error`` naming ``name`` when it is not a finite number >= 0."""
+    import math
+
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise error(f"{name} must be a number >= 0, got {value!r}.") from None
+    if not math.isfinite(value) or value < 0:
+        raise error(f"{name} must be a finite number >= 0, got {value}.")
+    return value

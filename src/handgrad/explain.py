@@ -136,7 +136,7 @@ def derivation(net, batch_size=None):
     params = Section("Parameters")
     for k, layer in enumerate(net.layers, 1):
         params.equations.append(Equation(f"W{k}", f"weights of layer {k}", _shape(layer.n_in, layer.n_out),
-                                         f"row i, column j: from unit i of the layer below to unit j", r"\text{weights}"))
+                                         "row i, column j: from unit i of the layer below to unit j", r"\text{weights}"))
         if layer.b is not None:
             params.equations.append(Equation(f"b{k}", f"biases of layer {k}", str(layer.n_out), "added to every row of Z",
                                              r"\text{biases}"))
@@ -508,7 +508,7 @@ def _render_trace(tr, p):
                   f"  A{number} = {layer.activation.name}(Z{number})  ({_shape(*record['A'].shape)})",
                   _matrix(record["A"], p)]
     lines += [f"  T  ({_shape(*tr.T.shape)})", _matrix(tr.T, p), f"  J = {_fmt(tr.J, p + 2)}  ({net.loss_fn.name}"
-              + (f" + l2" if net.l2 else "") + (f" + l1" if net.l1 else "") + ")", "", "Backward pass"]
+              + (" + l2" if net.l2 else "") + (" + l1" if net.l1 else "") + ")", "", "Backward pass"]
     for number in range(L, 0, -1):
         record, layer = tr.layers[number - 1], net.layers[number - 1]
         h = "X" if number == 1 else f"A{number - 1}"

@@ -45,6 +45,19 @@ _MAX_METADATA_BYTES = 64 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------- atomic writes
+def writable_path(path, what=None):
+    """``path`` as a string, or a ModelFileError when no file can be written there: its folder does not
+    exist, or the path is a folder. ``what`` ("model file") names the file in the message."""
+    path = os.fspath(path)
+    name = f"{what} '{path}'" if what else f"'{path}'"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ModelFileError(f"cannot write {name}: the folder '{directory}' does not exist; create it first.")
+    if os.path.isdir(path):
+        raise ModelFileError(f"cannot write {name}: it is a folder; give a file name.")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_writer(path, mode="wb", encoding="utf-8", newline=None):
     """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
@@ -55,12 +68,8 @@ def atomic_writer(path, mode="wb", encoding="utf-8", newline=None):
     >>> with atomic_writer("out.csv", "w") as f:   # doctest: +SKIP
     ...     f.write("a,b\\n")
     """
-    path = os.fspath(path)
+    path = writable_path(path)
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ModelFileError(f"cannot write '{path}': the folder '{directory}' does not exist; create it first.")
-    if os.path.isdir(path):
-        raise ModelFileError(f"cannot write '{path}': it is a folder; give a file name.")
     try:
         handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     except OSError as error:

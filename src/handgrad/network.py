@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .activations import Softmax, get_activation
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, check_non_negative
 from .layers import Dense
 from .losses import default_loss_for, get_loss, weighted_total
 
@@ -58,17 +58,6 @@ def _all_finite(array):
             if np.isfinite(np.dot(flat, flat)):
                 return True
     return bool(np.isfinite(array).all())
-
-
-def check_non_negative(name, value):
-    """``value`` as a float, or a ConfigError naming ``name`` when it is not a finite number >= 0."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number >= 0, got {value!r}.") from None
-    if not np.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value}.")
-    return value
 
 
 def _initial_weights(rng, n_in, n_out, scheme):

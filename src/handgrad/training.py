@@ -493,17 +493,16 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                 for saved, current in zip(last_good, params):
                     np.copyto(saved, current)
                 for number in range(batch_done + 1, n_batches + 1):
-                    index = order[(number - 1) * batch_size:number * batch_size]
-                    n = index.shape[0]
-                    # mode="clip" lets np.take write straight into the buffer (indices are valid by construction)
-                    if not in_order:
+                    first = (number - 1) * batch_size
+                    n = min(batch_size, N - first)
+                    if in_order:  # the batch is a contiguous slice, a view with nothing to copy
+                        xb, tb = X[first:first + n], T[first:first + n]
+                        wb = w[first:first + n] if w is not None else None
+                    else:  # mode="clip" lets np.take write straight into the buffer (indices are valid)
+                        index = order[first:first + n]
                         xb = np.take(X, index, axis=0, out=X_batch[:n], mode="clip")
                         tb = np.take(T, index, axis=0, out=T_batch[:n], mode="clip")
                         wb = np.take(w, index, out=w_batch[:n], mode="clip") if w is not None else None
-                    else:  # in order: the batch is a contiguous slice, a view with nothing to copy
-                        first = (number - 1) * batch_size
-                        xb, tb = X[first:first + n], T[first:first + n]
-                        wb = w[first:first + n] if w is not None else None
                     rate = float(sched.rate(step))  # a Python float: a NumPy float64 scalar would upcast float32 work
                     if descend:  # the step is taken inside backward (and skipped when J is not finite)
                         J = net._loss_and_grad(xb, tb, wb, dropout_rng, rate, descend=True)
