@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .activations import Softmax, get_activation
+from .activations import get_activation
 from .errors import ConfigError, DataError, check_non_negative
 from .layers import Dense
 from .losses import default_loss_for, get_loss, weighted_total
@@ -132,9 +132,6 @@ class MLP:
         self.seed = seed
         self.init = init
         specs = [_parse_layer(spec, i) for i, spec in enumerate(layers)]
-        for i, (_, activation) in enumerate(specs[:-1]):
-            if isinstance(activation, Softmax):
-                raise ConfigError(f"layer {i + 1}: softmax is only supported as the output activation.")
 
         hidden = len(specs) - 1
         if dropout is None:
@@ -481,6 +478,51 @@ class MLP:
                 if self.l1:
                     layer.dW += (scale * self.l1) * np.sign(layer.W)
         return J
+
+    def forward_backward(self, X, T, sample_weight=None):
+        """One forward and backward pass with every intermediate kept: ``(J, records)``.
+
+        ``records[k-1]`` is a dict of new arrays for layer k: ``H`` (its input: X or A_{k-1}),
+        ``Z``, ``A``, ``dA`` (dJ/dA_k), ``dZ``, ``dW``, ``db`` (None without a bias). Dropout is
+        off. X, T and sample_weight are checked as in :meth:`loss_and_grad`. (explain, trace and
+        the student checker render these numbers; they compute none of their own.)
+        """
+        X = self.check_inputs(X)
+        T = self.check_targets(T, X.shape[0])
+        w = self.check_sample_weight(sample_weight, X.shape[0])
+        N = X.shape[0]
+        layers = []
+        H = X
+        for layer in self.layers:  # TEMPORARY (engine rewrite in progress): explicit forward
+            Z = H @ layer.W
+            if layer.b is not None:
+                Z = Z + layer.b
+            A = layer.activation.forward(Z.copy())
+            layers.append({"H": H, "Z": Z, "A": A})
+            H = A
+        out = layers[-1]
+        loss = self.loss_fn
+        losses = loss.per_sample_from_logits(out["Z"], T) if self.closed_form else loss.per_sample(out["A"], T)
+        weights = np.ones(N) if w is None else w
+        J = float((weights * losses).sum() / N) + self._regularization()
+        dA = loss.gradient(out["A"], T) * weights[:, None]
+        for k in range(len(self.layers) - 1, -1, -1):
+            layer, record = self.layers[k], layers[k]
+            record["dA"] = dA
+            if k == len(self.layers) - 1 and self.closed_form:
+                dZ = (record["A"] - T) * weights[:, None] / N
+            else:
+                dZ = layer.activation.backward(dA.copy(), record["Z"], record["A"])
+            record["dZ"] = dZ
+            dW = record["H"].T @ dZ
+            if self.l2:
+                dW = dW + self.l2 * layer.W
+            if self.l1:
+                dW = dW + self.l1 * np.sign(layer.W)
+            record["dW"] = dW
+            record["db"] = dZ.sum(axis=0) if layer.b is not None else None
+            dA = dZ @ layer.W.T
+        return J, layers
 
     def loss(self, X, T, sample_weight=None):
         """The objective J (data loss averaged over the N samples plus the regularization terms)."""
