@@ -1,28 +1,43 @@
-"""MLP: a stack of Dense layers, a loss, and the objective J they define.
+"""MLP: a stack of layers, a loss, the objective J they define, and one vector of parameters.
+
+Start reading here: :meth:`MLP.backprop` is the whole training computation (forward through every
+layer, the objective, backward through every layer in reverse), and layers.py holds each layer's part.
 
     J = (1/N) sum_i w_i l(a_i, t_i)  +  (l2/2) sum_k ||W_k||_F^2  +  l1 sum_k sum |W_k|
 
-(biases are not regularized; w_i = 1 unless sample weights are given). Backward
-runs the layers in reverse order (docs/derivations.md, section "The whole network"):
+(biases are not regularized; w_i = 1 unless sample weights are given). Backward runs the layers in
+reverse order (docs/derivations.md, section "The whole network"):
 
     dZ_L = (A_L - T)/N                      when the output activation and loss have a closed form
-    dZ_L = f_L'(Z_L)^T dJ/dA_L              otherwise (the general chain rule)
+    dA_L = dJ/dA_L, then the layer's f'     otherwise (the general chain rule)
     dW_k = A_{k-1}^T dZ_k + l2 W_k + l1 sign(W_k),   db_k = column sums of dZ_k
     dA_{k-1} = dZ_k W_k^T                   (never computed for k = 1: nothing consumes dJ/dX)
+
+The parameters live in one vector, ``net.params`` (theta), and the gradient of the last backward
+pass in ``net.grads``, with the same layout: every weight matrix first, then every bias,
+
+    theta = [ vec(W_1), vec(W_2), ..., vec(W_L), b_1, b_2, ..., b_L ]     (vec: row-major)
+
+so the regularized entries are one slice, ``params[:net.n_weights]``. Each layer's ``W``, ``b``
+are views into ``params`` and its ``dW``, ``db`` views into ``grads`` (``net.layout`` lists the
+offsets): writing ``layer.W[...]`` changes ``net.params``, and an optimizer updates every layer at
+once with a few operations on the two vectors.
 """
 
-import math
+import contextlib
+import copy as _copy
 
 import numpy as np
 
 from .activations import get_activation
 from .errors import ConfigError, DataError, check_non_negative
-from .layers import Dense
+from .layers import Dense, Dropout
 from .losses import default_loss_for, get_loss, weighted_total
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
 _SMALL = 1 << 16  # arrays up to this many entries are checked for NaN/inf entry by entry
+_SPEC_KEYS = {"size", "activation"}
 
 
 def _parse_layer(spec, index):
@@ -33,6 +48,10 @@ def _parse_layer(spec, index):
             raise ConfigError(f"layer {index + 1}: '{spec}' should look like '16:relu' (size:activation).")
         spec = (size.strip(), activation.strip())
     if isinstance(spec, dict):
+        unknown = sorted(set(spec) - _SPEC_KEYS, key=str)
+        if unknown:
+            raise ConfigError(f"layer {index + 1}: unknown key {unknown[0]!r} in {spec!r}; a layer dict takes "
+                              f"{', '.join(repr(key) for key in sorted(_SPEC_KEYS))}.")
         spec = (spec.get("size"), spec.get("activation", "identity"))
     if not isinstance(spec, (tuple, list)) or len(spec) != 2:
         raise ConfigError(f"layer {index + 1}: expected (size, activation), e.g. (16, 'relu'); got {spec!r}.")
@@ -152,18 +171,55 @@ class MLP:
                 f"binary_cross_entropy, 'softmax' for cross_entropy, or a squared error."
             )
 
-        self.layers = []
-        n_in = self.n_inputs
-        for i, ((size, activation), rate) in enumerate(zip(specs, rates)):
-            self.layers.append(Dense(n_in, size, activation, bias=self.bias, dropout=rate, dtype=self.dtype,
-                                     keep_z=(i == len(specs) - 1)))
-            n_in = size
         # Independent random streams from one seed: initial weights and dropout masks (fit shuffles with its own).
         self._init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(dropout_seed)
+        self.layers = []  # the Dense layers, numbered 1..L in the seeds' notation
+        self.sequence = []  # every layer in the order forward runs them: Dense, Dropout (rate > 0), Dense, ...
+        n_in = self.n_inputs
+        for i, ((size, activation), rate) in enumerate(zip(specs, rates)):
+            dense = Dense(n_in, size, activation, bias=self.bias, dtype=self.dtype, keep_z=(i == len(specs) - 1))
+            self.layers.append(dense)
+            self.sequence.append(dense)
+            if rate > 0:
+                self.sequence.append(Dropout(rate, self.rng, self.dtype))
+            n_in = size
+        self.dropout = rates[:-1]
+        self._allocate_vectors()
         self.initialize(init)
         # Training state owned by the trainer (optimizer, epochs done...); kept here so partial_fit can resume.
         self.training_state = None
+
+    def _allocate_vectors(self):
+        """Lay every parameter out in ``params`` (weights first, then biases) and bind the layers' views."""
+        shapes = [[(f"{name}{k}", shape) for name, shape in layer.parameter_shapes()]
+                  for k, layer in enumerate(self.layers, 1)]
+        ordered = [item for entries in shapes for item in entries if item[0].startswith("W")]
+        ordered += [item for entries in shapes for item in entries if not item[0].startswith("W")]
+        self.layout, offset = [], 0
+        for name, shape in ordered:
+            size = int(np.prod(shape))
+            self.layout.append((name, offset, tuple(shape)))
+            offset += size
+        self.n_weights = sum(int(np.prod(shape)) for name, _, shape in self.layout if name.startswith("W"))
+        self.params = np.zeros(offset, self.dtype)
+        self.grads = np.zeros(offset, self.dtype)
+        self._penalty_scratch = np.zeros(self.n_weights, self.dtype) if (self.l1 or self.l2) else None
+        self._output_buffers = {}
+        self._bind_layers()
+
+    def _bind_layers(self):
+        """Give each layer its views into ``params`` and ``grads`` (after allocation and after unpickling)."""
+        views = {name: (self.params[offset:offset + int(np.prod(shape))].reshape(shape),
+                        self.grads[offset:offset + int(np.prod(shape))].reshape(shape))
+                 for name, offset, shape in self.layout}
+        for k, layer in enumerate(self.layers, 1):
+            names = [name for name, _ in layer.parameter_shapes()]
+            layer.bind({name: views[f"{name}{k}"][0] for name in names}, {name: views[f"{name}{k}"][1] for name in names})
+
+    def __setstate__(self, state):  # pickle and deepcopy copy each view on its own: make them views again
+        self.__dict__.update(state)
+        self._bind_layers()
 
     # ------------------------------------------------------------------ structure
     @property
@@ -185,10 +241,11 @@ class MLP:
 
     @property
     def n_params(self):
-        return sum(array.size for layer in self.layers for _, array in layer.parameters())
+        return self.params.size
 
     def parameters(self):
-        """[(name, array)]: W1, b1, W2, ... numbered from 1 as in the seeds; the arrays themselves."""
+        """[(name, array)]: W1, b1, W2, ... numbered from 1 as in the seeds; the arrays themselves (views into
+        ``params``; ``get_weights`` and model files use this order, ``params`` its own: see the module docstring)."""
         return [(f"{name}{k + 1}", array) for k, layer in enumerate(self.layers) for name, array in layer.parameters()]
 
     def initialize(self, init="auto"):
@@ -196,7 +253,7 @@ class MLP:
         rng = np.random.default_rng(self._init_seed)
         for layer in self.layers:
             scheme = layer.activation.init if init in ("auto", None) else init
-            layer.W[...] = _initial_weights(rng, layer.n_in, layer.n_out, scheme).astype(self.dtype)
+            layer.W[...] = _initial_weights(rng, layer.n_in, layer.n_out, scheme)
             if layer.b is not None:
                 layer.b[...] = 0
         return self
@@ -210,7 +267,7 @@ class MLP:
             "bias": self.bias,
             "l2": self.l2,
             "l1": self.l1,
-            "dropout": [layer.dropout for layer in self.layers[:-1]],
+            "dropout": list(self.dropout),
             "seed": self.seed if isinstance(self.seed, (int, type(None))) else None,
             "dtype": self.dtype.name,
             "init": self.init if isinstance(self.init, str) else "custom",
@@ -233,22 +290,18 @@ class MLP:
             target[...] = value
         return self
 
+    def gradients(self):
+        """[(name, array)]: dW1, db1, dW2, ... of the last backward pass (views into ``grads``), named as
+        :meth:`parameters` names the parameters."""
+        return [(f"{name}{k + 1}", array) for k, layer in enumerate(self.layers) for name, array in layer.gradients()]
+
     def copy(self):
-        """An independent network with the same architecture and weights."""
-        clone = MLP.__new__(MLP)
-        clone.__dict__.update(self.__dict__)
-        clone.layers = []
-        for layer in self.layers:
-            new = Dense(layer.n_in, layer.n_out, layer.activation, bias=layer.b is not None, dropout=layer.dropout,
-                        dtype=self.dtype, keep_z=layer.keep_z)
-            new.W[...] = layer.W
-            if layer.b is not None:
-                new.b[...] = layer.b
-            clone.layers.append(new)
-        clone.rng = np.random.default_rng()
-        clone.rng.bit_generator.state = self.rng.bit_generator.state
-        clone.training_state = None
-        return clone
+        """An independent network with the same architecture, weights and dropout stream (no training state)."""
+        state, self.training_state = self.training_state, None
+        try:
+            return _copy.deepcopy(self)
+        finally:
+            self.training_state = state
 
     def __repr__(self):
         layers = ", ".join(f"({layer.n_out}, {layer.activation.name!r})" for layer in self.layers)
@@ -262,8 +315,8 @@ class MLP:
         rows = [f"MLP: {self.n_inputs} inputs, loss {self.loss_fn.name}, {self.dtype.name}"]
         rows.append(f"{'layer':<7}{'activation':<14}{'W':<14}{'b':<10}{'params':>8}")
         for k, layer in enumerate(self.layers, 1):
-            b = f"({layer.n_out},)" if layer.b is not None else "-"
-            count = layer.W.size + (layer.b.size if layer.b is not None else 0)
+            b = f"({layer.n_out},)" if layer.has_bias else "-"
+            count = sum(array.size for _, array in layer.parameters())
             rows.append(f"{k:<7}{layer.activation.name:<14}{str(layer.W.shape):<14}{b:<10}{count:>8}")
         rows.append(f"total parameters: {self.n_params}")
         return "\n".join(rows)
@@ -352,12 +405,14 @@ class MLP:
         return w
 
     # ------------------------------------------------------------------ forward
-    def _forward(self, X, rng=None):
-        """Forward through every layer; returns the output layer's buffer (dropout on when ``rng`` is given)."""
+    def run_forward(self, X, training=False):
+        """Forward through every layer of ``sequence`` for a prepared X (see :meth:`check_inputs`); each
+        layer keeps what backward needs. Returns the output layer's buffer A_L (overwritten by the next
+        pass of the same batch size). ``training`` turns dropout on."""
         H = X
-        for layer in self.layers[:-1]:
-            H = layer.forward(H, rng)
-        return self.layers[-1].forward(H)
+        for layer in self.sequence:
+            H = layer.forward(H, training)
+        return H
 
     def _inference(self, X, output_activation=True):
         """Forward for prediction: fresh arrays, each activation applied in place, no dropout, and the
@@ -413,15 +468,17 @@ class MLP:
         return labels[:, 0] if labels.shape[1] == 1 else labels
 
     # ------------------------------------------------------------------ objective and gradient
-    def _regularization(self):
+    def regularization(self):
+        """(l2/2) sum_k ||W_k||^2 + l1 sum_k sum |W_k|: the penalty part of J (the weights are ``params[:n_weights]``)."""
+        weights = self.params[:self.n_weights]
         penalty = 0.0
         if self.l2:
-            penalty += 0.5 * self.l2 * sum(float(np.vdot(layer.W, layer.W)) for layer in self.layers)
+            penalty += 0.5 * self.l2 * float(np.dot(weights, weights))
         if self.l1:
-            penalty += self.l1 * sum(float(np.abs(layer.W).sum()) for layer in self.layers)
+            penalty += self.l1 * float(np.abs(weights).sum())
         return penalty
 
-    def _data_total(self, A, T, sample_weight=None):
+    def data_total(self, A, T, sample_weight=None):
         """sum_i w_i l_i for the forward pass just run (A its output). With a closed-form output the l_i
         come from the logits Z_L (and the rows' log-sum-exp the softmax kept), finite for any logits."""
         if self.closed_form:
@@ -429,107 +486,77 @@ class MLP:
             return self.loss_fn.total_from_logits(output.Z, T, output.lse, sample_weight)
         return weighted_total(self.loss_fn.per_sample(A, T), sample_weight)
 
-    def _objective(self, A, T, sample_weight=None):
+    def objective(self, A, T, sample_weight=None):
         """J from the output A of the forward pass just run: (1/N) sum_i w_i l_i plus the regularization."""
-        J = self._data_total(A, T, sample_weight) / A.shape[0]
+        J = self.data_total(A, T, sample_weight) / A.shape[0]
         if self.l2 or self.l1:
-            J += self._regularization()
+            J += self.regularization()
         return J
 
-    def _loss_and_grad(self, X, T, sample_weight=None, rng=None, scale=1.0, descend=False):
-        """J for a prepared batch, with dJ/dW and dJ/db written into each layer's ``dW`` and ``db``.
+    def backprop(self, X, T, sample_weight=None, training=True, observe=None):
+        """J on a prepared batch, and its gradient dJ/dtheta written into ``grads`` (every layer's dW, db).
 
-        X, T, sample_weight must already be checked arrays of the network's dtype. With ``scale``
-        the layers receive the gradient of scale * J instead (the returned J is not scaled): every
-        gradient is linear in dZ_L, so scaling the small (N, K) array dZ_L scales them all.
-
-        With ``descend`` the layers take the plain gradient-descent step p <- p - scale * dJ/dp
-        themselves, layer by layer as backward reaches them (see Dense.backward_from_dZ), and no
-        gradient is kept; the step is skipped when J is not finite.
+        X, T and sample_weight must be checked arrays of the network's dtype (:meth:`check_inputs`,
+        :meth:`check_targets`, :meth:`check_sample_weight`); ``training`` turns dropout on. This is the
+        computation the trainer runs for every batch. ``observe(layer, dY)``, if given, is called with
+        the gradient each layer receives, before the layer's backward overwrites it (explain uses it).
         """
-        output = self.layers[-1]
-        A = self._forward(X, rng)
-        J = self._objective(A, T, sample_weight)
-        if descend and not math.isfinite(J):
-            return J
+        A = self.run_forward(X, training)
+        J = self.objective(A, T, sample_weight)
         N = X.shape[0]
-        need_dX = len(self.layers) > 1
-        step = (1.0 - scale * self.l2, scale * self.l1) if descend else None
-        if self.closed_form:
-            # dJ/dZ_L = (A - T)/N: softmax + cross-entropy, sigmoid + binary cross-entropy (losses.py)
-            dZ = np.subtract(A, T, out=output._current.dZ)
-            dZ *= scale / N
-            if sample_weight is not None:
-                dZ *= sample_weight[:, None]
-            dH = output.backward_from_dZ(dZ, need_dX, step)
-        else:
-            dA = self.loss_fn.gradient(A, T, out=output._current.dZ)
-            if scale != 1.0:
-                dA *= scale
-            if sample_weight is not None:
-                dA *= sample_weight[:, None]
-            dH = output.backward(dA, need_dX, step)
-        for k in range(len(self.layers) - 2, -1, -1):
-            dH = self.layers[k].backward(dH, k > 0, step)
-        if not descend and (self.l2 or self.l1):
-            for layer in self.layers:
-                if self.l2:
-                    layer.dW += (scale * self.l2) * layer.W
-                if self.l1:
-                    layer.dW += (scale * self.l1) * np.sign(layer.W)
-        return J
-
-    def forward_backward(self, X, T, sample_weight=None):
-        """One forward and backward pass with every intermediate kept: ``(J, records)``.
-
-        ``records[k-1]`` is a dict of new arrays for layer k: ``H`` (its input: X or A_{k-1}),
-        ``Z``, ``A``, ``dA`` (dJ/dA_k), ``dZ``, ``dW``, ``db`` (None without a bias). Dropout is
-        off. X, T and sample_weight are checked as in :meth:`loss_and_grad`. (explain, trace and
-        the student checker render these numbers; they compute none of their own.)
-        """
-        X = self.check_inputs(X)
-        T = self.check_targets(T, X.shape[0])
-        w = self.check_sample_weight(sample_weight, X.shape[0])
-        N = X.shape[0]
-        layers = []
-        H = X
-        for layer in self.layers:  # TEMPORARY (engine rewrite in progress): explicit forward
-            Z = H @ layer.W
-            if layer.b is not None:
-                Z = Z + layer.b
-            A = layer.activation.forward(Z.copy())
-            layers.append({"H": H, "Z": Z, "A": A})
-            H = A
-        out = layers[-1]
-        loss = self.loss_fn
-        losses = loss.per_sample_from_logits(out["Z"], T) if self.closed_form else loss.per_sample(out["A"], T)
-        weights = np.ones(N) if w is None else w
-        J = float((weights * losses).sum() / N) + self._regularization()
-        dA = loss.gradient(out["A"], T) * weights[:, None]
-        for k in range(len(self.layers) - 1, -1, -1):
-            layer, record = self.layers[k], layers[k]
-            record["dA"] = dA
-            if k == len(self.layers) - 1 and self.closed_form:
-                dZ = (record["A"] - T) * weights[:, None] / N
+        buffer = self._output_buffers.get(N)
+        if buffer is None:
+            buffer = self._output_buffers[N] = np.empty((N, self.n_outputs), self.dtype)
+        if self.closed_form:  # dJ/dZ_L = (A - T)/N: softmax + cross-entropy, sigmoid + binary cross-entropy
+            dY = np.subtract(A, T, out=buffer)
+            dY *= 1.0 / N
+        else:  # dJ/dA_L; the output layer multiplies by f'(Z_L) (or softmax's Jacobian)
+            dY = self.loss_fn.gradient(A, T, out=buffer)
+        if sample_weight is not None:
+            dY *= sample_weight[:, None]
+        last = len(self.sequence) - 1
+        for i in range(last, -1, -1):
+            layer = self.sequence[i]
+            if observe is not None:
+                observe(layer, dY)
+            if i == last and self.closed_form:
+                dY = layer.backward_from_dZ(dY, i > 0)
             else:
-                dZ = layer.activation.backward(dA.copy(), record["Z"], record["A"])
-            record["dZ"] = dZ
-            dW = record["H"].T @ dZ
-            if self.l2:
-                dW = dW + self.l2 * layer.W
-            if self.l1:
-                dW = dW + self.l1 * np.sign(layer.W)
-            record["dW"] = dW
-            record["db"] = dZ.sum(axis=0) if layer.b is not None else None
-            dA = dZ @ layer.W.T
-        return J, layers
+                dY = layer.backward(dY, i > 0)
+        if self.l2 or self.l1:
+            self._add_penalty_gradient()
+        return J
+
+    def _add_penalty_gradient(self):
+        """dW_k += l2 W_k + l1 sign(W_k), for every layer at once on the weight slice of the vectors."""
+        weights, scratch = self.params[:self.n_weights], self._penalty_scratch
+        dweights = self.grads[:self.n_weights]
+        if self.l2:
+            np.multiply(weights, self.l2, out=scratch)
+            dweights += scratch
+        if self.l1:
+            np.sign(weights, out=scratch)
+            scratch *= self.l1
+            dweights += scratch
+
+    @contextlib.contextmanager
+    def dropout_stream(self, rng):
+        """Draw the dropout masks from ``rng`` inside the ``with`` block (the network's own stream after it)."""
+        layers = [layer for layer in self.sequence if isinstance(layer, Dropout)]
+        for layer in layers:
+            layer.rng = rng
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.rng = self.rng
 
     def loss(self, X, T, sample_weight=None):
         """The objective J (data loss averaged over the N samples plus the regularization terms)."""
         X = self.check_inputs(X)
         T = self.check_targets(T, X.shape[0])
         w = self.check_sample_weight(sample_weight, X.shape[0])
-        return self._objective(self._forward(X), T, w)
+        return self.objective(self.run_forward(X), T, w)
 
     def loss_and_grad(self, X, T, sample_weight=None, dropout_seed=None):
         """J and its gradient: ``grads[k] = (dJ/dW_k, dJ/db_k or None)``, new arrays of the parameters' shapes.
@@ -541,10 +568,46 @@ class MLP:
         X = self.check_inputs(X)
         T = self.check_targets(T, X.shape[0])
         w = self.check_sample_weight(sample_weight, X.shape[0])
-        rng = np.random.default_rng(dropout_seed) if dropout_seed is not None else None
-        J = self._loss_and_grad(X, T, w, rng)
+        if dropout_seed is None:
+            J = self.backprop(X, T, w, training=False)
+        else:
+            with self.dropout_stream(np.random.default_rng(dropout_seed)):
+                J = self.backprop(X, T, w, training=True)
         grads = [(layer.dW.copy(), None if layer.db is None else layer.db.copy()) for layer in self.layers]
         return J, grads
+
+    def forward_backward(self, X, T, sample_weight=None):
+        """One forward and backward pass of the engine with every intermediate kept: ``(J, records)``.
+
+        ``records[k-1]`` is a dict of new arrays for layer k: ``H`` (its input: X or A_{k-1}), ``Z``,
+        ``A``, ``dA`` (dJ/dA_k; for the output layer the loss gradient, shown even where the closed
+        form gives dZ_L directly), ``dZ``, ``dW``, ``db`` (None without a bias). Dropout is off. X, T
+        and sample_weight are checked as in :meth:`loss_and_grad`. (explain, trace and the student
+        checker render these numbers; they compute none of their own.)
+        """
+        X = self.check_inputs(X)
+        T = self.check_targets(T, X.shape[0])
+        w = self.check_sample_weight(sample_weight, X.shape[0])
+        received, kept = {}, [layer.keep_z for layer in self.layers]
+        for layer in self.layers:
+            layer.keep_z = True  # Z in its own buffer, not overwritten by A
+        try:
+            J = self.backprop(X, T, w, training=False,
+                              observe=lambda layer, dY: received.__setitem__(id(layer), dY.copy()))
+        finally:
+            for layer, keep in zip(self.layers, kept):
+                layer.keep_z = keep
+        output = self.layers[-1]
+        if self.closed_form:  # the engine went straight to dZ_L; dJ/dA_L for the record
+            received[id(output)] = self.loss_fn.gradient(output.A, T)
+            if w is not None:
+                received[id(output)] *= w[:, None]
+        records = []
+        for layer in self.layers:
+            records.append({"H": layer.X.copy(), "Z": layer.Z.copy(), "A": layer.A.copy(), "dA": received[id(layer)],
+                            "dZ": layer.dZ.copy(), "dW": layer.dW.copy(),
+                            "db": None if layer.db is None else layer.db.copy()})
+        return J, records
 
     # ------------------------------------------------------------------ training and files
     def fit(self, X, T, **options):

@@ -1,15 +1,16 @@
-"""Optimizers: the update rules, written by hand, with their state kept in plain arrays.
+"""Optimizers: the update rules, written by hand, on the network's parameter vector.
 
 Every optimizer has one method that matters::
 
     optimizer.step(params, grads, learning_rate)
 
-``params`` and ``grads`` are parallel lists of arrays ([W1, b1, W2, ...] and
-[dW1, db1, dW2, ...]). ``step`` changes each parameter IN PLACE and may overwrite
-the gradient arrays (they are recomputed for the next batch anyway). State (momentum
-buffers, moment estimates) is allocated on the first step, in the parameters'
-dtype, and then only ever written into with ``out=``/in-place operations, so a
-step allocates nothing the size of a parameter.
+``params`` is theta (``net.params``, one 1-D array holding every weight and bias) and ``grads`` the
+gradient dJ/dtheta of the same layout (``net.grads``). ``step`` updates ``params`` IN PLACE and only
+reads ``grads``: after a step, ``net.grads`` (and each layer's ``dW``, ``db``) still hold the gradient
+of the batch. Whatever the depth of the network, a step is the handful of array operations written
+in each ``_update`` below. State (momentum buffers, moment estimates) is one vector per name, made on
+the first step in the parameters' dtype and then only written into in place, as is one work vector,
+so a step allocates nothing.
 
 Notation (g = gradient, p = parameter, eta = learning rate, t = step count from 1).
 The formulas are those of ``torch.optim`` with its defaults (dampening 0, no
@@ -48,43 +49,43 @@ def _check_number(name, value, low=0.0, high=None, low_open=False, high_open=Fal
 
 
 class Optimizer:
-    """Base class: subclasses define ``_init_state`` (the arrays they keep) and ``_update`` (one parameter)."""
+    """Base class: subclasses name their state vectors (``state_names``) and write ``_update``."""
 
     name = "optimizer"
-    #: names of the per-parameter state arrays, in the order ``_init_state`` returns them
+    #: the state vectors this optimizer keeps (saved in checkpoints), each shaped like the parameter vector
     state_names = ()
-    # True when the step is p <- p - eta g with no state, which the network can take itself inside
-    # the backward pass (MLP._loss_and_grad(descend=True)): see SGD.
-    descends_in_backward = False
 
     def __init__(self):
         self.t = 0  # number of steps taken
-        self.state = None  # list (one entry per parameter) of tuples of arrays, created on the first step
+        self.state = None  # {name: vector}, created on the first step
+        self._work = None  # one work vector: the step's intermediate values (not state)
 
     def hyperparameters(self):
         """The constructor's arguments, as a JSON-able dict."""
         return {}
 
-    def _init_state(self, param):
-        return ()
-
     def step(self, params, grads, learning_rate):
-        """Update every array in ``params`` in place from ``grads`` (which may be overwritten)."""
+        """Update the vector ``params`` in place from the vector ``grads`` (read, never written)."""
+        if not (isinstance(params, np.ndarray) and isinstance(grads, np.ndarray) and params.ndim == 1
+                and grads.shape == params.shape):
+            raise ConfigError(f"{self.name}: step needs the parameter vector and a gradient vector of its shape "
+                              "(net.params, net.grads).")
         if self.state is None:
-            self.state = [self._init_state(p) for p in params]
-        elif len(self.state) != len(params):
-            raise ConfigError(f"{self.name}: this optimizer holds state for {len(self.state)} parameter arrays "
-                              f"but was given {len(params)}; use a fresh optimizer for a different network.")
+            self.state = {name: np.zeros_like(params) for name in self.state_names}
+        elif any(vector.shape != params.shape for vector in self.state.values()):
+            raise ConfigError(f"{self.name}: this optimizer holds state for {self._size()} parameters but was "
+                              f"given {params.size}; use a fresh optimizer for a different network.")
+        if self._work is None or self._work.shape != params.shape or self._work.dtype != params.dtype:
+            self._work = np.empty_like(params)
         self.t += 1
-        for p, g, s in zip(params, grads, self.state):
-            self._update(p, g, s, learning_rate)
+        self._update(params, grads, learning_rate, self._work)
 
-    def _update(self, p, g, state, learning_rate):
+    def _size(self):
+        return next(iter(self.state.values())).size if self.state else 0
+
+    def _update(self, p, g, learning_rate, work):
+        """One step on p (in place) from g (read only); ``work`` is scratch space of p's shape."""
         raise NotImplementedError
-
-    def count_backward_step(self):
-        """Count a step the network took itself inside its backward pass (``descends_in_backward``)."""
-        self.t += 1
 
     def reset(self):
         """Forget every buffer and the step count (the next step starts from scratch)."""
@@ -93,8 +94,8 @@ class Optimizer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
-        """{"name", "t", hyperparameters..., "state": [[array, ...] per parameter] or None}."""
-        state = None if self.state is None else [[a.copy() for a in s] for s in self.state]
+        """{"name", "t", hyperparameters..., "state": {name: vector} or None}."""
+        state = None if self.state is None else {name: vector.copy() for name, vector in self.state.items()}
         return {"name": self.name, "t": self.t, **self.hyperparameters(), "state": state}
 
     def load_state_dict(self, d):
@@ -103,7 +104,12 @@ class Optimizer:
             raise ConfigError(f"cannot load '{d.get('name')}' optimizer state into a '{self.name}' optimizer.")
         self.t = int(d["t"])
         state = d.get("state")
-        self.state = None if state is None else [tuple(np.array(a, copy=True) for a in s) for s in state]
+        if state is not None and not isinstance(state, dict):
+            raise ConfigError(f"{self.name}: this optimizer state is in the per-array form of handgrad 0.1; read it "
+                              "through handgrad.checkpoints, which converts it to the parameter vector.")
+        if state is not None and set(state) != set(self.state_names):
+            raise ConfigError(f"{self.name}: the saved state holds {sorted(state)}, expected {list(self.state_names)}.")
+        self.state = None if state is None else {name: np.array(state[name], copy=True) for name in self.state_names}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
@@ -111,21 +117,13 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Plain gradient descent, the seeds' rule: p <- p - eta g. No state.
-
-    The trainer lets the network take this step inside the backward pass
-    (``descends_in_backward``): backward computes the gradient of eta J, and each layer
-    applies W <- W - X^T (eta dZ) as one BLAS call, without writing dW (Dense.backward_from_dZ).
-    ``step`` below is the same rule for callers that hold the gradients.
-    """
+    """Plain gradient descent, the seeds' rule: p <- p - eta g. No state."""
 
     name = "sgd"
-    descends_in_backward = True
 
-    def _update(self, p, g, state, learning_rate):
-        if learning_rate != 1.0:
-            g *= learning_rate
-        p -= g
+    def _update(self, p, g, learning_rate, work):
+        np.multiply(g, learning_rate, out=work)
+        p -= work
 
 
 class Momentum(Optimizer):
@@ -145,15 +143,12 @@ class Momentum(Optimizer):
     def hyperparameters(self):
         return {"momentum": self.momentum}
 
-    def _init_state(self, param):
-        return (np.zeros_like(param),)
-
-    def _update(self, p, g, state, learning_rate):
-        (b,) = state
+    def _update(self, p, g, learning_rate, work):
+        b = self.state["velocity"]
         b *= self.momentum
         b += g
-        np.multiply(b, learning_rate, out=g)
-        p -= g
+        np.multiply(b, learning_rate, out=work)
+        p -= work
 
 
 class Nesterov(Momentum):
@@ -164,19 +159,15 @@ class Nesterov(Momentum):
     """
 
     name = "nesterov"
-    state_names = ("velocity", "scratch")
 
-    def _init_state(self, param):
-        return (np.zeros_like(param), np.zeros_like(param))
-
-    def _update(self, p, g, state, learning_rate):
-        b, scratch = state
+    def _update(self, p, g, learning_rate, work):
+        b = self.state["velocity"]
         b *= self.momentum
         b += g  # b = mu b + g
-        np.multiply(b, self.momentum, out=scratch)
-        g += scratch  # g + mu b: the look-ahead
-        g *= learning_rate
-        p -= g
+        np.multiply(b, self.momentum, out=work)
+        work += g  # g + mu b: the look-ahead
+        work *= learning_rate
+        p -= work
 
 
 class Adam(Optimizer):
@@ -188,7 +179,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    state_names = ("m", "v", "scratch")
+    state_names = ("m", "v")
 
     def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__()
@@ -199,32 +190,23 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
-    def _init_state(self, param):
-        # scratch is a work array (not state in the mathematical sense); kept so a step allocates nothing
-        return (np.zeros_like(param), np.zeros_like(param), np.zeros_like(param))
-
-    def step(self, params, grads, learning_rate):
-        # the bias corrections depend on t only: compute them once per step, not per parameter
-        t = self.t + 1
-        self._step_size = learning_rate / (1.0 - self.beta1 ** t)
-        self._sqrt_correction2 = math.sqrt(1.0 - self.beta2 ** t)
-        super().step(params, grads, learning_rate)
-
-    def _update(self, p, g, state, learning_rate):
-        m, v, scratch = state
-        np.multiply(g, g, out=scratch)  # g^2
-        scratch *= 1.0 - self.beta2
+    def _update(self, p, g, learning_rate, work):
+        m, v = self.state["m"], self.state["v"]
+        step_size = learning_rate / (1.0 - self.beta1 ** self.t)  # the bias corrections depend on t only
+        sqrt_correction2 = math.sqrt(1.0 - self.beta2 ** self.t)
+        np.multiply(g, g, out=work)  # g^2
+        work *= 1.0 - self.beta2
         v *= self.beta2
-        v += scratch  # v = b2 v + (1 - b2) g^2
-        g *= 1.0 - self.beta1
+        v += work  # v = b2 v + (1 - b2) g^2
+        np.multiply(g, 1.0 - self.beta1, out=work)
         m *= self.beta1
-        m += g  # m = b1 m + (1 - b1) g
-        np.sqrt(v, out=scratch)
-        scratch /= self._sqrt_correction2
-        scratch += self.eps  # denominator sqrt(v_hat) + eps
-        np.divide(m, scratch, out=g)
-        g *= self._step_size
-        p -= g
+        m += work  # m = b1 m + (1 - b1) g
+        np.sqrt(v, out=work)
+        work /= sqrt_correction2
+        work += self.eps  # denominator sqrt(v_hat) + eps
+        np.divide(m, work, out=work)
+        work *= step_size
+        p -= work
 
 
 class AdamW(Adam):
@@ -245,10 +227,10 @@ class AdamW(Adam):
     def hyperparameters(self):
         return {**super().hyperparameters(), "weight_decay": self.weight_decay}
 
-    def _update(self, p, g, state, learning_rate):
+    def _update(self, p, g, learning_rate, work):
         if self.weight_decay:
             p *= 1.0 - learning_rate * self.weight_decay
-        super()._update(p, g, state, learning_rate)
+        super()._update(p, g, learning_rate, work)
 
 
 class RMSprop(Optimizer):
@@ -260,38 +242,34 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
-    state_names = ("v", "scratch", "velocity")
 
     def __init__(self, alpha=0.99, eps=1e-8, momentum=0.0):
         super().__init__()
         self.alpha = _check_number("alpha", alpha, 0.0, 1.0, high_open=True)
         self.eps = _check_number("eps", eps, 0.0)
         self.momentum = _check_number("momentum", momentum, 0.0, 1.0, high_open=True)
+        self.state_names = ("v", "velocity") if self.momentum else ("v",)
 
     def hyperparameters(self):
         return {"alpha": self.alpha, "eps": self.eps, "momentum": self.momentum}
 
-    def _init_state(self, param):
-        state = (np.zeros_like(param), np.zeros_like(param))
-        return state + ((np.zeros_like(param),) if self.momentum else ())
-
-    def _update(self, p, g, state, learning_rate):
-        v, scratch = state[0], state[1]
-        np.multiply(g, g, out=scratch)
-        scratch *= 1.0 - self.alpha
+    def _update(self, p, g, learning_rate, work):
+        v = self.state["v"]
+        np.multiply(g, g, out=work)
+        work *= 1.0 - self.alpha
         v *= self.alpha
-        v += scratch  # v = alpha v + (1 - alpha) g^2
-        np.sqrt(v, out=scratch)
-        scratch += self.eps
-        g /= scratch  # g / (sqrt(v) + eps)
+        v += work  # v = alpha v + (1 - alpha) g^2
+        np.sqrt(v, out=work)
+        work += self.eps
+        np.divide(g, work, out=work)  # g / (sqrt(v) + eps)
         if self.momentum:
-            b = state[2]
+            b = self.state["velocity"]
             b *= self.momentum
-            b += g
-            np.multiply(b, learning_rate, out=g)
+            b += work
+            np.multiply(b, learning_rate, out=work)
         else:
-            g *= learning_rate
-        p -= g
+            work *= learning_rate
+        p -= work
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, Adam, AdamW, RMSprop)}
