@@ -13,7 +13,7 @@ def run(optimizer, p0, grads, lr):
     p = np.array(p0, dtype=np.float64)
     out = []
     for g in grads:
-        optimizer.step([p], [np.array(g, dtype=np.float64)], lr)
+        optimizer.step(p, np.array(g, dtype=np.float64), lr)
         out.append(p.copy())
     return out
 
@@ -102,9 +102,10 @@ def _torch_pair(name):
 def test_matches_torch_optim_in_float64(name):
     torch, ours, make_theirs = _torch_pair(name)
     rng = np.random.default_rng(1)
-    shapes = [(4, 3), (3,), (3, 2)]
+    shapes = [(4, 3), (3,), (3, 2)]  # torch steps three tensors; ours steps one vector holding all three
     params = [rng.normal(size=s) for s in shapes]
     tparams = [torch.tensor(p.copy(), dtype=torch.float64, requires_grad=True) for p in params]
+    theta = np.concatenate([p.ravel() for p in params])
     lr = 0.05
     theirs = make_theirs(tparams, lr)
     for step in range(6):
@@ -112,43 +113,68 @@ def test_matches_torch_optim_in_float64(name):
         for tp, g in zip(tparams, grads):
             tp.grad = torch.tensor(g.copy(), dtype=torch.float64)
         theirs.step()
-        ours.step(params, [g.copy() for g in grads], lr)
-        for p, tp in zip(params, tparams):
-            assert np.max(np.abs(p - tp.detach().numpy())) < 1e-12, f"{name}: step {step + 1} differs"
+        g = np.concatenate([g.ravel() for g in grads])
+        ours.step(theta, g, lr)
+        expected = np.concatenate([tp.detach().numpy().ravel() for tp in tparams])
+        assert np.max(np.abs(theta - expected)) < 1e-12, f"{name}: step {step + 1} differs"
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
+def test_step_reads_the_gradient_and_never_writes_it(name):
+    rng = np.random.default_rng(3)
+    p, g = rng.normal(size=7), rng.normal(size=7)
+    kept = g.copy()
+    opt = get_optimizer(name)
+    for _ in range(3):
+        before = p.copy()
+        opt.step(p, g, 0.1)
+        assert np.array_equal(g, kept), f"{name} changed the gradient vector"
+        assert not np.array_equal(p, before)
+
+
+def test_step_refuses_lists_and_mismatched_vectors():
+    with pytest.raises(ConfigError, match="net.params, net.grads"):
+        SGD().step([np.zeros(3)], [np.zeros(3)], 0.1)
+    with pytest.raises(ConfigError, match="net.params, net.grads"):
+        SGD().step(np.zeros(3), np.zeros(4), 0.1)
+    opt = Adam()
+    opt.step(np.zeros(3), np.ones(3), 0.1)
+    with pytest.raises(ConfigError, match="fresh optimizer"):
+        opt.step(np.zeros(5), np.ones(5), 0.1)
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
 def test_state_dict_round_trip_continues_identically(name):
     rng = np.random.default_rng(2)
-    p = rng.normal(size=(5, 4))
+    p = rng.normal(size=20)
     a = get_optimizer(name)
     for _ in range(3):
-        a.step([p], [rng.normal(size=p.shape)], 0.01)
+        a.step(p, rng.normal(size=p.shape), 0.01)
     b = from_state_dict(a.state_dict())
     q = p.copy()
     g = rng.normal(size=p.shape)
-    a.step([p], [g.copy()], 0.01)
-    b.step([q], [g.copy()], 0.01)
+    a.step(p, g.copy(), 0.01)
+    b.step(q, g.copy(), 0.01)
     assert np.array_equal(p, q)
     assert b.t == 4
 
 
 def test_float32_state_and_parameters_stay_float32():
-    p = np.ones((3, 2), np.float32)
+    p = np.ones(6, np.float32)
     for name in ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]:
         opt = get_optimizer(name)
-        opt.step([p], [np.full((3, 2), 0.5, np.float32)], 0.01)
+        opt.step(p, np.full(6, 0.5, np.float32), 0.01)
         assert p.dtype == np.float32
-        assert all(a.dtype == np.float32 for s in (opt.state or []) for a in s)
+        assert all(a.dtype == np.float32 for a in opt.state.values())
 
 
 def test_step_allocates_state_once():
     p = np.zeros(4)
     opt = Adam()
-    opt.step([p], [np.ones(4)], 0.1)
-    buffers = [id(a) for a in opt.state[0]]
-    opt.step([p], [np.ones(4)], 0.1)
-    assert [id(a) for a in opt.state[0]] == buffers
+    opt.step(p, np.ones(4), 0.1)
+    buffers = [id(a) for a in opt.state.values()] + [id(opt._work)]
+    opt.step(p, np.ones(4), 0.1)
+    assert [id(a) for a in opt.state.values()] + [id(opt._work)] == buffers
 
 
 def test_bad_names_and_values_raise_config_errors():

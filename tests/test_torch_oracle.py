@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import handgrad as hg  # noqa: E402
+from handgrad.layers import Dropout  # noqa: E402
 from conftest import N_CASES, assert_gradients_close, make_case  # noqa: E402
 
 CASES = [make_case(i) for i in range(N_CASES)]
@@ -89,12 +90,17 @@ def torch_loss_and_grad(net, X, T, sample_weight=None, masks=None):
 
 
 def dropout_masks(net):
-    """The inverted-dropout masks of the last training-mode pass (0 or 1/(1-p) per unit).
-
-    handgrad keeps them in each layer's private buffers; reading them lets torch apply the
-    very same masks (there is no public accessor).
-    """
-    return [layer._current.mask.copy() if layer._dropout_on else None for layer in net.layers]
+    """The inverted-dropout masks of the last training-mode pass (0 or 1/(1-p) per unit), one per Dense layer
+    (None where no Dropout layer follows it): each Dropout layer in ``net.sequence`` keeps its ``mask``, and
+    reading them lets torch apply the very same masks."""
+    masks = [None] * len(net.layers)
+    k = -1
+    for layer in net.sequence:
+        if isinstance(layer, Dropout):
+            masks[k] = None if layer.mask is None else layer.mask.copy()
+        else:
+            k += 1
+    return masks
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])

@@ -74,8 +74,10 @@ def gradcheck(net, X, T, sample_weight=None, eps=1e-6, floor=1e-8, dropout_seed=
     _, grads = net.loss_and_grad(X, T, w, dropout_seed=dropout_seed)
 
     def objective():
-        rng = np.random.default_rng(dropout_seed) if dropout_seed is not None else None
-        return net._loss_and_grad(X, T, w, rng)
+        if dropout_seed is None:
+            return net.loss(X, T, w)
+        with net.dropout_stream(np.random.default_rng(dropout_seed)):  # the same masks as the analytic side
+            return net.objective(net.run_forward(X, training=True), T, w)
 
     result = GradcheckResult()
     for k, (layer, (dW, db)) in enumerate(zip(net.layers, grads), 1):

@@ -204,7 +204,7 @@ class MLP:
         self.n_weights = sum(int(np.prod(shape)) for name, _, shape in self.layout if name.startswith("W"))
         self.params = np.zeros(offset, self.dtype)
         self.grads = np.zeros(offset, self.dtype)
-        self._penalty_scratch = np.zeros(self.n_weights, self.dtype) if (self.l1 or self.l2) else None
+        self._penalty_scratch = None
         self._output_buffers = {}
         self._bind_layers()
 
@@ -294,6 +294,23 @@ class MLP:
         """[(name, array)]: dW1, db1, dW2, ... of the last backward pass (views into ``grads``), named as
         :meth:`parameters` names the parameters."""
         return [(f"{name}{k + 1}", array) for k, layer in enumerate(self.layers) for name, array in layer.gradients()]
+
+    def vector_from(self, arrays):
+        """A parameter vector (``params``' layout) from arrays in the order of :meth:`parameters`
+        (W1, b1, W2, ...; shapes must match): how a list of per-array values maps onto theta."""
+        arrays = list(arrays)
+        names = self.parameters()
+        if len(arrays) != len(names):
+            raise ConfigError(f"expected {len(names)} arrays (one per parameter array), got {len(arrays)}.")
+        vector = np.empty_like(self.params)
+        where = {name: (offset, shape) for name, offset, shape in self.layout}
+        for (name, _), array in zip(names, arrays):
+            offset, shape = where[name]
+            array = np.asarray(array)
+            if array.shape != shape:
+                raise ConfigError(f"{name} has shape {shape}, got an array of shape {array.shape}.")
+            vector[offset:offset + array.size] = array.reshape(-1)
+        return vector
 
     def copy(self):
         """An independent network with the same architecture, weights and dropout stream (no training state)."""
@@ -530,6 +547,8 @@ class MLP:
     def _add_penalty_gradient(self):
         """dW_k += l2 W_k + l1 sign(W_k), for every layer at once on the weight slice of the vectors."""
         weights, scratch = self.params[:self.n_weights], self._penalty_scratch
+        if scratch is None:  # (l1 or l2 may be set after construction)
+            scratch = self._penalty_scratch = np.empty_like(weights)
         dweights = self.grads[:self.n_weights]
         if self.l2:
             np.multiply(weights, self.l2, out=scratch)

@@ -1,17 +1,17 @@
-"""The fit loop: mini-batches by shuffled index, one optimizer step per batch.
+"""The trainer: mini-batch gradient descent on the network's parameter vector, in small parts.
 
-The seeds' rule, plain gradient descent W <- W - eta dJ/dW after each mini-batch, is
-the default (``optimizer="sgd"``, constant learning rate). Everything else is opt-in:
+Read it in this order: :class:`Settings` (every argument of fit, checked once), :func:`prepare_data`
+(checks, sample and class weights, the validation split), :func:`train_step` (one batch),
+:func:`end_epoch` (evaluation, history, callbacks, checkpoint), and :func:`fit`, the loop that calls
+them. Checkpoint files are handgrad.checkpoints; the image recipe is handgrad.recipes.
 
     for epoch in 1..epochs:
         order <- a permutation of 0..N-1 (shuffle=True)          the data set itself is never copied
         for each slice of ``batch_size`` indices (the last one may be shorter, and is used):
             gather X[idx], T[idx], w[idx] into buffers made once (np.take(..., out=))
-            J = objective on the batch; dW, db written by net._loss_and_grad
-            (optional) clip: g <- g * min(1, c / ||g||), ||g|| the norm of all gradients together
-            optimizer.step(params, grads, eta = schedule.rate(step))
-            (plain SGD without clipping: the layers take the step inside the backward pass,
-             one BLAS call per weight matrix; see Dense.backward_from_dZ)
+            J = net.backprop(batch)          dJ/dtheta in net.grads: every layer's dW, db, visible
+            g = net.grads, or (clip_norm) g * min(1, c / ||g||) in a copy: net.grads stays the gradient
+            optimizer.step(net.params, g, eta = schedule.rate(step))
         validation loss and metrics; callbacks; early stopping; checkpoint
 
 Per-sample weights w_i (``sample_weight`` times ``class_weight[class of i]``) enter the
@@ -24,15 +24,17 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import metrics as _metrics
 from .callbacks import Callback, EarlyStopping, as_callback
-from .errors import ConfigError, DataError, ModelFileError, TrainingError
+from .checkpoints import optimizer_state, parameter_vector, read_checkpoint, write_checkpoint
+from .errors import ConfigError, DataError, TrainingError
 from .optimizers import Optimizer, from_state_dict, get_optimizer
 from .schedules import get_schedule
 
-CHECKPOINT_KIND = "handgrad-checkpoint"
 _EVAL_CHUNK = 4096  # rows per forward pass when evaluating validation data (bounds memory)
 
 
@@ -86,7 +88,7 @@ class History:
         return f"History(epochs={len(self.epochs)}, last={last}, stop_reason={self.stop_reason!r})"
 
 
-# ---------------------------------------------------------------------------- argument checks
+# ---------------------------------------------------------------------------- settings
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
@@ -103,10 +105,70 @@ def _positive_float(name, value):
     return value
 
 
-def iterate_batches(order, batch_size):
-    """Slices of the index array ``order``, ``batch_size`` at a time; the last one may be shorter."""
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+@dataclass
+class Settings:
+    """Every argument of :func:`fit`, checked once (see fit's docstring for their meaning)."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: Optimizer
+    schedule: object
+    shuffle: bool
+    validation_split: float
+    metrics: list
+    callbacks: list
+    stopper: EarlyStopping = None
+    clip_norm: float = None
+    checkpoint: object = None
+    resume: object = None
+    verbose: object = "auto"
+    seed: object = None
+
+    @classmethod
+    def check(cls, net, *, epochs, batch_size, optimizer, learning_rate, schedule, shuffle, validation_split,
+              early_stopping, callbacks, checkpoint, resume, verbose, seed, clip_norm, metrics):
+        try:
+            validation_split = float(validation_split)
+        except (TypeError, ValueError):
+            raise ConfigError(f"validation_split must be a fraction in [0, 1), got {validation_split!r}.") from None
+        if not 0.0 <= validation_split < 1.0:
+            raise ConfigError(f"validation_split must be a fraction in [0, 1), got {validation_split}.")
+        hooks = [as_callback(c) for c in (callbacks or ())]
+        stopper = None
+        if early_stopping is not None and early_stopping is not False:
+            if early_stopping is True:
+                stopper = EarlyStopping()
+            elif isinstance(early_stopping, EarlyStopping):
+                stopper = early_stopping
+            else:
+                stopper = EarlyStopping(early_stopping)
+            hooks.append(stopper)
+        if resume is True:
+            if checkpoint is None:
+                raise ConfigError("resume=True resumes from the checkpoint file; pass checkpoint=PATH too.")
+            resume = checkpoint if os.path.exists(checkpoint) else None
+        return cls(
+            epochs=_positive_int("epochs", epochs), batch_size=_positive_int("batch_size", batch_size),
+            learning_rate=_positive_float("learning_rate", learning_rate), optimizer=get_optimizer(optimizer),
+            schedule=get_schedule(schedule), shuffle=bool(shuffle), validation_split=validation_split,
+            metrics=_metrics.default_metrics(net.is_classifier) if metrics is None else _metrics.check_names(metrics),
+            callbacks=hooks, stopper=stopper,
+            clip_norm=None if clip_norm is None else _positive_float("clip_norm", clip_norm),
+            checkpoint=checkpoint, resume=None if resume is False else resume, verbose=verbose, seed=seed)
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class Data:
+    """Checked training arrays (and validation arrays, or None), all of the network's dtype."""
+
+    X: np.ndarray
+    T: np.ndarray
+    w: np.ndarray = None
+    X_val: np.ndarray = None
+    T_val: np.ndarray = None
+    w_val: np.ndarray = None
 
 
 def _class_ids(net, T):
@@ -145,58 +207,76 @@ def class_weights_per_sample(net, T, class_weight):
     return table[ids].astype(net.dtype)
 
 
-def _combined_weights(net, T, sample_weight, class_weight):
+def prepare_data(net, X, T, sample_weight=None, class_weight=None, validation_data=None, validation_split=0.0,
+                 split_seed=0):
+    """Check X, T and the weights; hold out ``validation_data`` or a random ``validation_split`` (from
+    ``split_seed``). Per-sample weights are sample_weight times the class weights."""
+    X = net.check_inputs(X)
+    T = net.check_targets(T, X.shape[0])
     w = net.check_sample_weight(sample_weight, T.shape[0])
-    if class_weight is None:
-        return w
-    cw = class_weights_per_sample(net, T, class_weight)
-    return cw if w is None else w * cw
+    if class_weight is not None:
+        by_class = class_weights_per_sample(net, T, class_weight)
+        w = by_class if w is None else w * by_class
+    data = Data(X, T, w)
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise DataError("validation_data must be (X_val, T_val) or (X_val, T_val, sample_weight_val).")
+        data.X_val = net.check_inputs(validation_data[0])
+        data.T_val = net.check_targets(validation_data[1], data.X_val.shape[0])
+        if len(validation_data) == 3:
+            data.w_val = net.check_sample_weight(validation_data[2], data.X_val.shape[0])
+    elif validation_split > 0:
+        n_val = int(round(validation_split * X.shape[0]))
+        if n_val < 1 or n_val >= X.shape[0]:
+            raise DataError(f"validation_split={validation_split} leaves {n_val} of {X.shape[0]} samples for "
+                            "validation; it needs at least one sample on each side.")
+        split = np.random.default_rng([split_seed, 1]).permutation(X.shape[0])
+        held, kept = np.sort(split[:n_val]), np.sort(split[n_val:])
+        data = Data(X[kept], T[kept], None if w is None else w[kept], X[held], T[held], None if w is None else w[held])
+    return data
 
 
-# ---------------------------------------------------------------------------- validation metrics
-def _default_metrics(net):
-    return ["accuracy"] if net.is_classifier else ["mse", "mae", "r2"]
+class _Batches:
+    """The batches of one epoch: slices of the data in the order given, gathered into buffers made once
+    (or, without shuffling, views of the data: nothing to copy)."""
+
+    def __init__(self, data, batch_size, dtype):
+        self.data, self.batch_size = data, batch_size
+        self.X = np.empty((batch_size, data.X.shape[1]), dtype)
+        self.T = np.empty((batch_size, data.T.shape[1]), dtype)
+        self.w = np.empty(batch_size, dtype) if data.w is not None else None
+
+    def get(self, number, order, in_order):
+        """Batch ``number`` (from 1): (X, T, w or None)."""
+        d, first = self.data, (number - 1) * self.batch_size
+        n = min(self.batch_size, d.X.shape[0] - first)
+        if in_order:  # the batch is a contiguous slice, a view with nothing to copy
+            return d.X[first:first + n], d.T[first:first + n], None if d.w is None else d.w[first:first + n]
+        index = order[first:first + n]  # mode="clip" lets np.take write straight into the buffer (indices are valid)
+        xb = np.take(d.X, index, axis=0, out=self.X[:n], mode="clip")
+        tb = np.take(d.T, index, axis=0, out=self.T[:n], mode="clip")
+        wb = None if d.w is None else np.take(d.w, index, out=self.w[:n], mode="clip")
+        return xb, tb, wb
 
 
-_METRICS = ("accuracy", "mse", "mae", "r2")
-
-
+# ---------------------------------------------------------------------------- evaluation
 def evaluate(net, X, T, sample_weight=None, metrics=None, out=None):
     """{"loss": J, metric: value} on (X, T) (already checked arrays), computed in chunks of rows.
 
-    loss is the objective J (weighted data loss + regularization); accuracy compares
-    argmax (softmax) or A >= 0.5 (sigmoid) with the targets; mse, mae and r2 (the mean
-    over outputs of 1 - SS_res/SS_tot) compare the outputs A with T.
+    loss is the objective J (weighted data loss + regularization); the metrics are handgrad.metrics'
+    (accuracy for classifiers, mse, mae and r2 otherwise, by default) of the outputs A against T.
     """
-    metrics = _default_metrics(net) if metrics is None else metrics
+    metrics = _metrics.default_metrics(net.is_classifier) if metrics is None else metrics
     N = X.shape[0]
     A_all = out if out is not None else np.empty((N, net.n_outputs), net.dtype)
     total = 0.0
     for start in range(0, N, _EVAL_CHUNK):
         stop = min(start + _EVAL_CHUNK, N)
-        A = net._forward(X[start:stop])
-        total += net._data_total(A, T[start:stop], None if sample_weight is None else sample_weight[start:stop])
+        A = net.run_forward(X[start:stop])
+        total += net.data_total(A, T[start:stop], None if sample_weight is None else sample_weight[start:stop])
         A_all[start:stop] = A
-    results = {"loss": total / N + net._regularization()}
-    for name in metrics:
-        if name == "accuracy":
-            if not net.is_classifier:
-                raise ConfigError("accuracy needs a classifier (softmax or sigmoid output); use mse, mae or r2.")
-            if net.output_activation.name == "softmax":
-                results[name] = float(np.mean(A_all.argmax(axis=1) == T.argmax(axis=1)))
-            else:
-                results[name] = float(np.mean((A_all >= 0.5) == (T >= 0.5)))
-        elif name == "mse":
-            results[name] = float(np.mean((A_all - T) ** 2))
-        elif name == "mae":
-            results[name] = float(np.mean(np.abs(A_all - T)))
-        elif name == "r2":
-            residual = ((T - A_all) ** 2).sum(axis=0)
-            spread = ((T - T.mean(axis=0)) ** 2).sum(axis=0)
-            safe = np.where(spread > 0, spread, 1.0)
-            r2 = np.where(spread > 0, 1.0 - residual / safe, np.where(residual > 0, 0.0, 1.0))
-            results[name] = float(r2.mean())
-    return results
+    return {"loss": total / N + net.regularization(),
+            **_metrics.compute(metrics, A_all, T, net.output_activation.name)}
 
 
 # ---------------------------------------------------------------------------- progress
@@ -262,48 +342,100 @@ class _InterruptFlag:
         return False
 
 
-# ---------------------------------------------------------------------------- checkpoints
-def _flatten(prefix, value, arrays):
-    """Split nested state into arrays (stored as .npy members) and JSON metadata that refers to them."""
-    if isinstance(value, np.ndarray):
-        arrays[prefix] = value
-        return {"__array__": prefix}
-    if isinstance(value, dict):
-        return {str(k): _flatten(f"{prefix}.{k}", v, arrays) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_flatten(f"{prefix}.{i}", v, arrays) for i, v in enumerate(value)]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+# ---------------------------------------------------------------------------- one step
+class _NonFinite(Exception):
+    def __init__(self, epoch, batch, value):
+        super().__init__(epoch, batch, value)
+        self.epoch, self.batch, self.value = epoch, batch, value
 
 
-def _unflatten(value, arrays):
-    if isinstance(value, dict):
-        if set(value) == {"__array__"}:
-            return arrays[value["__array__"]]
-        return {k: _unflatten(v, arrays) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unflatten(v, arrays) for v in value]
-    return value
+def train_step(net, optimizer, X, T, w, rate, clip_norm=None, work=None):
+    """One batch: J and dJ/dtheta (net.backprop), then one optimizer step on net.params; returns J.
+
+    With ``clip_norm`` the optimizer gets g * min(1, c / ||g||), ||g|| the norm of the whole gradient
+    vector, computed in ``work`` (net.grads keeps the true gradient). A non-finite J takes no step.
+    """
+    J = net.backprop(X, T, w, training=True)
+    if not math.isfinite(J):
+        return J
+    g = net.grads
+    if clip_norm is not None:
+        norm = math.sqrt(float(np.dot(g, g)))
+        if norm > clip_norm:
+            g = np.multiply(g, clip_norm / norm, out=work)
+    optimizer.step(net.params, g, rate)
+    return J
 
 
-def write_checkpoint(path, state):
-    """Write the training state atomically with handgrad.io (a crash mid-write leaves the old file intact)."""
-    from .io import write_archive
+# ---------------------------------------------------------------------------- where a run stands
+@dataclass
+class Position:
+    """Where a run stands: what a checkpoint saves besides the network and the optimizer."""
 
-    arrays = {}
-    metadata = _flatten("state", state, arrays)
-    write_archive(path, arrays, {"kind": CHECKPOINT_KIND, "state": metadata})
+    order: np.ndarray
+    shuffle_rng: np.random.Generator
+    history: History = field(default_factory=History)
+    epochs_done: int = 0
+    batch_done: int = 0
+    step: int = 0
+    epoch_total: float = 0.0
+    epoch_seen: int = 0
 
 
-def read_checkpoint(path):
-    from .io import read_archive
+def _snapshot(net, settings, position, seed, n_samples):
+    p = position
+    return {
+        "seed": seed, "n_samples": n_samples, "batch_size": settings.batch_size, "epochs": settings.epochs,
+        "epochs_done": p.epochs_done, "batch_done": p.batch_done, "step": p.step, "epoch_total": p.epoch_total,
+        "epoch_seen": p.epoch_seen, "order": p.order.copy(), "params": net.params.copy(),
+        "optimizer": settings.optimizer.state_dict(), "schedule": settings.schedule.state_dict(),
+        "shuffle_rng": p.shuffle_rng.bit_generator.state, "net_rng": net.rng.bit_generator.state,
+        "history": p.history.as_dict(), "callbacks": [h.state_dict() for h in settings.callbacks],
+        "config": net.config(),
+    }
 
-    arrays, metadata = read_archive(path)
-    if metadata.get("kind") != CHECKPOINT_KIND:
-        raise ModelFileError(f"'{os.fspath(path)}' is not a training checkpoint (kind {metadata.get('kind')!r}); "
-                             "pass a file written by fit(checkpoint=...).")
-    return _unflatten(metadata["state"], arrays)
+
+def _restore(net, settings, position, state, n_samples):
+    """Continue from a checkpoint's state: weights, optimizer, schedule, random streams, position."""
+    if state["n_samples"] != n_samples or state["batch_size"] != settings.batch_size:
+        raise ConfigError(f"the checkpoint was made with {state['n_samples']} training samples and batch_size "
+                          f"{state['batch_size']}; this call has {n_samples} and {settings.batch_size}. Resume with "
+                          "the same data and arguments.")
+    net.params[...] = parameter_vector(net, state)
+    settings.optimizer = from_state_dict(optimizer_state(net, state["optimizer"]))
+    settings.schedule.load_state_dict(state["schedule"])
+    position.shuffle_rng.bit_generator.state = state["shuffle_rng"]
+    net.rng.bit_generator.state = state["net_rng"]
+    position.history = History.from_dict(state["history"])
+    for name in ("epochs_done", "batch_done", "step", "epoch_total", "epoch_seen"):
+        setattr(position, name, state[name])
+    position.order = np.array(state["order"], dtype=np.int64)
+    for hook, saved in zip(settings.callbacks, state["callbacks"]):
+        hook.load_state_dict(saved)
+
+
+# ---------------------------------------------------------------------------- end of an epoch
+def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, val_out=None):
+    """Validation, the history, the schedule's epoch hook, progress and callbacks; returns a stop reason or None."""
+    logs = {"loss": position.epoch_total / position.epoch_seen}
+    if data.X_val is not None:
+        for name, value in evaluate(net, data.X_val, data.T_val, data.w_val, settings.metrics, out=val_out).items():
+            logs["val_" + name] = value
+    logs["lr"] = rate
+    settings.schedule.end_epoch(logs.get("val_loss", logs["loss"]))
+    position.history.record(epoch, seconds, **logs)
+    stop_reason = None
+    for hook in settings.callbacks:
+        if hook.on_epoch_end(epoch, logs) and stop_reason is None:
+            if hook is settings.stopper:
+                stopper = settings.stopper
+                stop_reason = (f"early stopping at epoch {epoch}: {stopper.monitor} has not improved "
+                               f"since epoch {stopper.best_epoch}")
+            else:
+                stop_reason = f"stopped by {type(hook).__name__} at epoch {epoch}"
+    if interrupted and stop_reason is None:
+        stop_reason = f"interrupted (Ctrl-C) at epoch {epoch}"
+    return stop_reason, logs
 
 
 # ---------------------------------------------------------------------------- fit
@@ -355,174 +487,73 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         Validation metrics among 'accuracy', 'mse', 'mae', 'r2' (default: accuracy for classifiers,
         the other three for regression).
     """
-    # ---- settings
-    epochs = _positive_int("epochs", epochs)
-    batch_size = _positive_int("batch_size", batch_size)
-    learning_rate = _positive_float("learning_rate", learning_rate)
-    clip_norm = None if clip_norm is None else _positive_float("clip_norm", clip_norm)
-    try:
-        validation_split = float(validation_split)
-    except (TypeError, ValueError):
-        raise ConfigError(f"validation_split must be a fraction in [0, 1), got {validation_split!r}.") from None
-    if not 0.0 <= validation_split < 1.0:
-        raise ConfigError(f"validation_split must be a fraction in [0, 1), got {validation_split}.")
-    metrics = _default_metrics(net) if metrics is None else list(metrics)
-    for name in metrics:
-        if name not in _METRICS:
-            raise ConfigError(f"unknown metric '{name}'; choose from {', '.join(_METRICS)}.")
-    opt = get_optimizer(optimizer)
-    sched = get_schedule(schedule)
-    hooks = [as_callback(c) for c in (callbacks or ())]
-    stopper = None
-    if early_stopping is not None and early_stopping is not False:
-        if early_stopping is True:
-            stopper = EarlyStopping()
-        elif isinstance(early_stopping, EarlyStopping):
-            stopper = early_stopping
-        else:
-            stopper = EarlyStopping(early_stopping)
-        hooks.append(stopper)
-
-    # ---- resume: read the file first, so that the seed and split come from it
-    state = None
-    if resume is True:
-        if checkpoint is None:
-            raise ConfigError("resume=True resumes from the checkpoint file; pass checkpoint=PATH too.")
-        resume = checkpoint if os.path.exists(checkpoint) else None
-    if resume is not None and resume is not False:
-        state = read_checkpoint(resume)
+    settings = Settings.check(
+        net, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        schedule=schedule, shuffle=shuffle, validation_split=validation_split, early_stopping=early_stopping,
+        callbacks=callbacks, checkpoint=checkpoint, resume=resume, verbose=verbose, seed=seed,
+        clip_norm=clip_norm, metrics=metrics)
+    state = read_checkpoint(settings.resume) if settings.resume is not None else None  # first: seed and split
     run_seed = state["seed"] if state is not None else (seed if seed is not None else net.seed)
     if run_seed is None:
         run_seed = int(np.random.SeedSequence().entropy % (2 ** 63))
-
-    # ---- data
-    X = net.check_inputs(X)
-    T = net.check_targets(T, X.shape[0])
-    w = _combined_weights(net, T, sample_weight, class_weight)
-    X_val = T_val = w_val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise DataError("validation_data must be (X_val, T_val) or (X_val, T_val, sample_weight_val).")
-        X_val = net.check_inputs(validation_data[0])
-        T_val = net.check_targets(validation_data[1], X_val.shape[0])
-        if len(validation_data) == 3:
-            w_val = net.check_sample_weight(validation_data[2], X_val.shape[0])
-    elif validation_split > 0:
-        n_val = int(round(validation_split * X.shape[0]))
-        if n_val < 1 or n_val >= X.shape[0]:
-            raise DataError(f"validation_split={validation_split} leaves {n_val} of {X.shape[0]} samples for "
-                            "validation; it needs at least one sample on each side.")
-        split = np.random.default_rng([run_seed, 1]).permutation(X.shape[0])
-        held, kept = np.sort(split[:n_val]), np.sort(split[n_val:])
-        X_val, T_val = X[held], T[held]
-        w_val = None if w is None else w[held]
-        X, T = X[kept], T[kept]
-        w = None if w is None else w[kept]
-    N = X.shape[0]
-    batch_size = min(batch_size, N)
-    n_batches = -(-N // batch_size)
-    if X_val is not None:
-        val_out = np.empty((X_val.shape[0], net.n_outputs), net.dtype)
-
-    # ---- buffers and lists made once: the loop below allocates nothing of the data's size
-    X_batch = np.empty((batch_size, X.shape[1]), net.dtype)
-    T_batch = np.empty((batch_size, T.shape[1]), net.dtype)
-    w_batch = np.empty(batch_size, net.dtype) if w is not None else None
-    params = [a for layer in net.layers for a in (layer.W, layer.b) if a is not None]
-    grads = [a for layer in net.layers for a in (layer.dW, layer.db) if a is not None]
-    dropout_rng = net.rng if any(layer.dropout for layer in net.layers) else None
-    batch_hooks = [h for h in hooks if type(h).on_batch_end is not Callback.on_batch_end]
-    rng = np.random.default_rng(run_seed)
-    order = np.arange(N)
-    history = History()
-    epochs_done, batch_done, step, epoch_total, epoch_seen = 0, 0, 0, 0.0, 0
-
+    data = prepare_data(net, X, T, sample_weight, class_weight, validation_data, settings.validation_split, run_seed)
+    N = data.X.shape[0]
+    settings.batch_size = min(settings.batch_size, N)
+    n_batches = -(-N // settings.batch_size)
+    position = Position(order=np.arange(N), shuffle_rng=np.random.default_rng(run_seed))
     if state is not None:
-        if state["n_samples"] != N or state["batch_size"] != batch_size:
-            raise ConfigError(f"the checkpoint was made with {state['n_samples']} training samples and batch_size "
-                              f"{state['batch_size']}; this call has {N} and {batch_size}. Resume with the same "
-                              "data and arguments.")
-        saved = state["weights"]
-        if [a.shape for a in saved] != [a.shape for _, a in net.parameters()]:
-            raise ConfigError("the checkpoint's weights do not fit this network's architecture.")
-        net.set_weights(saved)
-        opt = from_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        rng.bit_generator.state = state["shuffle_rng"]
-        net.rng.bit_generator.state = state["net_rng"]
-        history = History.from_dict(state["history"])
-        epochs_done, batch_done, step = state["epochs_done"], state["batch_done"], state["step"]
-        epoch_total, epoch_seen = state["epoch_total"], state["epoch_seen"]
-        order = np.array(state["order"], dtype=np.int64)
-        for hook, saved_state in zip(hooks, state["callbacks"]):
-            hook.load_state_dict(saved_state)
-    sched.start(learning_rate, epochs * n_batches, n_batches)
-
-    def snapshot():
-        return {
-            "seed": run_seed, "n_samples": N, "batch_size": batch_size, "epochs": epochs,
-            "epochs_done": epochs_done, "batch_done": batch_done, "step": step,
-            "epoch_total": epoch_total, "epoch_seen": epoch_seen, "order": order.copy(),
-            "weights": net.get_weights(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-            "shuffle_rng": rng.bit_generator.state, "net_rng": net.rng.bit_generator.state,
-            "history": history.as_dict(), "callbacks": [h.state_dict() for h in hooks],
-            "config": net.config(),
-        }
-
-    for hook in hooks:
+        _restore(net, settings, position, state, N)
+    settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
+    for hook in settings.callbacks:
         hook.on_train_begin(net)
-    progress = _Progress(verbose, epochs * n_batches, min(step, epochs * n_batches))
-    last_good = [p.copy() for p in params]  # weights at the start of the epoch: known finite
+    try:
+        _train(net, settings, data, position, n_batches, run_seed)
+    finally:
+        net.training_state = {"optimizer": settings.optimizer, "learning_rate": settings.learning_rate,
+                              "step": position.step}
+        history = position.history
+        history.stop_reason = history.stop_reason or "completed"
+        for hook in settings.callbacks:  # also after an error, as Callback promises
+            hook.on_train_end(net, history)
+    return history
+
+
+# The loop reads better whole: its state (epoch, batch, the stop reason, the last finite weights) is what
+# the try/except blocks below act on, and splitting it would pass most of it back and forth.
+def _train(net, settings, data, position, n_batches, run_seed):
+    """The epoch and batch loops of :func:`fit`; sets ``position.history.stop_reason``."""
+    p, opt, N = position, settings.optimizer, data.X.shape[0]
+    batches = _Batches(data, settings.batch_size, net.dtype)
+    val_out = np.empty((data.X_val.shape[0], net.n_outputs), net.dtype) if data.X_val is not None else None
+    batch_hooks = [h for h in settings.callbacks if type(h).on_batch_end is not Callback.on_batch_end]
+    total_steps = settings.epochs * n_batches
+    progress = _Progress(settings.verbose, total_steps, min(p.step, total_steps))
+    last_good = net.params.copy()  # the weights at the start of the epoch: known finite
+    work = np.empty_like(net.params) if settings.clip_norm is not None else None
+    in_order = not settings.shuffle and np.array_equal(p.order, np.arange(N))
+    rate = settings.schedule.rate(p.step) if p.step < total_steps else settings.learning_rate
     stop_reason = None
-    # Plain gradient descent is taken by the backward pass itself (see SGD); clipping needs the true g.
-    descend = opt.descends_in_backward and clip_norm is None
-    # Without shuffling (and with the identity order) a batch is a slice of X: no gather, no copy.
-    in_order = not shuffle and np.array_equal(order, np.arange(N))
-    rate = sched.rate(step) if step < epochs * n_batches else learning_rate
     try:
         # overflow is expected when training diverges; the loop detects it and says so (TrainingError)
         with _InterruptFlag() as interrupt, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            epoch = epochs_done
-            while epoch < epochs and stop_reason is None:
+            epoch = p.epochs_done
+            while epoch < settings.epochs and stop_reason is None:
                 epoch += 1
                 started = time.perf_counter()
-                if batch_done == 0:
-                    if shuffle:
-                        rng.shuffle(order)
-                    epoch_total, epoch_seen = 0.0, 0
-                for saved, current in zip(last_good, params):
-                    np.copyto(saved, current)
-                for number in range(batch_done + 1, n_batches + 1):
-                    first = (number - 1) * batch_size
-                    n = min(batch_size, N - first)
-                    if in_order:  # the batch is a contiguous slice, a view with nothing to copy
-                        xb, tb = X[first:first + n], T[first:first + n]
-                        wb = w[first:first + n] if w is not None else None
-                    else:  # mode="clip" lets np.take write straight into the buffer (indices are valid)
-                        index = order[first:first + n]
-                        xb = np.take(X, index, axis=0, out=X_batch[:n], mode="clip")
-                        tb = np.take(T, index, axis=0, out=T_batch[:n], mode="clip")
-                        wb = np.take(w, index, out=w_batch[:n], mode="clip") if w is not None else None
-                    rate = float(sched.rate(step))  # a Python float: a NumPy float64 scalar would upcast float32 work
-                    if descend:  # the step is taken inside backward (and skipped when J is not finite)
-                        J = net._loss_and_grad(xb, tb, wb, dropout_rng, rate, descend=True)
-                        opt.count_backward_step()
-                    else:
-                        J = net._loss_and_grad(xb, tb, wb, dropout_rng)
+                if p.batch_done == 0:
+                    if settings.shuffle:
+                        p.shuffle_rng.shuffle(p.order)
+                    p.epoch_total, p.epoch_seen = 0.0, 0
+                np.copyto(last_good, net.params)
+                for number in range(p.batch_done + 1, n_batches + 1):
+                    xb, tb, wb = batches.get(number, p.order, in_order)
+                    rate = float(settings.schedule.rate(p.step))  # a Python float: float64 would upcast float32 work
+                    J = train_step(net, opt, xb, tb, wb, rate, settings.clip_norm, work)
                     if not math.isfinite(J):
                         raise _NonFinite(epoch, number, J)
-                    if not descend:
-                        if clip_norm is not None:
-                            norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
-                            if norm > clip_norm:
-                                scale = clip_norm / norm
-                                for g in grads:
-                                    g *= scale
-                        opt.step(params, grads, rate)
-                    step += 1
-                    batch_done = number
-                    epoch_total += J * n
-                    epoch_seen += n
+                    p.step, p.batch_done = p.step + 1, number
+                    p.epoch_total += J * xb.shape[0]
+                    p.epoch_seen += xb.shape[0]
                     progress.batch(J)
                     for hook in batch_hooks:
                         if hook.on_batch_end(epoch, number, J):
@@ -531,63 +562,41 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                         stop_reason = f"interrupted (Ctrl-C) at epoch {epoch}, batch {number}"
                     if stop_reason is not None:
                         break
-                if batch_done < n_batches:  # the epoch was cut short: keep its position for a resume
-                    if checkpoint is not None:
-                        write_checkpoint(checkpoint, snapshot())
+                if p.batch_done < n_batches:  # the epoch was cut short: keep its position for a resume
                     break
-                batch_done = 0
-                epochs_done = epoch
-                logs = {"loss": epoch_total / epoch_seen}
-                if X_val is not None:
-                    for name, value in evaluate(net, X_val, T_val, w_val, metrics, out=val_out).items():
-                        logs["val_" + name] = value
-                logs["lr"] = rate
-                sched.end_epoch(logs.get("val_loss", logs["loss"]))
-                history.record(epoch, time.perf_counter() - started, **logs)
-                progress.epoch(epoch, epochs, logs)
-                for hook in hooks:
-                    if hook.on_epoch_end(epoch, logs) and stop_reason is None:
-                        if hook is stopper:
-                            stop_reason = (f"early stopping at epoch {epoch}: {stopper.monitor} has not improved "
-                                           f"since epoch {stopper.best_epoch}")
-                        else:
-                            stop_reason = f"stopped by {type(hook).__name__} at epoch {epoch}"
-                if interrupt.raised and stop_reason is None:
-                    stop_reason = f"interrupted (Ctrl-C) at epoch {epoch}"
-                if checkpoint is not None:
-                    write_checkpoint(checkpoint, snapshot())
+                p.batch_done, p.epochs_done = 0, epoch
+                stop_reason, logs = end_epoch(net, settings, data, p, epoch, time.perf_counter() - started, rate,
+                                              interrupt.raised, val_out)
+                progress.epoch(epoch, settings.epochs, logs)
+                if settings.checkpoint is not None:
+                    write_checkpoint(settings.checkpoint, _snapshot(net, settings, p, run_seed, N))
+        if p.batch_done and settings.checkpoint is not None:  # stopped inside an epoch
+            write_checkpoint(settings.checkpoint, _snapshot(net, settings, p, run_seed, N))
     except _NonFinite as bad:
-        finite = all(np.isfinite(p).all() for p in params)
-        if not finite:
-            for p, saved in zip(params, last_good):
-                np.copyto(p, saved)
-        history.stop_reason = f"non-finite loss at epoch {bad.epoch}, batch {bad.batch}"
-        progress.close()
-        where = "are left at their values before this batch" if finite else \
-            f"were restored to their values at the start of epoch {bad.epoch}"
-        raise TrainingError(
-            f"the loss became {bad.value} at epoch {bad.epoch}, batch {bad.batch}; the weights {where} (all "
-            f"finite). Lower the learning rate (now {rate:g}), standardize the inputs, or set clip_norm."
-        ) from None
+        _after_divergence(net, p, bad, last_good, rate)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the batch may be unfinished
         stop_reason = "interrupted (Ctrl-C) during a batch"
-        if checkpoint is not None:
-            write_checkpoint(checkpoint, snapshot())
+        if settings.checkpoint is not None:
+            write_checkpoint(settings.checkpoint, _snapshot(net, settings, p, run_seed, N))
     finally:
         progress.close()
-        net.training_state = {"optimizer": opt, "learning_rate": learning_rate, "step": step}
-    if stopper is not None and stopper.restore():
-        stop_reason = (stop_reason or "completed") + f"; restored the weights of epoch {stopper.best_epoch}"
-    history.stop_reason = stop_reason or "completed"
-    for hook in hooks:
-        hook.on_train_end(net, history)
-    return history
+    if settings.stopper is not None and settings.stopper.restore():
+        stop_reason = (stop_reason or "completed") + f"; restored the weights of epoch {settings.stopper.best_epoch}"
+    p.history.stop_reason = stop_reason or "completed"
 
 
-class _NonFinite(Exception):
-    def __init__(self, epoch, batch, value):
-        super().__init__(epoch, batch, value)
-        self.epoch, self.batch, self.value = epoch, batch, value
+def _after_divergence(net, position, bad, last_good, rate):
+    """A non-finite loss: keep (or restore) finite weights, record why, and raise TrainingError."""
+    finite = bool(np.isfinite(net.params).all())
+    if not finite:
+        np.copyto(net.params, last_good)
+    position.history.stop_reason = f"non-finite loss at epoch {bad.epoch}, batch {bad.batch}"
+    where = "are left at their values before this batch" if finite else \
+        f"were restored to their values at the start of epoch {bad.epoch}"
+    raise TrainingError(
+        f"the loss became {bad.value} at epoch {bad.epoch}, batch {bad.batch}; the weights {where} (all "
+        f"finite). Lower the learning rate (now {rate:g}), standardize the inputs, or set clip_norm."
+    ) from None
 
 
 def partial_fit(net, X, T, *, batch_size=32, optimizer=None, learning_rate=None, shuffle=False, sample_weight=None,
@@ -608,53 +617,3 @@ def partial_fit(net, X, T, *, batch_size=32, optimizer=None, learning_rate=None,
     return fit(net, X, T, epochs=1, batch_size=batch_size, optimizer=opt, learning_rate=learning_rate,
                shuffle=shuffle, sample_weight=sample_weight, class_weight=class_weight, clip_norm=clip_norm,
                seed=seed, verbose=False)
-
-
-# ---------------------------------------------------------------------------- recipes
-def shifted_copies(X, T, image_shape, pixels=1):
-    """(X', T'): the images of X (rows of ``image_shape`` pixels) followed by copies shifted by ``pixels``
-    up, down, left and right (vacated pixels are 0), with T repeated to match: 5 N samples.
-
-    The image recipe trains on these: digits stay digits when moved by a pixel, and the
-    extra variety cuts overfitting more than any regularizer did in our measurements.
-    """
-    X = np.asarray(X)
-    height, width = image_shape
-    if X.ndim != 2 or X.shape[1] != height * width:
-        raise DataError(f"X must have one row of {height}x{width} = {height * width} pixels per image, "
-                        f"got shape {X.shape}.")
-    images = X.reshape(-1, height, width)
-    out = [images]
-    k = int(pixels)
-    for dy, dx in ((k, 0), (-k, 0), (0, k), (0, -k)):
-        moved = np.zeros_like(images)
-        moved[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
-            images[:, max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
-        out.append(moved)
-    T = np.asarray(T)
-    return np.concatenate(out).reshape(-1, height * width), np.concatenate([T] * len(out))
-
-
-def image_recipe(n_classes=10, epochs=6):
-    """The recommended settings for image-like classification (MNIST-like: pixels in [0, 1], ~10^4 images).
-
-    Returns fresh objects: ``{"layers", "dropout", "dtype", "fit": keyword arguments for fit}``; train on
-    :func:`shifted_copies` of the images::
-
-        recipe = image_recipe(10)
-        net = hg.MLP(784, recipe["layers"], dropout=recipe["dropout"], dtype=recipe["dtype"], seed=0)
-        X5, y5 = shifted_copies(X, y, (28, 28))
-        net.fit(X5, y5, **recipe["fit"])
-
-    Chosen by measurement with benchmarks/mnist_accuracy.py (see docs/training.md, "The image recipe").
-    """
-    from .optimizers import AdamW
-    from .schedules import OneCycle
-
-    return {
-        "layers": [(512, "relu"), (256, "relu"), (n_classes, "softmax")],
-        "dropout": [0.2, 0.2],
-        "dtype": "float32",
-        "fit": {"epochs": epochs, "batch_size": 128, "optimizer": AdamW(weight_decay=0.01), "learning_rate": 2e-3,
-                "schedule": OneCycle()},
-    }

@@ -1,0 +1,97 @@
+"""Training checkpoints: everything a run needs to continue bit for bit, in one atomic file.
+
+A checkpoint is a handgrad archive (handgrad.io: checksummed .npz, no pickle, written to a
+temporary file and renamed) of kind ``handgrad-checkpoint`` holding the training state:
+
+    params            the parameter vector theta (net.params)
+    optimizer         name, step count, hyperparameters and its state vectors (same layout as theta)
+    schedule          the schedule's position
+    shuffle_rng,      the random streams: the shuffling order's and the network's dropout stream
+    net_rng
+    order             the current epoch's order of the samples
+    epochs_done, batch_done, step, epoch_total, epoch_seen    where the run stands
+    history, callbacks, config, seed, n_samples, batch_size, epochs
+
+Arrays are stored as .npy members and the rest as JSON that refers to them. Checkpoints written by
+handgrad 0.1 (a list of weight arrays, and optimizer state per array) are converted when read.
+"""
+
+import os
+
+import numpy as np
+
+from .errors import ConfigError, ModelFileError
+from .io import read_archive, write_archive
+
+CHECKPOINT_KIND = "handgrad-checkpoint"
+
+
+def _flatten(prefix, value, arrays):
+    """Split nested state into arrays (stored as .npy members) and JSON metadata that refers to them."""
+    if isinstance(value, np.ndarray):
+        arrays[prefix] = value
+        return {"__array__": prefix}
+    if isinstance(value, dict):
+        return {str(k): _flatten(f"{prefix}.{k}", v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_flatten(f"{prefix}.{i}", v, arrays) for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _unflatten(value, arrays):
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return arrays[value["__array__"]]
+        return {k: _unflatten(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unflatten(v, arrays) for v in value]
+    return value
+
+
+def write_checkpoint(path, state):
+    """Write the training state atomically (a crash mid-write leaves the old file intact)."""
+    arrays = {}
+    metadata = _flatten("state", state, arrays)
+    write_archive(path, arrays, {"kind": CHECKPOINT_KIND, "state": metadata})
+
+
+def read_checkpoint(path):
+    """The training state stored by :func:`write_checkpoint`, or a ModelFileError saying what the file is."""
+    arrays, metadata = read_archive(path)
+    if metadata.get("kind") != CHECKPOINT_KIND:
+        raise ModelFileError(f"'{os.fspath(path)}' is not a training checkpoint (kind {metadata.get('kind')!r}); "
+                             "pass a file written by fit(checkpoint=...).")
+    return _unflatten(metadata["state"], arrays)
+
+
+# The per-array state names of handgrad 0.1's optimizers ("scratch" was work space, not state).
+_OLD_STATE_NAMES = {"momentum": ("velocity",), "nesterov": ("velocity", "scratch"), "adam": ("m", "v", "scratch"),
+                    "adamw": ("m", "v", "scratch"), "rmsprop": ("v", "scratch", "velocity")}
+
+
+def parameter_vector(net, state):
+    """theta from a checkpoint: ``params``, or handgrad 0.1's list of arrays in ``net.parameters()`` order."""
+    if "params" in state:
+        params = np.asarray(state["params"])
+        if params.shape != net.params.shape:
+            raise ConfigError(f"the checkpoint holds {params.size} parameters; this network has {net.params.size}.")
+        return params
+    saved = state["weights"]
+    if [np.shape(a) for a in saved] != [a.shape for _, a in net.parameters()]:
+        raise ConfigError("the checkpoint's weights do not fit this network's architecture.")
+    return net.vector_from(saved)
+
+
+def optimizer_state(net, saved):
+    """An optimizer state dict with state vectors; handgrad 0.1's per-array lists are laid out as theta."""
+    state = saved.get("state")
+    if state is None or isinstance(state, dict):
+        return saved
+    names = _OLD_STATE_NAMES.get(saved.get("name"), ())
+    vectors = {}
+    for position, name in enumerate(names):
+        if name != "scratch" and all(len(per_array) > position for per_array in state):
+            vectors[name] = net.vector_from([per_array[position] for per_array in state])
+    return {**saved, "state": vectors}
