@@ -1,16 +1,16 @@
-"""Dense: forward Z = X W + b, A = f(Z); backward dW = X^T dZ, db = column sums, dX = dZ W^T;
-inverted dropout; dtypes."""
+"""The layer contract; Dense: forward Z = X W + b, A = f(Z); backward dW = X^T dZ, db = column sums,
+dX = dZ W^T, and nothing else; Dropout (inverted); dtypes."""
 
 import numpy as np
 import pytest
 
 import handgrad as hg
-from handgrad.layers import Dense
+from handgrad.layers import Dense, Dropout
 
 
-def _layer(activation="tanh", bias=True, dropout=0.0, dtype=np.float64, seed=0, n_in=4, n_out=3):
+def _layer(activation="tanh", bias=True, dtype=np.float64, seed=0, n_in=4, n_out=3):
     rng = np.random.default_rng(seed)
-    layer = Dense(n_in, n_out, activation, bias=bias, dropout=dropout, dtype=dtype)
+    layer = Dense(n_in, n_out, activation, bias=bias, dtype=dtype)
     layer.W[...] = rng.normal(size=layer.W.shape)
     if bias:
         layer.b[...] = rng.normal(size=n_out)
@@ -33,22 +33,33 @@ def test_forward_and_backward_formulas(activation):
     assert layer.backward(dY.copy(), need_dX=False) is None
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
-@pytest.mark.parametrize("decay, shrink", [(1.0, 0.0), (0.97, 0.0), (0.97, 0.02)])
-def test_descend_takes_the_gradient_step_and_returns_dX_from_the_old_weights(activation, decay, shrink):
-    # backward(..., descend=(decay, shrink)): W <- decay W - X^T dZ - shrink sign(W), b <- b - sum_rows dZ,
-    # and dX = dZ W^T with the W of the forward pass.
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "softmax"])
+def test_backward_writes_the_gradients_and_changes_nothing_else(activation):
+    # The contract: backward computes dJ/dW, dJ/db and dJ/dX. The parameters are the optimizer's to change.
     layer, rng = _layer(activation, n_in=6, n_out=5)
     X = rng.normal(size=(7, 6))
-    Z = X @ layer.W + layer.b
     A = layer.forward(X).copy()
-    dY = rng.normal(size=A.shape)
-    dZ = dY * layer.activation.derivative(Z, A)
     W0, b0 = layer.W.copy(), layer.b.copy()
-    dX = layer.backward(dY.copy(), need_dX=True, descend=(decay, shrink))
+    dY = rng.normal(size=A.shape)
+    dZ = layer.activation.backward(dY.copy(), X @ W0 + b0, A)
+    dX = layer.backward(dY.copy(), need_dX=True)
     np.testing.assert_allclose(dX, dZ @ W0.T, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(layer.W, decay * W0 - X.T @ dZ - shrink * np.sign(W0), rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(layer.b, b0 - dZ.sum(axis=0), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(layer.dW, X.T @ dZ, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(layer.dZ, dZ, rtol=1e-13, atol=1e-15)
+    assert np.array_equal(layer.W, W0) and np.array_equal(layer.b, b0)
+
+
+def test_parameters_are_listed_by_name_and_bound_to_given_arrays():
+    layer = Dense(3, 2, "relu")
+    assert layer.parameter_shapes() == [("W", (3, 2)), ("b", (2,))]
+    theta, grads = np.arange(8.0), np.zeros(8)
+    layer.bind({"W": theta[:6].reshape(3, 2), "b": theta[6:]}, {"W": grads[:6].reshape(3, 2), "b": grads[6:]})
+    assert [name for name, _ in layer.parameters()] == ["W", "b"] == [name for name, _ in layer.gradients()]
+    layer.forward(np.ones((1, 3)))
+    layer.backward(np.ones((1, 2)), need_dX=False)
+    np.testing.assert_array_equal(grads, [1, 1, 1, 1, 1, 1, 1, 1])  # X = 1, Z > 0: dW = 1, db = 1, in place
+    theta[0] = -5.0
+    assert layer.W[0, 0] == -5.0
 
 
 def test_without_bias():
@@ -70,23 +81,24 @@ def test_buffers_are_reused_per_batch_size():
 
 def test_inverted_dropout_masks_scale_and_backward_uses_the_same_mask():
     p = 0.4
-    layer, rng = _layer("identity", dropout=p, n_in=10, n_out=200)
-    X = rng.normal(size=(50, 10))
-    A = X @ layer.W + layer.b
-    Y = layer.forward(X, rng=np.random.default_rng(1)).copy()
+    drop = Dropout(p, np.random.default_rng(1))
+    X = np.random.default_rng(0).normal(size=(50, 200))
+    Y = drop.forward(X, training=True).copy()
     kept = Y != 0
     assert abs(kept.mean() - (1 - p)) < 0.02
-    np.testing.assert_allclose(Y[kept], A[kept] / (1 - p), rtol=1e-13)
-    dY = np.ones_like(Y)
-    layer.backward(dY, need_dX=False)
-    np.testing.assert_allclose(layer.db, kept.sum(axis=0) / (1 - p), rtol=1e-13)
-    np.testing.assert_allclose(layer.forward(X), A, rtol=1e-13)  # no rng: no dropout
+    np.testing.assert_allclose(Y[kept], X[kept] / (1 - p), rtol=1e-13)
+    dX = drop.backward(np.ones_like(Y))
+    np.testing.assert_allclose(dX, kept / (1 - p), rtol=1e-13)
+    assert drop.forward(X) is X  # outside training: no dropout
+    assert drop.backward(np.ones_like(Y)) is not None and drop.parameter_shapes() == []
 
 
-@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, "x"])
 def test_dropout_rate_is_validated(rate):
     with pytest.raises(hg.ConfigError, match="dropout"):
-        Dense(3, 2, dropout=rate)
+        Dropout(rate)
+    with pytest.raises(hg.ConfigError, match="dropout"):
+        hg.MLP(2, [(3, "relu"), (1, "sigmoid")], dropout=rate)
 
 
 @pytest.mark.parametrize("activation", ["relu", "softmax", "gelu"])

@@ -8,7 +8,7 @@ import handgrad as hg
 from handgrad.callbacks import Callback, EarlyStopping
 from handgrad.errors import ConfigError, DataError, ModelFileError, TrainingError
 from handgrad.optimizers import Adam
-from handgrad.training import History, class_weights_per_sample, evaluate, fit, partial_fit
+from handgrad.training import History, class_weights_per_sample, evaluate, fit, partial_fit, train_step
 
 
 def blobs(n=120, seed=0):
@@ -273,13 +273,13 @@ def test_last_short_batch_is_used_and_data_not_copied(monkeypatch):
     X, y = blobs(23)
     sizes = []
     net = classifier()
-    original = net._loss_and_grad
+    original = net.backprop
 
-    def spy(xb, tb, wb, rng, scale=1.0, descend=False):
+    def spy(xb, tb, wb=None, training=True, observe=None):
         sizes.append(xb.shape[0])
-        return original(xb, tb, wb, rng, scale, descend)
+        return original(xb, tb, wb, training, observe)
 
-    monkeypatch.setattr(net, "_loss_and_grad", spy)
+    monkeypatch.setattr(net, "backprop", spy)
     fit(net, X, y, epochs=2, batch_size=10, verbose=False)
     assert sizes == [10, 10, 3, 10, 10, 3]
 
@@ -290,7 +290,8 @@ def test_float32_training_stays_float32():
     net.fit(X, y, epochs=2, optimizer="adamw", schedule="cosine", verbose=False)
     assert all(p.dtype == np.float32 for _, p in net.parameters())
     state = net.training_state["optimizer"].state
-    assert all(a.dtype == np.float32 for s in state for a in s)
+    assert state and all(a.dtype == np.float32 for a in state.values())
+    assert net.grads.dtype == np.float32
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
@@ -341,7 +342,7 @@ def test_history_round_trips_through_a_dict():
 
 # ---------------------------------------------------------------------------- the image recipe
 def test_shifted_copies_moves_each_image_by_one_pixel():
-    from handgrad.training import shifted_copies
+    from handgrad.recipes import shifted_copies
 
     X = np.arange(2 * 12, dtype=np.float64).reshape(2, 12) + 1  # two 3x4 images, no zero pixel
     y = np.array([4, 7])
@@ -357,7 +358,7 @@ def test_shifted_copies_moves_each_image_by_one_pixel():
 
 
 def test_image_recipe_runs_on_small_images():
-    from handgrad.training import image_recipe, shifted_copies
+    from handgrad.recipes import image_recipe, shifted_copies
 
     rng = np.random.default_rng(0)
     X = rng.random((40, 16))
@@ -397,7 +398,7 @@ def test_l1_l2_gradients_by_finite_differences():
 
 def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
     import handgrad.io as hio
-    from handgrad.training import read_checkpoint
+    from handgrad.checkpoints import read_checkpoint
 
     X, y = blobs(30)
     path = tmp_path / "ck"
@@ -435,67 +436,87 @@ def test_sgd_with_the_learning_rate_folded_into_backward_equals_the_plain_rule()
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=name)
 
 
-@pytest.mark.parametrize("options", [{}, {"l2": 0.05}, {"l1": 0.01, "l2": 0.02}, {"dropout": 0.3},
-                                     {"dtype": "float32"}], ids=["plain", "l2", "l1+l2", "dropout", "float32"])
-@pytest.mark.parametrize("through", ["blas", "numpy"])
-def test_sgd_step_inside_backward_equals_the_optimizer_step_on_stored_gradients(options, through, monkeypatch):
-    # Plain SGD is taken by the layers inside backward (W <- (1 - eta l2) W - X^T (eta dZ) - eta l1 sign W,
-    # one GEMM); with clip_norm the trainer keeps the gradients and calls SGD.step instead. A threshold
-    # no gradient reaches leaves that step unclipped, so the two runs must end at the same weights.
-    from handgrad import _blas
+class _GradientWitness(Callback):
+    """After every batch, compares what a user can read (each layer's dW and db, and net.grads) with
+    loss_and_grad on that batch at the weights the step started from (shuffle=False: batch b is a slice)."""
 
-    if through == "numpy":
-        monkeypatch.setattr(_blas, "_FUNCTIONS", {})
-    elif not _blas._FUNCTIONS:
-        pytest.skip("NumPy's bundled OpenBLAS was not found here")
+    def __init__(self, X, y, w, batch_size):
+        self.X, self.y, self.w, self.batch_size, self.compared = X, y, w, batch_size, 0
+
+    def on_train_begin(self, net):
+        super().on_train_begin(net)
+        self.start = net.params.copy()
+
+    def on_batch_end(self, epoch, batch, loss):
+        net, rows = self.net, slice((batch - 1) * self.batch_size, batch * self.batch_size)
+        probe = net.copy()
+        probe.params[...] = self.start  # the weights this step started from
+        J, expected = probe.loss_and_grad(self.X[rows], self.y[rows], None if self.w is None else self.w[rows])
+        tolerance = 1e-12 if net.dtype == np.float64 else 1e-6
+        assert loss == pytest.approx(J, rel=tolerance)
+        for layer, (dW, db) in zip(net.layers, expected):
+            np.testing.assert_allclose(layer.dW, dW, rtol=tolerance, atol=tolerance)
+            np.testing.assert_allclose(layer.db, db, rtol=tolerance, atol=tolerance)
+        flat = probe.grads.copy()  # the same gradient, laid out as theta
+        np.testing.assert_allclose(net.grads, flat, rtol=tolerance, atol=tolerance)
+        assert not np.array_equal(net.params, self.start)  # a step was taken, and it did not touch the gradient
+        self.start = net.params.copy()
+        self.compared += 1
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
+def test_every_layer_shows_the_true_gradient_after_every_batch(optimizer, dtype):
     X, y = blobs(30)
-    weights = np.random.default_rng(5).uniform(0.5, 2.0, size=30)
-
-    def run(**extra):
-        net = hg.MLP(4, [(6, "relu"), (5, "leaky_relu"), (3, "softmax")], seed=3, **options)
-        calls = []
-        original = net._loss_and_grad
-
-        def spy(*args, **kwargs):
-            calls.append(kwargs.get("descend", False))
-            return original(*args, **kwargs)
-
-        net._loss_and_grad = spy
-        net.fit(X, y, epochs=2, batch_size=8, learning_rate=0.3, sample_weight=weights, verbose=False, **extra)
-        return net, calls
-
-    inside, calls_inside = run()
-    stored, calls_stored = run(clip_norm=1e30)
-    assert all(calls_inside) and not any(calls_stored) and len(calls_inside) == 8
-    assert inside.training_state["optimizer"].t == stored.training_state["optimizer"].t == 8
-    tolerance = 1e-5 if options.get("dtype") == "float32" else 1e-12
-    for (name, a), (_, b) in zip(inside.parameters(), stored.parameters()):
-        assert a.dtype == b.dtype
-        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance, err_msg=name)
-    assert not weights_equal(inside, hg.MLP(4, [(6, "relu"), (5, "leaky_relu"), (3, "softmax")], seed=3, **options))
+    X = X.astype(dtype)
+    w = np.random.default_rng(5).uniform(0.5, 2.0, size=30)
+    net = hg.MLP(4, [(6, "relu"), (5, "leaky_relu"), (3, "softmax")], seed=3, l2=0.05, l1=0.01, dtype=dtype)
+    witness = _GradientWitness(X, y, w, batch_size=8)
+    net.fit(X, y, epochs=2, batch_size=8, optimizer=optimizer, learning_rate=0.05, sample_weight=w, shuffle=False,
+            callbacks=[witness], verbose=False)
+    assert witness.compared == 8  # 4 batches (8, 8, 8, 6) in each of 2 epochs
 
 
-def test_sgd_step_inside_backward_is_skipped_when_the_loss_is_not_finite():
+def test_clipping_scales_what_the_optimizer_sees_not_the_gradient():
     X, y = blobs(16)
     net = hg.MLP(4, [(8, "relu"), (3, "softmax")], seed=0)
-    before = net.get_weights()
+    before = net.params.copy()
+    J0, _ = net.copy().loss_and_grad(X, y)
+    J = train_step(net, hg.optimizers.SGD(), net.check_inputs(X), net.check_targets(y, 16), None, 0.1,
+                   clip_norm=1e-3, work=np.empty_like(net.params))
+    probe = net.copy()
+    probe.params[...] = before
+    probe.loss_and_grad(X, y)
+    assert J == pytest.approx(J0, rel=1e-12)
+    np.testing.assert_allclose(net.grads, probe.grads, rtol=1e-12)  # net.grads kept the unclipped gradient
+    assert np.linalg.norm(probe.grads) > 1e-3  # so clipping acted: the step is eta * c * g / ||g||
+    np.testing.assert_allclose(before - net.params, 0.1 * 1e-3 * probe.grads / np.linalg.norm(probe.grads),
+                               rtol=1e-9, atol=1e-15)
+
+
+def test_a_non_finite_loss_takes_no_step():
+    X, y = blobs(16)
+    net = hg.MLP(4, [(8, "relu"), (3, "softmax")], seed=0)
+    before = net.params.copy()
     X_bad = X.copy()
     X_bad[3] = 1e308  # finite input, but the products overflow and J is not finite
-    T = net.check_targets(y, 16)
     with np.errstate(all="ignore"):
-        J = net._loss_and_grad(net.check_inputs(X_bad), T, None, None, 0.1, descend=True)
+        J = train_step(net, hg.optimizers.SGD(), net.check_inputs(X_bad), net.check_targets(y, 16), None, 0.1)
     assert not np.isfinite(J)
-    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), before))
+    assert np.array_equal(net.params, before)
 
 
-def test_scaled_loss_and_grad_is_the_gradient_of_the_scaled_objective():
-    X, y = blobs(12)
-    net = hg.MLP(X.shape[1], [(4, "relu"), (int(y.max()) + 1, "sigmoid")], loss="mse", l2=0.1, l1=0.01, seed=1)
-    T = net.check_targets(y, 12)
-    Xc = net.check_inputs(X)
-    J = net._loss_and_grad(Xc, T)
-    plain = [g.copy() for layer in net.layers for g in (layer.dW, layer.db)]
-    J_scaled = net._loss_and_grad(Xc, T, None, None, 0.25)
-    assert J_scaled == J
-    for g, layer_g in zip(plain, [g for layer in net.layers for g in (layer.dW, layer.db)]):
-        np.testing.assert_allclose(layer_g, 0.25 * g, rtol=1e-12, atol=1e-15)
+def test_layer_arrays_are_views_into_the_parameter_and_gradient_vectors():
+    net = hg.MLP(3, [(4, "tanh"), (2, "identity")], loss="mse", seed=0)
+    for name, offset, shape in net.layout:
+        k, kind = int(name[1:]) - 1, name[0]
+        layer = net.layers[k]
+        value, gradient = (layer.W, layer.dW) if kind == "W" else (layer.b, layer.db)
+        assert value.shape == shape and np.shares_memory(value, net.params) and np.shares_memory(gradient, net.grads)
+        size = int(np.prod(shape))
+        np.testing.assert_array_equal(value.ravel(), net.params[offset:offset + size])
+    assert [name for name, _, _ in net.layout] == ["W1", "W2", "b1", "b2"]  # weights first: one penalized slice
+    assert net.n_weights == 3 * 4 + 4 * 2
+    net.params[0] = 42.0
+    assert net.layers[0].W[0, 0] == 42.0
+
