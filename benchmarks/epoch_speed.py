@@ -1,14 +1,15 @@
 """How fast is one training epoch, next to the matrix-multiply bound, PyTorch and scikit-learn?
 
-Workload (issue 5): 784-256-128-10, ReLU, softmax cross-entropy, plain SGD, MNIST-shaped data
-(generated, or the shared MNIST test images tiled), one epoch. Contenders, interleaved
-(A B C D, A B C D, ...) so that machine noise hits them alike:
+Workloads: 784-256-128-10, ReLU, softmax cross-entropy, MNIST-shaped data (generated, or the shared
+MNIST test images tiled), one epoch, with plain SGD (batch 32, 128, 512 in float32, 128 in float64) and
+with Adam (batch 128, float32); and a small tabular network, 16-256-128-26 on generated data, batch 128,
+Adam. Contenders, interleaved (A B C D, A B C D, ...) so that machine noise hits them alike:
 
   bound    only the matrix products one epoch needs (forward, weight gradients, input gradients
            except for the first layer), written into preallocated outputs
-  handgrad net.fit(epochs=1, optimizer="sgd")  -- the code users run, no special path
-  torch    nn.Sequential + CrossEntropyLoss + optim.SGD, same thread count
-  sklearn  MLPClassifier(solver="sgd", momentum=0, alpha=0, max_iter=1, shuffle=False)
+  handgrad net.fit(epochs=1, optimizer=...)  -- the code users run, no special path
+  torch    nn.Sequential + CrossEntropyLoss + optim.SGD / optim.Adam, same thread count
+  sklearn  MLPClassifier(solver="sgd", momentum=0 / solver="adam", alpha=0, max_iter=1, shuffle=False)
 
 Reports the minimum and median over the rounds and each contender's ratio to the bound (minimum over
 minimum, and the median of the per-round ratios, which cancels slow phases of a shared machine), then
@@ -32,6 +33,14 @@ import warnings
 import numpy as np
 
 SIZES = (784, 256, 128, 10)
+TABULAR = (16, 256, 128, 26)
+
+
+def make_tabular(n, dtype, seed=0):
+    """Tabular data for the 16-256-128-26 network: standard normal features, 26 classes."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, TABULAR[0])).astype(dtype)
+    return X, rng.integers(0, TABULAR[-1], n), "generated"
 
 
 def make_data(n, dtype, seed=0):
@@ -56,16 +65,16 @@ def make_data(n, dtype, seed=0):
     return np.ascontiguousarray(X), y, source
 
 
-def matmul_bound(X, dtype, batch_size):
+def matmul_bound(X, dtype, batch_size, sizes=SIZES):
     """An epoch's matrix products and nothing else, into preallocated outputs."""
     rng = np.random.default_rng(0)
-    W = [rng.normal(size=(a, b)).astype(dtype) * 0.01 for a, b in zip(SIZES[:-1], SIZES[1:])]
+    W = [rng.normal(size=(a, b)).astype(dtype) * 0.01 for a, b in zip(sizes[:-1], sizes[1:])]
     n = X.shape[0]
 
     def buffers(m):
-        return ([np.empty((m, s), dtype) for s in SIZES[1:]],
+        return ([np.empty((m, s), dtype) for s in sizes[1:]],
                 [np.empty_like(w) for w in W],
-                [np.empty((m, s), dtype) for s in SIZES[1:-1]])
+                [np.empty((m, s), dtype) for s in sizes[1:-1]])
 
     full, short = buffers(batch_size), buffers(n % batch_size) if n % batch_size else None
 
@@ -91,28 +100,36 @@ def matmul_bound(X, dtype, batch_size):
     return run
 
 
-def handgrad_epoch(X, y, dtype, batch_size):
+def handgrad_epoch(X, y, dtype, batch_size, optimizer="sgd", sizes=SIZES):
     import handgrad as hg
 
-    net = hg.MLP(784, [(256, "relu"), (128, "relu"), (10, "softmax")], loss="cross_entropy", seed=0, dtype=dtype)
+    layers = [(size, "relu") for size in sizes[1:-1]] + [(sizes[-1], "softmax")]
+    net = hg.MLP(sizes[0], layers, loss="cross_entropy", seed=0, dtype=dtype)
+    rate = 0.01 if optimizer == "sgd" else 0.001
 
     def run():
         start = time.perf_counter()
-        net.fit(X, y, epochs=1, batch_size=batch_size, learning_rate=0.01, shuffle=False, verbose=False)
+        net.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, learning_rate=rate, shuffle=False,
+                verbose=False)
         return time.perf_counter() - start
 
     return run
 
 
-def torch_epoch(X, y, dtype, batch_size):
+def torch_epoch(X, y, dtype, batch_size, optimizer="sgd", sizes=SIZES):
     import torch
 
     torch.manual_seed(0)
     torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
-    model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
-                                torch.nn.ReLU(), torch.nn.Linear(128, 10)).to(torch_dtype)
+    modules = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        modules += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*modules[:-1]).to(torch_dtype)
     loss_fn = torch.nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    if optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
 
     def run():
@@ -127,13 +144,14 @@ def torch_epoch(X, y, dtype, batch_size):
     return run
 
 
-def sklearn_epoch(X, y, dtype, batch_size):
+def sklearn_epoch(X, y, dtype, batch_size, optimizer="sgd", sizes=SIZES):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     def run():
-        model = MLPClassifier(hidden_layer_sizes=(256, 128), solver="sgd", momentum=0, alpha=0, max_iter=1,
-                              shuffle=False, batch_size=batch_size, learning_rate_init=0.01, random_state=0)
+        model = MLPClassifier(hidden_layer_sizes=sizes[1:-1], solver=optimizer, momentum=0, alpha=0, max_iter=1,
+                              shuffle=False, batch_size=batch_size,
+                              learning_rate_init=0.01 if optimizer == "sgd" else 0.001, random_state=0)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -151,20 +169,22 @@ def available(name):
         return False
 
 
-def time_epochs(n, dtype, batch_size, rounds):
-    X, y, source = make_data(n, dtype)
-    contenders = {"bound": matmul_bound(X, dtype, batch_size), "handgrad": handgrad_epoch(X, y, dtype, batch_size)}
+def time_epochs(n, dtype, batch_size, rounds, optimizer="sgd", sizes=SIZES):
+    X, y, source = make_data(n, dtype) if sizes == SIZES else make_tabular(n, dtype)
+    contenders = {"bound": matmul_bound(X, dtype, batch_size, sizes),
+                  "handgrad": handgrad_epoch(X, y, dtype, batch_size, optimizer, sizes)}
     if available("torch"):
-        contenders["torch"] = torch_epoch(X, y, dtype, batch_size)
+        contenders["torch"] = torch_epoch(X, y, dtype, batch_size, optimizer, sizes)
     if available("sklearn"):
-        contenders["sklearn"] = sklearn_epoch(X, y, dtype, batch_size)
+        contenders["sklearn"] = sklearn_epoch(X, y, dtype, batch_size, optimizer, sizes)
     for run in contenders.values():  # warm-up: first-touch of buffers, BLAS thread start
         run()
     times = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, run in contenders.items():
             times[name].append(run())
-    result = {"batch_size": batch_size, "dtype": np.dtype(dtype).name, "samples": n, "data": source}
+    result = {"batch_size": batch_size, "dtype": np.dtype(dtype).name, "samples": n, "data": source,
+              "optimizer": optimizer, "network": "-".join(map(str, sizes))}
     bound = min(times["bound"])
     for name, values in times.items():
         # ratio_to_bound: minimum over minimum. paired_ratio: the median over rounds of this round's time over
@@ -240,6 +260,9 @@ def main():
     parser.add_argument("--samples", type=int, default=60000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-sizes", default="32,128,512")
+    parser.add_argument("--cases", default="sgd,adam,tabular",
+                        help="which workloads: sgd (the batch sizes above, and 128 in float64), adam (784-256-128-10, "
+                             "batch 128), tabular (16-256-128-26, batch 128, Adam)")
     args = parser.parse_args()
     threads = os.cpu_count()
     if available("torch"):
@@ -249,11 +272,18 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {threads}, "
           f"numpy {np.__version__}")
     results = []
-    cases = [(int(b), np.float32) for b in args.batch_sizes.split(",")] + [(128, np.float64)]
-    for batch_size, dtype in cases:
-        r = time_epochs(args.samples, dtype, batch_size, args.rounds)
+    chosen = args.cases.split(",")
+    cases = []
+    if "sgd" in chosen:
+        cases += [(int(b), np.float32, "sgd", SIZES) for b in args.batch_sizes.split(",")] + [(128, np.float64, "sgd", SIZES)]
+    if "adam" in chosen:
+        cases.append((128, np.float32, "adam", SIZES))
+    if "tabular" in chosen:
+        cases.append((128, np.float32, "adam", TABULAR))
+    for batch_size, dtype, optimizer, sizes in cases:
+        r = time_epochs(args.samples, dtype, batch_size, args.rounds, optimizer, sizes)
         results.append(r)
-        line = f"batch {batch_size:>4} {r['dtype']}: " + "  ".join(
+        line = f"{r['network']} {optimizer} batch {batch_size:>4} {r['dtype']}: " + "  ".join(
             f"{name} {r[name]['min_s']:.3f}s (x{r[name]['ratio_to_bound']:.2f}, paired x{r[name]['paired_ratio']:.2f})"
             for name in ("bound", "handgrad", "torch", "sklearn") if name in r)
         print(line, flush=True)

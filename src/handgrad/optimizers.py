@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from ._blas import axpy
 from .errors import ConfigError, suggest
 
 
@@ -117,13 +118,16 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Plain gradient descent, the seeds' rule: p <- p - eta g. No state."""
+    """Plain gradient descent, the seeds' rule: p <- p - eta g. No state.
+
+    The step is one BLAS AXPY (p <- (-eta) g + p) where NumPy's OpenBLAS is found, else NumPy's
+    ``work = eta g; p -= work``: the same formula, equal to rounding (see _blas.py, tests/test_blas.py).
+    """
 
     name = "sgd"
 
     def _update(self, p, g, learning_rate, work):
-        np.multiply(g, learning_rate, out=work)
-        p -= work
+        axpy(-learning_rate, g, p, work)
 
 
 class Momentum(Optimizer):
