@@ -56,5 +56,5 @@ def test_bad_paths(tmp_path):
     net = hg.MLP(2, [(1, "sigmoid")], seed=0)
     with pytest.raises(hg.ConfigError, match=".png, .svg or .dot"):
         save_graph(net, tmp_path / "graph.jpg")
-    with pytest.raises(hg.ConfigError, match="does not exist"):
+    with pytest.raises(hg.ModelFileError, match="does not exist"):  # io.writable_path, as for every output
         save_graph(net, tmp_path / "missing" / "graph.dot")
