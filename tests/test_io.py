@@ -284,3 +284,110 @@ def test_other_files_are_refused(tmp_path):
     io.write_archive(archive, {"X": np.ones((2, 2))}, {"kind": "dataset"})
     with pytest.raises(hg.ModelFileError, match="holds no network"):
         hg.load(archive)
+
+
+# ---------------------------------------------------------------- one writer, one permission rule
+def _write_model(path):
+    small_net().save(path / "model.npz")
+    return ["model.npz"]
+
+
+def _write_checkpoint(path):
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    small_net().fit(X, np.arange(8) % 2, epochs=1, batch_size=4, checkpoint=path / "ckpt.npz", verbose=False)
+    return ["ckpt.npz"]
+
+
+def _write_graphs(path):
+    from handgrad.graph import save_graph
+
+    pytest.importorskip("matplotlib")
+    for name in ("graph.dot", "graph.svg", "graph.png"):
+        save_graph(small_net(), path / name)
+    return ["graph.dot", "graph.svg", "graph.png"]
+
+
+def _write_picture(path):
+    pytest.importorskip("matplotlib")
+    from handgrad import plotting
+
+    plotting.plot_weight_histograms(small_net(), path / "weights.png")
+    return ["weights.png"]
+
+
+def _write_onnx(path):
+    pytest.importorskip("onnx")
+    small_net().to_onnx(path / "model.onnx")
+    return ["model.onnx"]
+
+
+def _write_cli_outputs(path):
+    from handgrad.cli import main
+
+    assert main(["train", "--data", "xor", "--samples", "40", "--epochs", "2", "--quiet", "--out",
+                 str(path / "cli.npz"), "--run-dir", str(path / "run")]) == 0
+    np.save(path / "X.npy", np.zeros((3, 2)))
+    assert main(["predict", str(path / "cli.npz"), str(path / "X.npy"), "--out", str(path / "p.csv")]) == 0
+    run = sorted(os.path.join("run", name) for name in os.listdir(path / "run"))
+    assert {"run/history.csv", "run/history.json", "run/metrics.json"} <= set(run)
+    return ["cli.npz", "p.csv", *run]
+
+
+def _write_download(path):
+    from handgrad import datasets
+
+    class Response(stdio.BytesIO):
+        def __enter__(self):
+            return self
+
+    data = b"idx bytes"
+    original = datasets.urllib.request.urlopen
+    datasets.urllib.request.urlopen = lambda url, timeout: Response(data)
+    try:
+        import hashlib
+
+        datasets._download("http://example.invalid/f.gz", str(path / "f.gz"), hashlib.md5(data).hexdigest(), 1)
+    finally:
+        datasets.urllib.request.urlopen = original
+    return ["f.gz"]
+
+
+WRITERS = [_write_model, _write_checkpoint, _write_graphs, _write_picture, _write_onnx, _write_cli_outputs,
+           _write_download]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored after it)."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield lambda mask: os.umask(mask)
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__[len("_write_"):])
+def test_every_output_gets_the_mode_open_would_give(tmp_path, umask, writer, mask, capsys):
+    umask(mask)
+    names = writer(tmp_path)
+    modes = {name: oct(os.stat(tmp_path / name).st_mode & 0o777) for name in names}
+    assert modes == {name: oct(0o666 & ~mask) for name in names}
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]  # no temporary file left
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path, umask):
+    from handgrad.graph import save_graph
+
+    umask(0o022)
+    for name, write in (("model.npz", lambda p: small_net().save(p)),
+                        ("graph.dot", lambda p: save_graph(small_net(), p)),
+                        ("out.csv", lambda p: io.atomic_write_text(p, "a,b\n"))):
+        path = tmp_path / name
+        path.write_bytes(b"old")
+        os.chmod(path, 0o600)
+        write(path)
+        assert path.read_bytes() != b"old"
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o600), name
+        os.chmod(path, 0o664)
+        write(path)
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o664), name
