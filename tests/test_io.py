@@ -81,7 +81,8 @@ def test_read_model_gives_config_arrays_and_metadata_without_building_a_network(
 
 def test_save_is_duck_typed_and_the_network_checks_its_config_rebuilds(tmp_path):
     class Plain:  # anything with config() and parameters(); no MLP needed (io does not import network)
-        metadata = {"from": "elsewhere"}
+        def __init__(self):
+            self.metadata = {"from": "elsewhere"}
 
         def config(self):
             return small_net().config()
@@ -104,7 +105,7 @@ def test_save_is_duck_typed_and_the_network_checks_its_config_rebuilds(tmp_path)
             return 3 * Z ** 2
 
     net = hg.MLP(2, [(3, Cube()), (1, "identity")], seed=0)
-    with pytest.raises(hg.ConfigError, match="cannot be saved.*built-in names"):
+    with pytest.raises(hg.ConfigError, match=r"cannot be saved.*built-in names"):
         net.save(tmp_path / "custom.npz")
     assert not (tmp_path / "custom.npz").exists()
 
@@ -228,7 +229,7 @@ def test_newer_format_version_is_refused(saved, monkeypatch):
     monkeypatch.setattr(io, "FORMAT_VERSION", 2)
     small_net().save(saved)
     monkeypatch.undo()
-    with pytest.raises(hg.ModelFileError, match="format version 2.*upgrade handgrad"):
+    with pytest.raises(hg.ModelFileError, match=r"format version 2.*upgrade handgrad"):
         hg.load(saved)
 
 

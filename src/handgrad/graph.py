@@ -72,7 +72,7 @@ def computational_graph(net, batch_size=None):
         out_shape = _shape(N, layer.n_out)
         parameter_column_shift = 0 if row == 0 else -0.45 * direction
 
-        def place(id, label, kind):
+        def place(id, label, kind, row=row, direction=direction):
             nonlocal column
             graph.node(id, label, kind, row, column)
             column += direction

@@ -165,7 +165,7 @@ def content_digest(arrays, metadata):
     digest.update(_canonical_json(metadata).encode("utf-8"))
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
-        digest.update(f"\n{name}|{array.dtype.str}|{list(array.shape)}\n".encode("utf-8"))
+        digest.update(f"\n{name}|{array.dtype.str}|{list(array.shape)}\n".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
 

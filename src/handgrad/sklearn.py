@@ -293,7 +293,7 @@ class _BaseMLP(BaseEstimator):
                 break
             if self.n_iter_ == self.max_iter:
                 warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                              "optimization hasn't converged yet.", ConvergenceWarning)
+                              "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         if early_stopping and best_weights is not None:
             net.set_weights(best_weights)
         for layer in net.layers:  # work buffers are rebuilt on demand; no need to keep (or pickle) them
