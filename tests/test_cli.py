@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -291,3 +292,78 @@ def test_debug_shows_the_traceback(capsys):
         main(["--debug", "train", "--epochs", "0"])
     with pytest.raises(hg.ConfigError, match="--epochs"):
         main(["train", "--epochs", "0", "--debug"])
+
+
+# ---------------------------------------------------------------- evaluate uses handgrad.metrics
+def test_evaluate_agrees_with_metrics_where_it_used_to_disagree(capsys, tmp_path):
+    """Two outputs of different scales, the second constant: the old command pooled R^2 over the outputs
+    (0.0915 here where the trainer said 0.0279) and gave NaN for constant targets."""
+    from handgrad import metrics
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    Y = np.column_stack([X[:, 0] + rng.normal(size=50), np.full(50, 2.0)])
+    net = hg.MLP(3, [(8, "tanh"), (2, "identity")], seed=0)
+    net.fit(X, Y, epochs=5, verbose=False)
+    net.save(tmp_path / "model.npz")
+    np.savez(tmp_path / "data.npz", X=X, y=Y)
+    status, out, err = run(capsys, "evaluate", tmp_path / "model.npz", "--npz", tmp_path / "data.npz", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    A = net.forward(X)
+    expected = metrics.compute(["mse", "mae", "r2"], A, Y, "identity")
+    assert {key: report[key] for key in expected} == pytest.approx(expected, rel=1e-12)
+    per_output = [metrics.r2_score(Y[:, 0], A[:, 0]), metrics.r2_score(Y[:, 1], A[:, 1])]
+    assert per_output[1] == 0.0 and np.isfinite(report["r2"])  # a constant column missed: 0.0, never NaN
+    assert report["r2"] == pytest.approx(np.mean(per_output), rel=1e-12)
+    pooled = 1 - np.sum((A - Y) ** 2) / np.sum((Y - Y.mean(axis=0)) ** 2)  # the old command's formula
+    assert abs(report["r2"] - pooled) > 1e-3
+
+
+def test_evaluate_confusion_matrix_and_accuracy_come_from_the_same_outputs(capsys, trained, blob_csv):
+    from handgrad import datasets, metrics
+
+    status, out, err = run(capsys, "evaluate", trained, "--csv", blob_csv, "--target", "label", "--json")
+    report = json.loads(out)
+    X, y = datasets.load_csv(blob_csv, "label")
+    net = hg.load(trained)
+    A = net.forward(datasets.Standardizer.from_dict(net.metadata["preprocessing"]).transform(X))
+    assert report["accuracy"] == metrics.accuracy(y, A.argmax(axis=1))
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.tolist() == metrics.confusion_matrix(y, A.argmax(axis=1), 3).tolist()
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(report["accuracy"], abs=1e-15)
+
+
+# ---------------------------------------------------------------- a closed pipe is not an error
+def _handgrad(*argv):
+    return [sys.executable, "-m", "handgrad", *[str(a) for a in argv]]
+
+
+def test_reader_closing_the_pipe_early_is_not_an_error(tmp_path):
+    """`handgrad predict ... | head -1`: far more output than a pipe holds, and the reader leaves after a line."""
+    net = hg.MLP(2, [(1, "identity")], seed=0)
+    net.save(tmp_path / "model.npz")
+    np.save(tmp_path / "X.npy", np.random.default_rng(0).normal(size=(20000, 2)))
+    process = subprocess.Popen(_handgrad("predict", tmp_path / "model.npz", tmp_path / "X.npy"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline() == b"prediction\n"
+    process.stdout.close()  # what head does after its line
+    status = process.wait(timeout=60)
+    error = process.stderr.read().decode()
+    process.stderr.close()
+    assert status == 0 and error == ""
+
+
+def test_writing_into_an_already_closed_pipe_is_not_an_error(tmp_path):
+    """`handgrad info model.npz | head -1` where head is gone before handgrad writes its first byte."""
+    net = hg.MLP(2, [(3, "tanh"), (1, "sigmoid")], seed=0)
+    net.save(tmp_path / "model.npz", note="x" * 100)
+    np.save(tmp_path / "X.npy", np.zeros((3, 2)))
+    for argv in (["info", tmp_path / "model.npz"], ["predict", tmp_path / "model.npz", tmp_path / "X.npy"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            result = subprocess.run(_handgrad(*argv), stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+        finally:
+            os.close(write_end)
+        assert result.returncode == 0 and result.stderr == b"", (argv, result.stderr)

@@ -86,7 +86,7 @@ def test_read_idx_other_dtypes(tmp_path):
 
 
 def test_idx_errors(tmp_path):
-    with pytest.raises(hg.DataError, match="no t10k images file.*download_mnist"):
+    with pytest.raises(hg.DataError, match=r"no t10k images file.*download_mnist"):
         datasets.load_mnist(tmp_path)
     with pytest.raises(hg.DataError, match="does not exist"):
         datasets.load_mnist(tmp_path / "absent")
@@ -99,7 +99,7 @@ def test_idx_errors(tmp_path):
     with pytest.raises(hg.DataError, match="truncated"):
         datasets.load_mnist(tmp_path)
     write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:5])
-    with pytest.raises(hg.DataError, match="mismatched lengths: .* 5 images .* 12 labels"):
+    with pytest.raises(hg.DataError, match=r"mismatched lengths: .* 5 images .* 12 labels"):
         datasets.load_mnist(tmp_path)
     with pytest.raises(hg.DataError, match="kind must be"):
         datasets.load_mnist(tmp_path, "test")
@@ -107,7 +107,7 @@ def test_idx_errors(tmp_path):
 
 def test_download_offline_message(tmp_path):
     # A closed local port: refused at once, no network traffic.
-    with pytest.raises(hg.DataError, match="could not download .*put t10k-images-idx3-ubyte.gz .*by hand"):
+    with pytest.raises(hg.DataError, match=r"could not download .*put t10k-images-idx3-ubyte\.gz .*by hand"):
         datasets.download_mnist(tmp_path / "cache", base_url="http://127.0.0.1:9/", timeout=2)
     assert os.listdir(tmp_path / "cache") == []  # no partial files left
 
@@ -209,7 +209,7 @@ def test_check_dataset_and_labels():
         datasets.check_dataset(np.ones((3, 2)), [0, 1])
     with pytest.raises(hg.DataError, match="empty"):
         datasets.check_dataset(np.ones((0, 2)), [])
-    with pytest.raises(hg.DataError, match="label 3 is out of range.*0..2"):
+    with pytest.raises(hg.DataError, match=r"label 3 is out of range.*0\.\.2"):
         datasets.check_labels(np.array([0, 1, 3]), 3)
     with pytest.raises(hg.DataError, match="label -1 is out of range"):
         datasets.check_labels(np.array([0, -1]), 2)

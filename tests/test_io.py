@@ -63,9 +63,82 @@ def test_archive_round_trip_and_extra_arrays(tmp_path):
 
     net = small_net()
     io.save(net, tmp_path / "ckpt.npz", extra_arrays={"velocity.W1": np.ones((3, 4))}, epoch=4)
-    loaded = io.load(tmp_path / "ckpt.npz")
+    loaded = hg.load(tmp_path / "ckpt.npz")
     assert loaded.metadata == {"epoch": 4}
     np.testing.assert_array_equal(loaded.extra_arrays["velocity.W1"], np.ones((3, 4)))
+
+
+def test_read_model_gives_config_arrays_and_metadata_without_building_a_network(tmp_path):
+    net = small_net(l2=0.5)
+    io.save(net, tmp_path / "m.npz", extra_arrays={"step": np.array([3])}, note="n")
+    config, arrays, user, extra = io.read_model(tmp_path / "m.npz")
+    assert config == net.config() and config["l2"] == 0.5
+    assert sorted(arrays) == ["W1", "W2", "W3", "b1", "b2", "b3"]
+    np.testing.assert_array_equal(arrays["W3"], net.layers[2].W)
+    assert user == {"note": "n"}
+    assert list(extra) == ["step"] and extra["step"].tolist() == [3]
+
+
+def test_save_is_duck_typed_and_the_network_checks_its_config_rebuilds(tmp_path):
+    class Plain:  # anything with config() and parameters(); no MLP needed (io does not import network)
+        def __init__(self):
+            self.metadata = {"from": "elsewhere"}
+
+        def config(self):
+            return small_net().config()
+
+        def parameters(self):
+            return small_net().parameters()
+
+    io.save(Plain(), tmp_path / "plain.npz", extra="yes")
+    loaded = hg.load(tmp_path / "plain.npz")
+    assert_same_weights(loaded, small_net())
+    assert loaded.metadata == {"from": "elsewhere", "extra": "yes"}
+
+    class Cube(hg.Activation):  # a user's activation: its name is not one a model file can rebuild
+        name = "cube"
+
+        def forward(self, Z, out=None):
+            return np.power(Z, 3, out=out)
+
+        def derivative(self, Z, A):
+            return 3 * Z ** 2
+
+    net = hg.MLP(2, [(3, Cube()), (1, "identity")], seed=0)
+    with pytest.raises(hg.ConfigError, match=r"cannot be saved.*built-in names"):
+        net.save(tmp_path / "custom.npz")
+    assert not (tmp_path / "custom.npz").exists()
+
+
+def test_softmax_in_a_hidden_layer_round_trips(tmp_path):
+    net = hg.MLP(3, [(4, "softmax"), (5, "tanh"), (2, "softmax")], seed=1)
+    net.set_weights([w * 2 + 0.1 for w in net.get_weights()])
+    net.save(tmp_path / "m.npz")
+    loaded = hg.load(tmp_path / "m.npz")
+    assert [layer.activation.name for layer in loaded.layers] == ["softmax", "tanh", "softmax"]
+    assert_same_weights(net, loaded)
+    X = np.random.default_rng(2).normal(size=(6, 3))
+    np.testing.assert_array_equal(loaded.forward(X), net.forward(X))
+
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "model-v0.1.0.npz")
+
+
+def test_a_file_written_by_handgrad_0_1_0_still_loads():
+    """tests/data/model-v0.1.0.npz was written by handgrad 0.1.0's io.save (format version 1):
+    MLP(2, [(3, leaky_relu(0.2)), (2, 'softmax')], seed=0, l2=0.01), weights + 0.25, an extra array."""
+    net = hg.load(FIXTURE)
+    assert net.config()["l2"] == 0.01 and net.layers[0].activation.slope == 0.2
+    expected = [[[1.6936909546981256, -0.6459459763857414, 0.985955670177038],
+                 [0.2558770404050943, 1.103381789726193, 0.4109480326942554]], [0.25, 0.25, 0.25],
+                [[-0.72127149918097, 0.9487122192472515], [-0.25676009503457764, 0.6427112829171531],
+                 [1.0270556067778176, -0.6483217478989155]], [0.25, 0.25]]
+    assert [w.tolist() for w in net.get_weights()] == expected  # bit for bit
+    assert net.metadata == {"note": "written by handgrad 0.1.0"}
+    np.testing.assert_array_equal(net.extra_arrays["velocity.W1"], np.arange(6.0).reshape(2, 3))
+    np.testing.assert_allclose(net.forward(np.array([[0.5, -1.0], [2.0, 0.25]])),
+                               [[0.34603613, 0.65396387], [0.10445037, 0.89554963]], atol=1e-8)
+    assert io.read_archive(FIXTURE)[1]["handgrad_version"] == "0.1.0"
 
 
 def test_object_arrays_refused_on_write(tmp_path):
@@ -156,7 +229,7 @@ def test_newer_format_version_is_refused(saved, monkeypatch):
     monkeypatch.setattr(io, "FORMAT_VERSION", 2)
     small_net().save(saved)
     monkeypatch.undo()
-    with pytest.raises(hg.ModelFileError, match="format version 2.*upgrade handgrad"):
+    with pytest.raises(hg.ModelFileError, match=r"format version 2.*upgrade handgrad"):
         hg.load(saved)
 
 
@@ -212,3 +285,110 @@ def test_other_files_are_refused(tmp_path):
     io.write_archive(archive, {"X": np.ones((2, 2))}, {"kind": "dataset"})
     with pytest.raises(hg.ModelFileError, match="holds no network"):
         hg.load(archive)
+
+
+# ---------------------------------------------------------------- one writer, one permission rule
+def _write_model(path):
+    small_net().save(path / "model.npz")
+    return ["model.npz"]
+
+
+def _write_checkpoint(path):
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    small_net().fit(X, np.arange(8) % 2, epochs=1, batch_size=4, checkpoint=path / "ckpt.npz", verbose=False)
+    return ["ckpt.npz"]
+
+
+def _write_graphs(path):
+    from handgrad.graph import save_graph
+
+    pytest.importorskip("matplotlib")
+    for name in ("graph.dot", "graph.svg", "graph.png"):
+        save_graph(small_net(), path / name)
+    return ["graph.dot", "graph.svg", "graph.png"]
+
+
+def _write_picture(path):
+    pytest.importorskip("matplotlib")
+    from handgrad import plotting
+
+    plotting.plot_weight_histograms(small_net(), path / "weights.png")
+    return ["weights.png"]
+
+
+def _write_onnx(path):
+    pytest.importorskip("onnx")
+    small_net().to_onnx(path / "model.onnx")
+    return ["model.onnx"]
+
+
+def _write_cli_outputs(path):
+    from handgrad.cli import main
+
+    assert main(["train", "--data", "xor", "--samples", "40", "--epochs", "2", "--quiet", "--out",
+                 str(path / "cli.npz"), "--run-dir", str(path / "run")]) == 0
+    np.save(path / "X.npy", np.zeros((3, 2)))
+    assert main(["predict", str(path / "cli.npz"), str(path / "X.npy"), "--out", str(path / "p.csv")]) == 0
+    run = sorted(os.path.join("run", name) for name in os.listdir(path / "run"))
+    assert {"run/history.csv", "run/history.json", "run/metrics.json"} <= set(run)
+    return ["cli.npz", "p.csv", *run]
+
+
+def _write_download(path):
+    from handgrad import datasets
+
+    class Response(stdio.BytesIO):
+        def __enter__(self):
+            return self
+
+    data = b"idx bytes"
+    original = datasets.urllib.request.urlopen
+    datasets.urllib.request.urlopen = lambda url, timeout: Response(data)
+    try:
+        import hashlib
+
+        datasets._download("http://example.invalid/f.gz", str(path / "f.gz"), hashlib.md5(data).hexdigest(), 1)
+    finally:
+        datasets.urllib.request.urlopen = original
+    return ["f.gz"]
+
+
+WRITERS = [_write_model, _write_checkpoint, _write_graphs, _write_picture, _write_onnx, _write_cli_outputs,
+           _write_download]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored after it)."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield lambda mask: os.umask(mask)
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+@pytest.mark.parametrize("writer", WRITERS, ids=lambda w: w.__name__[len("_write_"):])
+def test_every_output_gets_the_mode_open_would_give(tmp_path, umask, writer, mask, capsys):
+    umask(mask)
+    names = writer(tmp_path)
+    modes = {name: oct(os.stat(tmp_path / name).st_mode & 0o777) for name in names}
+    assert modes == {name: oct(0o666 & ~mask) for name in names}
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]  # no temporary file left
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path, umask):
+    from handgrad.graph import save_graph
+
+    umask(0o022)
+    for name, write in (("model.npz", lambda p: small_net().save(p)),
+                        ("graph.dot", lambda p: save_graph(small_net(), p)),
+                        ("out.csv", lambda p: io.atomic_write_text(p, "a,b\n"))):
+        path = tmp_path / name
+        path.write_bytes(b"old")
+        os.chmod(path, 0o600)
+        write(path)
+        assert path.read_bytes() != b"old"
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o600), name
+        os.chmod(path, 0o664)
+        write(path)
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o664), name

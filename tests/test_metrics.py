@@ -22,6 +22,19 @@ def test_accuracy_matches_sklearn(w):
 
 
 @pytest.mark.parametrize("w", WEIGHTS, ids=["unweighted", "weighted"])
+def test_subset_accuracy_of_label_rows_and_string_labels_match_sklearn(w):
+    Y = RNG.integers(0, 2, (40, 3))
+    P = Y.copy()
+    P[RNG.random(40) < 0.3, 1] ^= 1  # a row with one wrong label is wrong as a whole
+    ours = metrics.accuracy(Y, P, sample_weight=w)
+    assert ours == pytest.approx(sk.accuracy_score(Y, P, sample_weight=w), abs=1e-15)
+    assert ours < np.average(Y == P) < 1
+    names = np.array(["cat", "dog", "eel"])
+    y, p = names[Y[:, 0]], names[P[:, 1]]
+    assert metrics.accuracy(y, p, w) == pytest.approx(sk.accuracy_score(y, p, sample_weight=w), abs=1e-15)
+
+
+@pytest.mark.parametrize("w", WEIGHTS, ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_regression_metrics_match_sklearn(w, k):
     T = RNG.normal(size=(40, k)) * np.arange(1, k + 1)  # outputs of different scales: the averaging matters

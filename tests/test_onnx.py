@@ -8,7 +8,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import handgrad as hg  # noqa: E402
 from handgrad.errors import ConfigError, ModelFileError  # noqa: E402
-from handgrad.onnx_export import build_model, export_onnx_command, to_onnx  # noqa: E402
+from handgrad.onnx_export import build_model, to_onnx  # noqa: E402
 
 HIDDEN = ["identity", "relu", {"name": "leaky_relu", "slope": 0.2}, "sigmoid", "tanh", "softplus",
           {"name": "elu", "alpha": 0.7}, "gelu", "silu"]
@@ -84,15 +84,34 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def test_export_command_reads_a_model_file(tmp_path):
+def test_export_command_reads_a_model_file(tmp_path, capsys):
+    from handgrad.cli import main
+
     net = _with_random_biases(hg.MLP(3, [(4, "elu"), (3, "softmax")], seed=0))
     net.save(tmp_path / "model.npz")
-    message = export_onnx_command(tmp_path / "model.npz", tmp_path / "model.onnx")
+    assert main(["export", str(tmp_path / "model.npz"), "--onnx", str(tmp_path / "model.onnx")]) == 0
+    message = capsys.readouterr().out
     assert "model.onnx" in message and "(N, 3)" in message
     X = np.random.default_rng(0).normal(size=(5, 3))
     np.testing.assert_allclose(_run(tmp_path / "model.onnx", X), net.predict_proba(X), rtol=1e-12)
     with pytest.raises(ModelFileError):
-        export_onnx_command(tmp_path / "missing.npz", tmp_path / "x.onnx")
+        main(["export", str(tmp_path / "missing.npz"), "--onnx", str(tmp_path / "x.onnx"), "--debug"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_in_hidden_layers_matches_forward(tmp_path, dtype):
+    net = _with_random_biases(hg.MLP(4, [(6, "softmax"), (5, "tanh"), (3, "softmax"), (2, "identity")], seed=0,
+                                     dtype=dtype))
+    model = build_model(net)
+    softmaxes = [node for node in model.graph.node if node.op_type == "Softmax"]
+    assert len(softmaxes) == 2  # layers 1 and 3, each over the features of a row
+    assert all(attribute.name == "axis" and attribute.i in (1, -1) for node in softmaxes
+               for attribute in node.attribute)
+    X = np.random.default_rng(1).normal(size=(9, 4)).astype(dtype) * 3
+    Y = _run(to_onnx(net, tmp_path / "model.onnx"), X)
+    assert Y.dtype == np.dtype(dtype)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(Y, net.forward(X), rtol=tolerance, atol=tolerance)
 
 
 def test_rejects_what_is_not_a_network(tmp_path):

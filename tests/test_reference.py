@@ -1,11 +1,12 @@
-"""The three engines (scalar graph, seed 003's per-sample loop, the batched MLP) agree to 1e-12 in float64."""
+"""The three engines (scalar graph, seed 003's per-sample loop, the batched MLP) agree to 1e-12 in float64,
+with softmax in any position."""
 
 import numpy as np
 import pytest
+from conftest import LogCosh, Softsign
 
 import handgrad as hg
 from handgrad.reference import Value, per_sample_gradients, scalar_gradients
-from conftest import LogCosh, Softsign
 
 HIDDEN = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "silu"]
 OUTPUTS = [("sigmoid", "binary_cross_entropy", 2), ("softmax", "cross_entropy", 3),
@@ -13,9 +14,10 @@ OUTPUTS = [("sigmoid", "binary_cross_entropy", 2), ("softmax", "cross_entropy", 
            ("identity", "half_squared_error", 1), ("sigmoid", "half_squared_error", 1), ("tanh", "mse", 2)]
 
 
-def _problem(hidden, output, loss, K, bias, l2=0.0, l1=0.0, seed=0):
+def _problem(hidden, output, loss, K, bias, l2=0.0, l1=0.0, seed=0, hidden_layers=None):
     rng = np.random.default_rng(seed)
-    net = hg.MLP(3, [(4, hidden), (3, "tanh"), (K, output)], loss=loss, bias=bias, l2=l2, l1=l1, seed=seed)
+    hidden_layers = hidden_layers or [(4, hidden), (3, "tanh")]
+    net = hg.MLP(3, [*hidden_layers, (K, output)], loss=loss, bias=bias, l2=l2, l1=l1, seed=seed)
     for layer in net.layers:  # non-zero biases, so that their gradient paths are exercised
         if layer.b is not None:
             layer.b[...] = rng.normal(scale=0.3, size=layer.b.shape)
@@ -33,7 +35,7 @@ def _assert_agree(first, second, tol=1e-12):
     J1, g1 = first
     J2, g2 = second
     assert abs(J1 - J2) <= tol
-    for (dW1, db1), (dW2, db2) in zip(g1, g2):
+    for (dW1, db1), (dW2, db2) in zip(g1, g2, strict=True):
         np.testing.assert_allclose(dW1, dW2, rtol=0, atol=tol)
         if db1 is None:
             assert db2 is None
@@ -58,6 +60,31 @@ def test_regularization_and_sample_weights(output, loss, K):
     batched = net.loss_and_grad(X, T, sample_weight=w)
     _assert_agree(batched, scalar_gradients(net, X, T, sample_weight=w))
     _assert_agree(batched, per_sample_gradients(net, X, T, sample_weight=w))
+
+
+# softmax in hidden positions (first, middle, several in a row) under every kind of output
+HIDDEN_SOFTMAX_NETS = [
+    ([(4, "softmax"), (3, "tanh")], ("sigmoid", "binary_cross_entropy", 2)),
+    ([(4, "tanh"), (3, "softmax")], ("softmax", "cross_entropy", 3)),
+    ([(4, "softmax"), (3, "softmax")], ("identity", "mse", 2)),
+    ([(3, "softmax"), (4, "relu"), (2, "softmax")], ("softmax", "half_squared_error", 3)),
+]
+
+
+@pytest.mark.parametrize("hidden,output", HIDDEN_SOFTMAX_NETS)
+def test_three_engines_agree_with_softmax_in_hidden_layers(hidden, output):
+    activation, loss, K = output
+    for bias, l2, l1, weighted in [(True, 0.0, 0.0, False), (False, 0.0, 0.0, False), (True, 0.2, 0.05, True)]:
+        net, X, T = _problem(None, activation, loss, K, bias, l2=l2, l1=l1, seed=4, hidden_layers=hidden)
+        for layer in net.layers:  # larger weights: softmax rows far from uniform, gradients far from 0
+            layer.W *= 3.0
+        w = np.random.default_rng(7).uniform(0.2, 2.0, 5) if weighted else None
+        batched = net.loss_and_grad(X, T, sample_weight=w)
+        assert max(float(np.abs(dW).max()) for dW, _ in batched[1]) > 1e-3  # gradients that can disagree
+        _assert_agree(batched, scalar_gradients(net, X, T, sample_weight=w))
+        _assert_agree(batched, per_sample_gradients(net, X, T, sample_weight=w))
+        J, records = net.forward_backward(X, T, sample_weight=w)  # the records that explain and trace show
+        _assert_agree((J, [(r["dW"], r["db"]) for r in records]), per_sample_gradients(net, X, T, sample_weight=w))
 
 
 def test_scalar_rule_on_seed_000_network():

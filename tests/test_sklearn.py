@@ -225,6 +225,24 @@ def test_early_stopping_keeps_validation_scores(breast_cancer):
     assert model.best_validation_score_ == max(model.validation_scores_) > 0.9
 
 
+def test_scores_are_handgrad_metrics_and_equal_scikit_learns(breast_cancer):
+    from sklearn.metrics import accuracy_score, r2_score
+
+    from handgrad import metrics
+
+    X, y = breast_cancer
+    w = np.random.default_rng(0).uniform(0.1, 2.0, len(y))
+    model = MLPClassifier(hidden_layer_sizes=(4,), random_state=0, max_iter=3).fit(X, y)
+    assert model.score(X, y, sample_weight=w) == metrics.accuracy(y, model.predict(X), w)
+    assert model.score(X, y, sample_weight=w) == pytest.approx(accuracy_score(y, model.predict(X), sample_weight=w))
+    X, Y = make_regression(n_samples=60, n_features=3, n_targets=2, noise=5.0, random_state=0)
+    Y[:, 1] *= 50  # outputs of different scales: R^2 is averaged per output, not pooled
+    model = MLPRegressor(hidden_layer_sizes=(4,), random_state=0, max_iter=20).fit(X, Y)
+    assert model.score(X, Y, sample_weight=w[:60]) == metrics.r2_score(Y, model.predict(X), w[:60])
+    assert model.score(X, Y, sample_weight=w[:60]) == pytest.approx(
+        r2_score(Y, model.predict(X), sample_weight=w[:60]), abs=1e-12)
+
+
 def test_float32_inputs_train_in_float32(breast_cancer):
     X, y = breast_cancer
     model = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)

@@ -5,10 +5,11 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import LogCosh, Softsign
 
 import handgrad as hg
-from handgrad.student import check_activation, check_gradients, check_loss
-from conftest import LogCosh, Softsign
+from handgrad.activations import Identity, Tanh
+from handgrad.student import DerivativeAtActivation, check_activation, check_gradients, check_loss
 
 STUDENT_CODE = textwrap.dedent('''
     import numpy as np
@@ -89,6 +90,88 @@ def test_each_planted_mistake_is_caught_and_named(tmp_path, mistake, hint, param
         else:
             assert result.ok
     assert "FAIL" in str(report)
+
+
+def _backprop_with_f_prime_at_A(at_A):
+    """A right backprop for tanh/sigmoid/identity layers, except that the layers in ``at_A`` (numbered from 1) take
+    f' at the activation A. With binary cross-entropy after a sigmoid it uses the closed form (A - T)/N."""
+    f = {"tanh": np.tanh, "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "identity": lambda z: z}
+    f_prime = {"tanh": lambda z: 1 - np.tanh(z) ** 2, "sigmoid": lambda z: f["sigmoid"](z) * (1 - f["sigmoid"](z)),
+               "identity": np.ones_like}
+
+    def backprop(weights, biases, activations, X, T, loss):
+        N, L = X.shape[0], len(weights)
+        H, Z = [X], []
+        for W, b, name in zip(weights, biases, activations, strict=True):
+            Z.append(H[-1] @ W + b)
+            H.append(f[name](Z[-1]))
+        grads = []
+        dA = (H[-1] - T) / N
+        for k in reversed(range(L)):
+            if k == L - 1 and loss == "binary_cross_entropy":
+                dZ = (H[-1] - T) / N  # the closed form: no f' to take anywhere
+            else:
+                dZ = dA * f_prime[activations[k]](H[k + 1] if k + 1 in at_A else Z[k])
+            grads.append((H[k].T @ dZ, dZ.sum(axis=0)))
+            dA = dZ @ weights[k].T
+        return grads[::-1]
+
+    return backprop
+
+
+def _three_layers(loss):
+    net = hg.MLP(3, [(4, "tanh"), (3, "sigmoid"), (2, "sigmoid")], loss=loss, seed=0)
+    rng = np.random.default_rng(0)
+    for layer in net.layers:
+        layer.b[...] = rng.normal(scale=0.5, size=layer.b.shape)
+    return net, rng.normal(size=(5, 3)), rng.integers(0, 2, (5, 2)).astype(float)
+
+
+# f'(A) planted in some layers -> the hint's location for each layer whose gradient is wrong. Layer k's gradient
+# sees the mistakes at and above k only; the layers above the highest mistake stay right.
+F_PRIME_AT_A_CASES = [
+    ((1, 2), {1: "layers 1 and 2", 2: "layer 2"}),  # every hidden layer
+    ((1,), {1: "layer 1"}),
+    ((2,), {1: "layer 2", 2: "layer 2"}),
+    ((3,), {1: "layer 3", 2: "layer 3", 3: "layer 3"}),
+    ((1, 2, 3), {1: "layers 1, 2 and 3", 2: "layers 2 and 3", 3: "layer 3"}),  # every layer
+]
+
+
+@pytest.mark.parametrize("loss,at_A,wrong", [
+    (loss, at_A, wrong) for loss in ("half_squared_error", "binary_cross_entropy") for at_A, wrong in F_PRIME_AT_A_CASES
+    if loss == "half_squared_error" or 3 not in at_A  # sigmoid + binary cross-entropy: no f' at the output
+])
+def test_derivative_at_activation_is_named_wherever_it_is_made(loss, at_A, wrong):
+    net, X, T = _three_layers(loss)
+    assert check_gradients(_backprop_with_f_prime_at_A(()), net, X, T).ok  # the planted student is otherwise right
+    report = check_gradients(_backprop_with_f_prime_at_A(at_A), net, X, T)
+    assert not report.ok
+    for result in report.results:
+        k = int(result.name[1:])
+        if k in wrong:
+            assert not result.ok, result.name
+            assert f"derivative taken at the activation instead of the pre-activation (in {wrong[k]})" in result.hint, \
+                (result.name, result.hint)
+            assert (f"the error reaches it through dA{k}" in result.hint) == (k not in at_A), result.hint
+        else:
+            assert result.ok, (result.name, result.hint)
+
+
+def test_planted_mistake_copy_takes_f_prime_at_the_activation():
+    """A network built with DerivativeAtActivation computes the mistaken gradient through the engine."""
+    net = hg.MLP(2, [(3, "tanh"), (1, "identity")], seed=0)
+    X, T = np.random.default_rng(0).normal(size=(4, 2)), np.zeros((4, 1))
+    mistaken = hg.MLP(2, [(3, DerivativeAtActivation(Tanh())), (1, DerivativeAtActivation(Identity()))], seed=0)
+    mistaken.set_weights(net.get_weights())
+    _, right = net.forward_backward(X, T)
+    _, wrong = mistaken.forward_backward(X, T)
+    assert not np.allclose(right[0]["dW"], wrong[0]["dW"])
+    np.testing.assert_allclose(right[1]["dW"], wrong[1]["dW"])  # an identity output has f' = 1 either way
+    A1 = wrong[0]["A"]
+    np.testing.assert_allclose(wrong[0]["dZ"], wrong[0]["dA"] * (1 - np.tanh(A1) ** 2), rtol=1e-12)  # tanh'(A1)
+    _, grads = mistaken.loss_and_grad(X, T)  # the training path agrees with forward_backward
+    np.testing.assert_allclose(grads[0][0], wrong[0]["dW"], rtol=1e-12)
 
 
 def test_first_wrong_entry_and_square_transpose():

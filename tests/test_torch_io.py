@@ -42,6 +42,29 @@ def test_round_trip_keeps_weights_and_outputs(hidden, output, bias):
     np.testing.assert_allclose(back.forward(X), expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_in_hidden_layers_round_trips(dtype):
+    net = hg.MLP(4, [(6, "softmax"), (5, "relu"), (3, "softmax"), (2, "identity")], seed=4, dtype=dtype)
+    rng = np.random.default_rng(5)
+    for layer in net.layers:
+        layer.b[...] = rng.normal(size=layer.b.shape)
+    seq = to_torch(net)
+    kinds = [type(module).__name__ for module in seq]
+    assert kinds == ["Linear", "Softmax", "Linear", "ReLU", "Linear", "Softmax", "Linear"]
+    assert seq[1].dim == 1 and seq[5].dim == 1
+    back = from_torch(seq)
+    assert [layer.activation.name for layer in back.layers] == ["softmax", "relu", "softmax", "identity"]
+    assert back.loss_fn.name == net.loss_fn.name
+    for (name, a), (_, b) in zip(net.parameters(), back.parameters()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    X = rng.normal(size=(20, 4)).astype(dtype)
+    np.testing.assert_array_equal(back.forward(X), net.forward(X))
+    with torch.no_grad():
+        torch_side = seq(torch.from_numpy(X)).numpy()
+    tolerance = 1e-6 if dtype == "float32" else 1e-13
+    np.testing.assert_allclose(torch_side, net.forward(X), rtol=tolerance, atol=tolerance)
+
+
 def test_linear_weight_is_the_transpose():
     net = hg.MLP(3, [(2, "relu")], seed=0)
     linear = to_torch(net)[0]

@@ -5,22 +5,14 @@ Every formula is derived in docs/derivations.md.
 """
 
 from . import activations, callbacks, losses, optimizers, schedules
+from ._version import __version__
 from .activations import Activation, get_activation
 from .errors import ConfigError, DataError, HandgradError, ModelFileError, TrainingError
 from .explain import explain, trace
 from .gradcheck import gradcheck
 from .losses import Loss, get_loss
-from .network import MLP
+from .network import MLP, load
 from .training import History
-
-__version__ = "0.1.0"
-
-
-def load(path):
-    """Read a network from a model file written by ``net.save`` (no pickle; checksummed)."""
-    from .io import load as _load
-
-    return _load(path)
 
 
 def check_gradients(student_fn, net, X, T):

@@ -17,7 +17,6 @@ file; an existing model file is replaced only with ``--force``. See docs/cli.md.
 
 import argparse
 import csv
-import inspect
 import io as _stdio
 import json
 import os
@@ -25,10 +24,12 @@ import sys
 
 import numpy as np
 
-from .errors import ConfigError, DataError, HandgradError, check_non_negative, suggest
+from ._version import __version__
+from .cli_args import add_architecture_arguments, network_from_args
+from .cli_teach import register as register_teaching_commands
+from .errors import ConfigError, DataError, HandgradError, suggest
 from .io import writable_path
 
-SEED_000_LAYERS = "2:relu,2:relu,1:sigmoid"
 DEFAULT_DATA = "moons"
 
 
@@ -37,71 +38,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-# ============================================================================ shared argument groups
-def _number_list(text):
-    """'0.2' -> 0.2 and '0.1,0.2' -> [0.1, 0.2] (per-hidden-layer dropout)."""
-    if isinstance(text, (int, float, list)):
-        return text
-    try:
-        values = [float(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--dropout must be a rate such as 0.2 or one rate per hidden layer such as 0.1,0.2; "
-                          f"got '{text}'.") from None
-    return values[0] if len(values) == 1 else values
-
-
-def add_architecture_arguments(parser):
-    """Add the flags that describe a network: --layers, --inputs, --loss, --no-bias, --l2, --l1, --dropout, ...
-
-    Every default is None so that a value from a config file can fill it; see :func:`network_from_args`.
-    """
-    group = parser.add_argument_group("network")
-    group.add_argument("--layers", metavar="SIZE:ACT,...",
-                       help="layers as size:activation, comma-separated, e.g. 16:relu,16:relu,1:sigmoid "
-                            "(the input size comes from the data)")
-    group.add_argument("--inputs", type=int, metavar="N", help="number of inputs when there is no data (default 2)")
-    group.add_argument("--loss", help="half_squared_error, mse, binary_cross_entropy, cross_entropy "
-                                      "(default: the natural loss of the output activation)")
-    group.add_argument("--no-bias", action="store_const", const=True, dest="no_bias", help="layers without biases")
-    group.add_argument("--l2", type=float, help="L2 penalty (l2/2) sum ||W||^2")
-    group.add_argument("--l1", type=float, help="L1 penalty l1 sum |W|")
-    group.add_argument("--dropout", help="dropout rate after each hidden layer, or one per hidden layer: 0.1,0.2")
-    group.add_argument("--dtype", choices=("float64", "float32"), help="parameter dtype (default float64)")
-    group.add_argument("--init", help="auto, he, glorot or lecun (default auto)")
-    group.add_argument("--seed", type=int, help="seed for initialization, data and shuffling (default 0)")
-    return group
-
-
-def network_from_args(args, n_inputs=None):
-    """An MLP from the flags of :func:`add_architecture_arguments` (``n_inputs`` overrides --inputs)."""
-    from .network import MLP
-
-    layers = getattr(args, "layers", None) or SEED_000_LAYERS
-    if not isinstance(layers, (str, list, tuple)):
-        raise ConfigError(f"layers must be a string like '16:relu,1:sigmoid' or a list like [[16, 'relu'], "
-                          f"[1, 'sigmoid']], got {layers!r}.")
-    if n_inputs is None:
-        n_inputs = getattr(args, "inputs", None) or 2
-    if isinstance(n_inputs, bool) or not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1:
-        raise ConfigError(f"--inputs must be a positive integer, got {n_inputs!r}.")
-    dropout = getattr(args, "dropout", None)
-    options = {
-        "loss": getattr(args, "loss", None) or "auto",
-        "bias": not getattr(args, "no_bias", None),
-        "l2": check_non_negative("--l2", getattr(args, "l2", None) or 0.0),
-        "l1": check_non_negative("--l1", getattr(args, "l1", None) or 0.0),
-        "dropout": 0.0 if dropout is None else _number_list(dropout),
-        "seed": getattr(args, "seed", None),
-        "dtype": getattr(args, "dtype", None) or "float64",
-        "init": getattr(args, "init", None) or "auto",
-    }
-    if isinstance(layers, (list, tuple)):
-        layers = [tuple(item) if isinstance(item, list) else item for item in layers]
-    if isinstance(options["dropout"], (int, float)) and not 0 <= options["dropout"] < 1:
-        raise ConfigError(f"--dropout must be in [0, 1), got {options['dropout']}.")
-    return MLP(int(n_inputs), layers, **options)
 
 
 def _positive(flag, value, kind=int):
@@ -212,29 +148,23 @@ def _features_for(net, X, where):
     return standardizer.transform(X) if standardizer is not None else X
 
 
-# ============================================================================ metrics (counting, no calculus)
-def confusion_matrix(y_true, y_pred, n_classes):
-    """C[i, j] = number of samples of true class i predicted as class j."""
-    matrix = np.zeros((n_classes, n_classes), np.int64)
-    np.add.at(matrix, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
-    return matrix
-
-
+# ============================================================================ metrics (handgrad.metrics)
 def evaluate_network(net, X, y):
-    """Loss and accuracy (classifiers, with the confusion matrix) or MSE, MAE and R^2 (regressors)."""
-    report = {"samples": int(len(y)), "loss": float(net.loss(X, y))}
-    prediction = net.predict(X)
-    if net.is_classifier and net.n_outputs > 1 or (net.output_activation.name == "sigmoid" and net.n_outputs == 1):
-        n_classes = max(net.n_outputs, 2)
-        report["accuracy"] = float(np.mean(prediction == y))
-        report["confusion_matrix"] = confusion_matrix(y, prediction, n_classes).tolist()
-    else:
-        T = np.asarray(y, np.float64).reshape(len(y), -1)
-        error = prediction.reshape(T.shape) - T
-        report["mse"] = float(np.mean(error ** 2))
-        report["mae"] = float(np.mean(np.abs(error)))
-        variance = float(np.sum((T - T.mean(axis=0)) ** 2))
-        report["r2"] = float(1 - np.sum(error ** 2) / variance) if variance > 0 else float("nan")
+    """Loss, then handgrad.metrics' figures: accuracy and the confusion matrix for classifiers, MSE, MAE and R^2
+    for regressors. The same definitions as the trainer's validation metrics, on the same outputs."""
+    from . import metrics
+
+    T = net.check_targets(y, len(X))  # one-hot rows for a softmax output
+    A = net.forward(X)
+    name = net.output_activation.name
+    report = {"samples": len(X), "loss": float(net.loss(X, y))}
+    report.update(metrics.compute(metrics.default_metrics(net.is_classifier), A, T, name))
+    if name == "softmax" or (name == "sigmoid" and net.n_outputs == 1):  # one class per sample
+        if name == "softmax":
+            true, predicted = T.argmax(axis=1), A.argmax(axis=1)
+        else:
+            true, predicted = (T[:, 0] >= 0.5).astype(np.int64), (A[:, 0] >= 0.5).astype(np.int64)
+        report["confusion_matrix"] = metrics.confusion_matrix(true, predicted, max(net.n_outputs, 2)).tolist()
     return report
 
 
@@ -302,28 +232,30 @@ def _apply_config(args, parser, path):
             setattr(args, dest, value)
 
 
-def _fit_parameters():
-    from .training import fit
-
-    return inspect.signature(fit).parameters
-
-
-def cmd_train(args):
-    from . import datasets
-
+def _training_settings(args):
+    """Fill the unset flags from --config and the defaults, check them; the output paths are checked too."""
     if args.config:
         _apply_config(args, args.command_parser, args.config)
     for key, value in TRAIN_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    epochs = _positive("--epochs", args.epochs)
-    batch_size = _positive("--batch-size", args.batch_size)
-    learning_rate = _positive("--learning-rate", args.learning_rate, float)
+    options = {"epochs": _positive("--epochs", args.epochs), "batch_size": _positive("--batch-size", args.batch_size),
+               "learning_rate": _positive("--learning-rate", args.learning_rate, float), "seed": args.seed}
+    for name in ("optimizer", "schedule", "clip_norm"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
     for flag, value in (("--validation", args.validation), ("--test", args.test)):
         if not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise ConfigError(f"{flag} must be a fraction in [0, 1), got {value!r}.")
     out = _check_output_path(args.out, args.force, "model file") if args.out else None
     run_dir = _check_run_dir(args.run_dir, args.force) if args.run_dir else None
+    return options, out, run_dir
+
+
+def _training_data(args):
+    """(X, y, description, split, standardizer): the data, its train/validation/test split and the feature
+    scaling fitted on the training part only."""
+    from . import datasets
 
     X, y, description = load_data(args, default=DEFAULT_DATA)
     split = datasets.train_validation_test_split(X, y, args.validation, args.test, seed=args.seed)
@@ -332,62 +264,61 @@ def cmd_train(args):
     elif args.no_standardize:
         standardizer = None
     else:
-        standardizer = datasets.Standardizer().fit(split.X_train)  # fitted on the training part only
-    prepare = standardizer.transform if standardizer is not None else (lambda A: A)
+        standardizer = datasets.Standardizer().fit(split.X_train)
+    return X, y, description, split, standardizer
 
+
+def _print_evaluation(evaluation):
+    for part, report in evaluation.items():
+        headline = ", ".join(f"{k} {v:.4f}" for k, v in report.items() if k in ("loss", "accuracy", "mse", "r2"))
+        print(f"{part} ({report['samples']} samples): {headline}")
+    if "test" in evaluation and "accuracy" in evaluation["test"]:
+        print(f"test accuracy on {evaluation['test']['samples']} held-out points: "
+              f"{evaluation['test']['accuracy']:.3f}")
+
+
+def cmd_train(args):
+    options, out, run_dir = _training_settings(args)
+    X, y, description, split, standardizer = _training_data(args)
+    prepare = standardizer.transform if standardizer is not None else (lambda A: A)
     if args.layers is None:
         args.layers = _default_layers(y, description["source"])
     net = network_from_args(args, n_inputs=X.shape[1])
     _check_targets_for(net, y, "the data")
 
-    fit_parameters = _fit_parameters()
-    options = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": args.seed}
-    for name in ("optimizer", "schedule", "clip_norm"):
-        value = getattr(args, name, None)
-        if value is not None:
-            if name not in fit_parameters:
-                raise ConfigError(f"--{name.replace('_', '-')} is not supported by this handgrad's trainer yet.")
-            options[name] = value
-    if len(split.y_val) and "validation_data" in fit_parameters:
-        options["validation_data"] = (prepare(split.X_val), split.y_val)
+    fit_options = dict(options)
+    if len(split.y_val):
+        fit_options["validation_data"] = (prepare(split.X_val), split.y_val)
     recorder = None
-    if run_dir and not args.no_plots and "callbacks" in fit_parameters:
+    if run_dir and not args.no_plots:
         from .plotting import GradientNormRecorder
 
         probe = slice(0, min(256, len(split.y_train)))
         recorder = GradientNormRecorder(prepare(split.X_train[probe]), split.y_train[probe])
-        options["callbacks"] = [recorder]
-    if args.verbose and "verbose" in fit_parameters:
-        options["verbose"] = True
-
-    history = net.fit(prepare(split.X_train), split.y_train, **options)
+        fit_options["callbacks"] = [recorder]
+    if args.verbose:
+        fit_options["verbose"] = True
+    history = net.fit(prepare(split.X_train), split.y_train, **fit_options)
 
     losses = history.metrics.get("loss", [])
     if not args.quiet:
         print(net.summary())
         final = f"final training loss {losses[-1]:.4f}" if losses else "no epoch completed"
         print(f"trained {len(losses)} epochs on {len(split.y_train)} samples ({_describe(description)}): {final}")
-    evaluation = {}
-    for part, Xp, yp in (("validation", split.X_val, split.y_val), ("test", split.X_test, split.y_test)):
-        if len(yp):
-            evaluation[part] = evaluate_network(net, prepare(Xp), yp)
+    evaluation = {part: evaluate_network(net, prepare(Xp), yp)
+                  for part, Xp, yp in (("validation", split.X_val, split.y_val), ("test", split.X_test, split.y_test))
+                  if len(yp)}
     if not args.quiet:
-        for part, report in evaluation.items():
-            headline = ", ".join(f"{k} {v:.4f}" for k, v in report.items() if k in ("loss", "accuracy", "mse", "r2"))
-            print(f"{part} ({report['samples']} samples): {headline}")
-        if "test" in evaluation and "accuracy" in evaluation["test"]:
-            print(f"test accuracy on {evaluation['test']['samples']} held-out points: "
-                  f"{evaluation['test']['accuracy']:.3f}")
+        _print_evaluation(evaluation)
 
-    training = {key: value for key, value in options.items() if key not in ("validation_data", "callbacks")}
-    training.update(validation=args.validation, test=args.test, standardize=standardizer is not None)
     metadata = {
-        "training": training,
+        "training": {**options, "validation": args.validation, "test": args.test,
+                     "standardize": standardizer is not None},
         "data": description,
         "preprocessing": standardizer.to_dict() if standardizer is not None else None,
         "metrics": {part: {k: v for k, v in report.items() if k != "confusion_matrix"}
                     for part, report in evaluation.items()},
-        "stop_reason": getattr(history, "stop_reason", None),
+        "stop_reason": history.stop_reason,
     }
     if out:
         net.save(out, **metadata)
@@ -426,8 +357,7 @@ def _check_run_dir(path, force):
 
 def history_table(history):
     """The history as (header, rows), one row per epoch; shorter metric lists are padded with ''."""
-    record = history.as_dict() if hasattr(history, "as_dict") else dict(history)
-    record = {key: value for key, value in record.items() if isinstance(value, (list, tuple))}
+    record = {key: value for key, value in history.as_dict().items() if isinstance(value, (list, tuple))}
     length = max((len(value) for value in record.values()), default=0)
     header = list(record)
     rows = [[record[key][i] if i < len(record[key]) else "" for key in header] for i in range(length)]
@@ -444,7 +374,7 @@ def _write_run(run_dir, net, history, evaluation, metadata, split, prepare, reco
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(os.path.join(run_dir, "history.csv"), text.getvalue())
-    record = history.as_dict() if hasattr(history, "as_dict") else dict(history)
+    record = history.as_dict()
     if recorder is not None:
         record["gradient_norms"] = recorder.norms
     atomic_write_text(os.path.join(run_dir, "history.json"), json.dumps(record, indent=1, default=float))
@@ -473,7 +403,7 @@ def _write_run(run_dir, net, history, evaluation, metadata, split, prepare, reco
 
 # ============================================================================ evaluate, predict, info, gradcheck
 def _load_model(path):
-    from .io import load
+    from .network import load
 
     return load(path)
 
@@ -532,9 +462,16 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    from .onnx_export import export_onnx_command
+    from .onnx_export import to_onnx
 
-    print(export_onnx_command(args.model, args.onnx, opset=args.opset))
+    net = _load_model(args.model)
+    out = writable_path(args.onnx, "ONNX file")
+    try:
+        to_onnx(net, out, opset=args.opset)
+    except ImportError as error:  # the onnx extra is not installed
+        raise HandgradError(str(error)) from None
+    print(f"wrote {out}: ONNX opset {args.opset}, input 'X' (N, {net.n_inputs}), output 'Y' (N, {net.n_outputs}), "
+          f"{net.dtype.name}")
     return 0
 
 
@@ -600,15 +537,7 @@ def cmd_gradcheck(args):
 
 
 # ============================================================================ the parser
-def build_parser():
-    from . import __version__
-
-    parser = _Parser(prog="handgrad", description="Multilayer perceptrons with hand-derived backpropagation. "
-                     "Run with no arguments to train a small network on a built-in 2-D data set.")
-    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def _add_train_parser(sub):
     train = sub.add_parser("train", help="train a network and save it (default: moons, a 2-D binary set)",
                            description="Train a network. Flags override the --config file; the input size comes "
                                        "from the data; unset options use the trainer's defaults.")
@@ -638,6 +567,9 @@ def build_parser():
     group.add_argument("--quiet", action="store_true", help="print nothing on success")
     train.set_defaults(func=cmd_train, command_parser=train)
 
+
+def _add_model_parsers(sub):
+    """evaluate, predict, info, gradcheck and export: the commands that read a model file."""
     evaluate = sub.add_parser("evaluate", help="metrics of a saved model on data (confusion matrix for classifiers)",
                               description="Evaluate a saved model: loss, accuracy and confusion matrix for "
                                           "classifiers; MSE, MAE and R^2 for regressors.")
@@ -684,12 +616,16 @@ def build_parser():
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     export.set_defaults(func=cmd_export)
 
-    try:  # explain, trace, graph, check-student (another module; absent in minimal installs)
-        from .cli_teach import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+
+def build_parser():
+    parser = _Parser(prog="handgrad", description="Multilayer perceptrons with hand-derived backpropagation. "
+                     "Run with no arguments to train a small network on a built-in 2-D data set.")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_train_parser(sub)
+    _add_model_parsers(sub)
+    register_teaching_commands(sub)  # explain, trace, graph, check-student
     for command in sub.choices.values():  # --debug is accepted after the subcommand too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
@@ -698,6 +634,16 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the `handgrad` command; returns the exit status."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows up here, inside the handler, and not at interpreter exit
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _run(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not [arg for arg in argv if arg != "--debug"]:
@@ -708,6 +654,8 @@ def main(argv=None):
         return 2
     try:
         return args.func(args)
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: see main
     except (HandgradError, OSError) as error:
         if args.debug:
             raise
@@ -718,6 +666,19 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("handgrad: interrupted; no file was written.", file=sys.stderr)
         return 130
+
+
+def _stdout_closed():
+    """The program reading our output stopped early (`handgrad info model.npz | head -1`). That is how head,
+    grep -q and pagers work, so it is no error: exit status 0, nothing on stderr. As Python's documentation
+    advises (signal module, "Note on SIGPIPE"), stdout is pointed at devnull so that the flush at exit cannot
+    fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # stdout is no file descriptor (an embedding program's)
+        pass
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ graph.py and student.py.
 import importlib.util
 import os
 
+from .cli_args import add_architecture_arguments, network_from_args
 from .errors import ConfigError
 
 
 def _network(args):
     """The network of the flags, or of --model FILE (seed 0 unless --seed is given, so output is reproducible)."""
-    from .cli import network_from_args
-
     if getattr(args, "model", None):
-        from . import load
+        from .network import load
 
         return load(args.model)
     if args.seed is None:
@@ -34,8 +33,6 @@ def _network(args):
 
 
 def _add_common(parser):
-    from .cli import add_architecture_arguments
-
     parser.add_argument("--model", metavar="FILE", help="use this saved model instead of the network flags")
     add_architecture_arguments(parser)
 

@@ -15,8 +15,6 @@ import csv
 import gzip
 import hashlib
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections import namedtuple
@@ -425,6 +423,28 @@ def _md5(path):
     return digest.hexdigest()
 
 
+def _download(url, target, md5, timeout):
+    """Copy ``url`` to ``target`` through handgrad.io's atomic writer; a wrong checksum leaves nothing behind."""
+    from .io import atomic_writer
+
+    name, cache_dir = os.path.basename(target), os.path.dirname(target)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_writer(target, "wb") as out:
+            digest = hashlib.md5()
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+            if digest.hexdigest() != md5:
+                raise DataError(f"the download of {url} has the wrong checksum (damaged or changed file); try "
+                                f"again, or put a good copy of {name} into '{cache_dir}'.")
+    except DataError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error.__cause__ or error  # (the writer wraps what it meets)
+        raise DataError(f"could not download {url} ({reason}). Without a network, put {name} (and the matching "
+                        f"images/labels file) into '{cache_dir}' by hand, then call load_mnist on it.") from None
+
+
 def download_mnist(cache_dir, kind="t10k", base_url=MNIST_URL, timeout=30):
     """Download MNIST's IDX files for ``kind`` into ``cache_dir`` (verified by checksum) and load them.
 
@@ -439,22 +459,7 @@ def download_mnist(cache_dir, kind="t10k", base_url=MNIST_URL, timeout=30):
         target = os.path.join(cache_dir, name)
         if os.path.isfile(target) and _md5(target) == MNIST_MD5[name]:
             continue
-        url = base_url.rstrip("/") + "/" + name
-        handle, temporary = tempfile.mkstemp(prefix="." + name + ".", suffix=".part", dir=cache_dir)
-        try:
-            with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-                shutil.copyfileobj(response, out)
-            if _md5(temporary) != MNIST_MD5[name]:
-                raise DataError(f"the download of {url} has the wrong checksum (damaged or changed file); try again, "
-                                f"or put a good copy of {name} into '{cache_dir}'.")
-            os.replace(temporary, target)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", error)
-            raise DataError(f"could not download {url} ({reason}). Without a network, put {name} (and the matching "
-                            f"images/labels file) into '{cache_dir}' by hand, then call load_mnist on it.") from None
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        _download(base_url.rstrip("/") + "/" + name, target, MNIST_MD5[name], timeout)
     return load_mnist(cache_dir, kind)
 
 

@@ -9,11 +9,14 @@ with ``A_0 = X``, ``A_k = f_k(Z_k)``, and ``dV`` meaning dJ/dV (seed 000's v_bar
     >>> print(hg.explain(net))                                        # doctest: +SKIP
     >>> print(trace(net, weight=(1, 0, 0)))                           # doctest: +SKIP
 
-The trace computes every intermediate with its own explicit forward and backward and
-checks them against ``net.loss_and_grad`` before showing them, so its numbers are the
-engine's numbers.
+This module is a renderer: it computes no gradient of its own. :func:`explain` writes
+equations from the network's structure; :func:`trace` shows the numbers of one
+``net.forward_backward`` pass (the engine), checked against ``net.loss_and_grad``, and
+adds the one computation that is the point of a trace: seed 000's per-element sum for
+one weight, next to the engine's number for it.
 """
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,41 +25,33 @@ from .errors import ConfigError, HandgradError
 
 FORMATS = ("text", "markdown", "latex")
 
-# name: (f in text, f' in text, f in LaTeX, f' in LaTeX). Element-wise unless said otherwise.
+# name: (f in text, f' in text). Element-wise unless said otherwise; <s> is leaky_relu's slope.
 _ACTIVATION_FORMULAS = {
-    "identity": ("identity(z) = z", "identity'(z) = 1", r"f(z) = z", r"f'(z) = 1"),
-    "relu": ("relu(z) = max(z, 0)", "relu'(z) = 1 if z > 0 else 0 (read from A: A > 0)",
-             r"\mathrm{relu}(z) = \max(z, 0)", r"\mathrm{relu}'(z) = [z > 0]"),
-    "leaky_relu": ("leaky_relu(z) = z if z > 0 else s z", "leaky_relu'(z) = 1 if z > 0 else s",
-                   r"f(z) = \max(z, s z)", r"f'(z) = 1 \text{ if } z > 0 \text{ else } s"),
-    "sigmoid": ("sigmoid(z) = 1 / (1 + e^-z)", "sigmoid'(z) = A (1 - A)",
-                r"\sigma(z) = 1/(1 + e^{-z})", r"\sigma'(z) = A \odot (1 - A)"),
-    "tanh": ("tanh(z)", "tanh'(z) = 1 - A^2", r"\tanh(z)", r"\tanh'(z) = 1 - A \odot A"),
-    "softplus": ("softplus(z) = ln(1 + e^z)", "softplus'(z) = sigmoid(z) = 1 - e^-A",
-                 r"\ln(1 + e^{z})", r"f'(z) = \sigma(z) = 1 - e^{-A}"),
-    "elu": ("elu(z) = z if z > 0 else alpha (e^z - 1)", "elu'(z) = 1 if z > 0 else A + alpha",
-            r"f(z) = z \text{ if } z > 0 \text{ else } \alpha(e^{z} - 1)",
-            r"f'(z) = 1 \text{ if } z > 0 \text{ else } A + \alpha"),
-    "gelu": ("gelu(z) = z/2 (1 + tanh(c (z + 0.044715 z^3)))", "gelu'(z) = (1 + tanh u)/2 + z/2 (1 - tanh^2 u) u'",
-             r"f(z) = \tfrac{z}{2}(1 + \tanh u)", r"f'(z) = \tfrac{1 + \tanh u}{2} + \tfrac{z}{2}(1 - \tanh^2 u) u'"),
-    "silu": ("silu(z) = z sigmoid(z)", "silu'(z) = s + z s (1 - s), s = sigmoid(z)",
-             r"f(z) = z \sigma(z)", r"f'(z) = s + z s (1 - s)"),
+    "identity": ("identity(z) = z", "identity'(z) = 1"),
+    "relu": ("relu(z) = max(z, 0)", "relu'(z) = 1 if z > 0 else 0 (read from A: A > 0)"),
+    "leaky_relu": ("leaky_relu(z) = z if z > 0 else <s> z", "leaky_relu'(z) = 1 if z > 0 else <s>"),
+    "sigmoid": ("sigmoid(z) = 1 / (1 + e^-z)", "sigmoid'(z) = A (1 - A)"),
+    "tanh": ("tanh(z)", "tanh'(z) = 1 - A^2"),
+    "softplus": ("softplus(z) = ln(1 + e^z)", "softplus'(z) = sigmoid(z) = 1 - e^-A"),
+    "elu": ("elu(z) = z if z > 0 else alpha (e^z - 1)", "elu'(z) = 1 if z > 0 else A + alpha"),
+    "gelu": ("gelu(z) = z/2 (1 + tanh(c (z + 0.044715 z^3)))", "gelu'(z) = (1 + tanh u)/2 + z/2 (1 - tanh^2 u) u'"),
+    "silu": ("silu(z) = z sigmoid(z)", "silu'(z) = s + z s (1 - s), s = sigmoid(z)"),
     "softmax": ("softmax row by row: A[n,k] = e^Z[n,k] / sum_j e^Z[n,j]",
-                "Jacobian of one row: da_k/dz_j = a_k (delta_kj - a_j)",
-                r"A_{nk} = e^{Z_{nk}} / \sum_j e^{Z_{nj}}", r"\partial a_k / \partial z_j = a_k(\delta_{kj} - a_j)"),
+                "Jacobian of one row: da_k/dz_j = a_k (delta_kj - a_j)"),
 }
 
-# name: (J's data term in text, dJ/dA_L in text, the same in LaTeX). A is the output A_L.
+# name: (J's data term in text, dJ/dA_L in text, the same two in LaTeX). <A> is the output A_L, <An> its row n.
 _LOSS_FORMULAS = {
-    "half_squared_error": ("(1/N) sum_n 1/2 ||A[n] - T[n]||^2", "(A - T) / N",
-                           r"\frac{1}{N}\sum_n \tfrac12 \lVert A_n - T_n \rVert^2", r"(A - T)/N"),
-    "mse": ("(1/N) sum_n ||A[n] - T[n]||^2", "2 (A - T) / N",
-            r"\frac{1}{N}\sum_n \lVert A_n - T_n \rVert^2", r"2(A - T)/N"),
-    "binary_cross_entropy": ("-(1/N) sum_n sum_k [T ln A + (1 - T) ln(1 - A)]", "(A - T) / (A (1 - A)) / N",
-                             r"-\frac{1}{N}\sum_{n,k} [T \ln A + (1 - T)\ln(1 - A)]",
-                             r"\frac{A - T}{A \odot (1 - A)} / N"),
-    "cross_entropy": ("-(1/N) sum_n sum_k T ln A", "-T / (A N)",
-                      r"-\frac{1}{N}\sum_{n,k} T \ln A", r"-T \oslash (N A)"),
+    "half_squared_error": ("(1/N) sum_n 1/2 ||<An> - T[n]||^2", "(<A> - T) / N",
+                           r"\frac{1}{N}\sum_n \tfrac12 \lVert <An> - T_{n} \rVert^2", r"(<A> - T)/N"),
+    "mse": ("(1/N) sum_n ||<An> - T[n]||^2", "2 (<A> - T) / N",
+            r"\frac{1}{N}\sum_n \lVert <An> - T_{n} \rVert^2", r"2(<A> - T)/N"),
+    "binary_cross_entropy": ("-(1/N) sum_n sum_k [T ln <A> + (1 - T) ln(1 - <A>)]",
+                             "(<A> - T) / (<A> (1 - <A>)) / N",
+                             r"-\frac{1}{N}\sum_{n,k} [T \ln <A> + (1 - T)\ln(1 - <A>)]",
+                             r"\frac{<A> - T}{<A> \odot (1 - <A>)} / N"),
+    "cross_entropy": ("-(1/N) sum_n sum_k T ln <A>", "-T / (<A> N)",
+                      r"-\frac{1}{N}\sum_{n,k} T \ln <A>", r"-T \oslash (N <A>)"),
 }
 
 _CLOSED_FORM_REASONS = {
@@ -69,13 +64,23 @@ _CLOSED_FORM_REASONS = {
 
 # ------------------------------------------------------------------------------------------------ symbols
 def _tex(symbol):
-    """'dZ12' -> r'\\mathrm{d}Z_{12}', 'W3' -> 'W_{3}', 'X' -> 'X'."""
+    """'dZ12' -> r'\\mathrm{d}Z_{12}', 'db2' -> r'\\mathrm{d}b_{2}', 'W3' -> 'W_{3}', 'X' -> 'X'."""
     prefix = ""
-    if symbol.startswith("d") and len(symbol) > 1 and symbol[1].isupper():
+    if len(symbol) > 1 and symbol[0] == "d" and symbol[1].isalpha():
         prefix, symbol = r"\mathrm{d}", symbol[1:]
     base = symbol.rstrip("0123456789")
     index = symbol[len(base):]
     return prefix + (f"{base}_{{{index}}}" if index else base)
+
+
+def _tex_word(name):
+    r"""A name as upright text in math: 'leaky_relu' -> r'\mathrm{leaky\_relu}'."""
+    escaped = name.replace("_", r"\_")
+    return rf"\mathrm{{{escaped}}}"
+
+
+def _tex_name(activation):
+    return {"sigmoid": r"\sigma", "tanh": r"\tanh"}.get(activation.name, _tex_word(activation.name))
 
 
 def _shape(*dims):
@@ -93,7 +98,8 @@ class Equation:
     tex_rhs: str = ""
 
     def tex(self):
-        shape = self.shape.replace(" x ", r" \times ")
+        shape = re.sub(r"[A-Za-z]{2,}", lambda word: rf"\text{{{word.group()}}}", self.shape)  # 'scalar'
+        shape = shape.replace(" x ", r" \times ")
         return f"{_tex(self.lhs)} &= {self.tex_rhs} && {shape}"
 
 
@@ -111,149 +117,188 @@ def _input_name(net, k):
     return f"Y{k - 1}" if net.layers[k - 2].dropout else f"A{k - 1}"
 
 
+def _is_builtin(obj, table, module):
+    return obj.name in table and type(obj).__module__ == module
+
+
 def _activation_text(activation):
-    name = activation.name
-    if name in _ACTIVATION_FORMULAS and type(activation).__module__ == "handgrad.activations":
-        formulas = _ACTIVATION_FORMULAS[name]
-        if name == "leaky_relu":
-            formulas = tuple(f.replace("s", str(activation.slope)) if i in (0, 1) else f
-                             for i, f in enumerate(formulas))
-        return formulas
-    return (f"{name}(z) (user-defined forward)", f"{name}'(z) (user-defined derivative)",
-            rf"\mathrm{{{name}}}(z)", rf"\mathrm{{{name}}}'(z)")
+    """(f in text, f' in text) of a layer's activation."""
+    if not _is_builtin(activation, _ACTIVATION_FORMULAS, "handgrad.activations"):
+        return f"{activation.name}(z) (user-defined forward)", f"{activation.name}'(z) (user-defined derivative)"
+    forward, derivative = _ACTIVATION_FORMULAS[activation.name]
+    slope = f"{getattr(activation, 'slope', '')}"
+    return forward.replace("<s>", slope), derivative.replace("<s>", slope)
 
 
-def _tex_name(activation):
-    return {"sigmoid": r"\sigma", "tanh": r"\tanh"}.get(activation.name, rf"\mathrm{{{activation.name}}}")
+def _loss_formulas(net):
+    """(J's data term, dJ/dA_L) in text and in LaTeX, with the output's symbol filled in."""
+    loss, L = net.loss_fn, len(net.layers)
+    if _is_builtin(loss, _LOSS_FORMULAS, "handgrad.losses"):
+        formulas = _LOSS_FORMULAS[loss.name]
+    else:
+        formulas = (f"(1/N) sum_n {loss.name}(<An>, T[n])", f"{loss.name}.gradient(<A>, T)",
+                    rf"\frac1N \sum_n {_tex_word(loss.name)}(<An>, T_{{n}})", rf"\nabla {_tex_word(loss.name)}")
+    text = [f.replace("<An>", f"A{L}[n]").replace("<A>", f"A{L}") for f in formulas[:2]]
+    tex = [f.replace("<An>", f"A_{{{L},n}}").replace("<A>", _tex(f"A{L}")) for f in formulas[2:]]
+    return text[0], text[1], tex[0], tex[1]
 
 
+# ------------------------------------------------------------------------------------------------ derivation
 def derivation(net, batch_size=None):
     """The derivation of ``net`` as a list of :class:`Section` (what :func:`explain` renders)."""
     N = "N" if batch_size is None else int(batch_size)
-    L = len(net.layers)
-    K = net.n_outputs
+    return [_parameters_section(net), _forward_section(net, N), _backward_section(net, N)]
 
-    params = Section("Parameters")
+
+def _parameters_section(net):
+    section = Section("Parameters")
     for k, layer in enumerate(net.layers, 1):
-        params.equations.append(Equation(f"W{k}", f"weights of layer {k}", _shape(layer.n_in, layer.n_out),
-                                         "row i, column j: from unit i of the layer below to unit j", r"\text{weights}"))
+        section.equations.append(Equation(f"W{k}", f"weights of layer {k}", _shape(layer.n_in, layer.n_out),
+                                          "row i, column j: from unit i of the layer below to unit j",
+                                          r"\text{weights}"))
         if layer.b is not None:
-            params.equations.append(Equation(f"b{k}", f"biases of layer {k}", str(layer.n_out), "added to every row of Z",
-                                             r"\text{biases}"))
+            section.equations.append(Equation(f"b{k}", f"biases of layer {k}", str(layer.n_out),
+                                              "added to every row of Z", r"\text{biases}"))
     if not net.bias:
-        params.notes.append("bias=False: no b terms anywhere, and no db in the backward pass.")
+        section.notes.append("bias=False: no b terms anywhere, and no db in the backward pass.")
+    return section
 
-    forward = Section("Forward pass")
-    forward.equations.append(Equation("X", "the batch, one sample per row", _shape(N, net.n_inputs), "",
+
+def _forward_section(net, N):
+    section = Section("Forward pass")
+    section.equations.append(Equation("X", "the batch, one sample per row", _shape(N, net.n_inputs), "",
                                       r"\text{the batch}"))
-    for k, layer in enumerate(net.layers, 1):
-        h = _input_name(net, k)
-        bias = f" + b{k}" if layer.b is not None else ""
-        detail = f"({_shape(N, layer.n_in)})({_shape(layer.n_in, layer.n_out)})"
-        detail += f" + ({layer.n_out},) broadcast over rows" if layer.b is not None else ""
-        tex_bias = f" + {_tex(f'b{k}')}" if layer.b is not None else ""
-        forward.equations.append(Equation(f"Z{k}", f"{h} W{k}{bias}", _shape(N, layer.n_out), detail,
-                                          f"{_tex(h)} {_tex(f'W{k}')}{tex_bias}"))
-        f_text, _, f_tex, _ = _activation_text(layer.activation)
-        where = f_text if layer.activation.name == "softmax" else f"{f_text}, element by element"
-        forward.equations.append(Equation(f"A{k}", f"{layer.activation.name}(Z{k})", _shape(N, layer.n_out), where,
-                                          f"{_tex_name(layer.activation)}({_tex(f'Z{k}')})"))
-        if layer.dropout:
-            p = layer.dropout
-            forward.equations.append(Equation(
-                f"Y{k}", f"A{k} * M{k} / {1 - p:g}", _shape(N, layer.n_out),
-                f"dropout p = {p:g}, training only: M{k}[n,j] = 1 with probability {1 - p:g}, else 0",
-                rf"{_tex(f'A{k}')} \odot {_tex(f'M{k}')} / {1 - p:g}"))
-    forward.equations.append(Equation("T", "the targets", _shape(N, K),
-                                      "class ids become one-hot rows" if net.output_activation.name == "softmax" else "",
-                                      r"\text{the targets}"))
-    loss = net.loss_fn
-    known_loss = loss.name in _LOSS_FORMULAS and type(loss).__module__ == "handgrad.losses"
-    data_text, grad_text, data_tex, grad_tex = (
-        _LOSS_FORMULAS[loss.name] if known_loss else
-        (f"(1/N) sum_n {loss.name}(A[n], T[n])", f"{loss.name}.gradient(A, T)",
-         rf"\frac1N \sum_n \mathrm{{{loss.name}}}(A_n, T_n)", rf"\nabla \mathrm{{{loss.name}}}"))
-    A_L = f"A{L}"
-    J_text = data_text.replace("A", A_L)
-    J_tex = data_tex.replace("A", _tex(A_L))
-    regularization = ""
-    tex_regularization = ""
-    if net.l2:
-        regularization += f" + ({net.l2:g}/2) sum_k ||W_k||^2"
-        tex_regularization += rf" + \tfrac{{{net.l2:g}}}{{2}}\sum_k \lVert W_k \rVert_F^2"
-    if net.l1:
-        regularization += f" + {net.l1:g} sum_k sum |W_k|"
-        tex_regularization += rf" + {net.l1:g} \sum_k \sum |W_k|"
-    forward.equations.append(Equation("J", J_text + regularization, "scalar",
-                                      f"loss {loss.name}" + ("; biases are not regularized" if regularization else ""),
-                                      J_tex + tex_regularization))
+    for k in range(1, len(net.layers) + 1):
+        section.equations += _layer_forward(net, k, N)
+    one_hot = "class ids become one-hot rows" if net.output_activation.name == "softmax" else ""
+    section.equations.append(Equation("T", "the targets", _shape(N, net.n_outputs), one_hot, r"\text{the targets}"))
+    section.equations.append(_objective(net))
+    return section
 
-    backward = Section("Backward pass")
-    out = net.layers[-1]
+
+def _layer_forward(net, k, N):
+    """Z_k = H W_k + b_k, A_k = f(Z_k), and Y_k = A_k * M_k / (1 - p) when the layer has dropout."""
+    layer = net.layers[k - 1]
+    h = _input_name(net, k)
+    has_bias = layer.b is not None
+    detail = f"({_shape(N, layer.n_in)})({_shape(layer.n_in, layer.n_out)})"
+    detail += f" + ({layer.n_out},) broadcast over rows" if has_bias else ""
+    tex_bias = f" + {_tex(f'b{k}')}" if has_bias else ""
+    f_text, _ = _activation_text(layer.activation)
+    where = f_text if layer.activation.name == "softmax" else f"{f_text}, element by element"
+    equations = [
+        Equation(f"Z{k}", f"{h} W{k}" + (f" + b{k}" if has_bias else ""), _shape(N, layer.n_out), detail,
+                 f"{_tex(h)} {_tex(f'W{k}')}{tex_bias}"),
+        Equation(f"A{k}", f"{layer.activation.name}(Z{k})", _shape(N, layer.n_out), where,
+                 f"{_tex_name(layer.activation)}({_tex(f'Z{k}')})"),
+    ]
+    if layer.dropout:
+        p = layer.dropout
+        equations.append(Equation(
+            f"Y{k}", f"A{k} * M{k} / {1 - p:g}", _shape(N, layer.n_out),
+            f"dropout p = {p:g}, training only: M{k}[n,j] = 1 with probability {1 - p:g}, else 0",
+            rf"{_tex(f'A{k}')} \odot {_tex(f'M{k}')} / {1 - p:g}"))
+    return equations
+
+
+def _objective(net):
+    """J: the data term of the loss, then the penalties."""
+    data_text, _, data_tex, _ = _loss_formulas(net)
+    text, tex = data_text, data_tex
+    if net.l2:
+        text += f" + ({net.l2:g}/2) sum_k ||W_k||^2"
+        tex += rf" + \tfrac{{{net.l2:g}}}{{2}}\sum_k \lVert W_k \rVert_F^2"
+    if net.l1:
+        text += f" + {net.l1:g} sum_k sum |W_k|"
+        tex += rf" + {net.l1:g} \sum_k \sum |W_k|"
+    regularized = "; biases are not regularized" if net.l2 or net.l1 else ""
+    return Equation("J", text, "scalar", f"loss {net.loss_fn.name}{regularized}", tex)
+
+
+def _backward_section(net, N):
+    section = Section("Backward pass")
+    L = len(net.layers)
+    section.equations += _output_gradient(net, N)
     if net.closed_form:
-        backward.equations.append(Equation(f"dZ{L}", f"(A{L} - T) / N", _shape(N, K),
-                                           _CLOSED_FORM_REASONS[out.activation.name],
-                                           rf"({_tex(A_L)} - T)/N"))
-        backward.notes.append(f"dZ{L} is taken directly: the engine never forms dA{L} (net.closed_form is True).")
-    else:
-        backward.equations.append(Equation(f"dA{L}", grad_text.replace("A", A_L), _shape(N, K),
-                                           f"the gradient of {loss.name} with respect to the output, 1/N included",
-                                           grad_tex.replace("A", _tex(A_L))))
-        backward.equations.append(_dZ_equation(net, L, N,
-                                               general=f"no closed form for {out.activation.name} + {loss.name}: "
-                                                       "the general chain rule. "))
+        section.notes.append(f"dZ{L} is taken directly: the engine never forms dA{L} (net.closed_form is True).")
     for k in range(L, 0, -1):
-        layer = net.layers[k - 1]
-        h = _input_name(net, k)
-        terms, tex_terms = "", ""
-        if net.l2:
-            terms += f" + {net.l2:g} W{k}"
-            tex_terms += f" + {net.l2:g} {_tex(f'W{k}')}"
-        if net.l1:
-            terms += f" + {net.l1:g} sign(W{k})"
-            tex_terms += rf" + {net.l1:g} \operatorname{{sign}}({_tex(f'W{k}')})"
-        backward.equations.append(Equation(
-            f"dW{k}", f"{h}^T dZ{k}{terms}", _shape(layer.n_in, layer.n_out),
-            f"({_shape(layer.n_in, N)})({_shape(N, layer.n_out)}): entry [i,j] = sum_n {h}[n,i] dZ{k}[n,j]",
-            rf"{_tex(h)}^\top {_tex(f'dZ{k}')}{tex_terms}"))
-        if layer.b is not None:
-            backward.equations.append(Equation(f"db{k}", f"sum over n of dZ{k}[n, :]", str(layer.n_out),
-                                               "column sums: b is added to every row, so its bar sums them",
-                                               rf"\textstyle\sum_n {_tex(f'dZ{k}')}[n, :]"))
-        if k == 1:
-            backward.notes.append("dX = dZ1 W1^T is never computed: nothing consumes dJ/dX.")
-            continue
-        backward.equations.append(Equation(
-            f"d{h}", f"dZ{k} W{k}^T", _shape(N, layer.n_in),
-            f"({_shape(N, layer.n_out)})({_shape(layer.n_out, layer.n_in)}): entry [n,i] = sum_j dZ{k}[n,j] W{k}[i,j]",
-            rf"{_tex(f'dZ{k}')} {_tex(f'W{k}')}^\top"))
-        below = net.layers[k - 2]
-        if below.dropout:
-            p = below.dropout
-            backward.equations.append(Equation(f"dA{k - 1}", f"d{h} * M{k - 1} / {1 - p:g}", _shape(N, below.n_out),
-                                               "the same mask as the forward pass",
-                                               rf"{_tex(f'd{h}')} \odot {_tex(f'M{k - 1}')} / {1 - p:g}"))
-        backward.equations.append(_dZ_equation(net, k - 1, N))
-    return [params, forward, backward]
+        section.equations += _parameter_gradients(net, k, N)
+        if k > 1:
+            section.equations += _gradient_below(net, k, N)
+    section.notes.append("dX = dZ1 W1^T is never computed: nothing consumes dJ/dX.")
+    return section
+
+
+def _output_gradient(net, N):
+    """dZ_L: the closed form where the output and the loss have one, else dA_L and the chain rule."""
+    L, K = len(net.layers), net.n_outputs
+    activation = net.output_activation
+    if net.closed_form:
+        return [Equation(f"dZ{L}", f"(A{L} - T) / N", _shape(N, K), _CLOSED_FORM_REASONS[activation.name],
+                         rf"({_tex(f'A{L}')} - T)/N")]
+    _, gradient_text, _, gradient_tex = _loss_formulas(net)
+    loss = net.loss_fn.name
+    return [Equation(f"dA{L}", gradient_text, _shape(N, K),
+                     f"the gradient of {loss} with respect to the output, 1/N included", gradient_tex),
+            _dZ_equation(net, L, N, f"no closed form for {activation.name} + {loss}: the general chain rule. ")]
+
+
+def _parameter_gradients(net, k, N):
+    """dW_k = H^T dZ_k (+ the penalties' gradients) and db_k = the column sums of dZ_k."""
+    layer = net.layers[k - 1]
+    h = _input_name(net, k)
+    terms, tex_terms = "", ""
+    if net.l2:
+        terms += f" + {net.l2:g} W{k}"
+        tex_terms += f" + {net.l2:g} {_tex(f'W{k}')}"
+    if net.l1:
+        terms += f" + {net.l1:g} sign(W{k})"
+        tex_terms += rf" + {net.l1:g} \operatorname{{sign}}({_tex(f'W{k}')})"
+    equations = [Equation(
+        f"dW{k}", f"{h}^T dZ{k}{terms}", _shape(layer.n_in, layer.n_out),
+        f"({_shape(layer.n_in, N)})({_shape(N, layer.n_out)}): entry [i,j] = sum_n {h}[n,i] dZ{k}[n,j]",
+        rf"{_tex(h)}^\top {_tex(f'dZ{k}')}{tex_terms}")]
+    if layer.b is not None:
+        equations.append(Equation(f"db{k}", f"sum over n of dZ{k}[n, :]", str(layer.n_out),
+                                  "column sums: b is added to every row, so its bar sums them",
+                                  rf"\textstyle\sum_n {_tex(f'dZ{k}')}[n, :]"))
+    return equations
+
+
+def _gradient_below(net, k, N):
+    """From layer k's dZ down to layer k-1's: dH = dZ_k W_k^T, through dropout's mask, then dZ_{k-1}."""
+    layer, below = net.layers[k - 1], net.layers[k - 2]
+    h = _input_name(net, k)
+    equations = [Equation(
+        f"d{h}", f"dZ{k} W{k}^T", _shape(N, layer.n_in),
+        f"({_shape(N, layer.n_out)})({_shape(layer.n_out, layer.n_in)}): entry [n,i] = sum_j dZ{k}[n,j] W{k}[i,j]",
+        rf"{_tex(f'dZ{k}')} {_tex(f'W{k}')}^\top")]
+    if below.dropout:
+        p = below.dropout
+        equations.append(Equation(f"dA{k - 1}", f"d{h} * M{k - 1} / {1 - p:g}", _shape(N, below.n_out),
+                                  "the same mask as the forward pass",
+                                  rf"{_tex(f'd{h}')} \odot {_tex(f'M{k - 1}')} / {1 - p:g}"))
+    equations.append(_dZ_equation(net, k - 1, N))
+    return equations
 
 
 def _dZ_equation(net, k, N, general=""):
-    layer = net.layers[k - 1]
-    activation = layer.activation
-    shape = _shape(N, layer.n_out)
+    """dZ_k from dA_k: softmax's Jacobian-vector product (in any layer), a user's backward, or dA * f'(Z)."""
+    activation = net.layers[k - 1].activation
+    shape = _shape(N, net.layers[k - 1].n_out)
+    dA, A, Z = _tex(f"dA{k}"), _tex(f"A{k}"), _tex(f"Z{k}")
     if activation.name == "softmax":
         return Equation(f"dZ{k}", f"A{k} * (dA{k} - rowsum(dA{k} * A{k}))", shape,
                         general + "softmax couples each row: dZ[n] = J_n^T dA[n] with the Jacobian "
                                   "J_n = diag(a_n) - a_n a_n^T, written without building it",
-                        rf"{_tex(f'A{k}')} \odot ({_tex(f'dA{k}')} - \mathrm{{rowsum}}({_tex(f'dA{k}')} "
-                        rf"\odot {_tex(f'A{k}')}))")
+                        rf"{A} \odot ({dA} - \mathrm{{rowsum}}({dA} \odot {A}))")
     if not getattr(activation, "elementwise", True):
         return Equation(f"dZ{k}", f"{activation.name}.backward(dA{k})", shape, general + "user-defined backward",
-                        rf"\mathrm{{{activation.name}}}.\mathrm{{backward}}({_tex(f'dA{k}')})")
-    _, derivative_text, _, _ = _activation_text(activation)
+                        rf"{_tex_word(activation.name)}.\mathrm{{backward}}({dA})")
+    _, derivative_text = _activation_text(activation)
     return Equation(f"dZ{k}", f"dA{k} * {activation.name}'(Z{k})", shape,
                     general + f"element by element (Hadamard product); {derivative_text}",
-                    rf"{_tex(f'dA{k}')} \odot {_tex_name(activation)}'({_tex(f'Z{k}')})")
+                    rf"{dA} \odot {_tex_name(activation)}'({Z})")
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -307,79 +352,36 @@ def explain(net, format="text", batch_size=None):
     ``format`` is 'text' (a terminal), 'markdown' or 'latex' (an amsmath fragment).
     ``batch_size`` fills in N; by default N stays symbolic.
     """
-    from .network import MLP
-
-    if not isinstance(net, MLP):
-        raise ConfigError(f"explain needs an MLP, got {type(net).__name__}; build one with hg.MLP(...).")
+    _check_network(net, "explain")
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}.")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if batch_size is not None:
+        batch_size = _positive_int("batch_size", batch_size)
     sections = derivation(net, batch_size)
     render = {"text": _render_text, "markdown": _render_markdown, "latex": _render_latex}[format]
     return render(net, sections, batch_size)
 
 
+def _check_network(net, what):
+    from .network import MLP
+
+    if not isinstance(net, MLP):
+        raise ConfigError(f"{what} needs an MLP, got {type(net).__name__}; build one with hg.MLP(...).")
+
+
+def _positive_int(name, value):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != value or number < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+    return number
+
+
 # ------------------------------------------------------------------------------------------------ trace
-def forward_backward(net, X, T, derivative_at="Z"):
-    """One explicit forward and backward pass (no dropout, no sample weights), matrix by matrix.
-
-    Returns ``(J, layers)`` where ``layers[k-1]`` is a dict with the input ``H``
-    (X or A_{k-1}), ``Z``, ``A``, ``dA``, ``dZ``, ``dW``, ``db`` of layer k. X and T must
-    be prepared (``net.check_inputs``/``check_targets``). ``derivative_at='A'`` evaluates
-    every hidden f' at the activation instead of the pre-activation: a classic mistake,
-    used by :mod:`handgrad.student` to recognize it.
-    """
-    N = X.shape[0]
-    layers = []
-    H = X
-    for layer in net.layers:  # forward: Z = H W + b, A = f(Z)
-        Z = H @ layer.W
-        if layer.b is not None:
-            Z = Z + layer.b
-        A = layer.activation.forward(Z.copy())
-        layers.append({"H": H, "Z": Z, "A": A})
-        H = A
-    out = layers[-1]
-    loss = net.loss_fn
-    if net.closed_form:
-        losses = loss.per_sample_from_logits(out["Z"], T)
-    else:
-        losses = loss.per_sample(out["A"], T)
-    J = float(losses.mean())
-    J += 0.5 * net.l2 * sum(float(np.sum(l.W * l.W)) for l in net.layers) if net.l2 else 0.0
-    J += net.l1 * sum(float(np.abs(l.W).sum()) for l in net.layers) if net.l1 else 0.0
-
-    dA = loss.gradient(out["A"], T)  # dJ/dA_L (1/N included); with a closed form only shown, never used
-    for k in range(len(net.layers) - 1, -1, -1):
-        layer, record = net.layers[k], layers[k]
-        record["dA"] = dA
-        activation = layer.activation
-        if k == len(net.layers) - 1 and net.closed_form:
-            dZ = (record["A"] - T) / N
-        elif activation.name == "softmax":
-            dZ = record["A"] * (dA - np.sum(dA * record["A"], axis=1, keepdims=True))
-        elif not getattr(activation, "elementwise", True):
-            dZ = activation.backward(dA.copy(), record["Z"], record["A"])
-        elif derivative_at == "A":
-            A = record["A"]
-            dZ = dA * activation.derivative(A, activation.forward(A.copy()))
-        else:
-            dZ = dA * activation.derivative(record["Z"], record["A"])
-        record["dZ"] = dZ
-        dW = record["H"].T @ dZ
-        if net.l2:
-            dW = dW + net.l2 * layer.W
-        if net.l1:
-            dW = dW + net.l1 * np.sign(layer.W)
-        record["dW"] = dW
-        record["db"] = dZ.sum(axis=0) if layer.b is not None else None
-        dA = dZ @ layer.W.T
-    return J, layers
-
-
-def _default_data(net, batch_size, seed):
-    """A small batch: standard normal inputs and targets the loss accepts."""
+def example_batch(net, batch_size, seed):
+    """A small batch (X, T): standard normal inputs and targets the network's loss accepts."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(batch_size, net.n_inputs))
     K = net.n_outputs
@@ -396,13 +398,18 @@ def _default_data(net, batch_size, seed):
     return X, T
 
 
+_default_data = example_batch  # the name cli_teach imports (until it switches to example_batch)
+
+
 @dataclass
 class Trace:
-    """Every intermediate of one forward and backward pass, checked against the engine.
+    """Every intermediate of one forward and backward pass of the engine, and one weight's gradient both ways.
 
-    ``layers[k-1]`` holds H (the input), Z, A, dA, dZ, dW, db of layer k; ``weight`` is the
-    chosen (k, i, j) with ``element_sum`` the per-element sum of seed 000 and ``matrix_value``
-    the matrix form's entry; :meth:`render` writes it all out.
+    ``layers[k-1]`` holds H (the input), Z, A, dA, dZ, dW, db of layer k, as
+    ``net.forward_backward`` returned them; ``weight`` is the chosen (k, i, j) with
+    ``element_sum`` the per-element sum of seed 000, ``matrix_value`` the entry of the
+    engine's matrix product and ``engine_value`` that of ``net.loss_and_grad``;
+    :meth:`render` writes it all out.
     """
 
     net: object
@@ -434,6 +441,24 @@ def trace(net, X=None, T=None, weight=(1, 0, 0), batch_size=4, seed=0):
     counted from 0 as in NumPy. Without X and T a batch of ``batch_size`` samples is drawn
     from ``seed``. Dropout is off, as in ``net.loss_and_grad``.
     """
+    _check_network(net, "trace")
+    k, i, j = _check_weight(net, weight)
+    X, T = _trace_batch(net, X, T, batch_size, seed)
+    J, layers = net.forward_backward(X, T)
+    J_engine, grads = net.loss_and_grad(X, T)
+    _check_against_loss_and_grad(net, J, layers, J_engine, grads)
+
+    H, dZ = layers[k - 1]["H"], layers[k - 1]["dZ"]
+    terms = [(n, float(H[n, i]) + 0.0, float(dZ[n, j]) + 0.0) for n in range(X.shape[0])]  # + 0.0: no -0.0
+    element_sum = sum(h * g for _, h, g in terms)  # seed 000 eqs (5), (8), (11), summed over the batch
+    W = net.layers[k - 1].W
+    penalties = (net.l2 * float(W[i, j]) if net.l2 else 0.0) + (net.l1 * float(np.sign(W[i, j])) if net.l1 else 0.0)
+    return Trace(net, X, T, J_engine, layers, (k, i, j), terms, element_sum + penalties,
+                 float(layers[k - 1]["dW"][i, j]), float(grads[k - 1][0][i, j]))
+
+
+def _check_weight(net, weight):
+    """(k, i, j) as integers naming an existing weight, or a ConfigError that says which range is valid."""
     L = len(net.layers)
     try:
         k, i, j = (int(v) for v in weight)
@@ -445,43 +470,38 @@ def trace(net, X=None, T=None, weight=(1, 0, 0), batch_size=4, seed=0):
     if not (0 <= i < n_in and 0 <= j < n_out):
         raise ConfigError(f"W{k} has shape ({n_in}, {n_out}): i must be in 0..{n_in - 1} and j in 0..{n_out - 1}, "
                           f"got ({i}, {j}).")
+    return k, i, j
+
+
+def _trace_batch(net, X, T, batch_size, seed):
+    """The given (X, T), checked and prepared by the network, or an example batch."""
     if (X is None) != (T is None):
         raise ConfigError("give both X and T, or neither (a small batch is then generated).")
     if X is None:
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        X, T = _default_data(net, int(batch_size), seed)
+        X, T = example_batch(net, _positive_int("batch_size", batch_size), seed)
     X = net.check_inputs(X)
-    T = net.check_targets(T, X.shape[0])
+    return X, net.check_targets(T, X.shape[0])
 
-    J, layers = forward_backward(net, X, T)
-    J_engine, grads = net.loss_and_grad(X, T)
+
+def _check_against_loss_and_grad(net, J, layers, J_engine, grads):
+    """forward_backward and loss_and_grad are two doors into one engine: what the trace shows must agree."""
     tolerance = 1e-10 if net.dtype == np.float64 else 1e-4
     _assert_close("J", J, J_engine, tolerance)
-    for number, (record, (dW, db)) in enumerate(zip(layers, grads), 1):
+    for number, (record, (dW, db)) in enumerate(zip(layers, grads, strict=True), 1):
         _assert_close(f"dW{number}", record["dW"], dW, tolerance)
         if db is not None:
             _assert_close(f"db{number}", record["db"], db, tolerance)
 
-    H, dZ = layers[k - 1]["H"], layers[k - 1]["dZ"]
-    terms = [(n, float(H[n, i]) + 0.0, float(dZ[n, j]) + 0.0) for n in range(X.shape[0])]  # + 0.0: no -0.0
-    element_sum = sum(h * g for _, h, g in terms)  # seed 000 eqs (5), (8), (11), summed over the batch
-    W = net.layers[k - 1].W
-    regularization = (net.l2 * float(W[i, j]) if net.l2 else 0.0) + (net.l1 * float(np.sign(W[i, j]))
-                                                                      if net.l1 else 0.0)
-    matrix_value = float((H.T @ dZ)[i, j]) + regularization
-    return Trace(net, X, T, J_engine, layers, (k, i, j), terms, element_sum + regularization, matrix_value,
-                 float(grads[k - 1][0][i, j]))
 
-
-def _assert_close(name, mine, engine, tolerance):
-    mine, engine = np.asarray(mine, dtype=np.float64), np.asarray(engine, dtype=np.float64)
+def _assert_close(name, shown, engine, tolerance):
+    shown, engine = np.asarray(shown, dtype=np.float64), np.asarray(engine, dtype=np.float64)
     scale = max(float(np.abs(engine).max(initial=0.0)), 1.0)
-    if np.abs(mine - engine).max(initial=0.0) > tolerance * scale:
-        raise HandgradError(f"trace: the explicit {name} differs from net.loss_and_grad's; this is a bug in "
-                            "handgrad, please report it.")
+    if np.abs(shown - engine).max(initial=0.0) > tolerance * scale:
+        raise HandgradError(f"trace: {name} from net.forward_backward differs from net.loss_and_grad's; this is a "
+                            "bug in handgrad, please report it.")
 
 
+# ------------------------------------------------------------------------------------------------ trace rendering
 def _matrix(array, precision, indent="      "):
     text = np.array2string(np.asarray(array) + 0.0, precision=precision, suppress_small=True, max_line_width=100,
                            floatmode="fixed", sign=" ")
@@ -494,12 +514,17 @@ def _fmt(value, precision):
 
 
 def _render_trace(tr, p):
-    net, L = tr.net, len(tr.net.layers)
     N = tr.X.shape[0]
-    k, i, j = tr.weight
-    h_name = _input_name(net, k).replace("Y", "A")
-    lines = [f"{net!r}", f"One forward and backward pass on N = {N} samples (dropout off). dV means dJ/dV.", "",
-             "Forward pass", f"  X  ({_shape(*tr.X.shape)})", _matrix(tr.X, p)]
+    lines = [f"{tr.net!r}", f"One forward and backward pass on N = {N} samples (dropout off). dV means dJ/dV."]
+    lines += ["", "Forward pass", *_trace_forward(tr, p)]
+    lines += ["", "Backward pass", *_trace_backward(tr, p)]
+    lines += ["", *_trace_one_weight(tr, p)]
+    return "\n".join(lines) + "\n"
+
+
+def _trace_forward(tr, p):
+    net = tr.net
+    lines = [f"  X  ({_shape(*tr.X.shape)})", _matrix(tr.X, p)]
     for number, record in enumerate(tr.layers, 1):
         layer = net.layers[number - 1]
         h = "X" if number == 1 else f"A{number - 1}"
@@ -507,8 +532,15 @@ def _render_trace(tr, p):
         lines += [f"  Z{number} = {h} W{number}{bias}  ({_shape(*record['Z'].shape)})", _matrix(record["Z"], p),
                   f"  A{number} = {layer.activation.name}(Z{number})  ({_shape(*record['A'].shape)})",
                   _matrix(record["A"], p)]
-    lines += [f"  T  ({_shape(*tr.T.shape)})", _matrix(tr.T, p), f"  J = {_fmt(tr.J, p + 2)}  ({net.loss_fn.name}"
-              + (" + l2" if net.l2 else "") + (" + l1" if net.l1 else "") + ")", "", "Backward pass"]
+    penalties = (" + l2" if net.l2 else "") + (" + l1" if net.l1 else "")
+    lines += [f"  T  ({_shape(*tr.T.shape)})", _matrix(tr.T, p),
+              f"  J = {_fmt(tr.J, p + 2)}  ({net.loss_fn.name}{penalties})"]
+    return lines
+
+
+def _trace_backward(tr, p):
+    net, L = tr.net, len(tr.net.layers)
+    lines = []
     for number in range(L, 0, -1):
         record, layer = tr.layers[number - 1], net.layers[number - 1]
         h = "X" if number == 1 else f"A{number - 1}"
@@ -526,16 +558,23 @@ def _render_trace(tr, p):
         if record["db"] is not None:
             lines += [f"  db{number} = column sums of dZ{number}", _matrix(record["db"], p)]
     lines.append("  (every dW and db above equals net.loss_and_grad's)")
+    return lines
 
-    # -- one weight, element by element (seed 000) next to the matrix form
-    lines += ["", f"One weight: W{k}[{i},{j}] (layer {k}, from unit {i} below to unit {j}; "
-                  f"seed 000 writes w_{{{k},{j + 1},{i + 1}}})",
-              f"  The bars of sample n = 0, from the loss back to layer {k} (seed 000, eqs (3)-(10)):"]
+
+def _trace_one_weight(tr, p):
+    """One weight, element by element (seed 000), next to the matrix form and the engine's number."""
+    net = tr.net
+    k, i, j = tr.weight
+    h_name = _input_name(net, k).replace("Y", "A")
+    lines = [f"One weight: W{k}[{i},{j}] (layer {k}, from unit {i} below to unit {j}; "
+             f"seed 000 writes w_{{{k},{j + 1},{i + 1}}})",
+             f"  The bars of sample n = 0, from the loss back to layer {k} (seed 000, eqs (3)-(10)):"]
     lines += _bar_chain(tr, p, sample=0)
     lines.append(f"  Per element (seed 000, eqs (5), (8), (11), summed over the batch): "
                  f"dW{k}[{i},{j}] = sum_n {h_name}[n,{i}] dZ{k}[n,{j}]")
     for n, h, g in tr.terms:
-        lines.append(f"    n = {n}:  {h_name}[{n},{i}] dZ{k}[{n},{j}] = {_fmt(h, p)} * {_fmt(g, p)} = {_fmt(h * g, p + 2)}")
+        lines.append(f"    n = {n}:  {h_name}[{n},{i}] dZ{k}[{n},{j}] = {_fmt(h, p)} * {_fmt(g, p)} = "
+                     f"{_fmt(h * g, p + 2)}")
     W = net.layers[k - 1].W
     if net.l2:
         lines.append(f"    + l2 W{k}[{i},{j}] = {net.l2:g} * {_fmt(float(W[i, j]), p)} = "
@@ -547,44 +586,52 @@ def _render_trace(tr, p):
               + f", entry [{i},{j}] = {tr.matrix_value:.12g}",
               f"  Engine (net.loss_and_grad): dW{k}[{i},{j}] = {tr.engine_value:.12g}",
               f"  per-element sum - matrix form = {tr.element_sum - tr.matrix_value:.1e}"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _bar_chain(tr, p, sample):
     """The per-element bars of one sample, layer by layer from the output down to the chosen weight's layer."""
     net, L = tr.net, len(tr.net.layers)
     k, _, j = tr.weight
-    n = sample
-    lines = []
     max_units = 6
+    lines = []
     for number in range(L, k - 1, -1):
-        record, layer = tr.layers[number - 1], net.layers[number - 1]
-        units = [j] if number == k else list(range(min(layer.n_out, max_units)))
+        n_out = net.layers[number - 1].n_out
+        units = [j] if number == k else list(range(min(n_out, max_units)))
         for m in units:
-            a, z = float(record["A"][n, m]), float(record["Z"][n, m])
-            dA, dZ = float(record["dA"][n, m]), float(record["dZ"][n, m])
-            if number == L and net.closed_form:
-                t = float(tr.T[n, m])
-                lines.append(f"    dZ{number}[{n},{m}] = (A{number}[{n},{m}] - T[{n},{m}]) / N = "
-                             f"({_fmt(a, p)} - {_fmt(t, p)}) / {tr.X.shape[0]} = {_fmt(dZ, p + 2)}")
-                continue
-            if number == L:
-                lines.append(f"    dA{number}[{n},{m}] = dJ/dA{number}[{n},{m}] ({net.loss_fn.name}) = {_fmt(dA, p + 2)}")
-            else:
-                above, W = tr.layers[number], net.layers[number].W
-                width = above["dZ"].shape[1]
-                products = " + ".join(f"{_fmt(float(above['dZ'][n, q]), p)} * {_fmt(float(W[m, q]), p)}"
-                                      for q in range(min(width, 4))) + (" + ..." if width > 4 else "")
-                lines.append(f"    dA{number}[{n},{m}] = sum_q dZ{number + 1}[{n},q] W{number + 1}[{m},q] = "
-                             f"{products} = {_fmt(dA, p + 2)}")
-            if layer.activation.name == "softmax":
-                lines.append(f"    dZ{number}[{n},{m}] = A[{n},{m}] (dA[{n},{m}] - sum_q dA[{n},q] A[{n},q]) = "
-                             f"{_fmt(dZ, p + 2)}")
-            else:
-                slope = float(layer.activation.derivative(record["Z"][n:n + 1, m:m + 1],
-                                                          record["A"][n:n + 1, m:m + 1])[0, 0])
-                lines.append(f"    dZ{number}[{n},{m}] = dA{number}[{n},{m}] * {layer.activation.name}'(Z{number}"
-                             f"[{n},{m}] = {_fmt(z, p)}) = {_fmt(dA, p)} * {_fmt(slope, p)} = {_fmt(dZ, p + 2)}")
-        if number > k and layer.n_out > max_units:
-            lines.append(f"    ... ({layer.n_out - max_units} more units of layer {number})")
+            lines += _unit_bars(tr, p, number, sample, m)
+        if number > k and n_out > max_units:
+            lines.append(f"    ... ({n_out - max_units} more units of layer {number})")
+    return lines
+
+
+def _unit_bars(tr, p, number, n, m):
+    """dA and dZ of unit m of layer ``number`` for sample n, each written as the sum or product it is."""
+    net, L = tr.net, len(tr.net.layers)
+    record, activation = tr.layers[number - 1], net.layers[number - 1].activation
+    a, z, dA, dZ = (float(record[name][n, m]) for name in ("A", "Z", "dA", "dZ"))
+    at = f"[{n},{m}]"
+    if number == L and net.closed_form:
+        return [f"    dZ{number}{at} = (A{number}{at} - T{at}) / N = "
+                f"({_fmt(a, p)} - {_fmt(float(tr.T[n, m]), p)}) / {tr.X.shape[0]} = {_fmt(dZ, p + 2)}"]
+    if number == L:
+        lines = [f"    dA{number}{at} = dJ/dA{number}{at} ({net.loss_fn.name}) = {_fmt(dA, p + 2)}"]
+    else:
+        above, W = tr.layers[number], net.layers[number].W
+        width = above["dZ"].shape[1]
+        products = " + ".join(f"{_fmt(float(above['dZ'][n, q]), p)} * {_fmt(float(W[m, q]), p)}"
+                              for q in range(min(width, 4))) + (" + ..." if width > 4 else "")
+        lines = [f"    dA{number}{at} = sum_q dZ{number + 1}[{n},q] W{number + 1}[{m},q] = "
+                 f"{products} = {_fmt(dA, p + 2)}"]
+    if activation.name == "softmax":  # the row's Jacobian-vector product, entry m
+        row_sum = float(np.dot(record["dA"][n], record["A"][n]))
+        subtracted = _fmt(row_sum, p) if row_sum >= 0 else f"({_fmt(row_sum, p)})"
+        lines.append(f"    dZ{number}{at} = A{number}{at} (dA{number}{at} - sum_q dA{number}[{n},q] A{number}[{n},q])"
+                     f" = {_fmt(a, p)} * ({_fmt(dA, p)} - {subtracted}) = {_fmt(dZ, p + 2)}")
+    elif not getattr(activation, "elementwise", True):
+        lines.append(f"    dZ{number}{at} = {activation.name}.backward(dA{number})[{n},{m}] = {_fmt(dZ, p + 2)}")
+    else:
+        slope = float(activation.derivative(record["Z"][n:n + 1, m:m + 1], record["A"][n:n + 1, m:m + 1])[0, 0])
+        lines.append(f"    dZ{number}{at} = dA{number}{at} * {activation.name}'(Z{number}{at} = {_fmt(z, p)}) = "
+                     f"{_fmt(dA, p)} * {_fmt(slope, p)} = {_fmt(dZ, p + 2)}")
     return lines

@@ -11,7 +11,6 @@ matplotlib (the optional 'plot' extra) as PNG or SVG.
 """
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
@@ -73,7 +72,7 @@ def computational_graph(net, batch_size=None):
         out_shape = _shape(N, layer.n_out)
         parameter_column_shift = 0 if row == 0 else -0.45 * direction
 
-        def place(id, label, kind):
+        def place(id, label, kind, row=row, direction=direction):
             nonlocal column
             graph.node(id, label, kind, row, column)
             column += direction
@@ -196,27 +195,18 @@ def draw_graph(net, batch_size=None):
 
 
 def save_graph(net, path, batch_size=None):
-    """Write the graph to ``path``: .png or .svg (matplotlib) or .dot (Graphviz text). Atomic."""
+    """Write the graph to ``path``: .png or .svg (matplotlib) or .dot (Graphviz text). Atomic (handgrad.io)."""
+    from .io import atomic_writer, writable_path
+
     path = os.fspath(path)
     extension = os.path.splitext(path)[1].lower()
     if extension not in (".png", ".svg", ".dot"):
         raise ConfigError(f"the graph file must end in .png, .svg or .dot, got '{path}'.")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ConfigError(f"the folder '{directory}' does not exist; create it first.")
+    writable_path(path, "graph file")
     figure = None if extension == ".dot" else draw_graph(net, batch_size)  # fail before touching the disk
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".handgrad-", suffix=extension)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            if figure is None:
-                stream.write(to_dot(net, batch_size).encode("utf-8"))
-            else:
-                figure.savefig(stream, format=extension[1:])
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_writer(path, "wb") as stream:
+        if figure is None:
+            stream.write(to_dot(net, batch_size).encode("utf-8"))
+        else:
+            figure.savefig(stream, format=extension[1:])
     return path

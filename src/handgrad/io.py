@@ -26,11 +26,12 @@ import io as _stdio
 import json
 import os
 import re
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
 
+from ._version import __version__
 from .errors import ConfigError, ModelFileError
 
 ARCHIVE_FORMAT = "handgrad-archive"
@@ -62,21 +63,22 @@ def writable_path(path, what=None):
 def atomic_writer(path, mode="wb", encoding="utf-8", newline=None):
     """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
 
-    If the ``with`` block raises (or the disk fills up), the temporary file is removed
-    and whatever was at ``path`` before is left untouched.
+    Every file handgrad writes goes through here (model files, checkpoints, pictures, graphs,
+    ONNX files, the CLI's CSV and JSON), so all get the permissions an ordinary ``open(path, "w")``
+    gives: an existing file keeps its mode, a new one gets 0o666 minus the umask. If the
+    ``with`` block raises (or the disk fills up), the temporary file is removed and whatever
+    was at ``path`` before is left untouched.
 
     >>> with atomic_writer("out.csv", "w") as f:   # doctest: +SKIP
     ...     f.write("a,b\\n")
     """
     path = writable_path(path)
     directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    except OSError as error:
-        raise ModelFileError(f"cannot write in '{directory}': {error.strerror or error}.") from None
+    handle, temporary = _create_temporary(directory, os.path.basename(path))
     binary = "b" in mode
     try:
-        os.chmod(temporary, _file_mode(path))
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temporary, os.stat(path).st_mode & 0o777)  # replacing a file keeps its permissions
         with os.fdopen(handle, mode, **({} if binary else {"encoding": encoding, "newline": newline})) as file:
             yield file
             file.flush()
@@ -92,14 +94,19 @@ def atomic_writer(path, mode="wb", encoding="utf-8", newline=None):
     _fsync_directory(directory)
 
 
-def _file_mode(path):
-    """The permissions the file would get from open(): the earlier file's, or 0o666 minus the umask."""
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+def _create_temporary(directory, name):
+    """(fd, path) of a new, empty file in ``directory``, created with mode 0o666 so that the kernel applies
+    the umask exactly as for open() (tempfile.mkstemp would give 0o600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise ModelFileError(f"cannot write in '{directory}': {error.strerror or error}.") from None
+    raise ModelFileError(f"cannot create a temporary file in '{directory}': every name tried exists.")
 
 
 def _fsync_directory(directory):
@@ -144,13 +151,21 @@ def _canonical_json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
+def plain_json(value, what="metadata"):
+    """A JSON-only copy of ``value`` (NumPy scalars and small arrays become numbers and lists), or a ConfigError."""
+    try:
+        return json.loads(_canonical_json(value))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{what} must be JSON-serializable (numbers, strings, lists, dicts): {error}.") from None
+
+
 def content_digest(arrays, metadata):
     """SHA-256 over the metadata (canonical JSON) and every array's name, dtype, shape and bytes, by name."""
     digest = hashlib.sha256()
     digest.update(_canonical_json(metadata).encode("utf-8"))
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
-        digest.update(f"\n{name}|{array.dtype.str}|{list(array.shape)}\n".encode("utf-8"))
+        digest.update(f"\n{name}|{array.dtype.str}|{list(array.shape)}\n".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
 
@@ -176,10 +191,7 @@ def encode_archive(arrays, metadata):
         raise ConfigError(f"metadata must be a dict, got {type(metadata).__name__}.")
     arrays = {name: np.ascontiguousarray(_check_array(name, array, "in a model file"))
               for name, array in arrays.items()}
-    try:
-        metadata = json.loads(_canonical_json(metadata))  # a plain, JSON-only copy
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"metadata must be JSON-serializable (numbers, strings, lists, dicts): {error}.") from None
+    metadata = plain_json(metadata)
     header = {
         "format": ARCHIVE_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -297,75 +309,45 @@ def decode_archive(data, path="<bytes>"):
 
 
 # ---------------------------------------------------------------------------- networks
-def _rebuild(config):
-    """An MLP from :meth:`MLP.config` (the weights are then overwritten by the caller)."""
-    from .network import MLP
-
-    config = dict(config)
-    if config.get("init") not in ("auto", "he", "glorot", "lecun"):
-        config["init"] = "auto"
-    layers = [(size, activation) for size, activation in config.pop("layers")]
-    return MLP(layers=layers, **config)
-
-
 def save(net, path, extra_arrays=None, **metadata):
     """Write ``net`` to ``path``: its architecture (``net.config()``), weights, and any JSON-able ``metadata``.
 
     >>> net.save("model.npz", training={"epochs": 20, "learning_rate": 0.1})   # doctest: +SKIP
 
-    ``extra_arrays`` (name -> numeric array) are stored alongside, e.g. optimizer state
-    for a checkpoint; :func:`load` returns them as ``net.extra_arrays``. The metadata comes
-    back as ``net.metadata``. Weights round-trip bit for bit.
+    ``net`` is anything with ``config()`` (the constructor's arguments), ``parameters()``
+    ([(name, array)]) and optionally a ``metadata`` dict, which the new ``metadata`` extends.
+    ``extra_arrays`` (name -> numeric array) are stored alongside, e.g. optimizer state for a
+    checkpoint. :func:`handgrad.load` gives the network back with ``net.metadata`` and
+    ``net.extra_arrays``; weights round-trip bit for bit. (``MLP.save`` first checks that the
+    configuration rebuilds the network.)
     """
-    from . import __version__
-    from .network import MLP
-
-    if not isinstance(net, MLP):
-        raise ConfigError(f"save needs an MLP, got {type(net).__name__}.")
-    config = net.config()
-    try:
-        _rebuild(json.loads(_canonical_json(config)))
-    except (ConfigError, TypeError, ValueError) as error:
-        raise ConfigError(f"this network cannot be saved: its configuration does not rebuild it ({error}). Custom "
-                          "activation or loss objects cannot be stored; use built-in names.") from None
-    arrays = {name: array for name, array in net.parameters()}
+    arrays = dict(net.parameters())
     for name, array in (extra_arrays or {}).items():
         arrays["extra." + name] = _check_array(name, array, "as an extra array")
-    base = dict(getattr(net, "metadata", None) or {})
-    base.update(metadata)
-    record = {"kind": MODEL_KIND, "handgrad_version": __version__, "config": config, "user": base}
+    user = dict(getattr(net, "metadata", None) or {})
+    user.update(metadata)
+    record = {"kind": MODEL_KIND, "handgrad_version": __version__, "config": net.config(), "user": user}
     write_archive(path, arrays, record)
     return os.fspath(path)
 
 
-def load(path):
-    """The MLP stored in ``path`` (see :func:`save`), with ``net.metadata`` and ``net.extra_arrays`` set."""
+def read_model(path):
+    """``(config, arrays, user_metadata, extra_arrays)`` of the model file ``path``, verified.
+
+    ``config`` is what ``MLP(**config)`` rebuilds (``layers`` as [size, activation] pairs),
+    ``arrays`` maps parameter names (W1, b1, ...) to arrays, ``user_metadata`` is the metadata
+    given to :func:`save`, and ``extra_arrays`` the extra arrays, without their ``extra.`` prefix.
+    A ModelFileError if the file is missing, damaged, of another format version or holds no
+    network. :func:`handgrad.load` builds the network from these.
+    """
     arrays, record = read_archive(path)
     if record.get("kind") != MODEL_KIND or not isinstance(record.get("config"), dict):
         raise ModelFileError(f"'{os.fspath(path)}' is a handgrad archive but holds no network (kind "
                              f"{record.get('kind')!r}); it may be a data or checkpoint file.")
-    try:
-        net = _rebuild(record["config"])
-    except (ConfigError, TypeError, ValueError, KeyError) as error:
-        raise ModelFileError(f"'{os.fspath(path)}' describes a network this handgrad cannot build: {error}.") from None
-    for name, target in net.parameters():
-        if name not in arrays:
-            raise ModelFileError(f"'{os.fspath(path)}' lacks parameter {name}.")
-        if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
-            raise ModelFileError(f"'{os.fspath(path)}': {name} is {arrays[name].dtype} {arrays[name].shape}, but the "
-                                 f"architecture needs {target.dtype} {target.shape}.")
-        target[...] = arrays[name]
-    expected = {name for name, _ in net.parameters()}
-    unknown = [name for name in arrays if name not in expected and not name.startswith("extra.")]
-    if unknown:
-        raise ModelFileError(f"'{os.fspath(path)}' holds arrays {unknown} that the architecture has no place for.")
-    net.metadata = dict(record.get("user") or {})
-    net.extra_arrays = {name[len("extra."):]: array for name, array in arrays.items() if name.startswith("extra.")}
-    return net
-
-
-def read_model_info(path):
-    """The stored record (kind, version, config, user metadata) and array shapes, without building the network."""
-    arrays, record = read_archive(path)
-    return {"record": record, "shapes": {name: tuple(array.shape) for name, array in arrays.items()},
-            "dtypes": {name: array.dtype.name for name, array in arrays.items()}}
+    user = record.get("user") or {}
+    if not isinstance(user, dict):
+        raise ModelFileError(f"'{os.fspath(path)}' has malformed metadata (a {type(user).__name__} where a dict "
+                             "belongs); save the model again.")
+    parameters = {name: array for name, array in arrays.items() if not name.startswith("extra.")}
+    extra = {name[len("extra."):]: array for name, array in arrays.items() if name.startswith("extra.")}
+    return dict(record["config"]), parameters, dict(user), extra

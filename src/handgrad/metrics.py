@@ -5,7 +5,7 @@ estimators all call these functions, so a figure means the same thing wherever i
 printed. Each definition is scikit-learn's (``sklearn.metrics``), and tests/test_metrics.py
 checks them against it, sample weights included:
 
-    accuracy          sum_n w_n [y_n == p_n] / sum_n w_n
+    accuracy          sum_n w_n [y_n == p_n] / sum_n w_n   (a multilabel row counts when all of it matches)
     mse               1/K sum_k  sum_n w_n (t_nk - a_nk)^2 / sum_n w_n
     mae               1/K sum_k  sum_n w_n |t_nk - a_nk|   / sum_n w_n
     r2                1/K sum_k  (1 - SS_res,k / SS_tot,k)
@@ -53,7 +53,7 @@ def _weights(sample_weight, n_samples, name):
 def _labels(y, name):
     labels = np.asarray(y)
     if labels.ndim != 1:
-        raise DataError(f"{name} compares class labels: give 1-D arrays of labels, got shape {labels.shape}.")
+        raise DataError(f"{name} counts class ids: give 1-D arrays of labels, got shape {labels.shape}.")
     return labels
 
 
@@ -61,15 +61,19 @@ def _labels(y, name):
 def accuracy(y_true, y_pred, sample_weight=None):
     """The (weighted) fraction of samples whose predicted label equals the true one.
 
-    accuracy = sum_n w_n [y_n == p_n] / sum_n w_n, for 1-D label arrays of length N
-    (``sklearn.metrics.accuracy_score``).
+    accuracy = sum_n w_n [y_n == p_n] / sum_n w_n, for labels of shape (N,); for label rows
+    of shape (N, K) (multilabel indicators) a sample counts only when its whole row matches
+    (``sklearn.metrics.accuracy_score``, subset accuracy).
     """
-    y_true, y_pred = _labels(y_true, "accuracy"), _labels(y_pred, "accuracy")
-    if y_true.shape != y_pred.shape or y_true.size == 0:
-        raise DataError(f"accuracy needs as many predictions as labels (at least one), got {y_pred.shape[0]} "
-                        f"predictions for {y_true.shape[0]} labels.")
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim not in (1, 2) or y_true.shape != y_pred.shape or len(y_true) == 0:
+        raise DataError(f"accuracy needs one predicted label per true label, (N,) or (N, K) both with N >= 1; got "
+                        f"predictions of shape {y_pred.shape} for labels of shape {y_true.shape}.")
+    correct = y_true == y_pred
+    if correct.ndim == 2:
+        correct = correct.all(axis=1)
     w = _weights(sample_weight, len(y_true), "accuracy")
-    return float(np.average(y_true == y_pred, weights=w))
+    return float(np.average(correct, weights=w))
 
 
 def mean_squared_error(y_true, y_pred, sample_weight=None):

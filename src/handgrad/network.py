@@ -642,9 +642,14 @@ class MLP:
         return partial_fit(self, X, T, **options)
 
     def save(self, path, **metadata):
-        """Write the network to a model file (see handgrad.io; no pickle, atomic)."""
-        from .io import save
+        """Write the network to a model file (see handgrad.io; no pickle, atomic); :func:`load` reads it back."""
+        from .io import plain_json, save
 
+        try:  # a file that cannot be read back is refused before anything is written
+            _rebuild(plain_json(self.config(), "the network's configuration"))
+        except (ConfigError, TypeError, ValueError) as error:
+            raise ConfigError(f"this network cannot be saved: its configuration does not rebuild it ({error}). "
+                              "Custom activation or loss objects cannot be stored; use built-in names.") from None
         return save(self, path, **metadata)
 
     def to_onnx(self, path, **options):
@@ -652,3 +657,47 @@ class MLP:
         from .onnx_export import to_onnx
 
         return to_onnx(self, path, **options)
+
+
+# ---------------------------------------------------------------------------- model files
+def _rebuild(config):
+    """An MLP from :meth:`MLP.config` (its weights are then overwritten by the caller)."""
+    config = dict(config)
+    if config.get("init") not in ("auto", "he", "glorot", "lecun"):
+        config["init"] = "auto"  # a custom initializer is not stored; the weights come from the file anyway
+    layers = [(size, activation) for size, activation in config.pop("layers")]
+    return MLP(layers=layers, **config)
+
+
+def load(path):
+    """The MLP stored in ``path`` by ``net.save``, with ``net.metadata`` and ``net.extra_arrays`` set.
+
+    The file is verified (checksums, format version, no pickle; see handgrad.io.read_model),
+    the network rebuilt from its configuration, and every parameter checked by name, shape
+    and dtype before it is copied in.
+    """
+    import os
+
+    from .errors import ModelFileError
+    from .io import read_model
+
+    config, arrays, user_metadata, extra_arrays = read_model(path)
+    where = f"'{os.fspath(path)}'"
+    try:
+        net = _rebuild(config)
+    except (ConfigError, TypeError, ValueError, KeyError) as error:
+        raise ModelFileError(f"{where} describes a network this handgrad cannot build: {error}.") from None
+    expected = dict(net.parameters())
+    unknown = [name for name in arrays if name not in expected]
+    if unknown:
+        raise ModelFileError(f"{where} holds arrays {unknown} that the architecture has no place for.")
+    for name, target in expected.items():
+        if name not in arrays:
+            raise ModelFileError(f"{where} lacks parameter {name}.")
+        if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
+            raise ModelFileError(f"{where}: {name} is {arrays[name].dtype} {arrays[name].shape}, but the "
+                                 f"architecture needs {target.dtype} {target.shape}.")
+        target[...] = arrays[name]
+    net.metadata = user_metadata
+    net.extra_arrays = extra_arrays
+    return net

@@ -6,7 +6,7 @@ The graph is the forward pass written with standard operators, one block per lay
     H_k = f_k(Z_k)
 
     relu -> Relu   leaky_relu -> LeakyRelu(alpha=slope)   sigmoid -> Sigmoid   tanh -> Tanh
-    softmax -> Softmax(axis=1)   softplus -> Softplus     elu -> Elu(alpha)    identity -> nothing
+    softmax -> Softmax(axis=1) (in any layer)   softplus -> Softplus     elu -> Elu(alpha)    identity -> nothing
     (float64 nets: softplus as Relu(z) + Log(1 + Exp(-Abs(z))) and elu as Relu(z) + alpha (Exp(-Relu(-z)) - 1),
     because onnxruntime has float32 kernels only for Softplus and Elu)
     silu -> z * Sigmoid(z)
@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from .errors import ConfigError, DataError, HandgradError
+from .errors import ConfigError
 
 DEFAULT_OPSET = 17  # Softmax over one axis exists from 13; 17 is read by every onnxruntime since 1.11
 MIN_OPSET = 13
@@ -101,11 +101,10 @@ def _activation(graph, activation, Z, k):
 
 def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y"):
     """The ``onnx.ModelProto`` of ``net`` (checked with onnx.checker), without writing it."""
-    from .network import MLP
-
     onnx, helper, numpy_helper = _import_onnx()
-    if not isinstance(net, MLP):
-        raise ConfigError(f"to_onnx needs a handgrad MLP, got {type(net).__name__}.")
+    if not all(hasattr(net, name) for name in ("layers", "n_inputs", "n_outputs", "dtype")):
+        raise ConfigError(f"to_onnx needs a handgrad MLP (layers, n_inputs, n_outputs, dtype), got "
+                          f"{type(net).__name__}.")
     highest = onnx.defs.onnx_opset_version()
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= highest:
         raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {highest} (this onnx package's newest), "
@@ -155,22 +154,3 @@ def to_onnx(net, path, opset=DEFAULT_OPSET, input_name="X", output_name="Y"):
     path = os.fspath(path)
     atomic_write_bytes(path, model.SerializeToString())
     return path
-
-
-def export_onnx_command(model_path, out_path, opset=DEFAULT_OPSET):
-    """What ``handgrad export --onnx OUT MODEL`` runs: read a handgrad model file, write the ONNX file.
-
-    Returns a one-line summary for the command to print. Errors are handgrad errors (a missing or
-    damaged model file raises ModelFileError), which the CLI turns into one line and exit status 2.
-    """
-    from .io import load
-
-    net = load(model_path)
-    if os.path.isdir(os.fspath(out_path)):
-        raise DataError(f"'{os.fspath(out_path)}' is a directory; give a file name such as model.onnx.")
-    try:
-        to_onnx(net, out_path, opset=opset)
-    except ImportError as error:
-        raise HandgradError(str(error)) from None
-    return (f"wrote {os.fspath(out_path)}: ONNX opset {opset}, input 'X' (N, {net.n_inputs}), "
-            f"output 'Y' (N, {net.n_outputs}), {net.dtype.name}")

@@ -24,6 +24,11 @@ math with the batched engine: every formula is written out again here.
 
    and the sums over samples are divided by N, as the batched engine's 1/N does.
 
+Softmax may sit in any layer, hidden ones included: the scalar engine expands each row
+into exp, sum and divide nodes (so its Jacobian is never written at all), and the
+per-sample engine multiplies by the row's Jacobian diag(h) - h h^T, built explicitly.
+Neither uses the batched engine's Jacobian-vector product, which they therefore check.
+
 Both return ``(J, [(dW, db or None), ...])`` in the batched layout (dW of shape
 (n_in, n_out)), so they compare entry by entry with ``net.loss_and_grad``.
 Dropout is not modelled (it is off in ``loss_and_grad`` unless a dropout seed is given).
@@ -49,7 +54,7 @@ class Value:
     stores its local derivative with respect to each input when it computes its value.
     """
 
-    __slots__ = ("data", "grad", "parents", "op")
+    __slots__ = ("data", "grad", "op", "parents")
 
     def __init__(self, data, parents=(), op=""):
         self.data = float(data)
@@ -208,7 +213,7 @@ def topological_order(root):
 
 
 def _scalar_activation(activation, z_row):
-    """A list of Values f(z_row) for one sample's pre-activations (softmax couples the whole row)."""
+    """A list of Values f(z_row) for one sample's pre-activations (softmax, in any layer, couples the whole row)."""
     name = activation.name
     if name == "softmax":
         # a_k = e^{z_k - m} / sum_j e^{z_j - m}; m = max z is a constant, which leaves a and its derivatives unchanged
@@ -232,16 +237,16 @@ def _scalar_loss(loss, a_row, t_row):
     """One sample's loss l_n as a Value, built from its per-element terms."""
     name = loss.name
     if name == "half_squared_error":  # 1/2 sum_k (a_k - t_k)^2
-        terms = [(a - t).square() for a, t in zip(a_row, t_row)]
+        terms = [(a - t).square() for a, t in zip(a_row, t_row, strict=True)]
         return 0.5 * sum(terms[1:], terms[0])
     if name == "mse":  # sum_k (a_k - t_k)^2
-        terms = [(a - t).square() for a, t in zip(a_row, t_row)]
+        terms = [(a - t).square() for a, t in zip(a_row, t_row, strict=True)]
         return sum(terms[1:], terms[0])
     if name == "binary_cross_entropy":  # -sum_k [t ln a + (1 - t) ln(1 - a)]
-        terms = [t * a.log() + (1 - t) * (1 - a).log() for a, t in zip(a_row, t_row)]
+        terms = [t * a.log() + (1 - t) * (1 - a).log() for a, t in zip(a_row, t_row, strict=True)]
         return -sum(terms[1:], terms[0])
     if name == "cross_entropy":  # -sum_k t ln a
-        terms = [t * a.log() for a, t in zip(a_row, t_row)]
+        terms = [t * a.log() for a, t in zip(a_row, t_row, strict=True)]
         return -sum(terms[1:], terms[0])
     raise ConfigError(f"the scalar engine knows the built-in losses only, not '{name}'; "
                       "use per_sample_gradients for a user-defined loss.")
@@ -265,7 +270,7 @@ def build_scalar_graph(net, X, T, sample_weight=None):
     sample_losses = []
     for n in range(N):
         h = [Value(x, op="x") for x in X[n]]  # h_0 = x: inputs are leaves (their v_bar is computed but unused)
-        for layer, W, b in zip(net.layers, weights, biases):
+        for layer, W, b in zip(net.layers, weights, biases, strict=True):
             z = []
             for j in range(layer.n_out):
                 products = [h[i] * W[i][j] for i in range(layer.n_in)]  # z_j = sum_i h_i W[i][j] (+ b_j)
@@ -291,7 +296,7 @@ def scalar_gradients(net, X, T, sample_weight=None):
     J, weights, biases = build_scalar_graph(net, X, T, sample_weight)
     J.backward()
     grads = []
-    for W, b in zip(weights, biases):
+    for W, b in zip(weights, biases, strict=True):
         dW = np.array([[node.grad for node in row] for row in W])
         db = None if b is None else np.array([node.grad for node in b])
         grads.append((dW, db))
@@ -341,7 +346,7 @@ def _activation_vector(activation, a):
 
 
 def _backward_through_activation(activation, a, h, g):
-    """f'(a)^T g: element-wise g * f'(a), or for softmax the Jacobian J = diag(h) - h h^T (symmetric)."""
+    """f'(a)^T g: element-wise g * f'(a), or for softmax (in any layer) the Jacobian J = diag(h) - h h^T (symmetric)."""
     if activation.name == "softmax":
         jacobian = np.diag(h) - np.outer(h, h)
         return jacobian.T @ g
@@ -371,7 +376,7 @@ def per_sample_gradients(net, X, T, sample_weight=None):
         x, t = X[n], T[n]
         # forward: h_0 = x;  a_k = W_k h_{k-1} + b_k;  h_k = f_k(a_k)
         hs, as_ = [x], []
-        for layer, W, b in zip(net.layers, Ws, bs):
+        for layer, W, b in zip(net.layers, Ws, bs, strict=True):
             a = W @ hs[-1] + (b if b is not None else 0.0)
             as_.append(a)
             hs.append(_activation_vector(layer.activation, a))
@@ -398,7 +403,7 @@ def per_sample_gradients(net, X, T, sample_weight=None):
 
     J = total / N
     grads = []
-    for layer, W_deriv, b_deriv in zip(net.layers, W_derivs, b_derivs):
+    for layer, W_deriv, b_deriv in zip(net.layers, W_derivs, b_derivs, strict=True):
         dW = W_deriv.T / N  # back to the batched layout (n_in, n_out), averaged over the N samples
         W = layer.W.astype(np.float64)
         if net.l2:

@@ -39,7 +39,8 @@ def _number(name, value, low=None, high=None, strict_low=False):
 
 
 class Schedule:
-    """Base class. Subclasses implement ``rate(step)`` from ``self.base``, ``self.total_steps``, ``self.steps_per_epoch``."""
+    """Base class. Subclasses implement ``rate(step)`` from ``self.base``, ``self.total_steps`` and
+    ``self.steps_per_epoch``."""
 
     name = "schedule"
 

@@ -39,13 +39,13 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from . import metrics
 from .errors import ConfigError, DataError
 from .network import MLP
 from .optimizers import SGD, Adam, AdamW, Momentum, Nesterov, RMSprop
@@ -293,7 +293,7 @@ class _BaseMLP(BaseEstimator):
                 break
             if self.n_iter_ == self.max_iter:
                 warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                              "optimization hasn't converged yet.", ConvergenceWarning)
+                              "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         if early_stopping and best_weights is not None:
             net.set_weights(best_weights)
         for layer in net.layers:  # work buffers are rebuilt on demand; no need to keep (or pickle) them
@@ -392,7 +392,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _validation_score(self, X_val, y_val, w_val):
-        return accuracy_score(y_val, self._labels(self.net_.forward(X_val)), sample_weight=w_val)
+        return metrics.accuracy(y_val, self._labels(self.net_.forward(X_val)), sample_weight=w_val)
+
+    def score(self, X, y, sample_weight=None):
+        """The accuracy of ``predict(X)`` against y (handgrad.metrics.accuracy: subset accuracy for multilabel y)."""
+        return metrics.accuracy(y, self.predict(X), sample_weight=sample_weight)
 
     def _labels(self, P):
         if self._multilabel:
@@ -467,7 +471,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _validation_score(self, X_val, y_val, w_val):
-        return r2_score(y_val, self._squeeze(self.net_.forward(X_val)), sample_weight=w_val)
+        return metrics.r2_score(y_val, self._squeeze(self.net_.forward(X_val)), sample_weight=w_val)
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 of ``predict(X)`` against y, averaged uniformly over the targets (handgrad.metrics.r2_score)."""
+        return metrics.r2_score(y, self.predict(X), sample_weight=sample_weight)
 
     @staticmethod
     def _squeeze(Y):

@@ -16,8 +16,11 @@ and it must return one (dW, db) pair per layer, db None when the layer has no bi
 arrays it receives are copies. The result is compared, parameter by parameter, with the
 gradient of the data loss (l2, l1 and dropout play no part), and each wrong parameter
 gets a hint when it matches a usual mistake: a missing transpose, a missing 1/N, f'
-taken at the activation instead of the pre-activation, a bias gradient not summed over
-the batch, a flipped sign.
+taken at the activation instead of the pre-activation (in every layer, in the hidden
+layers or in one layer: the hint says which), a bias gradient not summed over the batch,
+a flipped sign. The expected gradients and the mistaken ones are all computed by the
+engine (``loss_and_grad`` and ``forward_backward``) on copies of the network; the mistake
+f'(A) is planted with :class:`DerivativeAtActivation`.
 
 ``check_activation(obj)`` and ``check_loss(obj)`` check a user-defined activation's
 derivative or loss's gradient (the built-ins' interface: subclass
@@ -94,14 +97,80 @@ class GradientReport:
     __repr__ = __str__
 
 
-def _data_loss_copy(net):
-    """A float64 copy of ``net`` without regularization or dropout: the function the student differentiates."""
+def _data_loss_copy(net, derivative_at_A=()):
+    """A float64 copy of ``net`` without regularization or dropout: the function the student differentiates.
+
+    The layers numbered in ``derivative_at_A`` (from 1) make the classic mistake: their
+    backward evaluates f' at the activation A instead of at Z (see :class:`DerivativeAtActivation`).
+    """
     from .network import MLP
 
-    copy = MLP(net.n_inputs, [(layer.n_out, layer.activation) for layer in net.layers], loss=net.loss_fn,
-               bias=net.bias, dtype="float64")
+    specs = [(layer.n_out, DerivativeAtActivation(layer.activation) if k in derivative_at_A else layer.activation)
+             for k, layer in enumerate(net.layers, 1)]
+    copy = MLP(net.n_inputs, specs, loss=net.loss_fn, bias=net.bias, dtype="float64")
     copy.set_weights(net.get_weights())
     return copy
+
+
+class DerivativeAtActivation(Activation):
+    """The classic mistake, planted in an activation: backward uses f'(A) where it should use f'(Z).
+
+    Forward is the wrapped activation's. Backward calls the wrapped backward with A in the
+    place of Z (and f(A) in the place of A), so an element-wise activation gives
+    dZ = dA * f'(A), and softmax its Jacobian at softmax(A). The name stays the wrapped one, so
+    a network built with it keeps its closed form and its checks, and the engine's own
+    backward (``loss_and_grad``, ``forward_backward``) computes the mistaken gradient.
+    """
+
+    needs_z = True
+    derivative_in_forward = False
+    row_log_sum_exp = False
+
+    def __init__(self, activation):
+        self.activation = activation
+        self.name = activation.name
+        self.elementwise = getattr(activation, "elementwise", True)
+        self.output_range = activation.output_range
+        self.init = activation.init
+
+    def forward(self, Z, out=None):
+        return self.activation.forward(Z, out=out)
+
+    def derivative(self, Z, A):
+        return self.activation.derivative(A, self.activation.forward(A.copy()))
+
+    def backward(self, dA, Z, A, out=None):
+        return self.activation.backward(dA, A.copy(), self.activation.forward(A.copy()), out=out)
+
+    def __repr__(self):
+        return f"DerivativeAtActivation({self.activation!r})"
+
+
+def _layers_text(numbers):
+    """[2] -> 'layer 2', [1, 2, 3] -> 'layers 1, 2 and 3'."""
+    if len(numbers) == 1:
+        return f"layer {numbers[0]}"
+    return "layers " + ", ".join(str(k) for k in numbers[:-1]) + f" and {numbers[-1]}"
+
+
+def _derivative_at_A_variants(reference, X, T):
+    """[(layer numbers, [(dW, db), ...])]: the gradients a student gets who takes f'(A) instead of f'(Z), in every
+    layer, in every hidden layer, or in one layer. An output layer with a closed form has no f' to get wrong."""
+    L = len(reference.layers)
+    layers = [k for k in range(1, L + 1) if not (k == L and reference.closed_form)]
+    candidates = [tuple(layers), tuple(k for k in layers if k < L)] + [(k,) for k in layers]
+    variants = []
+    for numbers in dict.fromkeys(c for c in candidates if c):  # in order, without repeats
+        _, grads = _data_loss_copy(reference, derivative_at_A=numbers).loss_and_grad(X, T)
+        variants.append((numbers, grads))
+    return variants
+
+
+def _mistaken(variants, k, which):
+    """[(layers, layer k's dW (which = 0) or db (which = 1))] of each f'(A) variant. Layer k's gradient depends
+    on the layers at and above k only, so ``layers`` lists those of the variant's layers."""
+    return [([m for m in numbers if m >= k], grads[k - 1][which])
+            for numbers, grads in variants["at_A"] if max(numbers) >= k]
 
 
 def _diagnose_W(given, expected, variants, k):
@@ -117,7 +186,7 @@ def _diagnose_W(given, expected, variants, k):
         return f"dW{k} must have W{k}'s shape {expected.shape}, got {given.shape}."
     if expected.shape[0] == expected.shape[1] and _close(given, expected.T):
         return f"missing transpose: you returned ({h}^T dZ{k})^T; dW{k}[i, j] = sum_n {h}[n, i] dZ{k}[n, j]."
-    return _common_hints(given, expected, variants["at_A"][k - 1][0], N, k, "dW")
+    return _common_hints(given, expected, _mistaken(variants, k, 0), N, k, "dW")
 
 
 def _diagnose_b(given, expected, variants, k):
@@ -133,7 +202,7 @@ def _diagnose_b(given, expected, variants, k):
             return f"forgotten bias sum over the batch: db{k} equals row {n} of dZ{k}; sum all N rows."
     if _close(given, expected / N):
         return f"db{k} is the mean of dZ{k}'s rows, but dZ{k} already holds the 1/N: sum the rows."
-    return _common_hints(given, expected, variants["at_A"][k - 1][1], N, k, "db")
+    return _common_hints(given, expected, _mistaken(variants, k, 1), N, k, "db")
 
 
 def _common_hints(given, expected, at_A, N, k, name):
@@ -143,9 +212,12 @@ def _common_hints(given, expected, at_A, N, k, name):
         return f"divided by N twice: yours is N = {N} times too small."
     if _close(given, -expected):
         return "sign error: yours is the negative of the gradient (check a - t versus t - a)."
-    if at_A is not None and not _close(at_A, expected) and _close(given, at_A):
-        return ("derivative taken at the activation instead of the pre-activation: use f'(Z) (or the formula "
-                "in terms of A, such as A (1 - A) for sigmoid), not f'(A).")
+    for layers, mistaken in at_A:
+        if mistaken is not None and not _close(mistaken, expected) and _close(given, mistaken):
+            below = "" if k in layers else f" Layer {k}'s own step may be right: the error reaches it through dA{k}."
+            return (f"derivative taken at the activation instead of the pre-activation (in {_layers_text(layers)}): "
+                    "use f'(Z) there (or the formula in terms of A, such as A (1 - A) for sigmoid), not f'(A)."
+                    + below)
     return (f"no usual mistake matches; compare your {name}{k} with handgrad's "
             "(python -c 'import handgrad as hg; print(hg.explain(net))' shows the equations).")
 
@@ -157,18 +229,15 @@ def check_gradients(student_fn, net, X, T):
     wrong with the relative error, the first wrong entry and a hint; ``report.ok`` says
     whether all are right.
     """
-    from .explain import forward_backward
-
     if not callable(student_fn):
         raise ConfigError(f"student_fn must be a function, got {type(student_fn).__name__}.")
     reference = _data_loss_copy(net)
     X = reference.check_inputs(X)
     T = reference.check_targets(T, X.shape[0])
     _, grads = reference.loss_and_grad(X, T)
-    _, layers = forward_backward(reference, X, T)
-    _, layers_at_A = forward_backward(reference, X, T, derivative_at="A")
+    _, layers = reference.forward_backward(X, T)
     variants = {"N": X.shape[0], "dZ": [record["dZ"] for record in layers],
-                "at_A": [(record["dW"], record["db"]) for record in layers_at_A]}
+                "at_A": _derivative_at_A_variants(reference, X, T)}
 
     weights = [layer.W.copy() for layer in reference.layers]
     biases = [None if layer.b is None else layer.b.copy() for layer in reference.layers]
@@ -189,7 +258,7 @@ def check_gradients(student_fn, net, X, T):
         return GradientReport([], f"it must return a list of {L} (dW, db) pairs, one per layer; got {got}.")
 
     results = []
-    for k, ((dW, db), item) in enumerate(zip(grads, returned), 1):
+    for k, ((dW, db), item) in enumerate(zip(grads, returned, strict=True), 1):
         try:
             given_W, given_b = item
         except (TypeError, ValueError):
@@ -283,7 +352,7 @@ def check_activation(obj, eps=1e-6, tolerance=1e-5):
     try:
         backward = np.asarray(activation.backward(dA.copy(), Z.copy(), A.copy()), dtype=np.float64)
     except Exception as error:
-        return CheckResult(name, problems + [f"backward raised {type(error).__name__}: {error}"], np.inf)
+        return CheckResult(name, [*problems, f"backward raised {type(error).__name__}: {error}"], np.inf)
     error = _relative_error(backward, numeric)
     if backward.shape != Z.shape or error > tolerance:
         if getattr(activation, "elementwise", True) and backward.shape == Z.shape:
@@ -313,16 +382,10 @@ def check_loss(obj, eps=1e-6, tolerance=1e-5):
     name = f"loss '{loss.name}'"
     rng = np.random.default_rng(0)
     N, K = 5, 3
-    low, high = loss.output_range
-    if (low, high) == (0.0, 1.0):
-        A = rng.uniform(0.1, 0.9, (N, K))
-    else:
-        A = rng.normal(size=(N, K))
-    tlow, thigh = loss.target_range
-    if (tlow, thigh) == (0.0, 1.0):
-        T = np.eye(K)[rng.integers(0, K, N)]  # one-hot rows: right for every cross-entropy
-    else:
-        T = rng.normal(size=(N, K))
+    probabilities = (0.0, 1.0)
+    A = rng.uniform(0.1, 0.9, (N, K)) if tuple(loss.output_range) == probabilities else rng.normal(size=(N, K))
+    # one-hot rows: right for every cross-entropy
+    T = np.eye(K)[rng.integers(0, K, N)] if tuple(loss.target_range) == probabilities else rng.normal(size=(N, K))
     problems = []
     try:
         per_sample = np.asarray(loss.per_sample(A.copy(), T.copy()))
@@ -350,5 +413,13 @@ def check_loss(obj, eps=1e-6, tolerance=1e-5):
     return CheckResult(name, problems, error)
 
 
-__all__ = ["check_gradients", "check_activation", "check_loss", "GradientReport", "CheckResult",
-           "Activation", "Loss"]
+__all__ = [
+    "Activation",
+    "CheckResult",
+    "DerivativeAtActivation",
+    "GradientReport",
+    "Loss",
+    "check_activation",
+    "check_gradients",
+    "check_loss",
+]
