@@ -17,8 +17,9 @@ def test_epoch_speed_runs_and_reports_every_figure():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    cases = [(case["batch_size"], case["dtype"]) for case in report["epochs"]]
-    assert cases == [(128, "float32"), (128, "float64")]
+    cases = [(case["network"], case["optimizer"], case["batch_size"], case["dtype"]) for case in report["epochs"]]
+    assert cases == [("784-256-128-10", "sgd", 128, "float32"), ("784-256-128-10", "sgd", 128, "float64"),
+                     ("784-256-128-10", "adam", 128, "float32"), ("16-256-128-26", "adam", 128, "float32")]
     for case in report["epochs"]:
         assert case["samples"] == 600
         bound = case["bound"]["min_s"]

@@ -58,7 +58,7 @@ def test_explain_shapes_match_the_arrays(config):
             assert shapes[f"b{k}"] == shapes[f"db{k}"] == _as_string(record["db"].shape)
         if k < L:
             assert shapes[f"dA{k}"] == _as_string(record["dA"].shape)
-        if layer.dropout:
+        if net.dropout_rate(k):
             assert shapes[f"Y{k}"] == _as_string(record["A"].shape)
     assert "dX" not in shapes
     assert (f"dA{L}" in shapes) == (not net.closed_form)

@@ -114,7 +114,7 @@ def _input_name(net, k):
     """The symbol of layer k's input (k from 1): X, A_{k-1}, or Y_{k-1} after dropout."""
     if k == 1:
         return "X"
-    return f"Y{k - 1}" if net.layers[k - 2].dropout else f"A{k - 1}"
+    return f"Y{k - 1}" if net.dropout_rate(k - 1) else f"A{k - 1}"
 
 
 def _is_builtin(obj, table, module):
@@ -192,8 +192,8 @@ def _layer_forward(net, k, N):
         Equation(f"A{k}", f"{layer.activation.name}(Z{k})", _shape(N, layer.n_out), where,
                  f"{_tex_name(layer.activation)}({_tex(f'Z{k}')})"),
     ]
-    if layer.dropout:
-        p = layer.dropout
+    if net.dropout_rate(k):
+        p = net.dropout_rate(k)
         equations.append(Equation(
             f"Y{k}", f"A{k} * M{k} / {1 - p:g}", _shape(N, layer.n_out),
             f"dropout p = {p:g}, training only: M{k}[n,j] = 1 with probability {1 - p:g}, else 0",
@@ -273,8 +273,8 @@ def _gradient_below(net, k, N):
         f"d{h}", f"dZ{k} W{k}^T", _shape(N, layer.n_in),
         f"({_shape(N, layer.n_out)})({_shape(layer.n_out, layer.n_in)}): entry [n,i] = sum_j dZ{k}[n,j] W{k}[i,j]",
         rf"{_tex(f'dZ{k}')} {_tex(f'W{k}')}^\top")]
-    if below.dropout:
-        p = below.dropout
+    if net.dropout_rate(k - 1):
+        p = net.dropout_rate(k - 1)
         equations.append(Equation(f"dA{k - 1}", f"d{h} * M{k - 1} / {1 - p:g}", _shape(N, below.n_out),
                                   "the same mask as the forward pass",
                                   rf"{_tex(f'd{h}')} \odot {_tex(f'M{k - 1}')} / {1 - p:g}"))

@@ -95,7 +95,7 @@ def computational_graph(net, batch_size=None):
         graph.edge(z, f, out_shape)
         previous = place(f"A{k}", f"A{k}", "variable")
         graph.edge(f, previous, out_shape)
-        if layer.dropout:
+        if net.dropout_rate(k):
             drop = place(f"dropout{k}", "drop", "operator")
             graph.edge(previous, drop, out_shape)
             previous = place(f"Y{k}", f"Y{k}", "variable")

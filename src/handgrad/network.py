@@ -290,6 +290,10 @@ class MLP:
             target[...] = value
         return self
 
+    def dropout_rate(self, k):
+        """The dropout rate after layer k (from 1; 0 for none, and for the output layer)."""
+        return self.dropout[k - 1] if 1 <= k <= len(self.dropout) else 0.0
+
     def gradients(self):
         """[(name, array)]: dW1, db1, dW2, ... of the last backward pass (views into ``grads``), named as
         :meth:`parameters` names the parameters."""
