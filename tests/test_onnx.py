@@ -133,3 +133,28 @@ def test_handgrad_export_subcommand_writes_an_onnx_file_and_refuses_bad_input(tm
     assert main(["export", str(tmp_path / "missing.npz"), "--onnx", str(tmp_path / "other.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "other.onnx").exists()
+
+
+def readme_onnx_snippet():
+    """The Python block that follows the README's '**ONNX**' paragraph, as written there."""
+    import os
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8") as file:
+        readme = file.read()
+    section = readme[readme.index("**ONNX**"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_readme_onnx_snippet_runs(tmp_path, monkeypatch, dtype):
+    code = readme_onnx_snippet()
+    assert "to_onnx" in code and "InferenceSession" in code
+    monkeypatch.chdir(tmp_path)
+    net = hg.MLP(4, [(8, "relu"), (3, "softmax")], seed=0, dtype=dtype)
+    X = np.random.default_rng(0).normal(size=(10, 4))  # float64 data, as a user has it
+    namespace = {"net": net, "X": X}
+    exec(compile(code, "README.md (ONNX snippet)", "exec"), namespace)
+    assert namespace["P"].dtype == np.dtype(dtype)
+    tolerance = 1e-12 if dtype == "float64" else 1e-6
+    np.testing.assert_allclose(namespace["P"], net.predict_proba(X), rtol=tolerance, atol=tolerance)

@@ -1,10 +1,21 @@
+"""Learning-rate schedules: their formulas, their state, and every one with a torch.optim.lr_scheduler
+counterpart checked against it at every step to 1e-12 (relative to the base rate)."""
+
 import math
+from itertools import pairwise
 
 import pytest
 
 from handgrad.errors import ConfigError
-from handgrad.schedules import (Constant, Cosine, Exponential, OneCycle, ReduceOnPlateau, StepDecay,
-                                get_schedule)
+from handgrad.schedules import (
+    Constant,
+    Cosine,
+    Exponential,
+    OneCycle,
+    ReduceOnPlateau,
+    StepDecay,
+    get_schedule,
+)
 
 
 def started(schedule, base=0.1, total=100, per_epoch=10):
@@ -31,20 +42,98 @@ def test_cosine_with_warmup():
     assert s.rate(55) == pytest.approx(0.001 + 0.099 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert s.rate(100) == pytest.approx(0.001)
     rates = [s.rate(k) for k in range(10, 100)]
-    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert all(a >= b for a, b in pairwise(rates))
 
 
-def test_one_cycle_matches_torch():
+# ---------------------------------------------------------------- against torch.optim.lr_scheduler
+TOLERANCE = 1e-12  # |ours - torch| <= TOLERANCE * base rate, at every step
+
+
+def compare_with_torch(ours, make_torch, base, epochs, per_epoch, torch_steps_per="epoch", monitored=None):
+    """Run ours as the trainer does (start, then rate(step) before each batch, end_epoch after each epoch)
+    beside a torch scheduler on an SGD optimizer, stepped per batch or per epoch; return how many rates
+    were compared. ``monitored`` gives the value told to both after each epoch (reduce-on-plateau)."""
     torch = pytest.importorskip("torch")
-    total = 37
-    ours = started(OneCycle(pct_start=0.3), base=0.05, total=total, per_epoch=37)
-    p = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.SGD([p], lr=0.05)
-    theirs = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=total, cycle_momentum=False)
-    for step in range(total):
-        assert ours.rate(step) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-15), step
-        opt.step()
-        theirs.step()
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    scheduler = make_torch(torch.optim.lr_scheduler, optimizer)
+    ours.start(base, epochs * per_epoch, per_epoch)
+    compared = 0
+    for epoch in range(epochs):
+        for batch in range(per_epoch):
+            step = epoch * per_epoch + batch
+            theirs = optimizer.param_groups[0]["lr"]
+            assert abs(ours.rate(step) - theirs) <= TOLERANCE * base, (step, ours.rate(step), theirs)
+            compared += 1
+            optimizer.step()
+            if torch_steps_per == "batch":
+                scheduler.step()
+        value = None if monitored is None else monitored[epoch]
+        ours.end_epoch(value)
+        if torch_steps_per == "epoch":
+            scheduler.step() if value is None else scheduler.step(value)
+    return compared
+
+
+@pytest.mark.parametrize("step_size, gamma", [(1, 0.9), (3, 0.5), (4, 0.31)])
+def test_step_decay_matches_torch_step_lr(step_size, gamma):
+    assert compare_with_torch(StepDecay(step_size=step_size, gamma=gamma),
+                              lambda lr, opt: lr.StepLR(opt, step_size=step_size, gamma=gamma),
+                              base=0.1, epochs=13, per_epoch=7) == 91
+
+
+@pytest.mark.parametrize("gamma", [0.95, 0.5, 1.02])
+def test_exponential_matches_torch_exponential_lr(gamma):
+    assert compare_with_torch(Exponential(gamma=gamma), lambda lr, opt: lr.ExponentialLR(opt, gamma=gamma),
+                              base=0.05, epochs=15, per_epoch=4) == 60
+
+
+@pytest.mark.parametrize("min_rate", [0.0, 1e-3])
+def test_cosine_without_warmup_matches_torch_cosine_annealing_lr(min_rate):
+    epochs, per_epoch = 9, 11
+    assert compare_with_torch(Cosine(min_rate=min_rate),
+                              lambda lr, opt: lr.CosineAnnealingLR(opt, T_max=epochs * per_epoch, eta_min=min_rate),
+                              base=0.1, epochs=epochs, per_epoch=per_epoch, torch_steps_per="batch") == 99
+
+
+@pytest.mark.parametrize("warmup, warmup_steps", [(0.1, 10), (2, 16)], ids=["fraction", "epochs"])
+def test_cosine_with_warmup_matches_torch_linear_then_cosine(warmup, warmup_steps):
+    """Warm-up eta0 (s + 1) / W is LinearLR(1/W -> 1 over W - 1 steps); then CosineAnnealingLR over S - W."""
+    epochs, per_epoch, min_rate = 12, 8, 1e-4
+    total = epochs * per_epoch
+
+    def make(lr, opt):
+        rise = lr.LinearLR(opt, start_factor=1 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
+        fall = lr.CosineAnnealingLR(opt, T_max=total - warmup_steps, eta_min=min_rate)
+        return lr.SequentialLR(opt, [rise, fall], milestones=[warmup_steps])
+
+    assert compare_with_torch(Cosine(warmup=warmup, min_rate=min_rate), make, base=0.1, epochs=epochs,
+                              per_epoch=per_epoch, torch_steps_per="batch") == total
+
+
+@pytest.mark.parametrize("pct_start, div, final_div, total", [(0.3, 25.0, 1e4, 37), (0.25, 10.0, 100.0, 100),
+                                                              (0.5, 4.0, 1e3, 64)])
+def test_one_cycle_matches_torch(pct_start, div, final_div, total):
+    def make(lr, opt):
+        return lr.OneCycleLR(opt, max_lr=0.05, total_steps=total, pct_start=pct_start, div_factor=div,
+                             final_div_factor=final_div, cycle_momentum=False)
+
+    assert compare_with_torch(OneCycle(pct_start=pct_start, div=div, final_div=final_div), make, base=0.05,
+                              epochs=1, per_epoch=total, torch_steps_per="batch") == total
+
+
+@pytest.mark.parametrize("factor, patience, min_delta, min_rate", [(0.5, 1, 0.0, 0.0), (0.1, 0, 0.05, 1e-3),
+                                                                   (0.7, 2, 0.01, 0.0)])
+def test_plateau_matches_torch_reduce_lr_on_plateau(factor, patience, min_delta, min_rate):
+    # a loss that improves, stalls, improves by less than min_delta, and jumps
+    monitored = [1.0, 0.8, 0.79, 0.8, 0.81, 0.5, 0.49, 0.495, 0.6, 0.3, 0.3, 0.29, 0.31, 0.32, 0.33, 0.1]
+    ours = ReduceOnPlateau(factor=factor, patience=patience, min_delta=min_delta, min_rate=min_rate)
+
+    def make(lr, opt):
+        return lr.ReduceLROnPlateau(opt, mode="min", factor=factor, patience=patience, threshold=min_delta,
+                                    threshold_mode="abs", min_lr=min_rate, cooldown=0, eps=0.0)
+
+    compare_with_torch(ours, make, base=0.1, epochs=len(monitored), per_epoch=3, monitored=monitored)
+    assert ours.reductions >= 2  # the sequence does make it reduce
 
 
 def test_one_cycle_shape():

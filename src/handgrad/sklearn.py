@@ -179,64 +179,112 @@ class _BaseMLP(BaseEstimator):
     def _validate_X(self, X):
         return _dense(_validate_data(self, X, reset=False, dtype=[np.float64, np.float32], accept_sparse=True))
 
+    @staticmethod
+    def _checked_sample_weight(sample_weight, n_samples):
+        if sample_weight is None:
+            return None
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.ndim == 0:
+            sample_weight = np.full(n_samples, float(sample_weight))
+        if sample_weight.shape != (n_samples,):
+            raise DataError(f"sample_weight must have shape ({n_samples},), got {sample_weight.shape}.")
+        if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+            raise DataError("sample_weight must be finite and >= 0.")
+        if sample_weight.sum() <= 0:
+            raise DataError("sample_weight sums to zero: at least one sample needs a positive weight.")
+        return sample_weight
+
+    def _initialize(self, n_features, Y, dtype):
+        """A new network and fresh training state (a first fit, or a fit without warm_start)."""
+        self._random_state = check_random_state(self.random_state)
+        seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+        layers = [(size, self.activation) for size in self._hidden_sizes()] + [self._output_layer(Y)]
+        self.net_ = MLP(n_features, layers, loss=self._loss_name(), seed=seed, init=self.init,
+                        dtype=np.dtype(dtype if self.dtype is None else self.dtype).name)
+        self.n_outputs_ = Y.shape[1]
+        self.n_layers_ = len(layers) + 1
+        self.out_activation_ = {"sigmoid": "logistic"}.get(self.net_.output_activation.name,
+                                                           self.net_.output_activation.name)
+        self._optimizer = self._make_optimizer()
+        self._learning_rate_now = float(self.learning_rate_init)
+        self.n_iter_, self.t_ = 0, 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        self.best_loss_ = np.inf
+        self.validation_scores_ = None
+        self.best_validation_score_ = None
+
+    def _validation_split(self, X, Y, y, sample_weight):
+        """(X, Y, sample_weight) to train on and (X_val, y_val, w_val) to score, as scikit-learn splits them."""
+        stratify = y if self._is_clf and not self._multilabel else None
+        arrays = [X, Y, y] + ([sample_weight] if sample_weight is not None else [])
+        parts = train_test_split(*arrays, random_state=self._random_state, test_size=self.validation_fraction,
+                                 stratify=stratify)
+        X, X_val, Y, _, _, y_val = parts[:6]
+        w_val = None
+        if sample_weight is not None:
+            sample_weight, w_val = parts[6], parts[7]
+        if X.shape[0] < 2 or X_val.shape[0] < 2:
+            raise DataError(f"early_stopping with validation_fraction={self.validation_fraction} leaves too few "
+                            f"samples ({X.shape[0]} for training, {X_val.shape[0]} for validation).")
+        self.validation_scores_ = self.validation_scores_ or []
+        if self.best_validation_score_ is None:
+            self.best_validation_score_ = -np.inf
+        return (X, Y, sample_weight), (X_val, y_val, w_val)
+
+    def _count_no_improvement(self, validation):
+        """scikit-learn's rule: count epochs that improve the monitored number by less than tol. Returns the
+        network's weights when the validation score is the best so far, else None."""
+        if validation is None:
+            loss = self.loss_curve_[-1]
+            self._no_improvement_count = self._no_improvement_count + 1 if loss > self.best_loss_ - self.tol else 0
+            self.best_loss_ = min(self.best_loss_, loss)
+            return None
+        score = self._validation_score(*validation)
+        self.validation_scores_.append(score)
+        if self.verbose:
+            print(f"Validation score: {score:f}")
+        self._no_improvement_count = (self._no_improvement_count + 1
+                                      if score < self.best_validation_score_ + self.tol else 0)
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            return self.net_.get_weights()
+        return None
+
+    def _should_stop(self, early_stopping):
+        """After an epoch: adapt the learning rate (invscaling, adaptive) and say whether training stops."""
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
+            self._learning_rate_now = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        if self.solver == "sgd" and self.learning_rate == "adaptive" and self._learning_rate_now > 1e-6:
+            self._learning_rate_now /= 5.0
+            self._no_improvement_count = 0
+            if self.verbose:
+                print(f"Setting learning rate to {self._learning_rate_now:f}")
+            return False
+        if self.verbose:
+            what = "Validation score" if early_stopping else "Training loss"
+            print(f"{what} did not improve more than tol={self.tol} for {self.n_iter_no_change} consecutive "
+                  "epochs. Stopping.")
+        return True
+
     def _fit(self, X, y, sample_weight, incremental):
         """Shared by fit and partial_fit. X, y are validated; y is what _encode turns into network targets."""
         self._check_params()
-        first = not (incremental or self.warm_start) or not hasattr(self, "net_")
         Y = self._encode(y)  # (N, n_outputs) float targets
-        N = X.shape[0]
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64)
-            if sample_weight.ndim == 0:
-                sample_weight = np.full(N, float(sample_weight))
-            if sample_weight.shape != (N,):
-                raise DataError(f"sample_weight must have shape ({N},), got {sample_weight.shape}.")
-            if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
-                raise DataError("sample_weight must be finite and >= 0.")
-            if sample_weight.sum() <= 0:
-                raise DataError("sample_weight sums to zero: at least one sample needs a positive weight.")
-
-        if first:
-            self._random_state = check_random_state(self.random_state)
-            seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-            layers = [(size, self.activation) for size in self._hidden_sizes()] + [self._output_layer(Y)]
-            self.net_ = MLP(X.shape[1], layers, loss=self._loss_name(), seed=seed, init=self.init,
-                            dtype=np.dtype(X.dtype if self.dtype is None else self.dtype).name)
-            self.n_outputs_ = Y.shape[1]
-            self.n_layers_ = len(layers) + 1
-            self.out_activation_ = {"sigmoid": "logistic"}.get(self.net_.output_activation.name,
-                                                               self.net_.output_activation.name)
-            self._optimizer = self._make_optimizer()
-            self._learning_rate_now = float(self.learning_rate_init)
-            self.n_iter_, self.t_ = 0, 0
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            self.best_loss_ = np.inf
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
+        sample_weight = self._checked_sample_weight(sample_weight, X.shape[0])
+        if not (incremental or self.warm_start) or not hasattr(self, "net_"):
+            self._initialize(X.shape[1], Y, X.dtype)
         elif Y.shape[1] != self.n_outputs_:
             raise DataError(f"y has {Y.shape[1]} outputs but the estimator was fitted with {self.n_outputs_}.")
         net = self.net_
         X = np.ascontiguousarray(X, dtype=net.dtype)
         Y = np.ascontiguousarray(Y, dtype=net.dtype)
-
         early_stopping = bool(self.early_stopping) and not incremental
-        y_val = w_val = None
+        validation = best_weights = None
         if early_stopping:
-            stratify = y if self._is_clf and not self._multilabel else None
-            arrays = [X, Y, y] + ([sample_weight] if sample_weight is not None else [])
-            parts = train_test_split(*arrays, random_state=self._random_state, test_size=self.validation_fraction,
-                                     stratify=stratify)
-            X, X_val, Y, _, _, y_val = parts[:6]
-            if sample_weight is not None:
-                sample_weight, w_val = parts[6], parts[7]
-            if X.shape[0] < 2 or X_val.shape[0] < 2:
-                raise DataError(f"early_stopping with validation_fraction={self.validation_fraction} leaves too few "
-                                f"samples ({X.shape[0]} for training, {X_val.shape[0]} for validation).")
-            self.validation_scores_ = self.validation_scores_ or []
-            if self.best_validation_score_ is None:
-                self.best_validation_score_ = -np.inf
-            best_weights = None
+            (X, Y, sample_weight), validation = self._validation_split(X, Y, y, sample_weight)
         N = X.shape[0]
         batch_size = min(200, N) if self.batch_size == "auto" else min(int(self.batch_size), N)
         weights = None
@@ -257,44 +305,13 @@ class _BaseMLP(BaseEstimator):
             self.loss_curve_.append(float(history.loss[0]))
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {self.loss_curve_[-1]:.8f}")
-
-            # scikit-learn's rule: count epochs that improve the monitored number by less than tol
-            if early_stopping:
-                score = self._validation_score(X_val, y_val, w_val)
-                self.validation_scores_.append(score)
-                if self.verbose:
-                    print(f"Validation score: {score:f}")
-                self._no_improvement_count = (self._no_improvement_count + 1
-                                              if score < self.best_validation_score_ + self.tol else 0)
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    best_weights = net.get_weights()
-            else:
-                loss = self.loss_curve_[-1]
-                self._no_improvement_count = (self._no_improvement_count + 1
-                                              if loss > self.best_loss_ - self.tol else 0)
-                self.best_loss_ = min(self.best_loss_, loss)
-
-            if self.solver == "sgd" and self.learning_rate == "invscaling":
-                self._learning_rate_now = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
-            if self._no_improvement_count > self.n_iter_no_change:
-                what = "Validation score" if early_stopping else "Training loss"
-                if self.solver == "sgd" and self.learning_rate == "adaptive" and self._learning_rate_now > 1e-6:
-                    self._learning_rate_now /= 5.0
-                    self._no_improvement_count = 0
-                    if self.verbose:
-                        print(f"Setting learning rate to {self._learning_rate_now:f}")
-                else:
-                    if self.verbose:
-                        print(f"{what} did not improve more than tol={self.tol} for {self.n_iter_no_change} "
-                              "consecutive epochs. Stopping.")
-                    break
-            if incremental:
+            best_weights = self._count_no_improvement(validation) or best_weights
+            if self._should_stop(early_stopping) or incremental:
                 break
             if self.n_iter_ == self.max_iter:
                 warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                               "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
-        if early_stopping and best_weights is not None:
+        if best_weights is not None:
             net.set_weights(best_weights)
         for layer in net.layers:  # work buffers are rebuilt on demand; no need to keep (or pickle) them
             layer.clear_buffers()
