@@ -21,6 +21,7 @@ measured in a fresh process).
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -68,7 +69,7 @@ def make_data(n, dtype, seed=0):
 def matmul_bound(X, dtype, batch_size, sizes=SIZES):
     """An epoch's matrix products and nothing else, into preallocated outputs."""
     rng = np.random.default_rng(0)
-    W = [rng.normal(size=(a, b)).astype(dtype) * 0.01 for a, b in zip(sizes[:-1], sizes[1:])]
+    W = [rng.normal(size=(a, b)).astype(dtype) * 0.01 for a, b in itertools.pairwise(sizes)]
     n = X.shape[0]
 
     def buffers(m):
@@ -122,7 +123,7 @@ def torch_epoch(X, y, dtype, batch_size, optimizer="sgd", sizes=SIZES):
     torch.manual_seed(0)
     torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
     modules = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         modules += [torch.nn.Linear(a, b), torch.nn.ReLU()]
     model = torch.nn.Sequential(*modules[:-1]).to(torch_dtype)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -190,8 +191,8 @@ def time_epochs(n, dtype, batch_size, rounds, optimizer="sgd", sizes=SIZES):
         # ratio_to_bound: minimum over minimum. paired_ratio: the median over rounds of this round's time over
         # the bound's time in the same round, which cancels slow phases of a shared machine.
         paired = statistics.median(t / b for t, b in zip(values, times["bound"]))
-        result[name] = {"min_s": min(values), "median_s": statistics.median(values), "ratio_to_bound": min(values) / bound,
-                        "paired_ratio": paired}
+        result[name] = {"min_s": min(values), "median_s": statistics.median(values),
+                        "ratio_to_bound": min(values) / bound, "paired_ratio": paired}
     for other in ("torch", "sklearn"):
         if other in times:
             result[f"handgrad_over_{other}"] = min(times["handgrad"]) / min(times[other])
@@ -275,7 +276,8 @@ def main():
     chosen = args.cases.split(",")
     cases = []
     if "sgd" in chosen:
-        cases += [(int(b), np.float32, "sgd", SIZES) for b in args.batch_sizes.split(",")] + [(128, np.float64, "sgd", SIZES)]
+        cases += [(int(b), np.float32, "sgd", SIZES) for b in args.batch_sizes.split(",")]
+        cases.append((128, np.float64, "sgd", SIZES))
     if "adam" in chosen:
         cases.append((128, np.float32, "adam", SIZES))
     if "tabular" in chosen:

@@ -85,7 +85,7 @@ def main(argv=None):
     print(f"closed form dL/dZ2 = (A2 - Y)/m in use: {net.closed_form}")
     # Integer labels are accepted and turned into one-hot rows Y.
     history = net.fit(X_train, y_train, epochs=args.epochs, batch_size=32, learning_rate=0.5, seed=0)
-    print(f"training loss per epoch: " + " ".join(f"{value:.3f}" for value in history.loss))
+    print("training loss per epoch: " + " ".join(f"{value:.3f}" for value in history.loss))
     train_accuracy = np.mean(net.predict(X_train) == y_train)
     test_accuracy = np.mean(net.predict(X_test) == y_test)
     print(f"train accuracy: {train_accuracy:.3f}")

@@ -10,9 +10,9 @@ own symbols first, then maps them to handgrad's batch-first ones (docs/derivatio
 
 import numpy as np
 import pytest
+from conftest import central_difference
 
 import handgrad as hg
-from conftest import central_difference
 from handgrad.errors import DataError
 
 
@@ -112,7 +112,7 @@ def test_seed000_eq10_uses_the_diagonal_of_the_activation_jacobian():
     rng = np.random.default_rng(1)
     w, x, t = seed000_network(rng)
     L1 = w[0] @ x
-    jacobian = np.stack([central_difference(lambda: float(np.maximum(L1, 0)[k]), L1) for k in range(2)])
+    jacobian = np.stack([central_difference(lambda k=k: float(np.maximum(L1, 0)[k]), L1) for k in range(2)])
     assert close(jacobian, np.diag((L1 > 0).astype(float)))
     assert not close(jacobian, np.ones((2, 2)) * (L1 > 0)[None, :])  # not a full vector per L_1i
     bars = seed000_bars(w, x, t)
@@ -260,7 +260,7 @@ def test_seed002_dZ2_db2_is_m_stacked_identities():
     jacobian = np.zeros((m, K, K))
     for i in range(m):
         for k in range(K):
-            jacobian[i, k] = central_difference(lambda: float((A1 @ W2 + b2)[i, k]), b2)[0]
+            jacobian[i, k] = central_difference(lambda i=i, k=k: float((A1 @ W2 + b2)[i, k]), b2)[0]
     assert close(jacobian, np.broadcast_to(np.eye(K), (m, K, K)))
     assert np.eye(h, K).shape != jacobian.shape
     _, _, _, A2 = seed002_forward(X, W1, b1, W2, b2)

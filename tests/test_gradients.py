@@ -8,12 +8,21 @@ pre-activation sits within 1e-6 of its kink.
 
 import numpy as np
 import pytest
+from conftest import (
+    CROSS_ENTROPIES,
+    HIDDEN_ACTIVATIONS,
+    INVALID_PAIRS,
+    LOSSES,
+    N_CASES,
+    OUTPUT_ACTIVATIONS,
+    VALID_PAIRS,
+    assert_gradients_close,
+    make_case,
+    numeric_gradients,
+    objective_of,
+)
 
 import handgrad as hg
-from conftest import (
-    CROSS_ENTROPIES, HIDDEN_ACTIVATIONS, INVALID_PAIRS, LOSSES, N_CASES, OUTPUT_ACTIVATIONS, VALID_PAIRS,
-    assert_gradients_close, make_case, numeric_gradients, objective_of,
-)
 
 CASES = [make_case(i) for i in range(N_CASES)]
 
@@ -74,7 +83,7 @@ def test_softmax_in_hidden_layers_backpropagates_through_its_jacobian():
         for layer in net.layers:
             layer.b[...] = rng.normal(size=layer.b.shape)
         J, grads = net.loss_and_grad(X, targets)
-        numeric = numeric_gradients(net, lambda: net.loss(X, targets))
+        numeric = numeric_gradients(net, lambda net=net, targets=targets: net.loss(X, targets))
         largest = assert_gradients_close(grads, numeric, 1e-6, context=f"hidden softmax, {loss}")
         assert largest < 1e-6 and np.abs(grads[0][0]).max() > 1e-3  # a real, non-vanishing gradient
 

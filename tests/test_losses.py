@@ -2,9 +2,8 @@
 outputs (K > 1), the closed forms (A - T)/N against the general chain rule, and numerics at
 probabilities exactly 0 and 1."""
 
-import warnings
-
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -248,4 +247,5 @@ def test_total_from_logits_is_the_weighted_sum_of_the_per_sample_losses(K):
         assert loss.total_from_logits(Z, T, kept, w) == pytest.approx((w * per_sample).sum(), rel=1e-12)
     bce = get_loss("binary_cross_entropy")
     P = rng.random((9, K))
-    assert bce.total_from_logits(Z, P, None, w) == pytest.approx((w * bce.per_sample_from_logits(Z, P)).sum(), rel=1e-12)
+    expected = (w * bce.per_sample_from_logits(Z, P)).sum()
+    assert bce.total_from_logits(Z, P, None, w) == pytest.approx(expected, rel=1e-12)

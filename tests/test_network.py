@@ -5,9 +5,9 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import assert_gradients_close
 
 import handgrad as hg
-from conftest import assert_gradients_close
 
 
 def _trains(net, X, T, epochs=10, learning_rate=0.1, **options):

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from handgrad.errors import ConfigError
-from handgrad.optimizers import (SGD, Adam, AdamW, Momentum, Nesterov, RMSprop, from_state_dict,
-                                 get_optimizer)
+from handgrad.optimizers import SGD, Adam, AdamW, Momentum, Nesterov, RMSprop, from_state_dict, get_optimizer
 
 
 def run(optimizer, p0, grads, lr):
@@ -133,9 +132,9 @@ def test_step_reads_the_gradient_and_never_writes_it(name):
 
 
 def test_step_refuses_lists_and_mismatched_vectors():
-    with pytest.raises(ConfigError, match="net.params, net.grads"):
+    with pytest.raises(ConfigError, match=r"net\.params, net\.grads"):
         SGD().step([np.zeros(3)], [np.zeros(3)], 0.1)
-    with pytest.raises(ConfigError, match="net.params, net.grads"):
+    with pytest.raises(ConfigError, match=r"net\.params, net\.grads"):
         SGD().step(np.zeros(3), np.zeros(4), 0.1)
     opt = Adam()
     opt.step(np.zeros(3), np.ones(3), 0.1)

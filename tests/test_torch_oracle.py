@@ -14,9 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from conftest import N_CASES, assert_gradients_close, make_case  # noqa: E402
+
 import handgrad as hg  # noqa: E402
 from handgrad.layers import Dropout  # noqa: E402
-from conftest import N_CASES, assert_gradients_close, make_case  # noqa: E402
 
 CASES = [make_case(i) for i in range(N_CASES)]
 

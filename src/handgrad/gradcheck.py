@@ -34,7 +34,7 @@ class GradcheckResult(dict):
         rows = [f"{'param':<7}{'shape':<12}{'rel. error':>12}  worst entry: analytic vs numeric"]
         for name, error in self.items():
             d = self.details[name]
-            rows.append(f"{name:<7}{str(d['shape']):<12}{error:>12.2e}  {d['index']}: "
+            rows.append(f"{name:<7}{d['shape']!s:<12}{error:>12.2e}  {d['index']}: "
                         f"{d['analytic']:.10g} vs {d['numeric']:.10g}")
         return "\n".join(rows)
 

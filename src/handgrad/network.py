@@ -215,7 +215,8 @@ class MLP:
                  for name, offset, shape in self.layout}
         for k, layer in enumerate(self.layers, 1):
             names = [name for name, _ in layer.parameter_shapes()]
-            layer.bind({name: views[f"{name}{k}"][0] for name in names}, {name: views[f"{name}{k}"][1] for name in names})
+            layer.bind({name: views[f"{name}{k}"][0] for name in names},
+                       {name: views[f"{name}{k}"][1] for name in names})
 
     def __setstate__(self, state):  # pickle and deepcopy copy each view on its own: make them views again
         self.__dict__.update(state)
@@ -338,7 +339,7 @@ class MLP:
         for k, layer in enumerate(self.layers, 1):
             b = f"({layer.n_out},)" if layer.has_bias else "-"
             count = sum(array.size for _, array in layer.parameters())
-            rows.append(f"{k:<7}{layer.activation.name:<14}{str(layer.W.shape):<14}{b:<10}{count:>8}")
+            rows.append(f"{k:<7}{layer.activation.name:<14}{layer.W.shape!s:<14}{b:<10}{count:>8}")
         rows.append(f"total parameters: {self.n_params}")
         return "\n".join(rows)
 
@@ -406,10 +407,10 @@ class MLP:
         if (low > -np.inf and T.min() < low) or (high < np.inf and T.max() > high):
             raise DataError(f"loss '{self.loss_fn.name}' needs targets in [{low:g}, {high:g}], "
                             f"got values from {T.min():g} to {T.max():g}.")
-        if self.closed_form and self.output_activation.name == "softmax":
-            if not np.allclose(T.sum(axis=1), 1, atol=1e-6):
-                raise DataError("cross_entropy after softmax needs each target row to sum to 1 (one-hot or "
-                                "probabilities), or integer class ids.")
+        if (self.closed_form and self.output_activation.name == "softmax"
+                and not np.allclose(T.sum(axis=1), 1, atol=1e-6)):
+            raise DataError("cross_entropy after softmax needs each target row to sum to 1 (one-hot or "
+                            "probabilities), or integer class ids.")
         return T
 
     def check_sample_weight(self, sample_weight, n_samples):
@@ -490,7 +491,7 @@ class MLP:
 
     # ------------------------------------------------------------------ objective and gradient
     def regularization(self):
-        """(l2/2) sum_k ||W_k||^2 + l1 sum_k sum |W_k|: the penalty part of J (the weights are ``params[:n_weights]``)."""
+        """(l2/2) sum_k ||W_k||^2 + l1 sum_k sum |W_k|: the penalty part of J (the weights: ``params[:n_weights]``)."""
         weights = self.params[:self.n_weights]
         penalty = 0.0
         if self.l2:

@@ -44,7 +44,8 @@ def _check_number(name, value, low=0.0, high=None, low_open=False, high_open=Fal
     if high is not None:
         bad = bad or value > high or (high_open and value == high)
     if bad:
-        interval = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}' + (')' if high_open else ']')}"
+        upper = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+        interval = f"{'(' if low_open else '['}{low:g}, {upper}"
         raise ConfigError(f"{name} must be in {interval}, got {value}.")
     return value
 

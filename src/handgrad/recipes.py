@@ -9,6 +9,7 @@ from .errors import DataError
 from .optimizers import AdamW
 from .schedules import OneCycle
 
+
 def shifted_copies(X, T, image_shape, pixels=1):
     """(X', T'): the images of X (rows of ``image_shape`` pixels) followed by copies shifted by ``pixels``
     up, down, left and right (vacated pixels are 0), with T repeated to match: 5 N samples.
