@@ -102,7 +102,7 @@ def load_student_function(path):
 def cmd_check_student(args):
     import numpy as np
 
-    from .explain import _default_data
+    from .explain import example_batch
     from .student import check_gradients
 
     function = load_student_function(args.file)
@@ -111,7 +111,7 @@ def cmd_check_student(args):
         args.inputs = args.inputs or 3
         args.loss = args.loss or "half_squared_error"
     net = _network(args)
-    X, T = _default_data(net, _positive_int("--batch", args.batch), args.seed if args.seed is not None else 0)
+    X, T = example_batch(net, _positive_int("--batch", args.batch), args.seed if args.seed is not None else 0)
     report = check_gradients(function, net, np.asarray(X), T)
     print(f"checking {args.file} against handgrad on {net!r}, N = {X.shape[0]} samples")
     print(report)
