@@ -45,3 +45,14 @@ def check_non_negative(name, value, error=ConfigError):
     if not math.isfinite(value) or value < 0:
         raise error(f"{name} must be a finite number >= 0, got {value}.")
     return value
+
+
+def check_fraction(name, value, error=ConfigError):
+    """``value`` as a float in [0, 1) (a dropout rate, a validation split), or ``error`` naming ``name``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise error(f"{name} must be a fraction in [0, 1), got {value!r}.") from None
+    if not 0.0 <= value < 1.0:
+        raise error(f"{name} must be a fraction in [0, 1), got {value}.")
+    return value

@@ -29,7 +29,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .activations import get_activation
-from .errors import ConfigError
+from .errors import check_fraction
 
 _MAX_CACHED_BATCH_SIZES = 4
 
@@ -199,13 +199,7 @@ class Dropout(Layer):
     """
 
     def __init__(self, rate, rng=None, dtype=np.float64):
-        try:
-            rate = float(rate)
-        except (TypeError, ValueError):
-            raise ConfigError(f"dropout rate must be a number in [0, 1), got {rate!r}.") from None
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"dropout rate must be in [0, 1), got {rate}.")
-        self.rate = rate
+        self.rate = check_fraction("dropout rate", rate)
         self.rng = rng
         self.dtype = np.dtype(dtype)
         self._buffers = OrderedDict()

@@ -31,7 +31,7 @@ import numpy as np
 from . import metrics as _metrics
 from .callbacks import Callback, EarlyStopping, as_callback
 from .checkpoints import optimizer_state, parameter_vector, read_checkpoint, write_checkpoint
-from .errors import ConfigError, DataError, TrainingError
+from .errors import ConfigError, DataError, TrainingError, check_fraction
 from .optimizers import Optimizer, from_state_dict, get_optimizer
 from .schedules import get_schedule
 
@@ -128,12 +128,7 @@ class Settings:
     @classmethod
     def check(cls, net, *, epochs, batch_size, optimizer, learning_rate, schedule, shuffle, validation_split,
               early_stopping, callbacks, checkpoint, resume, verbose, seed, clip_norm, metrics):
-        try:
-            validation_split = float(validation_split)
-        except (TypeError, ValueError):
-            raise ConfigError(f"validation_split must be a fraction in [0, 1), got {validation_split!r}.") from None
-        if not 0.0 <= validation_split < 1.0:
-            raise ConfigError(f"validation_split must be a fraction in [0, 1), got {validation_split}.")
+        validation_split = check_fraction("validation_split", validation_split)
         hooks = [as_callback(c) for c in (callbacks or ())]
         stopper = None
         if early_stopping is not None and early_stopping is not False:
