@@ -233,12 +233,13 @@ def _power(operator, n, k, tol, max_iter, x0):
 def _lanczos(operator, n, k, tol, max_iter, x0):
     """Lanczos with full reorthogonalization: Q^T H Q = tridiagonal(alpha, beta), its top-k eigenpairs
     (theta_i, s_i) give Ritz pairs (theta_i, Q^T s_i), whose residual is |beta_m s_i[m]|. A zero beta means
-    the Krylov space is invariant: it restarts from a fresh orthogonal vector (beta stays 0 there)."""
+    the Krylov space is invariant: it restarts from a fresh orthogonal vector (beta stays 0 there), and then
+    also waits for the new block's top Ritz pair, which may repeat an eigenvalue already found."""
     steps = min(n, max_iter)
     Q = np.zeros((steps, n))
     alpha, beta = np.zeros(steps), np.zeros(steps)
     rng = np.random.default_rng(1)
-    q = x0
+    q, block = x0, 0  # block: where the current Krylov sequence started (0, or the step of the last restart)
     for j in range(steps):
         Q[j] = q
         w = operator(q)
@@ -251,10 +252,13 @@ def _lanczos(operator, n, k, tol, max_iter, x0):
         scale = max(abs(theta).max(), np.finfo(np.float64).tiny)
         invariant = beta[j] <= 1e-12 * scale
         settled = np.all(beta[j] * np.abs(S[-1, wanted]) <= tol * scale)  # the Ritz pairs' residuals
+        if block > 0:  # after a restart: also wait for the new block's top Ritz pair (a repeated eigenvalue?)
+            _, block_S = _ritz(alpha[block:m], beta[block:m - 1])
+            settled = settled and beta[j] * abs(block_S[-1, -1]) <= tol * scale
         if (m >= k and (m == n or not invariant) and settled) or m == steps:
             break
         if invariant:
-            beta[j] = 0.0
+            beta[j], block = 0.0, m
             q = _fresh_direction(n, Q[:m], rng)
         else:
             q = w / beta[j]
