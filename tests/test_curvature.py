@@ -198,6 +198,8 @@ def test_float32_network_gives_float32_products_close_to_float64():
     Hv32 = net32.hessian_vector_product(X.astype(np.float32), y, v)
     assert Hv32.dtype == np.float32
     assert_close(Hv32, net64.hessian_vector_product(X, y, v), 1e-4, "float32")
+    top = hg.sharpness(net64, X, y).sharpness
+    assert hg.sharpness(net32, X.astype(np.float32), y).sharpness == pytest.approx(top, rel=1e-4)
 
 
 # ---------------------------------------------------------------------- the parts
@@ -412,11 +414,14 @@ def test_a_layer_without_the_r_operator_is_named():
         net.hessian_vector_product(X, T, np.zeros(net.n_params))
 
 
-def test_an_activation_without_a_second_derivative_is_named():
-    from conftest import Softsign
+def test_an_activation_or_loss_without_a_second_derivative_is_named():
+    from conftest import LogCosh, Softsign
 
     net = hg.MLP(2, [(4, Softsign()), (1, "identity")], seed=0)
     with pytest.raises(hg.ConfigError, match="'softsign' has no second_derivative"):
+        net.hessian_vector_product(np.ones((3, 2)), np.ones((3, 1)), np.zeros(net.n_params))
+    net = hg.MLP(2, [(4, "tanh"), (1, "identity")], loss=LogCosh(), seed=0)
+    with pytest.raises(hg.ConfigError, match="'log_cosh' has no r_gradient"):
         net.hessian_vector_product(np.ones((3, 2)), np.ones((3, 1)), np.zeros(net.n_params))
 
 
