@@ -1,12 +1,13 @@
 """handgrad: multilayer perceptrons whose backpropagation is derived and written by hand.
 
-Public API: MLP, gradcheck, load, the activations and losses, and the error types.
+Public API: MLP, gradcheck, load, sharpness (curvature), the activations and losses, and the error types.
 Every formula is derived in docs/derivations.md.
 """
 
 from . import activations, callbacks, losses, optimizers, schedules
 from ._version import __version__
 from .activations import Activation, get_activation
+from .curvature import SharpnessResult, sharpness
 from .errors import ConfigError, DataError, HandgradError, ModelFileError, TrainingError
 from .explain import explain, trace
 from .gradcheck import gradcheck
@@ -45,6 +46,7 @@ __all__ = [
     "History",
     "Loss",
     "ModelFileError",
+    "SharpnessResult",
     "TrainingError",
     "__version__",
     "activations",
@@ -60,5 +62,6 @@ __all__ = [
     "losses",
     "optimizers",
     "schedules",
+    "sharpness",
     "trace",
 ]

@@ -88,6 +88,21 @@ class Activation:
         """dZ = dA * f'(Z)."""
         return np.multiply(dA, self.derivative(Z, A), out=out)
 
+    def second_derivative(self, Z, A):
+        """f''(Z), element by element (curvature only; ``A`` is ``forward(Z)``)."""
+        raise NotImplementedError(f"activation '{self.name}' has no second_derivative(Z, A), which Hessian-vector "
+                                  "products need.")
+
+    def r_forward(self, RZ, Z, A):
+        """R{A} = f'(Z) * R{Z}: how A moves when Z moves by R{Z} (a new array)."""
+        return np.multiply(RZ, self.derivative(Z, A))
+
+    def r_backward(self, dA, RdA, RZ, Z, A):
+        """R{dZ} = R{dA} * f'(Z) + dA * f''(Z) * R{Z}: the R-operator of dZ = dA * f'(Z) (a new array)."""
+        RdZ = np.multiply(RdA, self.derivative(Z, A))
+        RdZ += dA * self.second_derivative(Z, A) * RZ
+        return RdZ
+
     def __call__(self, Z):
         return self.forward(np.asarray(Z))
 
@@ -121,12 +136,16 @@ class Identity(Activation):
     def derivative(self, Z, A):
         return np.ones_like(A)
 
+    def second_derivative(self, Z, A):
+        return np.zeros_like(A)
+
     def backward(self, dA, Z, A, out=None):
         return self.forward(dA, out)
 
 
 class ReLU(Activation):
-    """f(z) = max(z, 0);  f'(z) = 1 if z > 0 else 0 (the Heaviside step of seed 000, eq. 7).
+    """f(z) = max(z, 0);  f'(z) = 1 if z > 0 else 0 (the Heaviside step of seed 000, eq. 7);
+    f''(z) = 0 for z != 0 (at the kink f' jumps: its derivative is no number, and a pass never lands on it).
 
     z > 0 exactly when a = f(z) > 0, so the derivative is read from A.
     """
@@ -148,12 +167,16 @@ class ReLU(Activation):
     def derivative(self, Z, A):
         return (A > 0).astype(A.dtype)
 
+    def second_derivative(self, Z, A):
+        return np.zeros_like(A)
+
     def backward(self, dA, Z, A, out=None):
         return np.multiply(dA, A > 0, out=out)
 
 
 class LeakyReLU(Activation):
-    """f(z) = z if z > 0 else s*z;  f'(z) = 1 if z > 0 else s (seed 003, s = 0.01 by default).
+    """f(z) = z if z > 0 else s*z;  f'(z) = 1 if z > 0 else s (seed 003, s = 0.01 by default);
+    f''(z) = 0 for z != 0 (as for ReLU).
 
     For 0 <= s <= 1, f(z) = max(z, s*z), and z > 0 exactly when a > 0.
     """
@@ -179,6 +202,9 @@ class LeakyReLU(Activation):
     def derivative(self, Z, A):
         return np.where(A > 0, 1.0, self.slope).astype(A.dtype)
 
+    def second_derivative(self, Z, A):
+        return np.zeros_like(A)
+
     def backward(self, dA, Z, A, out=None):
         scale = np.where(A > 0, A.dtype.type(1), A.dtype.type(self.slope))
         return np.multiply(dA, scale, out=out)
@@ -188,7 +214,8 @@ class LeakyReLU(Activation):
 
 
 class Sigmoid(Activation):
-    """f(z) = 1 / (1 + e^-z);  f'(z) = f(z) (1 - f(z)) = a (1 - a).
+    """f(z) = 1 / (1 + e^-z);  f'(z) = f(z) (1 - f(z)) = a (1 - a);
+    f''(z) = (1 - 2a) f'(z) = a (1 - a) (1 - 2a).
 
     Forward never evaluates e^-z for large negative z (which overflows): with
     e = e^-|z|, f(z) = 1/(1+e) for z >= 0 and e/(1+e) for z < 0.
@@ -213,6 +240,9 @@ class Sigmoid(Activation):
     def derivative(self, Z, A):
         return A * (1 - A)
 
+    def second_derivative(self, Z, A):
+        return A * (1 - A) * (1 - 2 * A)
+
     def backward(self, dA, Z, A, out=None):
         one_minus_a = 1 - A
         out = np.multiply(dA, A, out=out)
@@ -220,7 +250,7 @@ class Sigmoid(Activation):
 
 
 class Tanh(Activation):
-    """f(z) = tanh z;  f'(z) = 1 - tanh^2 z = 1 - a^2."""
+    """f(z) = tanh z;  f'(z) = 1 - tanh^2 z = 1 - a^2;  f''(z) = -2 a f'(z) = -2 a (1 - a^2)."""
 
     name = "tanh"
     needs_z = False
@@ -231,6 +261,9 @@ class Tanh(Activation):
 
     def derivative(self, Z, A):
         return 1 - A * A
+
+    def second_derivative(self, Z, A):
+        return -2 * A * (1 - A * A)
 
     def backward(self, dA, Z, A, out=None):
         return np.multiply(dA, self.derivative(Z, A), out=out)
@@ -278,9 +311,24 @@ class Softmax(Activation):
         out = np.subtract(dA, weighted, out=out)
         return np.multiply(out, A, out=out)
 
+    def r_forward(self, RZ, Z, A):
+        """R{A} = J R{Z} with J = diag(a) - a a^T per row. J is symmetric, so this is backward's formula
+        applied to R{Z}: R{A} = A * (R{Z} - rowsum(R{Z} * A))."""
+        return self.backward(RZ, Z, A)
+
+    def r_backward(self, dA, RdA, RZ, Z, A):
+        """The R-operator of dZ = A * (dA - s), s = rowsum(dA * A), in any position:
+        R{A} = r_forward(R{Z}),  R{s} = rowsum(R{dA} * A + dA * R{A}),
+        R{dZ} = R{A} * (dA - s) + A * (R{dA} - R{s})."""
+        RA = self.r_forward(RZ, Z, A)
+        s = np.einsum("nk,nk->n", dA, A)[:, None]
+        Rs = (np.einsum("nk,nk->n", RdA, A) + np.einsum("nk,nk->n", dA, RA))[:, None]
+        return RA * (dA - s) + A * (RdA - Rs)
+
 
 class Softplus(Activation):
-    """f(z) = ln(1 + e^z);  f'(z) = sigmoid(z) = 1 - e^-a  (since e^-a = 1/(1+e^z))."""
+    """f(z) = ln(1 + e^z);  f'(z) = sigmoid(z) = 1 - e^-a  (since e^-a = 1/(1+e^z));
+    f''(z) = sigmoid(z) (1 - sigmoid(z)) = (1 - e^-a) e^-a."""
 
     name = "softplus"
     needs_z = False
@@ -292,12 +340,16 @@ class Softplus(Activation):
     def derivative(self, Z, A):
         return -np.expm1(-A)
 
+    def second_derivative(self, Z, A):
+        return -np.expm1(-A) * np.exp(-A)
+
     def backward(self, dA, Z, A, out=None):
         return np.multiply(dA, self.derivative(Z, A), out=out)
 
 
 class ELU(Activation):
-    """f(z) = z if z > 0 else alpha (e^z - 1);  f'(z) = 1 if z > 0 else alpha e^z = a + alpha."""
+    """f(z) = z if z > 0 else alpha (e^z - 1);  f'(z) = 1 if z > 0 else alpha e^z = a + alpha;
+    f''(z) = 0 if z > 0 else alpha e^z = a + alpha (f' jumps at 0 unless alpha = 1)."""
 
     name = "elu"
     needs_z = False
@@ -321,6 +373,9 @@ class ELU(Activation):
     def derivative(self, Z, A):
         return np.where(A > 0, A.dtype.type(1), A + A.dtype.type(self.alpha))
 
+    def second_derivative(self, Z, A):
+        return np.where(A > 0, A.dtype.type(0), A + A.dtype.type(self.alpha))
+
     def backward(self, dA, Z, A, out=None):
         return np.multiply(dA, self.derivative(Z, A), out=out)
 
@@ -337,6 +392,7 @@ class GELU(Activation):
 
     f(z) = z/2 (1 + tanh u),  u = c (z + k z^3),  c = sqrt(2/pi), k = 0.044715
     f'(z) = (1 + tanh u)/2 + z/2 (1 - tanh^2 u) c (1 + 3 k z^2)
+    f''(z) = (1 - tanh^2 u) (u' - z tanh(u) u'^2 + 3 c k z^2),   u' = c (1 + 3 k z^2)
     """
 
     name = "gelu"
@@ -352,9 +408,15 @@ class GELU(Activation):
         t = np.tanh(_GELU_C * (Z + _GELU_K * Z**3))
         return 0.5 * (1 + t) + 0.5 * Z * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_K * Z * Z)
 
+    def second_derivative(self, Z, A):
+        t = np.tanh(_GELU_C * (Z + _GELU_K * Z**3))
+        du = _GELU_C * (1 + 3 * _GELU_K * Z * Z)  # u'(z); u''(z) = 6 c k z, and z u''/2 = 3 c k z^2
+        return (1 - t * t) * (du - Z * t * du * du + 3 * _GELU_C * _GELU_K * Z * Z)
+
 
 class SiLU(Activation):
-    """f(z) = z sigmoid(z) (also called swish);  f'(z) = s + z s (1 - s),  s = sigmoid(z)."""
+    """f(z) = z sigmoid(z) (also called swish);  f'(z) = s + z s (1 - s),  s = sigmoid(z);
+    f''(z) = s (1 - s) (2 + z (1 - 2 s))."""
 
     name = "silu"
     init = "he"
@@ -365,6 +427,10 @@ class SiLU(Activation):
     def derivative(self, Z, A):
         s = Sigmoid().forward(Z)
         return s * (1 + Z * (1 - s))
+
+    def second_derivative(self, Z, A):
+        s = Sigmoid().forward(Z)
+        return s * (1 - s) * (2 + Z * (1 - 2 * s))
 
 
 ACTIVATIONS = {

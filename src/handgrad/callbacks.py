@@ -120,6 +120,57 @@ class EarlyStopping(Callback):
         self.best_weights = None if weights is None else [np.array(w, copy=True) for w in weights]
 
 
+class Sharpness(Callback):
+    """Measure the sharpness lambda_1 (the largest eigenvalue of the Hessian of the objective, see
+    handgrad.curvature) on a fixed probe set ``(X, T)`` every ``every`` epochs, and record it.
+
+    Each measured epoch gets ``logs["sharpness"]`` (the progress line shows it; callbacks after this
+    one see it), and when training ends ``history.sharpness`` holds one value per epoch (NaN where
+    none was measured). ``self.epochs``, ``self.values`` (lambda_1) and ``self.eigenvalues`` (the top
+    k) keep the measurements. The objective is that of ``net.loss_and_grad`` on the probe set, dropout
+    off. Gradient descent near a minimum diverges when the learning rate exceeds 2 / lambda_1;
+    ``plotting.plot_sharpness(history)`` draws both.
+
+    It measures with Hessian-vector products on the network itself, so it leaves ``net.grads`` (and
+    the layers' buffers) holding the probe set's gradient: the next training step recomputes them.
+    """
+
+    def __init__(self, X, T, every=1, k=1, method="lanczos", sample_weight=None, **options):
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ConfigError(f"Sharpness(every=...) must be a whole number of epochs >= 1, got {every!r}.")
+        self.X, self.T, self.sample_weight = X, T, sample_weight
+        self.every, self.k, self.method, self.options = int(every), k, method, options
+        self.epochs, self.values, self.eigenvalues = [], [], []
+
+    def measure(self, net):
+        """The :class:`handgrad.curvature.SharpnessResult` of ``net`` on the probe set, now."""
+        from .curvature import sharpness
+
+        return sharpness(net, self.X, self.T, self.k, self.method, sample_weight=self.sample_weight, **self.options)
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch % self.every:
+            return False
+        result = self.measure(self.net)
+        self.epochs.append(int(epoch))
+        self.values.append(result.sharpness)
+        self.eigenvalues.append([float(value) for value in result.eigenvalues])
+        logs["sharpness"] = result.sharpness
+        return False
+
+    def on_train_end(self, net, history):
+        measured = dict(zip(self.epochs, self.values))
+        history.metrics["sharpness"] = [measured.get(epoch, math.nan) for epoch in history.epochs]
+
+    def state_dict(self):
+        return {"epochs": list(self.epochs), "values": list(self.values), "eigenvalues": list(self.eigenvalues)}
+
+    def load_state_dict(self, d):
+        self.epochs = [int(e) for e in d.get("epochs", [])]
+        self.values = [float(v) for v in d.get("values", [])]
+        self.eigenvalues = [list(e) for e in d.get("eigenvalues", [])]
+
+
 def as_callback(item):
     """A Callback from a Callback or a function f(epoch, logs)."""
     if isinstance(item, Callback):

@@ -48,7 +48,20 @@ def allocate(shapes, dtype):
 
 class Layer:
     """Base class of the layer contract (see the module docstring). A layer without parameters
-    (Dropout) inherits the empty parameter list."""
+    (Dropout) inherits the empty parameter list.
+
+    Curvature adds an optional pair, the R-operator (Pearlmutter 1994; docs/derivations.md, "Curvature:
+    Hessian-vector products"): R{.} = d/dr (.)(theta + r v) at r = 0, the directional derivative along a
+    parameter direction v. A layer that implements both takes part in ``MLP.hessian_vector_product``:
+
+    * ``r_forward(RX, direction) -> RY``: R{Y} from R{X} (None when X is the data, which does not move)
+      and ``direction``, {name: array} of this layer's part of v (shapes of ``parameter_shapes()``;
+      empty without parameters). Runs after ``forward`` of the same batch; keeps what r_backward needs.
+    * ``r_backward(dY, RdY, out, need_dX=True) -> RdX``: after ``backward`` of the same batch, from dY
+      (the gradient this layer received, as it was before backward overwrote it) and R{dY}, writes
+      R{dJ/d(each parameter)} into ``out[name]`` (this layer's part of H v) and returns R{dJ/dX}
+      (None when ``need_dX`` is False). What r_forward kept may be released here.
+    """
 
     def parameter_shapes(self):
         return []
@@ -164,6 +177,36 @@ class Dense(Layer):
             np.matmul(self._current.ones, dZ, out=self.db[None, :])  # 1^T dZ (BLAS, faster than a reduce)
         return np.matmul(dZ, self.W.T, out=self._current.dX) if need_dX else None
 
+    # ------------------------------------------------------------------ R-operator (curvature)
+    _SCRATCH = Layer._SCRATCH + ("_r",)
+
+    def r_forward(self, RX, direction):
+        """R{Z} = R{X} W + X V_W + V_b and R{A} = f'(Z) * R{Z} (softmax: its Jacobian times R{Z}), along the
+        direction {"W": V_W, "b": V_b}; R{X} = None for the data. Returns R{A} (a new array)."""
+        RZ = np.matmul(self.X, direction["W"])
+        if RX is not None:
+            RZ += np.matmul(RX, self.W)
+        if self.b is not None:
+            RZ += direction["b"]
+        self._r = (RX, RZ, direction)
+        return self.activation.r_forward(RZ, self.Z, self.A)
+
+    def r_backward(self, dA, RdA, out, need_dX=True):
+        """R{dZ} = R{dA} * f'(Z) + dA * f''(Z) * R{Z} (softmax: its own form), then :meth:`r_backward_from_dZ`."""
+        RdZ = self.activation.r_backward(dA, RdA, self._r[1], self.Z, self.A)
+        return self.r_backward_from_dZ(RdZ, out, need_dX)
+
+    def r_backward_from_dZ(self, RdZ, out, need_dX=True):
+        """R{dW} = R{X}^T dZ + X^T R{dZ}, R{db} = column sums of R{dZ}, R{dX} = R{dZ} W^T + dZ V_W^T (the
+        product rule on backward_from_dZ). The network enters here when the output has a closed form."""
+        (RX, _, direction), self._r = self._r, None  # the R-pass state lives from r_forward to here
+        np.matmul(self.X.T, RdZ, out=out["W"])
+        if RX is not None:
+            out["W"] += np.matmul(RX.T, self.dZ)
+        if self.b is not None:
+            out["b"][...] = RdZ.sum(axis=0)
+        return np.matmul(RdZ, self.W.T) + np.matmul(self.dZ, direction["W"].T) if need_dX else None
+
     # ------------------------------------------------------------------ buffers
     def _buffers_for(self, n):
         key = (n, self.keep_z)
@@ -221,6 +264,16 @@ class Dropout(Layer):
         if not need_dX:
             return None
         return dY if self.mask is None else np.multiply(dY, self.mask, out=dY)
+
+    def r_forward(self, RX, direction):
+        """R{Y} = R{X} * M / (1 - p): the mask is fixed during a pass, so dropout is linear in X."""
+        return RX if self.mask is None or RX is None else RX * self.mask
+
+    def r_backward(self, dY, RdY, out, need_dX=True):
+        """R{dX} = R{dY} * M / (1 - p) (no parameters: nothing goes into ``out``)."""
+        if not need_dX:
+            return None
+        return RdY if self.mask is None else RdY * self.mask
 
     def _buffers_for(self, shape):
         buffers = self._buffers.get(shape)

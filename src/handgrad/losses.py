@@ -18,6 +18,10 @@ One interface for all losses:
   the loss from the pre-activation Z, which stays finite for any logits (``lse``: the
   rows' log-sum-exp when the softmax forward pass kept it).
 * ``output_range``: the outputs the loss is defined for (a cross-entropy takes logs).
+* ``r_gradient(A, T, RA) -> R{dJ/dA}``: the Hessian of J_data with respect to A applied to R{A}
+  (every loss here is a sum of per-entry terms, so that Hessian is diagonal), the 1/N included;
+  ``r_closed_form(RA) = R{A}/N``: the R-operator of the closed form (A - T)/N. Both serve
+  Hessian-vector products (docs/derivations.md, "Curvature: Hessian-vector products").
 
 Closed forms hold for exactly these pairs, and are used only for them:
 softmax + cross_entropy (when each target row sums to 1) and sigmoid +
@@ -53,6 +57,14 @@ class Loss:
 
     def gradient(self, A, T, out=None):
         raise NotImplementedError
+
+    def r_gradient(self, A, T, RA):
+        """R{dJ/dA}: the Hessian of J_data w.r.t. A applied to R{A} (T does not move), the 1/N included."""
+        raise NotImplementedError(f"loss '{self.name}' has no r_gradient(A, T, RA) for Hessian-vector products.")
+
+    def r_closed_form(self, RA):
+        """R{dJ/dZ} for the closed form dJ/dZ = (A - T)/N with ``pairs_with``: R{A}/N."""
+        return RA * (1.0 / RA.shape[0])
 
     def value(self, A, T, sample_weight=None):
         losses = self.per_sample(A, T)
@@ -94,6 +106,10 @@ class HalfSquaredError(Loss):
         out *= 1.0 / A.shape[0]
         return out
 
+    def r_gradient(self, A, T, RA):
+        """d^2 l/da^2 = I:  R{dJ/dA} = R{A}/N."""
+        return RA * (1.0 / A.shape[0])
+
 
 class MeanSquaredError(Loss):
     """l_i = ||a_i - t_i||^2, summed over the K outputs and averaged over N (seed 004);
@@ -112,6 +128,10 @@ class MeanSquaredError(Loss):
         out = np.subtract(A, T, out=out)
         out *= 2.0 / A.shape[0]
         return out
+
+    def r_gradient(self, A, T, RA):
+        """d^2 l/da^2 = 2I:  R{dJ/dA} = 2 R{A}/N."""
+        return RA * (2.0 / A.shape[0])
 
 
 def _safe_log(P):
@@ -143,6 +163,12 @@ class BinaryCrossEntropy(Loss):
         out *= 1.0 / A.shape[0]
         return out
 
+    def r_gradient(self, A, T, RA):
+        """d^2 l/da^2 = t/a^2 + (1 - t)/(1 - a)^2 per entry:  R{dJ/dA} = that * R{A} / N."""
+        tiny = np.finfo(A.dtype).tiny
+        curvature = T / np.maximum(A * A, tiny) + (1 - T) / np.maximum((1 - A) ** 2, tiny)
+        return curvature * RA * (1.0 / A.shape[0])
+
     def per_sample_from_logits(self, Z, T, lse=None):
         return (np.logaddexp(0, Z) - T * Z).sum(axis=1)
 
@@ -168,6 +194,11 @@ class CrossEntropy(Loss):
         out = np.divide(T, np.maximum(A, tiny), out=out)
         out *= -1.0 / A.shape[0]
         return out
+
+    def r_gradient(self, A, T, RA):
+        """d^2 l/da^2 = diag(t/a^2):  R{dJ/dA} = T * R{A} / (A^2 N)."""
+        tiny = np.finfo(A.dtype).tiny
+        return T / np.maximum(A * A, tiny) * RA * (1.0 / A.shape[0])
 
     def per_sample_from_logits(self, Z, T, lse=None):
         """l_i = sum_k t_ik (lse_i - z_ik) = lse_i sum_k t_ik - sum_k t_ik z_ik, with

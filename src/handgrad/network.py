@@ -29,10 +29,10 @@ import copy as _copy
 
 import numpy as np
 
-from .activations import get_activation
+from .activations import Activation, get_activation
 from .errors import ConfigError, DataError, check_non_negative
 from .layers import Dense, Dropout
-from .losses import default_loss_for, get_loss, weighted_total
+from .losses import Loss, default_loss_for, get_loss, weighted_total
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
@@ -599,6 +599,107 @@ class MLP:
                 J = self.backprop(X, T, w, training=True)
         grads = [(layer.dW.copy(), None if layer.db is None else layer.db.copy()) for layer in self.layers]
         return J, grads
+
+    # ------------------------------------------------------------------ curvature
+    def hessian_vector_product(self, X, T, v, sample_weight=None, dropout_seed=None):
+        """H v, where H = d^2 J / d theta^2 is the Hessian of the objective :meth:`loss_and_grad` differentiates
+        (same X, T, sample weights and dropout), and v a vector in the layout of ``params``; returns a new
+        vector in that layout. Exact up to rounding, at the cost of about two gradients, by Pearlmutter's
+        R-operator (docs/derivations.md, "Curvature: Hessian-vector products"):
+
+            forward, backward             the ordinary pass (it leaves dJ/dtheta in ``grads``, as loss_and_grad)
+            R-forward, layer by layer     R{Z} = R{X} W + X V_W + V_b,  R{A} = f'(Z) R{Z}
+            output                        R{dZ_L} = R{A_L}/N (closed forms), else R{dA_L} = loss Hessian R{A_L}
+            R-backward, in reverse        R{dW} = R{X}^T dZ + X^T R{dZ},  R{dX} = R{dZ} W^T + dZ V_W^T
+            penalty                       H v += l2 v on the weights (l1 adds nothing: |w|'' = 0 for w != 0)
+
+        Afterwards ``grads`` holds dJ/dtheta at the current parameters on this batch and the layers' buffers
+        that pass (exactly what :meth:`loss_and_grad` leaves); ``params`` is unchanged.
+        """
+        X = self.check_inputs(X)
+        T = self.check_targets(T, X.shape[0])
+        w = self.check_sample_weight(sample_weight, X.shape[0])
+        v = self.check_direction(v)
+        self._check_r_operator()
+        received = {}  # the gradient each layer received, before its backward overwrote it in place
+
+        def keep(layer, dY):
+            received[id(layer)] = dY.copy()
+
+        if dropout_seed is None:
+            self.backprop(X, T, w, training=False, observe=keep)
+        else:
+            with self.dropout_stream(np.random.default_rng(dropout_seed)):
+                self.backprop(X, T, w, training=True, observe=keep)
+        Hv = np.zeros_like(self.params)
+        directions, outputs = self._views_by_layer(v), self._views_by_layer(Hv)
+        R = None  # R{X} of the data: it does not depend on theta
+        for layer in self.sequence:
+            R = layer.r_forward(R, directions[id(layer)])
+        R = self._output_r_gradient(R, T, w)
+        last = len(self.sequence) - 1
+        for i in range(last, -1, -1):
+            layer = self.sequence[i]
+            if i == last and self.closed_form:
+                R = layer.r_backward_from_dZ(R, outputs[id(layer)], i > 0)
+            else:
+                R = layer.r_backward(received[id(layer)], R, outputs[id(layer)], i > 0)
+        if self.l2:
+            Hv[:self.n_weights] += self.l2 * v[:self.n_weights]
+        return Hv
+
+    def _output_r_gradient(self, RA, T, sample_weight):
+        """R{dJ/dZ_L} = R{A_L}/N for a closed-form output, else R{dJ/dA_L}; rows scaled by w_i."""
+        if self.closed_form:
+            R = self.loss_fn.r_closed_form(RA)
+        else:
+            R = self.loss_fn.r_gradient(self.layers[-1].A, T, RA)
+        if sample_weight is not None:
+            R *= sample_weight[:, None]
+        return R
+
+    def check_direction(self, v):
+        """v as a new vector of the network's dtype in the layout of ``params``, or a DataError saying what is wrong."""
+        try:
+            v = np.asarray(v)
+        except Exception as error:  # ragged lists and the like
+            raise DataError(f"v could not be read as an array: {error}.") from None
+        if v.dtype.kind not in "iuf":
+            raise DataError(f"v must be a vector of real numbers, got dtype {v.dtype}.")
+        if v.shape != self.params.shape:
+            raise DataError(f"v must be a vector of {self.n_params} numbers in the layout of net.params (see "
+                            f"net.layout), got shape {v.shape}.")
+        v = v.astype(self.dtype)
+        if not np.isfinite(v).all():
+            raise DataError("v contains NaN or infinity; a direction must be finite.")
+        return v
+
+    def _check_r_operator(self):
+        """A ConfigError naming the first layer or activation that has no R-operator (see layers.Layer)."""
+        for layer in self.sequence:
+            if not (callable(getattr(layer, "r_forward", None)) and callable(getattr(layer, "r_backward", None))):
+                raise ConfigError(f"Hessian-vector products need the R-operator of every layer, and "
+                                  f"{type(layer).__name__} has none: give it r_forward and r_backward "
+                                  "(see handgrad.layers.Layer).")
+            activation = getattr(layer, "activation", None)
+            if activation is not None and all(getattr(type(activation), name) is getattr(Activation, name)
+                                              for name in ("second_derivative", "r_backward")):
+                raise ConfigError(f"Hessian-vector products need f''(Z), and activation '{activation.name}' has no "
+                                  "second_derivative(Z, A) (see handgrad.activations).")
+        if type(self.loss_fn).r_gradient is Loss.r_gradient and not self.closed_form:
+            raise ConfigError(f"Hessian-vector products need the loss's second derivative, and loss "
+                              f"'{self.loss_fn.name}' has no r_gradient(A, T, RA) (see handgrad.losses).")
+
+    def _views_by_layer(self, vector):
+        """id(layer) -> {name: view into ``vector``} for every layer of ``sequence`` (empty without parameters):
+        a vector in the layout of ``params`` cut as each layer's parameters are."""
+        views = {id(layer): {} for layer in self.sequence}
+        where = {name: (offset, shape) for name, offset, shape in self.layout}
+        for k, layer in enumerate(self.layers, 1):
+            for name, _ in layer.parameter_shapes():
+                offset, shape = where[f"{name}{k}"]
+                views[id(layer)][name] = vector[offset:offset + int(np.prod(shape))].reshape(shape)
+        return views
 
     def forward_backward(self, X, T, sample_weight=None):
         """One forward and backward pass of the engine with every intermediate kept: ``(J, records)``.

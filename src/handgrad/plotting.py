@@ -103,6 +103,44 @@ def plot_history(history, path=None, title="training"):
     return _finish(figure, path)
 
 
+def plot_sharpness(history, path=None, learning_rate=None, title="sharpness"):
+    """The loss per epoch beside the sharpness lambda_1 per epoch (handgrad.callbacks.Sharpness), with the
+    line 2 / eta: gradient descent with learning rate eta is stable near a minimum only while lambda_1 < 2/eta.
+
+    ``history`` is a :class:`handgrad.training.History` or a dict like ``history.as_dict()`` with 'loss' and
+    'sharpness' (NaN for epochs not measured). ``learning_rate`` draws 2/eta for that eta; without it the
+    history's 'lr' (the rate of each epoch) is used, and no line is drawn when neither is there.
+    """
+    record = _history_dict(history)
+    values = np.asarray(record.get("sharpness", []), dtype=np.float64)
+    if not np.isfinite(values).any():
+        raise DataError("the history has no 'sharpness' values; train with callbacks=[Sharpness(X, T)] first.")
+    epochs = np.asarray(record.get("epoch") or range(1, len(values) + 1))
+    figure, (left, right) = _figure(ncols=2)
+    if record.get("loss"):
+        left.plot(epochs[:len(record["loss"])], record["loss"], label="loss")
+    if record.get("val_loss"):
+        left.plot(epochs[:len(record["val_loss"])], record["val_loss"], "--", label="validation loss")
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss")
+    left.set_title(title)
+    measured = np.isfinite(values)
+    right.plot(epochs[:len(values)][measured], values[measured], "o-", markersize=3, label="sharpness lambda_1")
+    if learning_rate is not None:
+        right.axhline(2.0 / float(learning_rate), color="tab:red", linestyle="--",
+                      label=f"2/eta (eta={float(learning_rate):g})")
+    elif record.get("lr"):
+        rates = np.asarray(record["lr"], dtype=np.float64)
+        right.plot(epochs[:len(rates)], 2.0 / rates, color="tab:red", linestyle="--", label="2/eta")
+    right.set_xlabel("epoch")
+    right.set_ylabel("largest Hessian eigenvalue")
+    right.set_title("sharpness and the stability bound 2/eta")
+    for ax in (left, right):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return _finish(figure, path)
+
+
 # ---------------------------------------------------------------------------- decision boundary
 def plot_decision_boundary(net, X, y, path=None, transform=None, resolution=200, title="decision boundary"):
     """The network's predicted class over the plane, with the data points on top (2-D inputs only).
