@@ -1,6 +1,6 @@
 """handgrad: multilayer perceptrons whose backpropagation is derived and written by hand.
 
-Public API: MLP, gradcheck, load, the activations and losses, and the error types.
+Public API: MLP, gradcheck, load, sweep, the activations and losses, and the error types.
 Every formula is derived in docs/derivations.md.
 """
 
@@ -20,6 +20,14 @@ def check_gradients(student_fn, net, X, T):
     from .student import check_gradients as _check
 
     return _check(student_fn, net, X, T)
+
+
+def sweep(X, y, params, **options):
+    """A hyperparameter sweep on Dask (grid or random search, successive halving); see handgrad.sweeps.sweep.
+    Needs handgrad[dask]; Dask is imported only when a sweep runs."""
+    from .sweeps import sweep as _sweep
+
+    return _sweep(X, y, params, **options)
 
 
 def check_activation(activation):
@@ -60,5 +68,6 @@ __all__ = [
     "losses",
     "optimizers",
     "schedules",
+    "sweep",
     "trace",
 ]
