@@ -631,7 +631,10 @@ def _connect(client, scheduler, workers):
 
 # ---------------------------------------------------------------------------- files
 def _plain(value):
-    """A JSON-able copy: NumPy scalars and arrays become numbers and lists; other objects their repr."""
+    """A JSON-able copy: NumPy scalars and arrays become numbers and lists, NaN and infinity None (null),
+    other objects their repr."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -671,7 +674,7 @@ def write_results(out, result, base=None):
     record = {"metric": result.metric, "goal": result.goal, "parameters": result.parameters,
               "base": _plain(base or {}), "rungs": result.rungs, "interrupted": result.interrupted,
               "counts": result.counts(),
-              "trials": [{**_plain(row), "curve": result.curves[row["trial"]]} for row in result.rows]}
+              "trials": [{**_plain(row), "curve": _plain(result.curves[row["trial"]])} for row in result.rows]}
     atomic_write_text(json_path, json.dumps(record, indent=1, allow_nan=False, default=str) + "\n")
     return csv_path, json_path
 
