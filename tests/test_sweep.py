@@ -193,6 +193,33 @@ def test_cli_sweep_end_to_end_on_the_cluster(client, tmp_path, capsys):
     assert "already holds a sweep's results" in capsys.readouterr().err
 
 
+def test_cli_ctrl_c_writes_the_finished_trials_and_exits_130(client, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "sweep"
+    rates = ",".join(str(0.01 * k) for k in range(1, 21))
+    command = [sys.executable, "-m", "handgrad", "sweep", "--data", "moons", "--samples", "400", "--layers",
+               "16:tanh,1:sigmoid", "--epochs", "20", "--param", f"learning_rate={rates}", "--no-halving",
+               "--no-plots", "--scheduler", client.scheduler.address, "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    deadline = time.monotonic() + 120
+    while not (out / "results.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first trial has ended when the results file appears
+    assert process.poll() is None, "the sweep ended before Ctrl-C: " + process.communicate()[1]
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted (Ctrl-C)" in stdout
+    record = json.loads((out / "results.json").read_text())
+    assert record["interrupted"] is True and len(record["trials"]) == 20
+    assert record["counts"]["ok"] >= 1 and record["counts"]["cancelled"] >= 1
+    assert set(record["counts"]) == {"ok", "cancelled"}
+    assert (out / "best_model.npz").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--param", "learnng_rate=0.1"], "unknown sweep parameter 'learnng_rate'. Did you mean 'learning_rate'"),
     (["--param", "batch_size=8,x"], "--param batch_size: 'x' is not a whole number"),
