@@ -77,6 +77,20 @@ def test_import_handgrad_does_not_import_dask_and_the_error_names_the_extra(monk
         hg.sweep(np.zeros((4, 1)), np.zeros(4), {"l2": [0.0]}, base={"layers": "1:identity"})
 
 
+def test_a_trial_limits_its_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from handgrad import sweeps
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "NumPy's BLAS is not visible to threadpoolctl"
+    with sweeps._blas_limit(1):
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before
+
+
 # ---------------------------------------------------------------------------- sweeps on the cluster
 def test_a_grid_sweep_records_diverging_and_crashing_trials_and_stops_weak_ones(client, tmp_path):
     X, y, X_val, y_val = regression_data()

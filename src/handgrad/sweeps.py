@@ -79,6 +79,10 @@ class SweepUnavailable(HandgradError, ImportError):
     """dask.distributed is not installed."""
 
 
+class ClusterError(HandgradError, RuntimeError):
+    """The Dask cluster could not be started or reached, or it has no workers."""
+
+
 def _distributed():
     try:
         import distributed
@@ -618,15 +622,29 @@ def _connect(client, scheduler, workers):
         try:
             client = distributed.Client(scheduler, timeout=10)
         except (OSError, ValueError, TypeError) as error:
-            raise ConfigError(f"cannot reach the Dask scheduler at '{scheduler}' ({error}); check the address "
-                              "(e.g. tcp://host:8786) and that the scheduler is running.") from None
+            raise ClusterError(f"cannot reach the Dask scheduler at '{scheduler}' ({error}); check the address "
+                               "(e.g. tcp://host:8786) and that the scheduler is running.") from None
         with client:
+            try:
+                client.wait_for_workers(1, timeout=60)
+            except TimeoutError:
+                raise ClusterError(f"the Dask scheduler at '{scheduler}' has no workers (waited 60 s); start some "
+                                   f"with `dask worker {scheduler}`.") from None
             yield client
         return
     workers = (os.cpu_count() or 1) if workers is None else _check_count("workers", workers)
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) \
-            as cluster, distributed.Client(cluster) as client:
+    with _local_cluster(distributed, workers) as cluster, distributed.Client(cluster) as client:
         yield client
+
+
+def _local_cluster(distributed, workers):
+    try:
+        return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+    except RuntimeError as error:  # most often: a script without `if __name__ == "__main__":`
+        raise ClusterError(f"could not start a local Dask cluster of {workers} worker processes ({error}). The "
+                           "workers start by importing your main script: in a script, call the sweep under "
+                           "`if __name__ == \"__main__\":`.") from None
 
 
 # ---------------------------------------------------------------------------- files
