@@ -30,8 +30,9 @@ def trials_per_minute(workers, trials, *, samples=2000, epochs=5):
     X, y = datasets.make_blobs(samples, n_classes=4, seed=0)
     params = {"learning_rate": [float(rate) for rate in np.geomspace(0.01, 0.5, trials)]}
     base = {"layers": "32:relu,32:relu,4:softmax", "epochs": epochs, "batch_size": 32}
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  scheduler_kwargs={"dashboard": False}) as cluster, \
+            distributed.Client(cluster) as client:
         client.wait_for_workers(workers)
         client.run(lambda: __import__("handgrad.sweeps"))  # every worker has imported handgrad before the clock
         started = time.perf_counter()

@@ -16,7 +16,7 @@ import pytest
 import handgrad as hg
 from handgrad import cli, datasets
 from handgrad.errors import ConfigError
-from handgrad.sweeps import combinations, halving_rungs
+from handgrad.sweeps import combinations, halving_rungs, loguniform, randint, uniform
 
 distributed = pytest.importorskip("distributed", reason="the sweep tests need handgrad[dask]")
 
@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) \
-            as cluster, distributed.Client(cluster) as dask_client:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  scheduler_kwargs={"dashboard": False}) as cluster, \
+            distributed.Client(cluster) as dask_client:
         yield dask_client
 
 
@@ -56,6 +57,24 @@ def test_grid_is_every_combination_and_random_search_draws_distinct_ones():
         combinations({"learnig_rate": [0.1]})
     with pytest.raises(ConfigError, match="non-empty list"):
         combinations({"l2": []})
+
+
+def test_random_search_draws_from_ranges():
+    params = {"learning_rate": loguniform(1e-4, 1e-1), "units": randint(8, 10), "l2": uniform(0.0, 1e-3),
+              "optimizer": ["sgd", "adam"]}
+    drawn = combinations(params, trials=400, seed=0)
+    assert drawn == combinations(params, trials=400, seed=0) and drawn != combinations(params, trials=400, seed=1)
+    rates = np.array([d["learning_rate"] for d in drawn])
+    assert rates.min() >= 1e-4 and rates.max() < 1e-1
+    decades = np.histogram(np.log10(rates), bins=[-4, -3, -2, -1])[0]
+    assert decades.min() > 80  # even on a log scale: ~133 per decade, where a uniform draw would put ~4 below 1e-3
+    assert {d["units"] for d in drawn} == {8, 9, 10} and all(isinstance(d["units"], int) for d in drawn)
+    assert all(0.0 <= d["l2"] < 1e-3 for d in drawn) and {d["optimizer"] for d in drawn} == {"sgd", "adam"}
+    with pytest.raises(ConfigError, match=r"learning_rate is a range.*trials=N \(--trials N\)"):
+        combinations({"learning_rate": loguniform(1e-4, 1e-1)})
+    for bad in (lambda: loguniform(0.0, 1.0), lambda: uniform(2.0, 1.0), lambda: randint(1, 2.5)):
+        with pytest.raises(ConfigError):
+            bad()
 
 
 def test_halving_rungs():
@@ -153,6 +172,21 @@ def test_training_in_chunks_between_rungs_equals_one_uninterrupted_run(client):
     np.testing.assert_allclose(history.val_loss, whole.curves[1], rtol=1e-10)
 
 
+def test_the_same_sweep_gives_the_same_table_on_one_worker(client):
+    X, y, X_val, y_val = regression_data(seed=2)
+    options = {"base": {"layers": "6:tanh,1:identity", "epochs": 4}, "validation_data": (X_val, y_val),
+               "min_epochs": 1, "eta": 2}
+    params = {"learning_rate": [0.01, 0.03, 0.1], "units": [3, 6]}
+    two = hg.sweep(X, y, params, client=client, **options)
+    one = hg.sweep(X, y, params, workers=1, **options)  # its own LocalCluster of one process
+
+    def table(result):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in result.rows]
+
+    assert table(one) == table(two) and one.curves == two.curves
+    assert one.counts() == {"ok": 2, "stopped early": 4}  # rungs 1, 2: 6 -> 3 -> 2
+
+
 def test_ctrl_c_cancels_pending_trials_and_keeps_the_finished_ones(client, tmp_path):
     X, y, X_val, y_val = regression_data()
 
@@ -171,11 +205,11 @@ def test_ctrl_c_cancels_pending_trials_and_keeps_the_finished_ones(client, tmp_p
 
 def test_random_search_and_accuracy_metric(client):
     X, y = datasets.make_moons(200, seed=0)
-    result = hg.sweep(X, y, {"units": [2, 4, 8], "learning_rate": [0.1, 0.5, 1.0]}, trials=3, seed=3,
-                      base={"layers": "8:tanh,1:sigmoid", "epochs": 3}, metric="val_accuracy", halving=False,
-                      client=client)
+    params = {"units": [2, 4, 8], "learning_rate": loguniform(0.05, 1.0)}
+    result = hg.sweep(X, y, params, trials=3, seed=3, base={"layers": "8:tanh,1:sigmoid", "epochs": 3},
+                      metric="val_accuracy", halving=False, client=client)
     assert len(result.rows) == 3 and result.goal == "max"
-    drawn = combinations({"units": [2, 4, 8], "learning_rate": [0.1, 0.5, 1.0]}, trials=3, seed=3)
+    drawn = combinations(params, trials=3, seed=3)
     assert sorted((row["units"], row["learning_rate"]) for row in result.rows) == \
         sorted((d["units"], d["learning_rate"]) for d in drawn)
     accuracies = [row["val_accuracy"] for row in result.rows]
@@ -240,6 +274,8 @@ def test_cli_ctrl_c_writes_the_finished_trials_and_exits_130(client, tmp_path):
     (["--param", "l2=0.1", "--param", "l2=0.2"], "given twice"),
     (["--param", "l2=0,,1"], "an empty value"),
     (["--param", "l2=0,1", "--trials", "3"], "only 2 combinations"),
+    (["--param", "learning_rate=loguniform:0:1", "--trials", "3"], "a loguniform range needs low > 0"),
+    (["--param", "learning_rate=loguniform:1e-3:1"], "give trials=N (--trials N)"),
     (["--param", "l2=0", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "Give one of the two"),
     (["--param", "l2=0", "--validation", "0"], "--validation must be above 0"),
     (["--param", "l2=0", "--epochs", "0"], "--epochs must be a positive whole number"),

@@ -9,6 +9,8 @@
 The data, network and training flags are `train`'s (and so is ``--config``); each ``--param NAME=V1,V2,...``
 names a setting to vary and its values. Values are separated by commas; ``layers`` values, which hold
 commas themselves, are separated by ``/`` (so are per-layer dropout lists: ``dropout=0.1,0.2/0.3,0.3``).
+With --trials, a parameter may be a range instead: ``learning_rate=loguniform:1e-4:0.1``,
+``l2=uniform:0:0.001``, ``units=randint:8:128``.
 A --param value replaces the flag of the same name. Prints one line per finished trial on stderr, then
 the best trials and the best model's score on the test part; writes DIR/results.csv, results.json,
 best_model.npz and curves.png. Exit status 0 when at least one trial ended with a metric, 1 when none
@@ -101,6 +103,26 @@ def parse_value(name, text):
         raise ConfigError(f"--param {name}: '{text}' is not {kind}.") from None
 
 
+RANGES = ("uniform", "loguniform", "randint")
+
+
+def parse_range(name, text):
+    """'loguniform:1e-4:0.1' -> a Range that random search (--trials) draws from."""
+    from .sweeps import Range
+
+    parts = [part.strip() for part in text.split(":")]
+    if len(parts) != 3:
+        raise ConfigError(f"--param {name}: a range looks like {parts[0]}:LOW:HIGH, got '{text}'.")
+    try:
+        low, high = (float(part) for part in parts[1:])
+    except ValueError:
+        raise ConfigError(f"--param {name}: the bounds of '{text}' are not numbers.") from None
+    try:
+        return Range(parts[0], low, high)
+    except ConfigError as error:
+        raise ConfigError(f"--param {name}: {error}") from None
+
+
 def parse_params(texts):
     """{name: [value, ...]} from the --param texts, in their order."""
     if not texts:
@@ -115,6 +137,9 @@ def parse_params(texts):
         check_names([name])
         if name in params:
             raise ConfigError(f"--param {name} is given twice; put all its values in one: {name}=V1,V2,...")
+        if values.split(":", 1)[0].strip() in RANGES:
+            params[name] = parse_range(name, values)
+            continue
         separator = "/" if name == "layers" or "/" in values else ","
         parts = [part.strip() for part in values.split(separator)]
         if not all(parts):

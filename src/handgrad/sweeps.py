@@ -12,7 +12,8 @@ replaced by one combination of ``params``. Every name in :data:`PARAMETERS` may 
 options (layers, units, activation, loss, bias, l2, l1, dropout, init, dtype, seed) and training options
 (learning_rate, batch_size, optimizer, schedule, clip_norm, epochs). Grid search runs every
 combination (in the order of ``params``, the last one changing fastest); ``trials=N`` runs N distinct
-combinations drawn from the grid without replacement (seeded by ``seed``).
+combinations drawn from the grid without replacement (seeded by ``seed``), or, where a parameter is a
+range (``loguniform(1e-4, 1e-1)``, ``uniform(a, b)``, ``randint(a, b)``), N draws.
 
 How it runs. The data are sent to every worker once (``Client.scatter``); each trial is a Dask task
 that builds the network and trains it with :func:`handgrad.training.fit`, its BLAS limited to
@@ -101,16 +102,63 @@ def check_names(names, what="parameter"):
                               f"{', '.join(PARAMETERS)}.")
 
 
+@dataclass(frozen=True)
+class Range:
+    """Values a random search draws: ``uniform`` in [low, high), ``loguniform`` (uniform in log, for rates and
+    penalties, low > 0) or ``randint`` (whole numbers low..high, both included). Make them with
+    :func:`uniform`, :func:`loguniform`, :func:`randint`."""
+
+    kind: str
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if self.kind not in ("uniform", "loguniform", "randint"):
+            raise ConfigError(f"a range is uniform, loguniform or randint, got '{self.kind}'.")
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.low < self.high):
+            raise ConfigError(f"a {self.kind} range needs finite low < high, got {self.low!r}, {self.high!r}.")
+        if self.kind == "loguniform" and self.low <= 0:
+            raise ConfigError(f"a loguniform range needs low > 0, got {self.low!r}.")
+        if self.kind == "randint" and (int(self.low) != self.low or int(self.high) != self.high):
+            raise ConfigError(f"a randint range needs whole numbers, got {self.low!r}, {self.high!r}.")
+
+    def sample(self, rng):
+        if self.kind == "randint":
+            return int(rng.integers(int(self.low), int(self.high) + 1))
+        if self.kind == "loguniform":
+            return float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
+
+def uniform(low, high):
+    """Random search draws this parameter uniformly from [low, high)."""
+    return Range("uniform", low, high)
+
+
+def loguniform(low, high):
+    """Random search draws this parameter evenly on a log scale between low and high (e.g. learning rates)."""
+    return Range("loguniform", low, high)
+
+
+def randint(low, high):
+    """Random search draws a whole number low..high (both included) for this parameter."""
+    return Range("randint", low, high)
+
+
 def _check_params(params):
     if not isinstance(params, dict) or not params:
         raise ConfigError("params must be a non-empty dict {name: [value, ...]}, e.g. {'learning_rate': [0.01, 0.1]}.")
     check_names(params)
     checked = {}
     for name, values in params.items():
+        if isinstance(values, Range):
+            checked[name] = values
+            continue
         if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) == 0:
-            raise ConfigError(f"params['{name}'] must be a non-empty list of values, got {values!r}.")
+            raise ConfigError(f"params['{name}'] must be a non-empty list of values or a range such as "
+                              f"loguniform(1e-4, 1e-1), got {values!r}.")
         checked[name] = list(values)
-    for epochs in checked.get("epochs", ()):
+    for epochs in checked["epochs"] if isinstance(checked.get("epochs"), list) else ():
         _check_epochs(epochs, "params['epochs']")
     return checked
 
@@ -121,22 +169,39 @@ def _check_epochs(value, where):
     return int(value)
 
 
+def _check_trials(trials):
+    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
+        raise ConfigError(f"trials must be a positive whole number, got {trials!r}.")
+    return int(trials)
+
+
 def combinations(params, trials=None, seed=0):
-    """The trials' parameter dicts: every combination of ``params`` (grid search), or ``trials`` distinct
-    combinations drawn from that grid without replacement, seeded by ``seed`` (random search)."""
+    """The trials' parameter dicts, drawn from ``params`` ({name: list of values or a Range}).
+
+    Lists only: every combination (grid search, the last name changing fastest), or ``trials`` distinct
+    combinations drawn from that grid without replacement (random search, seeded by ``seed``). With a
+    Range, random search only: for each of the ``trials`` trials, a draw from each range and a value
+    picked at random from each list.
+    """
     params = _check_params(params)
     names = list(params)
+    rng = np.random.default_rng(seed)
+    if any(isinstance(values, Range) for values in params.values()):
+        if trials is None:
+            ranged = [name for name in names if isinstance(params[name], Range)]
+            raise ConfigError(f"{', '.join(ranged)} is a range, which a grid cannot enumerate: give trials=N "
+                              "(--trials N) for a random search, or a list of values.")
+        return [{name: values.sample(rng) if isinstance(values, Range) else values[int(rng.integers(len(values)))]
+                 for name, values in params.items()} for _ in range(_check_trials(trials))]
     shape = [len(params[name]) for name in names]
     size = math.prod(shape)
     if trials is None:
         indices = range(size)
     else:
-        if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
-            raise ConfigError(f"trials must be a positive whole number, got {trials!r}.")
-        if trials > size:
+        if _check_trials(trials) > size:
             raise ConfigError(f"trials={trials} but the grid has only {size} combinations; ask for at most {size} "
                               "trials, give more values, or leave trials out to run the whole grid.")
-        indices = np.random.default_rng(seed).choice(size, size=int(trials), replace=False)
+        indices = rng.choice(size, size=int(trials), replace=False)
     chosen = []
     for index in indices:
         position = np.unravel_index(int(index), shape)
@@ -639,8 +704,9 @@ def _connect(client, scheduler, workers):
 
 def _local_cluster(distributed, workers):
     try:
+        # no dashboard; its HTTP server on a free port (the default, 8787, may be another cluster's)
         return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+                                        dashboard_address=":0", scheduler_kwargs={"dashboard": False})
     except RuntimeError as error:  # most often: a script without `if __name__ == "__main__":`
         raise ClusterError(f"could not start a local Dask cluster of {workers} worker processes ({error}). The "
                            "workers start by importing your main script: in a script, call the sweep under "
