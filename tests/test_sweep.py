@@ -288,6 +288,7 @@ def test_cli_sweep_bad_input_is_one_line_and_status_2(tmp_path, capsys, extra, m
 
 
 # ---------------------------------------------------------------------------- scikit-learn on Dask
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 15 epochs: on purpose
 def test_grid_search_cv_over_joblib_dask_backend_matches_a_local_search(client):
     joblib = pytest.importorskip("joblib")
     pytest.importorskip("sklearn")
