@@ -1,7 +1,7 @@
 """Sweep throughput: how many trials per minute hg.sweep finishes with 1 and 2 Dask workers.
 
 Workload: a grid of ``trials`` learning rates (no halving, so every trial runs to the end) on generated
-blobs (4 classes, 2 features, 2,000 samples by default), network 2-32-32-4 (ReLU, softmax), 5 epochs,
+blobs (4 classes, 2 features, 4,000 samples by default), network 2-32-32-4 (ReLU, softmax), 20 epochs,
 batch 32, one BLAS thread per trial. The LocalCluster is started and warmed up before the clock starts,
 so the figure is the sweep's own throughput (task scheduling, the data sent to the workers, training,
 the results gathered), not the cluster's start-up.
@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 
-def trials_per_minute(workers, trials, *, samples=2000, epochs=5):
+def trials_per_minute(workers, trials, *, samples=4000, epochs=20):
     """Trials per minute of a sweep of ``trials`` trials on a fresh LocalCluster of ``workers`` processes."""
     import distributed
 
@@ -47,8 +47,8 @@ def trials_per_minute(workers, trials, *, samples=2000, epochs=5):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="trials per sweep (default 8)")
-    parser.add_argument("--samples", type=int, default=2000, help="training samples (default 2000)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5)")
+    parser.add_argument("--samples", type=int, default=4000, help="training samples (default 4000)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per trial (default 20)")
     args = parser.parse_args(argv)
     rates = {}
     for workers in (1, 2):
