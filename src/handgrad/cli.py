@@ -24,9 +24,9 @@ import sys
 
 import numpy as np
 
+from . import cli_sweep
 from ._version import __version__
 from .cli_args import add_architecture_arguments, network_from_args
-from .cli_sweep import add_sweep_parser
 from .cli_teach import register as register_teaching_commands
 from .errors import ConfigError, DataError, HandgradError, suggest
 from .io import writable_path
@@ -541,8 +541,6 @@ def cmd_gradcheck(args):
 
 def cmd_sweep(args):
     """`handgrad sweep`: train's data, split and scaling, then the sweep of cli_sweep (on Dask, handgrad.sweeps)."""
-    from . import cli_sweep
-
     if args.config:  # a train config works as the base; its output settings are train's, not the sweep's
         _apply_config(args, args.command_parser, args.config, ignore=("out", "run_dir", "verbose"))
     for key, value in TRAIN_DEFAULTS.items():
@@ -651,7 +649,7 @@ def build_parser():
     _add_train_parser(sub)
     _add_model_parsers(sub)
     register_teaching_commands(sub)  # explain, trace, graph, check-student
-    sweep = add_sweep_parser(sub, add_data_arguments)  # handgrad sweep: cli_sweep.py
+    sweep = cli_sweep.add_sweep_parser(sub, add_data_arguments)  # handgrad sweep: cli_sweep.py
     sweep.set_defaults(func=cmd_sweep, command_parser=sweep)
     for command in sub.choices.values():  # --debug is accepted after the subcommand too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
