@@ -1,6 +1,6 @@
 """handgrad: multilayer perceptrons whose backpropagation is derived and written by hand.
 
-Public API: MLP, gradcheck, load, sharpness (curvature), the activations and losses, and the error types.
+Public API: MLP, gradcheck, load, sharpness (curvature), sweep, the activations and losses, and the error types.
 Every formula is derived in docs/derivations.md.
 """
 
@@ -21,6 +21,14 @@ def check_gradients(student_fn, net, X, T):
     from .student import check_gradients as _check
 
     return _check(student_fn, net, X, T)
+
+
+def sweep(X, y, params, **options):
+    """A hyperparameter sweep on Dask (grid or random search, successive halving); see handgrad.sweeps.sweep.
+    Needs handgrad[dask]; Dask is imported only when a sweep runs."""
+    from .sweeps import sweep as _sweep
+
+    return _sweep(X, y, params, **options)
 
 
 def check_activation(activation):
@@ -63,5 +71,6 @@ __all__ = [
     "optimizers",
     "schedules",
     "sharpness",
+    "sweep",
     "trace",
 ]

@@ -24,6 +24,7 @@ import sys
 
 import numpy as np
 
+from . import cli_sweep
 from ._version import __version__
 from .cli_args import add_architecture_arguments, network_from_args
 from .cli_curvature import register as register_curvature_command
@@ -219,7 +220,7 @@ def read_config(path):
     return flat
 
 
-def _apply_config(args, parser, path):
+def _apply_config(args, parser, path, ignore=()):
     settings = read_config(path)
     # --force and --debug are not accepted from a file: replacing files is decided on the command line.
     known = {action.dest for action in parser._actions if action.dest not in ("help", "debug", "config", "force")}
@@ -227,6 +228,8 @@ def _apply_config(args, parser, path):
         dest = _CONFIG_ALIASES.get(key, key).replace("-", "_")
         if dest == "bias":
             dest, value = "no_bias", (not value)
+        if dest in ignore:  # e.g. train's output settings, read by a sweep
+            continue
         if dest not in known:
             raise ConfigError(f"config file '{path}': unknown setting '{key}'.{suggest(dest, known)}")
         if getattr(args, dest, None) is None:  # the command line wins over the file
@@ -537,6 +540,26 @@ def cmd_gradcheck(args):
     return 0 if passed else 1
 
 
+def cmd_sweep(args):
+    """`handgrad sweep`: train's data, split and scaling, then the sweep of cli_sweep (on Dask, handgrad.sweeps)."""
+    if args.config:  # a train config works as the base; its output settings are train's, not the sweep's
+        _apply_config(args, args.command_parser, args.config, ignore=("out", "run_dir", "verbose"))
+    for key, value in TRAIN_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    X, y, description, split, standardizer = _training_data(args)
+    if args.layers is None:
+        args.layers = _default_layers(y, description["source"])
+    _check_targets_for(network_from_args(args, n_inputs=X.shape[1]), y, "the data")
+    result = cli_sweep.run_sweep(args, split, standardizer, description)
+    if not args.quiet:
+        cli_sweep.print_summary(result)
+        if result.best_model is not None and len(split.y_test):
+            prepare = standardizer.transform if standardizer is not None else (lambda A: A)
+            _print_evaluation({"test": evaluate_network(result.best_model, prepare(split.X_test), split.y_test)})
+    return cli_sweep.exit_status(result)
+
+
 # ============================================================================ the parser
 def _add_train_parser(sub):
     train = sub.add_parser("train", help="train a network and save it (default: moons, a 2-D binary set)",
@@ -628,6 +651,8 @@ def build_parser():
     _add_model_parsers(sub)
     register_teaching_commands(sub)  # explain, trace, graph, check-student
     register_curvature_command(sub, add_data_arguments, load_data, _features_for)  # curvature (cli_curvature.py)
+    sweep = cli_sweep.add_sweep_parser(sub, add_data_arguments)  # handgrad sweep: cli_sweep.py
+    sweep.set_defaults(func=cmd_sweep, command_parser=sweep)
     for command in sub.choices.values():  # --debug is accepted after the subcommand too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
