@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from ._version import __version__
-from .cli_args import add_architecture_arguments, network_from_args
+from .cli_args import add_architecture_arguments, add_trainer_arguments, network_from_args, trainer_options
 from .cli_teach import register as register_teaching_commands
 from .errors import ConfigError, DataError, HandgradError, suggest
 from .io import writable_path
@@ -241,31 +241,114 @@ def _training_settings(args):
             setattr(args, key, value)
     options = {"epochs": _positive("--epochs", args.epochs), "batch_size": _positive("--batch-size", args.batch_size),
                "learning_rate": _positive("--learning-rate", args.learning_rate, float), "seed": args.seed}
-    for name in ("optimizer", "schedule", "clip_norm"):
+    for name in ("optimizer", "schedule"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
+    options.update(trainer_options(args))  # --patience, --metrics, --clip-norm, --class-weight
     for flag, value in (("--validation", args.validation), ("--test", args.test)):
         if not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise ConfigError(f"{flag} must be a fraction in [0, 1), got {value!r}.")
+    options.update(_checkpoint_options(args))
     out = _check_output_path(args.out, args.force, "model file") if args.out else None
     run_dir = _check_run_dir(args.run_dir, args.force) if args.run_dir else None
     return options, out, run_dir
 
 
-def _training_data(args):
-    """(X, y, description, split, standardizer): the data, its train/validation/test split and the feature
-    scaling fitted on the training part only."""
+def _checkpoint_options(args):
+    """{"checkpoint": path, "resume": path} from --checkpoint and --resume. A resumed run keeps checkpointing
+    into its file unless --checkpoint names another; an existing checkpoint file is replaced only with --force
+    or when it is the one resumed from."""
+    resume, checkpoint = getattr(args, "resume", None), getattr(args, "checkpoint", None)
+    for flag, value in (("--resume", resume), ("--checkpoint", checkpoint)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{flag} must be a file name, got {value!r}.")
+    options = {}
+    if resume is not None:
+        if not os.path.isfile(resume):
+            raise ConfigError(f"--resume '{resume}' is not a file; give a checkpoint written by --checkpoint.")
+        options["resume"] = resume
+        checkpoint = checkpoint or resume
+    if checkpoint is not None:
+        checkpoint = writable_path(checkpoint, "checkpoint file")
+        resumed = resume is not None and os.path.exists(checkpoint) and os.path.samefile(checkpoint, resume)
+        if os.path.exists(checkpoint) and not (args.force or resumed):
+            raise ConfigError(f"checkpoint file '{checkpoint}' already exists; pass --force to replace it, --resume "
+                              "it to continue that run, or choose another name.")
+        options["checkpoint"] = checkpoint
+    return options
+
+
+def _check_resume(net, path):
+    """The checkpoint must hold this network: the same layers, loss, dropout and dtype as the flags build."""
+    from .checkpoints import read_checkpoint
+    from .io import plain_json
+
+    saved = read_checkpoint(path).get("config")
+    if saved is not None and saved != plain_json(net.config()):
+        different = sorted(key for key in set(saved) | set(net.config())
+                           if saved.get(key) != plain_json(net.config()).get(key))
+        raise ConfigError(f"the checkpoint '{path}' was made for another network ({', '.join(different)} differ); "
+                          "resume with the flags (or --config) of the run that wrote it.")
+
+
+def _csv_with_weights(args):
+    """(X, y, w, description) of --csv with --sample-weight-column: the weight column is no feature."""
     from . import datasets
 
-    X, y, description = load_data(args, default=DEFAULT_DATA)
+    others = [flag for flag in ("data", "npy", "npz", "mnist") if getattr(args, flag, None) is not None]
+    if args.csv is None or others:
+        raise ConfigError("--sample-weight-column needs --csv data (a column of the CSV file holds the weights).")
+    path = args.csv
+    names, table = datasets.load_csv_table(path)
+    n_columns = table.shape[1]
+    target = datasets.column_index(args.target, names, n_columns, path)
+    column = datasets.column_index(args.sample_weight_column, names, n_columns, path, what="sample weight")
+    if column == target:
+        raise ConfigError(f"--sample-weight-column and the target are the same column ({column}) of '{path}'; name "
+                          "the target with --target.")
+    if n_columns < 3:
+        raise DataError(f"'{path}' has {n_columns} columns; with sample weights it needs a feature, the target and "
+                        "the weight column.")
+    limit = None if args.limit is None else _positive("--limit", args.limit)
+    table = table[:limit]
+    X, y = datasets.check_dataset(np.delete(table, [target, column], axis=1), table[:, target], name=path)
+    weights = table[:, column]
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if bad.size:
+        raise DataError(f"'{path}': sample weight column {args.sample_weight_column!r} holds {weights[bad[0]]} at "
+                        f"data row {bad[0] + 1}; weights must be finite numbers >= 0.")
+    description = {"source": "csv", "path": os.path.abspath(path), "target": args.target,
+                   "sample_weight_column": args.sample_weight_column, "n_samples": int(X.shape[0]),
+                   "n_features": int(X.shape[1])}
+    if limit is not None:
+        description["limit"] = limit
+    return X, y, weights, description
+
+
+def _training_data(args):
+    """(X, y, description, split, standardizer, weights): the data, its train/validation/test split, the
+    feature scaling fitted on the training part only, and (with --sample-weight-column) the sample weights of
+    the three parts, else None."""
+    from . import datasets
+
+    weights = None
+    if getattr(args, "sample_weight_column", None) is not None:
+        X, y, w, description = _csv_with_weights(args)
+        X = np.column_stack([X, w])  # split as one more column, so each part keeps its rows' weights
+    else:
+        X, y, description = load_data(args, default=DEFAULT_DATA)
     split = datasets.train_validation_test_split(X, y, args.validation, args.test, seed=args.seed)
+    if "sample_weight_column" in description:
+        weights = (split.X_train[:, -1], split.X_val[:, -1], split.X_test[:, -1])
+        split = split._replace(X_train=split.X_train[:, :-1], X_val=split.X_val[:, :-1], X_test=split.X_test[:, :-1])
+        X = X[:, :-1]
     if description["source"] == "mnist":
         standardizer = datasets.Standardizer.constant(X.shape[1], 255.0)  # pixels 0..255 -> 0..1
     elif args.no_standardize:
         standardizer = None
     else:
         standardizer = datasets.Standardizer().fit(split.X_train)
-    return X, y, description, split, standardizer
+    return X, y, description, split, standardizer, weights
 
 
 def _print_evaluation(evaluation):
@@ -279,16 +362,20 @@ def _print_evaluation(evaluation):
 
 def cmd_train(args):
     options, out, run_dir = _training_settings(args)
-    X, y, description, split, standardizer = _training_data(args)
+    X, y, description, split, standardizer, weights = _training_data(args)
     prepare = standardizer.transform if standardizer is not None else (lambda A: A)
     if args.layers is None:
         args.layers = _default_layers(y, description["source"])
     net = network_from_args(args, n_inputs=X.shape[1])
     _check_targets_for(net, y, "the data")
+    if "resume" in options:
+        _check_resume(net, options["resume"])
 
     fit_options = dict(options)
+    if weights is not None:
+        fit_options["sample_weight"] = weights[0]
     if len(split.y_val):
-        fit_options["validation_data"] = (prepare(split.X_val), split.y_val)
+        fit_options["validation_data"] = (prepare(split.X_val), split.y_val) + ((weights[1],) if weights else ())
     recorder = None
     if run_dir and not args.no_plots:
         from .plotting import GradientNormRecorder
@@ -552,11 +639,13 @@ def _add_train_parser(sub):
                        help=f"step size (default {TRAIN_DEFAULTS['learning_rate']})")
     group.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw, rmsprop (default sgd)")
     group.add_argument("--schedule", help="constant, step, exponential, cosine, onecycle, plateau")
-    group.add_argument("--clip-norm", type=float, help="clip the gradient's global norm to this value")
+    group.add_argument("--clip-norm", type=float, metavar="C",
+                       help="rescale each batch's gradient so that its global norm (over all parameters) is at most C")
     group.add_argument("--validation", type=float, help="fraction held out for validation (default 0.2)")
     group.add_argument("--test", type=float, help="fraction held out for the final test (default 0.2)")
     group.add_argument("--no-standardize", action="store_const", const=True,
                        help="do not standardize the features (MNIST pixels are always scaled by 1/255)")
+    add_trainer_arguments(group)  # --patience, --metrics, --class-weight, --sample-weight-column, --checkpoint, ...
     group = train.add_argument_group("output")
     group.add_argument("--out", metavar="FILE", help="write the trained model here (e.g. model.npz)")
     group.add_argument("--run-dir", metavar="DIR", help="write history.csv, history.json, metrics.json and PNG "

@@ -210,31 +210,32 @@ def _is_number(text):
         return False
 
 
-def _column_index(target, header, n_columns, path):
-    """The index of the target column from a name (needs a header row) or an integer (negative counts back)."""
+def column_index(target, header, n_columns, path, what="target"):
+    """The index of a column (the ``what`` column: the target's) from a name (needs a header row) or an
+    integer (negative counts back); None means the last column."""
     if target is None:
         return n_columns - 1
-    if isinstance(target, str) and not target.lstrip("-").isdigit():
+    if isinstance(target, str) and not target.strip().lstrip("-").isdigit():
         if header is None:
-            raise DataError(f"'{path}' has no header row, so the target column cannot be named '{target}'; "
+            raise DataError(f"'{path}' has no header row, so the {what} column cannot be named '{target}'; "
                             f"give its number instead (0..{n_columns - 1}, or -1 for the last).")
         names = [name.strip() for name in header]
         if target not in names:
             raise DataError(f"'{path}' has no column '{target}'.{suggest(target, names)} Columns: {', '.join(names)}.")
         return names.index(target)
+    if isinstance(target, bool) or not isinstance(target, (str, int, np.integer)):
+        raise DataError(f"the {what} column must be a column name or number, got {target!r}.")
     index = int(target)
     if not -n_columns <= index < n_columns:
-        raise DataError(f"target column {index} does not exist: '{path}' has {n_columns} columns (0..{n_columns - 1}).")
+        raise DataError(f"{what} column {index} does not exist: '{path}' has {n_columns} columns "
+                        f"(0..{n_columns - 1}).")
     return index % n_columns
 
 
-def load_csv(path, target=None, *, delimiter=",", header="auto"):
-    """``(X, y)`` from a CSV file whose column ``target`` (name or number; default the last) holds the targets.
-
-    ``header='auto'`` treats the first row as column names when any of its fields is not
-    a number. With ``target=False`` every column is a feature and ``(X, None)`` is returned
-    (for prediction inputs).
-    """
+def load_csv_table(path, *, delimiter=",", header="auto"):
+    """``(names, values)`` of a numeric CSV file: the header row's column names (None without one) and the
+    (rows, columns) float64 table. ``header='auto'`` treats the first row as column names when any of its
+    fields is not a number. Every row must have the same number of fields."""
     path = _open_check(path, "CSV file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
@@ -262,11 +263,24 @@ def load_csv(path, target=None, *, delimiter=",", header="auto"):
             except ValueError:
                 raise DataError(f"'{path}' line {line}, column {c + 1}: '{field.strip()}' is not a number; "
                                 "handgrad reads numeric CSV only (encode labels as integers 0..K-1).") from None
+    return names, values
+
+
+def load_csv(path, target=None, *, delimiter=",", header="auto"):
+    """``(X, y)`` from a CSV file whose column ``target`` (name or number; default the last) holds the targets.
+
+    ``header='auto'`` treats the first row as column names when any of its fields is not
+    a number. With ``target=False`` every column is a feature and ``(X, None)`` is returned
+    (for prediction inputs).
+    """
+    path = os.fspath(path)
+    names, values = load_csv_table(path, delimiter=delimiter, header=header)
+    n_columns = values.shape[1]
     if target is False:
         return check_dataset(values, name=path), None
     if n_columns < 2:
         raise DataError(f"'{path}' has only one column; it needs at least one feature and the target column.")
-    column = _column_index(target, names, n_columns, path)
+    column = column_index(target, names, n_columns, path)
     X = np.delete(values, column, axis=1)
     return check_dataset(X, values[:, column], name=path)
 
@@ -278,7 +292,7 @@ def _split_table(table, target, path):
     if table.ndim != 2 or table.shape[1] < 2:
         raise DataError(f"'{path}' holds an array of shape {table.shape}; a table with targets needs 2-D data with "
                         "at least 2 columns (features and the target column).")
-    column = _column_index(target, None, table.shape[1], path)
+    column = column_index(target, None, table.shape[1], path)
     return check_dataset(np.delete(table, column, axis=1), table[:, column], name=path)
 
 
