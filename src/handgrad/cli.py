@@ -553,11 +553,16 @@ def cmd_export(args):
 
     net = _load_model(args.model)
     out = writable_path(args.onnx, "ONNX file")
+    standardized = _preprocessor(net) is not None and not args.no_preprocessing
     try:
-        to_onnx(net, out, opset=args.opset)
+        to_onnx(net, out, opset=args.opset, preprocessing=None if args.no_preprocessing else "auto")
     except ImportError as error:  # the onnx extra is not installed
         raise HandgradError(str(error)) from None
-    print(f"wrote {out}: ONNX opset {args.opset}, input 'X' (N, {net.n_inputs}), output 'Y' (N, {net.n_outputs}), "
+    outputs = f"output 'Y' (N, {net.n_outputs})"
+    if net.is_classifier:
+        outputs += ", 'label' and 'probabilities' (as handgrad predict --proba)"
+    print(f"wrote {out}: ONNX opset {args.opset}, input 'X' (N, {net.n_inputs}) of "
+          f"{'raw features (standardized in the graph)' if standardized else 'features'}, {outputs}, "
           f"{net.dtype.name}")
     return 0
 
@@ -698,11 +703,17 @@ def _add_model_parsers(sub):
     export = sub.add_parser("export", help="export a model file to ONNX (needs handgrad[onnx])",
                             description="Write a saved model as an ONNX graph (MatMul, Add and standard activation "
                                         "ops, dynamic batch size) that onnxruntime or any ONNX consumer runs. "
-                                        "Input standardization stored in the model file is not part of the graph: "
-                                        "apply it before feeding the ONNX model.")
+                                        "The input standardization stored in the model file (by handgrad train) "
+                                        "is part of the graph (Sub and Div nodes), so the graph takes raw rows "
+                                        "and answers as handgrad predict does: output 'Y' (the network output) "
+                                        "and, for classifiers, 'label' and 'probabilities'. The model's "
+                                        "metadata_props hold the handgrad version, loss, classes and "
+                                        "preprocessing.")
     export.add_argument("model", help="model file")
     export.add_argument("--onnx", metavar="FILE", required=True, help="the ONNX file to write (atomically)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    export.add_argument("--no-preprocessing", action="store_true",
+                        help="leave the stored standardization out of the graph (then feed standardized rows)")
     export.set_defaults(func=cmd_export)
 
 
