@@ -277,6 +277,21 @@ def test_npy_reader_on_headers_that_promise_huge_arrays(dtype, shape, fortran):
         check_table(outcome(datasets.load_npy, path, None))
 
 
+@pytest.mark.parametrize("array", [np.asfortranarray(np.arange(12.0).reshape(4, 3)),
+                                   np.arange(12, dtype=">i4").reshape(3, 4), np.ones((2, 5), np.float32) / 3,
+                                   np.array([[True, False], [False, True]]), np.arange(6, dtype=np.uint8).reshape(3, 2)],
+                         ids=["fortran", "big-endian", "float32", "bool", "uint8"])
+def test_npy_and_npz_readers_give_what_numpy_reads(tmp_path, array):
+    """The checked decoder (handgrad.io.decode_npy) reads valid files exactly as numpy.load does."""
+    np.save(tmp_path / "t.npy", array)
+    np.savez(tmp_path / "t.npz", X=array, y=np.arange(len(array)))
+    X, _ = datasets.load_npy(tmp_path / "t.npy", False)
+    np.testing.assert_array_equal(X, np.load(tmp_path / "t.npy").astype(np.float64))
+    X, y = datasets.load_npz(tmp_path / "t.npz")
+    np.testing.assert_array_equal(X, array.astype(np.float64))
+    np.testing.assert_array_equal(y, np.arange(len(array)))
+
+
 @FUZZ
 @given(st.one_of(st.binary(max_size=200), EDITS.map(lambda edits: mutate(VALID_NPY, edits))))
 def test_npz_reader(data):

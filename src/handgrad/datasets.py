@@ -300,10 +300,13 @@ def _split_table(table, target, path):
 
 
 def _read_bytes(path, what):
+    """(path, a bytearray of the file): writable, so that an array decoded from it needs no copy."""
     path = _open_check(path, what)
     try:
         with open(path, "rb") as file:
-            return path, file.read()
+            data = bytearray(os.fstat(file.fileno()).st_size)
+            data[file.readinto(data):] = b""  # (a file that shrank meanwhile)
+            return path, data
     except OSError as error:
         raise DataError(f"cannot read '{path}': {error.strerror or error}.") from None
 

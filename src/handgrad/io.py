@@ -196,6 +196,9 @@ _NPY_HEADER_ERRORS = (ValueError, TypeError, SyntaxError, EOFError, OverflowErro
                       tokenize.TokenError)
 
 
+_NPY_HEADER_ROOM = 16 + 10000  # magic, version and length, and NumPy's largest header by default
+
+
 def decode_npy(data, where="array", error=ModelFileError, kinds=_ALLOWED_KINDS):
     """The array stored in the ``.npy`` bytes ``data``, checked before anything is allocated.
 
@@ -203,7 +206,7 @@ def decode_npy(data, where="array", error=ModelFileError, kinds=_ALLOWED_KINDS):
     and its shape must account for exactly the bytes that follow. A damaged header, or one that
     promises more (or fewer) values than the data holds, raises ``error`` naming ``where`` instead of
     an allocation of the promised size (tests/test_fuzz.py found both)."""
-    stream = _stdio.BytesIO(data)
+    stream = _stdio.BytesIO(bytes(memoryview(data)[:_NPY_HEADER_ROOM]))  # the header only, not the values
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -225,9 +228,10 @@ def decode_npy(data, where="array", error=ModelFileError, kinds=_ALLOWED_KINDS):
                     f"bytes) but {available} bytes follow.")
     try:
         flat = np.frombuffer(data, dtype, count=count, offset=stream.tell())
-        return flat.reshape(shape, order="F" if fortran_order else "C").copy(order="K")
+        array = flat.reshape(shape, order="F" if fortran_order else "C")
     except ValueError as problem:  # an empty array whose other dimensions are too large for NumPy
         raise error(f"{where} has a shape {shape} that NumPy cannot represent: {problem}.") from None
+    return array if array.flags.writeable else array.copy(order="K")  # a bytearray is used in place
 
 
 # ---------------------------------------------------------------------------- archives
