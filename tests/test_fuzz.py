@@ -279,7 +279,8 @@ def test_npy_reader_on_headers_that_promise_huge_arrays(dtype, shape, fortran):
 
 @pytest.mark.parametrize("array", [np.asfortranarray(np.arange(12.0).reshape(4, 3)),
                                    np.arange(12, dtype=">i4").reshape(3, 4), np.ones((2, 5), np.float32) / 3,
-                                   np.array([[True, False], [False, True]]), np.arange(6, dtype=np.uint8).reshape(3, 2)],
+                                   np.array([[True, False], [False, True]]),
+                                   np.arange(6, dtype=np.uint8).reshape(3, 2)],
                          ids=["fortran", "big-endian", "float32", "bool", "uint8"])
 def test_npy_and_npz_readers_give_what_numpy_reads(tmp_path, array):
     """The checked decoder (handgrad.io.decode_npy) reads valid files exactly as numpy.load does."""
