@@ -99,8 +99,7 @@ def check_loaded(result):
     if isinstance(result, HandgradError):
         return
     assert isinstance(result, hg.MLP)
-    assert all(np.isfinite(a).all() or not np.isfinite(a).all() for _, a in result.parameters())  # readable
-    result.forward(np.zeros((1, result.n_inputs)))
+    assert result.forward(np.zeros((1, result.n_inputs))).shape == (1, result.n_outputs)  # a working network
 
 
 def load_bytes(data):
