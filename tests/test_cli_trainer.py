@@ -62,6 +62,22 @@ def test_an_interrupted_run_resumed_gives_the_same_weights_bit_for_bit(capsys, t
     assert resumed.metadata["stop_reason"] == whole.metadata["stop_reason"]
 
 
+def test_resume_without_the_pictures_of_the_first_part_keeps_early_stopping_exact(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    flags = ["--data", "xor", "--noise", "0.6", "--samples", "100", "--layers", "32:tanh,32:tanh,1:sigmoid",
+             "--optimizer", "adam", "--learning-rate", "0.05", "--patience", "2", "--quiet"]
+    checkpoint, whole, resumed = tmp_path / "run.ckpt", tmp_path / "whole.npz", tmp_path / "resumed.npz"
+    assert main(["train", *flags, "--epochs", "30", "--out", str(whole)]) == 0
+    # the first part draws pictures (a gradient-norm recorder among the callbacks), the resumed part does not
+    assert main(["train", *flags, "--epochs", "4", "--checkpoint", str(checkpoint), "--run-dir",
+                 str(tmp_path / "pictures")]) == 0
+    assert main(["train", *flags, "--epochs", "30", "--resume", str(checkpoint), "--out", str(resumed)]) == 0
+    whole, resumed = hg.load(whole), hg.load(resumed)
+    assert "early stopping at epoch" in whole.metadata["stop_reason"]
+    assert resumed.metadata["stop_reason"] == whole.metadata["stop_reason"]
+    assert np.array_equal(resumed.params, whole.params)
+
+
 def test_resume_refuses_another_network_and_checkpoint_needs_force(capsys, tmp_path, weighted_csv):
     checkpoint = tmp_path / "run.ckpt"
     train(capsys, weighted_csv, tmp_path / "a.npz", "--epochs", "2", "--checkpoint", checkpoint)

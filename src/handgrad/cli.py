@@ -4,6 +4,9 @@
     handgrad train --data spirals --layers 32:tanh,32:tanh,1:sigmoid --out model.npz --run-dir runs/spirals
     handgrad train --csv houses.csv --target price --layers 32:relu,1:identity --out price.npz
     handgrad train --mnist ../shared/data/mnist-t10k --layers 128:relu,10:softmax --epochs 10 --out mnist.npz
+    handgrad train --csv loans.csv --layers "32:leaky_relu(0.1),1:sigmoid" --class-weight balanced --patience 10 \
+        --checkpoint run.ckpt --out loans.npz          (then the same flags with --resume run.ckpt to go on)
+    handgrad export loans.npz --onnx loans.onnx        (the standardization included: the graph takes raw rows)
     handgrad evaluate model.npz --csv test.csv --target label
     handgrad predict model.npz new.csv --out predictions.csv
     handgrad info model.npz
@@ -25,6 +28,7 @@ import sys
 import numpy as np
 
 from ._version import __version__
+from .callbacks import Callback
 from .cli_args import add_architecture_arguments, add_trainer_arguments, network_from_args, trainer_options
 from .cli_teach import register as register_teaching_commands
 from .errors import ConfigError, DataError, HandgradError, suggest
@@ -382,7 +386,9 @@ def cmd_train(args):
 
         probe = slice(0, min(256, len(split.y_train)))
         recorder = GradientNormRecorder(prepare(split.X_train[probe]), split.y_train[probe])
-        fit_options["callbacks"] = [recorder]
+    # A checkpoint stores the callbacks' states by position, and early stopping's comes after these: a
+    # do-nothing placeholder keeps it in place when a resumed run draws no pictures and the first one did.
+    fit_options["callbacks"] = [recorder if recorder is not None else Callback()]
     if args.verbose:
         fit_options["verbose"] = True
     history = net.fit(prepare(split.X_train), split.y_train, **fit_options)
