@@ -4,7 +4,7 @@
     handgrad train --data spirals --layers 32:tanh,32:tanh,1:sigmoid --out model.npz --run-dir runs/spirals
     handgrad train --csv houses.csv --target price --layers 32:relu,1:identity --out price.npz
     handgrad train --mnist ../shared/data/mnist-t10k --layers 128:relu,10:softmax --epochs 10 --out mnist.npz
-    handgrad train --csv loans.csv --layers "32:leaky_relu(0.1),1:sigmoid" --class-weight balanced --patience 10 \
+    handgrad train --csv loans.csv --layers "32:leaky_relu(0.1),1:sigmoid" --class-weight balanced --patience 10
         --checkpoint run.ckpt --out loans.npz          (then the same flags with --resume run.ckpt to go on)
     handgrad export loans.npz --onnx loans.onnx        (the standardization included: the graph takes raw rows)
     handgrad evaluate model.npz --csv test.csv --target label
