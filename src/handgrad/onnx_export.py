@@ -17,6 +17,16 @@ The input "X" has shape (N, n_inputs) with a symbolic batch dimension N; the out
 output A_L (for classifiers: the probabilities, what ``net.predict_proba`` returns). Tensors are in the
 network's dtype (float32 -> FLOAT, float64 -> DOUBLE). The file is checked with
 ``onnx.checker.check_model`` and written atomically. Needs ``pip install handgrad[onnx]``.
+
+The model carries what ``handgrad predict`` does around the network, so that onnxruntime on raw rows
+answers as ``handgrad predict --proba`` does:
+
+    input side    X' = Div(Sub(X, mean), scale)   the standardization stored in the model's metadata
+                                                  (handgrad train; MNIST: mean 0, scale 255), when present
+    output side   label = Gather(classes, ArgMax(Z_L, axis=1))          softmax
+                  label = Gather(classes, Cast(Z_L >= 0))               sigmoid (A >= 1/2 exactly when z >= 0)
+                  probabilities = A_L, or Concat(1 - A_L, A_L) for one sigmoid output
+    metadata      metadata_props: handgrad_version, loss, output_activation, classes, outputs, preprocessing
 """
 
 import json
