@@ -27,7 +27,9 @@ To add your own, subclass :class:`Activation`, implement ``forward`` and
 """
 
 import functools
+import inspect
 import math
+import re
 
 import numpy as np
 
@@ -449,7 +451,9 @@ ALIASES = {"linear": "identity", "logistic": "sigmoid", "swish": "silu", "leakyr
 
 
 def get_activation(spec):
-    """An activation from its name (``"relu"``), a config dict, or an :class:`Activation` object."""
+    """An activation from its name (``"relu"``), a name with parameters (``"leaky_relu(0.1)"``,
+    ``"elu(alpha=0.5)"``), a config dict (``{"name": "leaky_relu", "slope": 0.1}``), or an
+    :class:`Activation` object."""
     if isinstance(spec, Activation):
         return spec
     if isinstance(spec, dict):
@@ -465,14 +469,78 @@ def get_activation(spec):
     )
 
 
+_CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*)\s*\((.*)\)\s*$", re.DOTALL)
+
+
+def _parameter_names(cls):
+    """The constructor's parameter names, in order: ("slope",) for LeakyReLU, () for ReLU."""
+    if cls.__init__ is object.__init__:
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                 if name != "self" and parameter.kind in kinds)
+
+
+def _number(key, text, written):
+    """A parameter value written in a spec: a finite number, or a ConfigError quoting the spec."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"activation '{written}': parameter {key} must be a finite number, got '{text.strip()}'.")
+    return value
+
+
+def _parse_call(text, cls, key):
+    """The parameters written as in a call, ``leaky_relu(0.1)`` or ``leaky_relu(slope=0.1)``, as a dict."""
+    names = _parameter_names(cls)
+    arguments = _CALL.match(text).group(2).strip()
+    parts = [part.strip() for part in arguments.split(",")] if arguments else []
+    params = {}
+    for position, part in enumerate(parts):
+        name, equals, value = part.partition("=")
+        if equals:
+            name = name.strip()
+            if name not in names:
+                raise ConfigError(f"activation '{text}': {key} has no parameter '{name}'.{suggest(name, names)} "
+                                  f"Its parameters: {', '.join(names) or 'none'}.")
+        else:
+            if position >= len(names):
+                raise ConfigError(f"activation '{text}': {key} takes {len(names)} parameter(s) "
+                                  f"({', '.join(names) or 'none'}), got {len(parts)}.")
+            name, value = names[position], part
+        if name in params:
+            raise ConfigError(f"activation '{text}': parameter {name} is given twice.")
+        params[name] = _number(name, value, text)
+    return params
+
+
 def _by_name(name, params):
-    key = str(name).strip().lower().replace("-", "_")
+    text = str(name)
+    call = _CALL.match(text)
+    key = (call.group(1) if call else text).strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in ACTIVATIONS:
+        hint = " Parameters go in parentheses, e.g. 'leaky_relu(0.1)'." if "(" in text or ")" in text else ""
         raise ConfigError(
-            f"unknown activation '{name}'.{suggest(key, ACTIVATIONS)} Valid names: {', '.join(ACTIVATIONS)}."
+            f"unknown activation '{name}'.{suggest(key, ACTIVATIONS)} Valid names: {', '.join(ACTIVATIONS)}.{hint}"
         )
+    cls = ACTIVATIONS[key]
+    if call:
+        written = _parse_call(text, cls, key)
+        twice = sorted(set(written) & set(params))
+        if twice:
+            raise ConfigError(f"activation '{text}': parameter {twice[0]} is given both in the name and as a key.")
+        params = {**params, **written}
+    names = _parameter_names(cls)
+    unknown = sorted(str(p) for p in params if p not in names)
+    if unknown:
+        raise ConfigError(f"bad parameters for activation '{key}': it has no parameter '{unknown[0]}'."
+                          f"{suggest(unknown[0], names)} Its parameters: {', '.join(names) or 'none'}.")
     try:
-        return ACTIVATIONS[key](**params)
-    except TypeError as error:
+        return cls(**params)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
         raise ConfigError(f"bad parameters for activation '{key}': {error}.") from None

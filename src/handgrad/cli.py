@@ -4,6 +4,9 @@
     handgrad train --data spirals --layers 32:tanh,32:tanh,1:sigmoid --out model.npz --run-dir runs/spirals
     handgrad train --csv houses.csv --target price --layers 32:relu,1:identity --out price.npz
     handgrad train --mnist ../shared/data/mnist-t10k --layers 128:relu,10:softmax --epochs 10 --out mnist.npz
+    handgrad train --csv loans.csv --layers "32:leaky_relu(0.1),1:sigmoid" --class-weight balanced --patience 10
+        --checkpoint run.ckpt --out loans.npz          (then the same flags with --resume run.ckpt to go on)
+    handgrad export loans.npz --onnx loans.onnx        (the standardization included: the graph takes raw rows)
     handgrad evaluate model.npz --csv test.csv --target label
     handgrad predict model.npz new.csv --out predictions.csv
     handgrad info model.npz
@@ -26,7 +29,8 @@ import numpy as np
 
 from . import cli_sweep
 from ._version import __version__
-from .cli_args import add_architecture_arguments, network_from_args
+from .callbacks import Callback
+from .cli_args import add_architecture_arguments, add_trainer_arguments, network_from_args, trainer_options
 from .cli_curvature import register as register_curvature_command
 from .cli_teach import register as register_teaching_commands
 from .errors import ConfigError, DataError, HandgradError, suggest
@@ -245,31 +249,114 @@ def _training_settings(args):
             setattr(args, key, value)
     options = {"epochs": _positive("--epochs", args.epochs), "batch_size": _positive("--batch-size", args.batch_size),
                "learning_rate": _positive("--learning-rate", args.learning_rate, float), "seed": args.seed}
-    for name in ("optimizer", "schedule", "clip_norm"):
+    for name in ("optimizer", "schedule"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
+    options.update(trainer_options(args))  # --patience, --metrics, --clip-norm, --class-weight
     for flag, value in (("--validation", args.validation), ("--test", args.test)):
         if not isinstance(value, (int, float)) or not 0 <= value < 1:
             raise ConfigError(f"{flag} must be a fraction in [0, 1), got {value!r}.")
+    options.update(_checkpoint_options(args))
     out = _check_output_path(args.out, args.force, "model file") if args.out else None
     run_dir = _check_run_dir(args.run_dir, args.force) if args.run_dir else None
     return options, out, run_dir
 
 
-def _training_data(args):
-    """(X, y, description, split, standardizer): the data, its train/validation/test split and the feature
-    scaling fitted on the training part only."""
+def _checkpoint_options(args):
+    """{"checkpoint": path, "resume": path} from --checkpoint and --resume. A resumed run keeps checkpointing
+    into its file unless --checkpoint names another; an existing checkpoint file is replaced only with --force
+    or when it is the one resumed from."""
+    resume, checkpoint = getattr(args, "resume", None), getattr(args, "checkpoint", None)
+    for flag, value in (("--resume", resume), ("--checkpoint", checkpoint)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{flag} must be a file name, got {value!r}.")
+    options = {}
+    if resume is not None:
+        if not os.path.isfile(resume):
+            raise ConfigError(f"--resume '{resume}' is not a file; give a checkpoint written by --checkpoint.")
+        options["resume"] = resume
+        checkpoint = checkpoint or resume
+    if checkpoint is not None:
+        checkpoint = writable_path(checkpoint, "checkpoint file")
+        resumed = resume is not None and os.path.exists(checkpoint) and os.path.samefile(checkpoint, resume)
+        if os.path.exists(checkpoint) and not (args.force or resumed):
+            raise ConfigError(f"checkpoint file '{checkpoint}' already exists; pass --force to replace it, --resume "
+                              "it to continue that run, or choose another name.")
+        options["checkpoint"] = checkpoint
+    return options
+
+
+def _check_resume(net, path):
+    """The checkpoint must hold this network: the same layers, loss, dropout and dtype as the flags build."""
+    from .checkpoints import read_checkpoint
+    from .io import plain_json
+
+    saved = read_checkpoint(path).get("config")
+    if saved is not None and saved != plain_json(net.config()):
+        different = sorted(key for key in set(saved) | set(net.config())
+                           if saved.get(key) != plain_json(net.config()).get(key))
+        raise ConfigError(f"the checkpoint '{path}' was made for another network ({', '.join(different)} differ); "
+                          "resume with the flags (or --config) of the run that wrote it.")
+
+
+def _csv_with_weights(args):
+    """(X, y, w, description) of --csv with --sample-weight-column: the weight column is no feature."""
     from . import datasets
 
-    X, y, description = load_data(args, default=DEFAULT_DATA)
+    others = [flag for flag in ("data", "npy", "npz", "mnist") if getattr(args, flag, None) is not None]
+    if args.csv is None or others:
+        raise ConfigError("--sample-weight-column needs --csv data (a column of the CSV file holds the weights).")
+    path = args.csv
+    names, table = datasets.load_csv_table(path)
+    n_columns = table.shape[1]
+    target = datasets.column_index(args.target, names, n_columns, path)
+    column = datasets.column_index(args.sample_weight_column, names, n_columns, path, what="sample weight")
+    if column == target:
+        raise ConfigError(f"--sample-weight-column and the target are the same column ({column}) of '{path}'; name "
+                          "the target with --target.")
+    if n_columns < 3:
+        raise DataError(f"'{path}' has {n_columns} columns; with sample weights it needs a feature, the target and "
+                        "the weight column.")
+    limit = None if args.limit is None else _positive("--limit", args.limit)
+    table = table[:limit]
+    X, y = datasets.check_dataset(np.delete(table, [target, column], axis=1), table[:, target], name=path)
+    weights = table[:, column]
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if bad.size:
+        raise DataError(f"'{path}': sample weight column {args.sample_weight_column!r} holds {weights[bad[0]]} at "
+                        f"data row {bad[0] + 1}; weights must be finite numbers >= 0.")
+    description = {"source": "csv", "path": os.path.abspath(path), "target": args.target,
+                   "sample_weight_column": args.sample_weight_column, "n_samples": int(X.shape[0]),
+                   "n_features": int(X.shape[1])}
+    if limit is not None:
+        description["limit"] = limit
+    return X, y, weights, description
+
+
+def _training_data(args):
+    """(X, y, description, split, standardizer, weights): the data, its train/validation/test split, the
+    feature scaling fitted on the training part only, and (with --sample-weight-column) the sample weights of
+    the three parts, else None."""
+    from . import datasets
+
+    weights = None
+    if getattr(args, "sample_weight_column", None) is not None:
+        X, y, w, description = _csv_with_weights(args)
+        X = np.column_stack([X, w])  # split as one more column, so each part keeps its rows' weights
+    else:
+        X, y, description = load_data(args, default=DEFAULT_DATA)
     split = datasets.train_validation_test_split(X, y, args.validation, args.test, seed=args.seed)
+    if "sample_weight_column" in description:
+        weights = (split.X_train[:, -1], split.X_val[:, -1], split.X_test[:, -1])
+        split = split._replace(X_train=split.X_train[:, :-1], X_val=split.X_val[:, :-1], X_test=split.X_test[:, :-1])
+        X = X[:, :-1]
     if description["source"] == "mnist":
         standardizer = datasets.Standardizer.constant(X.shape[1], 255.0)  # pixels 0..255 -> 0..1
     elif args.no_standardize:
         standardizer = None
     else:
         standardizer = datasets.Standardizer().fit(split.X_train)
-    return X, y, description, split, standardizer
+    return X, y, description, split, standardizer, weights
 
 
 def _print_evaluation(evaluation):
@@ -283,23 +370,29 @@ def _print_evaluation(evaluation):
 
 def cmd_train(args):
     options, out, run_dir = _training_settings(args)
-    X, y, description, split, standardizer = _training_data(args)
+    X, y, description, split, standardizer, weights = _training_data(args)
     prepare = standardizer.transform if standardizer is not None else (lambda A: A)
     if args.layers is None:
         args.layers = _default_layers(y, description["source"])
     net = network_from_args(args, n_inputs=X.shape[1])
     _check_targets_for(net, y, "the data")
+    if "resume" in options:
+        _check_resume(net, options["resume"])
 
     fit_options = dict(options)
+    if weights is not None:
+        fit_options["sample_weight"] = weights[0]
     if len(split.y_val):
-        fit_options["validation_data"] = (prepare(split.X_val), split.y_val)
+        fit_options["validation_data"] = (prepare(split.X_val), split.y_val) + ((weights[1],) if weights else ())
     recorder = None
     if run_dir and not args.no_plots:
         from .plotting import GradientNormRecorder
 
         probe = slice(0, min(256, len(split.y_train)))
         recorder = GradientNormRecorder(prepare(split.X_train[probe]), split.y_train[probe])
-        fit_options["callbacks"] = [recorder]
+    # A checkpoint stores the callbacks' states by position, and early stopping's comes after these: a
+    # do-nothing placeholder keeps it in place when a resumed run draws no pictures and the first one did.
+    fit_options["callbacks"] = [recorder if recorder is not None else Callback()]
     if args.verbose:
         fit_options["verbose"] = True
     history = net.fit(prepare(split.X_train), split.y_train, **fit_options)
@@ -470,11 +563,16 @@ def cmd_export(args):
 
     net = _load_model(args.model)
     out = writable_path(args.onnx, "ONNX file")
+    standardized = _preprocessor(net) is not None and not args.no_preprocessing
     try:
-        to_onnx(net, out, opset=args.opset)
+        to_onnx(net, out, opset=args.opset, preprocessing=None if args.no_preprocessing else "auto")
     except ImportError as error:  # the onnx extra is not installed
         raise HandgradError(str(error)) from None
-    print(f"wrote {out}: ONNX opset {args.opset}, input 'X' (N, {net.n_inputs}), output 'Y' (N, {net.n_outputs}), "
+    outputs = f"output 'Y' (N, {net.n_outputs})"
+    if net.is_classifier:
+        outputs += ", 'label' and 'probabilities' (as handgrad predict --proba)"
+    print(f"wrote {out}: ONNX opset {args.opset}, input 'X' (N, {net.n_inputs}) of "
+          f"{'raw features (standardized in the graph)' if standardized else 'features'}, {outputs}, "
           f"{net.dtype.name}")
     return 0
 
@@ -547,7 +645,7 @@ def cmd_sweep(args):
     for key, value in TRAIN_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    X, y, description, split, standardizer = _training_data(args)
+    X, y, description, split, standardizer, _ = _training_data(args)  # (sample weights: not swept)
     if args.layers is None:
         args.layers = _default_layers(y, description["source"])
     _check_targets_for(network_from_args(args, n_inputs=X.shape[1]), y, "the data")
@@ -576,11 +674,13 @@ def _add_train_parser(sub):
                        help=f"step size (default {TRAIN_DEFAULTS['learning_rate']})")
     group.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw, rmsprop (default sgd)")
     group.add_argument("--schedule", help="constant, step, exponential, cosine, onecycle, plateau")
-    group.add_argument("--clip-norm", type=float, help="clip the gradient's global norm to this value")
+    group.add_argument("--clip-norm", type=float, metavar="C",
+                       help="rescale each batch's gradient so that its global norm (over all parameters) is at most C")
     group.add_argument("--validation", type=float, help="fraction held out for validation (default 0.2)")
     group.add_argument("--test", type=float, help="fraction held out for the final test (default 0.2)")
     group.add_argument("--no-standardize", action="store_const", const=True,
                        help="do not standardize the features (MNIST pixels are always scaled by 1/255)")
+    add_trainer_arguments(group)  # --patience, --metrics, --class-weight, --sample-weight-column, --checkpoint, ...
     group = train.add_argument_group("output")
     group.add_argument("--out", metavar="FILE", help="write the trained model here (e.g. model.npz)")
     group.add_argument("--run-dir", metavar="DIR", help="write history.csv, history.json, metrics.json and PNG "
@@ -633,11 +733,17 @@ def _add_model_parsers(sub):
     export = sub.add_parser("export", help="export a model file to ONNX (needs handgrad[onnx])",
                             description="Write a saved model as an ONNX graph (MatMul, Add and standard activation "
                                         "ops, dynamic batch size) that onnxruntime or any ONNX consumer runs. "
-                                        "Input standardization stored in the model file is not part of the graph: "
-                                        "apply it before feeding the ONNX model.")
+                                        "The input standardization stored in the model file (by handgrad train) "
+                                        "is part of the graph (Sub and Div nodes), so the graph takes raw rows "
+                                        "and answers as handgrad predict does: output 'Y' (the network output) "
+                                        "and, for classifiers, 'label' and 'probabilities'. The model's "
+                                        "metadata_props hold the handgrad version, loss, classes and "
+                                        "preprocessing.")
     export.add_argument("model", help="model file")
     export.add_argument("--onnx", metavar="FILE", required=True, help="the ONNX file to write (atomically)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    export.add_argument("--no-preprocessing", action="store_true",
+                        help="leave the stored standardization out of the graph (then feed standardized rows)")
     export.set_defaults(func=cmd_export)
 
 

@@ -14,9 +14,12 @@ message that names the problem and the fix.
 import csv
 import gzip
 import hashlib
+import io as _stdio
+import math
 import os
 import urllib.error
 import urllib.request
+import zlib
 from collections import namedtuple
 
 import numpy as np
@@ -210,31 +213,32 @@ def _is_number(text):
         return False
 
 
-def _column_index(target, header, n_columns, path):
-    """The index of the target column from a name (needs a header row) or an integer (negative counts back)."""
+def column_index(target, header, n_columns, path, what="target"):
+    """The index of a column (the ``what`` column: the target's) from a name (needs a header row) or an
+    integer (negative counts back); None means the last column."""
     if target is None:
         return n_columns - 1
-    if isinstance(target, str) and not target.lstrip("-").isdigit():
+    if isinstance(target, str) and not target.strip().lstrip("-").isdigit():
         if header is None:
-            raise DataError(f"'{path}' has no header row, so the target column cannot be named '{target}'; "
+            raise DataError(f"'{path}' has no header row, so the {what} column cannot be named '{target}'; "
                             f"give its number instead (0..{n_columns - 1}, or -1 for the last).")
         names = [name.strip() for name in header]
         if target not in names:
             raise DataError(f"'{path}' has no column '{target}'.{suggest(target, names)} Columns: {', '.join(names)}.")
         return names.index(target)
+    if isinstance(target, bool) or not isinstance(target, (str, int, np.integer)):
+        raise DataError(f"the {what} column must be a column name or number, got {target!r}.")
     index = int(target)
     if not -n_columns <= index < n_columns:
-        raise DataError(f"target column {index} does not exist: '{path}' has {n_columns} columns (0..{n_columns - 1}).")
+        raise DataError(f"{what} column {index} does not exist: '{path}' has {n_columns} columns "
+                        f"(0..{n_columns - 1}).")
     return index % n_columns
 
 
-def load_csv(path, target=None, *, delimiter=",", header="auto"):
-    """``(X, y)`` from a CSV file whose column ``target`` (name or number; default the last) holds the targets.
-
-    ``header='auto'`` treats the first row as column names when any of its fields is not
-    a number. With ``target=False`` every column is a feature and ``(X, None)`` is returned
-    (for prediction inputs).
-    """
+def load_csv_table(path, *, delimiter=",", header="auto"):
+    """``(names, values)`` of a numeric CSV file: the header row's column names (None without one) and the
+    (rows, columns) float64 table. ``header='auto'`` treats the first row as column names when any of its
+    fields is not a number. Every row must have the same number of fields."""
     path = _open_check(path, "CSV file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
@@ -262,11 +266,24 @@ def load_csv(path, target=None, *, delimiter=",", header="auto"):
             except ValueError:
                 raise DataError(f"'{path}' line {line}, column {c + 1}: '{field.strip()}' is not a number; "
                                 "handgrad reads numeric CSV only (encode labels as integers 0..K-1).") from None
+    return names, values
+
+
+def load_csv(path, target=None, *, delimiter=",", header="auto"):
+    """``(X, y)`` from a CSV file whose column ``target`` (name or number; default the last) holds the targets.
+
+    ``header='auto'`` treats the first row as column names when any of its fields is not
+    a number. With ``target=False`` every column is a feature and ``(X, None)`` is returned
+    (for prediction inputs).
+    """
+    path = os.fspath(path)
+    names, values = load_csv_table(path, delimiter=delimiter, header=header)
+    n_columns = values.shape[1]
     if target is False:
         return check_dataset(values, name=path), None
     if n_columns < 2:
         raise DataError(f"'{path}' has only one column; it needs at least one feature and the target column.")
-    column = _column_index(target, names, n_columns, path)
+    column = column_index(target, names, n_columns, path)
     X = np.delete(values, column, axis=1)
     return check_dataset(X, values[:, column], name=path)
 
@@ -278,47 +295,62 @@ def _split_table(table, target, path):
     if table.ndim != 2 or table.shape[1] < 2:
         raise DataError(f"'{path}' holds an array of shape {table.shape}; a table with targets needs 2-D data with "
                         "at least 2 columns (features and the target column).")
-    column = _column_index(target, None, table.shape[1], path)
+    column = column_index(target, None, table.shape[1], path)
     return check_dataset(np.delete(table, column, axis=1), table[:, column], name=path)
 
 
-def load_npy(path, target=None):
-    """``(X, y)`` from a 2-D ``.npy`` table whose column ``target`` (default the last) holds the targets."""
-    path = _open_check(path, "NPY file")
+def _read_bytes(path, what):
+    """(path, a bytearray of the file): writable, so that an array decoded from it needs no copy."""
+    path = _open_check(path, what)
     try:
-        table = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise DataError(f"'{path}' cannot be read as a numeric .npy array ({error}); pickled object arrays are "
-                        "refused.") from None
+        with open(path, "rb") as file:
+            data = bytearray(os.fstat(file.fileno()).st_size)
+            data[file.readinto(data):] = b""  # (a file that shrank meanwhile)
+            return path, data
     except OSError as error:
-        raise DataError(f"'{path}' is not a .npy file: {error}.") from None
-    if not isinstance(table, np.ndarray):
-        raise DataError(f"'{path}' is a .npz archive, not a .npy array; use the NPZ loader.")
+        raise DataError(f"cannot read '{path}': {error.strerror or error}.") from None
+
+
+def load_npy(path, target=None):
+    """``(X, y)`` from a 2-D ``.npy`` table whose column ``target`` (default the last) holds the targets.
+
+    The header is checked before any array is made (handgrad.io.decode_npy): numeric dtypes only,
+    never pickle, and a shape that matches the bytes in the file."""
+    from .io import decode_npy
+
+    path, data = _read_bytes(path, "NPY file")
+    if data.startswith(b"PK"):
+        raise DataError(f"'{path}' is a .npz archive, not a .npy array; use the NPZ loader (--npz).")
+    table = decode_npy(data, f"'{path}'", error=DataError)
     return _split_table(table, target, path)
 
 
 def load_npz(path, target=None, *, x_key="X", y_key="y"):
-    """``(X, y)`` from an ``.npz`` file with arrays ``X`` and ``y`` (keys configurable), or one 2-D table."""
-    path = _open_check(path, "NPZ file")
+    """``(X, y)`` from an ``.npz`` file with arrays ``X`` and ``y`` (keys configurable), or one 2-D table.
+
+    Members are read with zipfile and decoded by handgrad.io.decode_npy (checked headers, no pickle)."""
+    import zipfile
+
+    from .io import ZIP_ERRORS, decode_npy
+
+    path, data = _read_bytes(path, "NPZ file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise DataError(f"'{path}' is a .npy array, not an .npz archive; use the NPY loader.")
-            files = list(npz.files)
+        with zipfile.ZipFile(_stdio.BytesIO(data)) as archive:
+            files = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+
+            def member(key):
+                return decode_npy(archive.read(key + ".npy"), f"'{path}' array '{key}'", error=DataError)
+
             if x_key in files:
-                X = npz[x_key]
                 if target is False:
-                    return check_dataset(X, name=path), None
+                    return check_dataset(member(x_key), name=path), None
                 if y_key not in files:
                     raise DataError(f"'{path}' has '{x_key}' but no '{y_key}' array for the targets; arrays: "
                                     f"{', '.join(files)}.")
-                return check_dataset(X, npz[y_key], name=path)
+                return check_dataset(member(x_key), member(y_key), name=path)
             if len(files) == 1:
-                return _split_table(npz[files[0]], target, path)
-    except ValueError as error:
-        raise DataError(f"'{path}' cannot be read as numeric arrays ({error}); pickled object arrays are refused.") \
-            from None
-    except (OSError, EOFError) as error:
+                return _split_table(member(files[0]), target, path)
+    except ZIP_ERRORS as error:
         raise DataError(f"'{path}' is not a readable .npz file: {error}.") from None
     raise DataError(f"'{path}' has arrays {', '.join(files) or 'none'}; it needs '{x_key}' and '{y_key}' (or a "
                     "single 2-D table whose target column you choose).")
@@ -349,7 +381,7 @@ def read_idx(path):
             data = file.read()
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:  # zlib.error: found by tests/test_fuzz.py
         raise DataError(f"'{path}' cannot be read (a damaged gzip file?): {error}; download it again.") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
         raise DataError(f"'{path}' is not an IDX file (bad magic number {data[:4].hex() or 'empty'}); MNIST files "
@@ -359,11 +391,14 @@ def read_idx(path):
     if len(data) < header:
         raise DataError(f"'{path}' is truncated: its header is incomplete; download it again.")
     shape = tuple(int(v) for v in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python integers: no overflow for any header
     if len(data) != expected:
         raise DataError(f"'{path}' has {len(data)} bytes but its header ({shape}, {dtype}) needs {expected}; the file "
                         "is truncated or damaged, download it again.")
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    try:
+        return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    except ValueError as error:  # an empty array with dimensions too large for NumPy: found by tests/test_fuzz.py
+        raise DataError(f"'{path}' has a header ({shape}) that NumPy cannot represent: {error}.") from None
 
 
 def _find_idx(directory, kind, part, ndim):

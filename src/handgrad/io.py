@@ -24,10 +24,13 @@ import contextlib
 import hashlib
 import io as _stdio
 import json
+import math
 import os
 import re
 import secrets
+import tokenize
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -43,6 +46,11 @@ _SEAL_LENGTH = len(_SEAL_PREFIX) + 64  # prefix + 64 hex digits
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _ALLOWED_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 _MAX_METADATA_BYTES = 64 * 1024 * 1024
+# What zipfile raises on a damaged archive: besides BadZipFile, a member may claim an unknown compression
+# method or zip version (NotImplementedError), encryption (RuntimeError), or hold broken deflate data
+# (zlib.error). Found by tests/test_fuzz.py.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError, RuntimeError,
+               zlib.error)
 
 
 # ---------------------------------------------------------------------------- atomic writes
@@ -182,6 +190,50 @@ def _check_array(name, array, where):
     return array
 
 
+# ---------------------------------------------------------------------------- .npy members and files
+# What NumPy's .npy header parser raises on a damaged header (it evaluates the header as a Python literal).
+_NPY_HEADER_ERRORS = (ValueError, TypeError, SyntaxError, EOFError, OverflowError, RecursionError, MemoryError,
+                      tokenize.TokenError)
+
+
+_NPY_HEADER_ROOM = 16 + 10000  # magic, version and length, and NumPy's largest header by default
+
+
+def decode_npy(data, where="array", error=ModelFileError, kinds=_ALLOWED_KINDS):
+    """The array stored in the ``.npy`` bytes ``data``, checked before anything is allocated.
+
+    The header is read first (NumPy's own parser, never pickle); its dtype must be numeric (``kinds``)
+    and its shape must account for exactly the bytes that follow. A damaged header, or one that
+    promises more (or fewer) values than the data holds, raises ``error`` naming ``where`` instead of
+    an allocation of the promised size (tests/test_fuzz.py found both)."""
+    stream = _stdio.BytesIO(bytes(memoryview(data)[:_NPY_HEADER_ROOM]))  # the header only, not the values
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} (handgrad reads 1.0 and 2.0)")
+    except _NPY_HEADER_ERRORS as problem:
+        reason = (str(problem).splitlines() or [type(problem).__name__])[0]
+        raise error(f"{where} is not a readable .npy array: {reason}.") from None
+    if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+        raise error(f"{where} holds dtype {dtype}, which handgrad does not read: pickled object arrays are refused "
+                    "(loading them could run code), and so are strings and records; store numbers.")
+    count = math.prod(shape)
+    available = len(data) - stream.tell()
+    if count * dtype.itemsize != available:
+        raise error(f"{where} is damaged: its header promises {count} values of {dtype} ({count * dtype.itemsize} "
+                    f"bytes) but {available} bytes follow.")
+    try:
+        flat = np.frombuffer(data, dtype, count=count, offset=stream.tell())
+        array = flat.reshape(shape, order="F" if fortran_order else "C")
+    except ValueError as problem:  # an empty array whose other dimensions are too large for NumPy
+        raise error(f"{where} has a shape {shape} that NumPy cannot represent: {problem}.") from None
+    return array if array.flags.writeable else array.copy(order="K")  # a bytearray is used in place
+
+
 # ---------------------------------------------------------------------------- archives
 def encode_archive(arrays, metadata):
     """The bytes of an archive holding ``arrays`` (name -> numeric ndarray) and JSON-able ``metadata``."""
@@ -258,7 +310,7 @@ def decode_archive(data, path="<bytes>"):
         header = json.loads(archive.read(METADATA_MEMBER).decode("utf-8"))
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, UnicodeDecodeError, EOFError, OSError) as error:
+    except (*ZIP_ERRORS, ValueError, UnicodeDecodeError) as error:
         raise ModelFileError(f"{where} cannot be read as a model archive: {error}.") from None
     if not isinstance(header, dict) or header.get("format") != ARCHIVE_FORMAT:
         raise ModelFileError(f"{where} is not a handgrad model file (format {header.get('format')!r} "
@@ -286,15 +338,10 @@ def decode_archive(data, path="<bytes>"):
         if not _NAME.match(name):
             raise ModelFileError(f"{where} contains an array with the invalid name {name!r}.")
         try:
-            with archive.open(name + ".npy") as member:
-                array = np.lib.format.read_array(member, allow_pickle=False)
-        except ValueError as error:
-            if "pickle" in str(error).lower() or "object" in str(error).lower():
-                raise ModelFileError(f"{where}: array '{name}' is stored with pickle (an object array); handgrad "
-                                     "never unpickles, since that could run code. Refusing to load it.") from None
-            raise ModelFileError(f"{where}: array '{name}' cannot be decoded: {error}.") from None
-        except (zipfile.BadZipFile, EOFError, OSError) as error:
+            member = archive.read(name + ".npy")  # no larger than the file, which is in memory already
+        except ZIP_ERRORS as error:
             raise ModelFileError(f"{where}: array '{name}' cannot be read: {error}.") from None
+        array = decode_npy(member, f"{where}: array '{name}'")  # never unpickles: object arrays are refused
         if array.dtype.kind not in _ALLOWED_KINDS:
             raise ModelFileError(f"{where}: array '{name}' has dtype {array.dtype}, which handgrad refuses to load.")
         if not isinstance(entry, dict) or entry.get("dtype") != array.dtype.str or \

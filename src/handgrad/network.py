@@ -26,6 +26,7 @@ once with a few operations on the two vectors.
 
 import contextlib
 import copy as _copy
+import re
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class MLP:
         if n_inputs_int is None or n_inputs_int < 1 or n_inputs_int != n_inputs:
             raise ConfigError(f"n_inputs must be a positive integer, got {n_inputs!r}.")
         if isinstance(layers, str):  # "16:relu,1:sigmoid", the command line's form
-            layers = [part for part in layers.split(",") if part.strip()]
+            layers = [part for part in re.split(r",(?![^()]*\))", layers) if part.strip()]  # not inside (...)
         layers = list(layers)
         if not layers:
             raise ConfigError("an MLP needs at least one layer, e.g. [(1, 'sigmoid')].")

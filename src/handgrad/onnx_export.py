@@ -17,14 +17,25 @@ The input "X" has shape (N, n_inputs) with a symbolic batch dimension N; the out
 output A_L (for classifiers: the probabilities, what ``net.predict_proba`` returns). Tensors are in the
 network's dtype (float32 -> FLOAT, float64 -> DOUBLE). The file is checked with
 ``onnx.checker.check_model`` and written atomically. Needs ``pip install handgrad[onnx]``.
+
+The model carries what ``handgrad predict`` does around the network, so that onnxruntime on raw rows
+answers as ``handgrad predict --proba`` does:
+
+    input side    X' = Div(Sub(X, mean), scale)   the standardization stored in the model's metadata
+                                                  (handgrad train; MNIST: mean 0, scale 255), when present
+    output side   label = Gather(classes, ArgMax(Z_L, axis=1))          softmax
+                  label = Gather(classes, Cast(Z_L >= 0))               sigmoid (A >= 1/2 exactly when z >= 0)
+                  probabilities = A_L, or Concat(1 - A_L, A_L) for one sigmoid output
+    metadata      metadata_props: handgrad_version, loss, output_activation, classes, outputs, preprocessing
 """
 
+import json
 import math
 import os
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, HandgradError
 
 DEFAULT_OPSET = 17  # Softmax over one axis exists from 13; 17 is read by every onnxruntime since 1.11
 MIN_OPSET = 13
@@ -48,6 +59,11 @@ class _Graph:
 
     def constant(self, name, value):
         self.initializers.append(self.numpy_helper.from_array(np.asarray(value, dtype=self.dtype), name=name))
+        return name
+
+    def integers(self, name, value):
+        """An int64 constant (class labels, axes)."""
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(value, dtype=np.int64), name=name))
         return name
 
     def node(self, op, inputs, output, **attributes):
@@ -99,8 +115,105 @@ def _activation(graph, activation, Z, k):
                       "sigmoid, tanh, softmax, softplus, elu, gelu, silu.")
 
 
-def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y"):
-    """The ``onnx.ModelProto`` of ``net`` (checked with onnx.checker), without writing it."""
+def _standardizer(net, preprocessing):
+    """(mean, scale) arrays of the input standardization to put in front of the graph, or None.
+
+    "auto": the one stored in the model's metadata (``handgrad train`` stores it; MNIST's 1/255 is a
+    standardization with mean 0 and scale 255); None or False: none; or a Standardizer or its dict."""
+    from .datasets import Standardizer
+
+    if preprocessing is None or preprocessing is False:
+        return None
+    if isinstance(preprocessing, str) and preprocessing == "auto":
+        record = (getattr(net, "metadata", None) or {}).get("preprocessing")
+        if not record:
+            return None
+        preprocessing = record
+    try:
+        standardizer = preprocessing if isinstance(preprocessing, Standardizer) else \
+            Standardizer.from_dict(preprocessing)
+    except (HandgradError, TypeError, KeyError, ValueError) as error:
+        raise ConfigError(f"preprocessing must be 'auto', None, a Standardizer or its to_dict(); {error}") from None
+    if standardizer.mean is None or standardizer.mean.size != net.n_inputs:
+        raise ConfigError(f"the standardization covers {0 if standardizer.mean is None else standardizer.mean.size} "
+                          f"features but the network has {net.n_inputs} inputs.")
+    return standardizer.mean, standardizer.scale
+
+
+def _input_nodes(graph, X, standardizer):
+    """The input side: X' = (X - mean) / scale, the standardization ``handgrad predict`` applies. Kept as
+    Sub and Div nodes rather than folded into W1 and b1: the graph then computes what predict computes,
+    in the same order (folding rounds differently), the weights stay those of the model file, and a
+    viewer such as Netron shows the preprocessing as a step of its own."""
+    if standardizer is None:
+        return X
+    mean, scale = standardizer
+    centered = graph.node("Sub", [X, graph.constant("input_mean", mean)], "X_centered")
+    return graph.node("Div", [centered, graph.constant("input_scale", scale)], "X_standardized")
+
+
+def _check_classes(net, classes):
+    count = net.n_outputs if net.output_activation.name == "softmax" else 2
+    if classes is None:
+        return list(range(count))
+    values = list(classes) if isinstance(classes, (list, tuple, np.ndarray)) else None
+    if values is None or len(values) != count or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"classes must be a list of {count} integers (the label of each class), got {classes!r}.")
+    return [int(v) for v in values]
+
+
+def _classifier_outputs(graph, net, logits, A, classes):
+    """The output side of a classifier, as ``handgrad predict`` (with --proba) gives it: "label" and
+    "probabilities". The label is decided from the logits Z_L, as net.predict does: ArgMax for softmax
+    (argmax A = argmax Z), Z >= 0 for sigmoid (A >= 1/2 exactly when z >= 0), then looked up in the
+    constant tensor of the classes (Gather). One sigmoid output gives the probabilities of both
+    classes, (1 - p, p). Returns [(name, elem_type, shape)] of the outputs it wrote."""
+    elem, int64 = (graph.helper.np_dtype_to_tensor_dtype(np.dtype(t)) for t in (graph.dtype, np.int64))
+    labels = graph.integers("classes", classes)
+    K = net.n_outputs
+    if net.output_activation.name == "softmax":
+        index = graph.node("ArgMax", [logits], "class_index", axis=1, keepdims=0)
+        graph.node("Gather", [labels, index], "label", axis=0)
+        graph.node("Identity", [A], "probabilities")
+        return [("label", int64, ["N"]), ("probabilities", elem, ["N", K])]
+    positive = graph.node("GreaterOrEqual", [logits, graph.constant("zero", np.zeros(1))], "logit_nonnegative")
+    index = graph.node("Cast", [positive], "class_index", to=int64)
+    if K == 1:  # one binary classifier: labels (N,), probabilities (1 - p, p)
+        index = graph.node("Squeeze", [index, graph.integers("axis1", [1])], "class_index_1d")
+        complement = graph.node("Sub", [graph.constant("one", np.ones(1)), A], "probability_0")
+        graph.node("Concat", [complement, A], "probabilities", axis=1)
+        graph.node("Gather", [labels, index], "label", axis=0)
+        return [("label", int64, ["N"]), ("probabilities", elem, ["N", 2])]
+    graph.node("Gather", [labels, index], "label", axis=0)  # K independent sigmoid outputs (multi-label)
+    graph.node("Identity", [A], "probabilities")
+    return [("label", int64, ["N", K]), ("probabilities", elem, ["N", K])]
+
+
+def _metadata(net, standardizer, classes, outputs):
+    """The model's metadata_props: what produced it, its loss, classes, preprocessing and outputs (JSON)."""
+    from ._version import __version__
+
+    record = {
+        "producer": "handgrad", "handgrad_version": __version__, "loss": net.loss_fn.name,
+        "output_activation": net.output_activation.name, "n_inputs": str(net.n_inputs),
+        "outputs": json.dumps(outputs),
+        "preprocessing": json.dumps(None if standardizer is None else
+                                    {"kind": "standardize", "mean": standardizer[0].tolist(),
+                                     "scale": standardizer[1].tolist(), "formula": "(X - mean) / scale"}),
+    }
+    if classes is not None:
+        record["classes"] = json.dumps(classes)
+    return record
+
+
+def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y", preprocessing="auto", classes=None):
+    """The ``onnx.ModelProto`` of ``net`` (checked with onnx.checker), without writing it.
+
+    ``preprocessing``: "auto" puts the standardization stored in the model (by ``handgrad train``) in
+    front of the graph, so the input is raw rows; None leaves it out; or give a Standardizer.
+    ``classes``: a classifier's label for each class (integers; default 0..K-1).
+    """
     onnx, helper, numpy_helper = _import_onnx()
     if not all(hasattr(net, name) for name in ("layers", "n_inputs", "n_outputs", "dtype")):
         raise ConfigError(f"to_onnx needs a handgrad MLP (layers, n_inputs, n_outputs, dtype), got "
@@ -116,19 +229,29 @@ def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y"):
         raise ConfigError("input_name and output_name must differ.")
     elem_type = helper.np_dtype_to_tensor_dtype(net.dtype)
     graph = _Graph(helper, numpy_helper, net.dtype)
-    H = input_name
+    standardizer = _standardizer(net, preprocessing)
+    classes = _check_classes(net, classes) if net.is_classifier else None
+    for taken in ("label", "probabilities"):
+        if classes is not None and taken in (input_name, output_name):
+            raise ConfigError(f"'{taken}' names a classifier's own output; choose other input/output names.")
+    H = _input_nodes(graph, input_name, standardizer)
     for k, layer in enumerate(net.layers, 1):
         Z = graph.node("MatMul", [H, graph.constant(f"W{k}", layer.W)], f"XW{k}")
         if layer.b is not None:
             Z = graph.node("Add", [Z, graph.constant(f"b{k}", layer.b)], f"Z{k}")
         H = _activation(graph, layer.activation, Z, k)
+    logits = Z  # Z_L, the last layer's pre-activation: a classifier's labels are decided from it
     graph.nodes.append(helper.make_node("Identity", [H], [output_name], name="output"))
+    written = [(output_name, elem_type, ["N", net.n_outputs])]
+    if classes is not None:
+        written += _classifier_outputs(graph, net, logits, H, classes)
     inputs = [helper.make_tensor_value_info(input_name, elem_type, ["N", net.n_inputs])]
-    outputs = [helper.make_tensor_value_info(output_name, elem_type, ["N", net.n_outputs])]
+    outputs = [helper.make_tensor_value_info(name, kind, shape) for name, kind, shape in written]
     body = helper.make_graph(graph.nodes, "handgrad_mlp", inputs, outputs, initializer=graph.initializers,
                              doc_string=repr(net))
     model = helper.make_model(body, opset_imports=[helper.make_opsetid("", int(opset))], producer_name="handgrad")
     model.ir_version = min(model.ir_version, _ir_version_for(onnx, int(opset)))
+    helper.set_model_props(model, _metadata(net, standardizer, classes, [name for name, _, _ in written]))
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -141,7 +264,7 @@ def _ir_version_for(onnx, opset):
     return onnx.IR_VERSION
 
 
-def to_onnx(net, path, opset=DEFAULT_OPSET, input_name="X", output_name="Y"):
+def to_onnx(net, path, opset=DEFAULT_OPSET, input_name="X", output_name="Y", preprocessing="auto", classes=None):
     """Write ``net`` as an ONNX model to ``path`` (atomically); returns the path.
 
     >>> net.to_onnx("model.onnx")                                    # doctest: +SKIP
@@ -150,7 +273,8 @@ def to_onnx(net, path, opset=DEFAULT_OPSET, input_name="X", output_name="Y"):
     """
     from .io import atomic_write_bytes
 
-    model = build_model(net, opset=opset, input_name=input_name, output_name=output_name)
+    model = build_model(net, opset=opset, input_name=input_name, output_name=output_name,
+                        preprocessing=preprocessing, classes=classes)
     path = os.fspath(path)
     atomic_write_bytes(path, model.SerializeToString())
     return path
