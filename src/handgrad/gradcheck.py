@@ -68,8 +68,8 @@ def gradcheck(net, X, T, sample_weight=None, eps=1e-6, floor=1e-8, dropout_seed=
 
     Returns a :class:`GradcheckResult`: the max relative error per parameter array
     (W1, b1, W2, ...; a normalized layer's gamma1, beta1). Batch norm uses the batch statistics on
-    both sides, and its running statistics are left as they were. Use a float64 network: float32 rounding swamps differences.
-    With ``dropout_seed``, both sides use the same dropout masks.
+    both sides, and its running statistics are left as they were. Use a float64 network: float32
+    rounding swamps differences. With ``dropout_seed``, both sides use the same dropout masks.
     """
     X = net.check_inputs(X)
     T = net.check_targets(T, X.shape[0])

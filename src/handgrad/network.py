@@ -402,8 +402,7 @@ class MLP:
 
     def __repr__(self):
         layers = ", ".join(f"({layer.n_out}, {layer.activation.name!r})" if layer.norm is None else
-                           f"{{'size': {layer.n_out}, 'activation': {layer.activation.name!r}, 'norm': {layer.norm.kind!r}}}"
-                           for layer in self.layers)
+                           f"'{layer.n_out}:{layer.activation.name}:{layer.norm.kind}norm'" for layer in self.layers)
         extras = "" if self.bias else ", bias=False"
         extras += f", l2={self.l2}" if self.l2 else ""
         extras += f", l1={self.l1}" if self.l1 else ""
@@ -603,8 +602,9 @@ class MLP:
         X, T and sample_weight must be checked arrays of the network's dtype (:meth:`check_inputs`,
         :meth:`check_targets`, :meth:`check_sample_weight`); ``training`` (a bool or a Mode, see
         :meth:`run_forward`) turns dropout on and makes batch norm update its running statistics: True is
-        what the trainer runs for every batch, and only it should pass True. ``observe(layer, dY)``, if given, is called with
-        the gradient each layer receives, before the layer's backward overwrites it (explain uses it).
+        what the trainer runs for every batch, and only it should pass True. ``observe(layer, dY)``, if
+        given, is called with the gradient each layer receives, before the layer's backward overwrites it
+        (explain uses it).
         """
         A = self.run_forward(X, training)
         J = self.objective(A, T, sample_weight)
