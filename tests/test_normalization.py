@@ -533,3 +533,56 @@ def test_layer_norm_layer_alone_against_torch():
     np.testing.assert_allclose(layer.forward(X), Yt.detach().numpy(), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(layer.backward(dY.copy()), Xt.grad.numpy(), rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(layer.inference(X), Yt.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------- model files and checkpoints
+def _trained_norm_net(**options):
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(60, 3)) * 2 + 1
+    y = (X[:, 0] > X[:, 1]).astype(int)
+    net = hg.MLP(3, ["6:relu:batchnorm", "5:tanh:layernorm", "2:softmax"], seed=0, **options)
+    return net, X, y
+
+
+def test_model_file_round_trip_keeps_gamma_beta_and_running_statistics(tmp_path):
+    net, X, y = _trained_norm_net()
+    net.fit(X, y, epochs=3, batch_size=12, verbose=False, seed=0)
+    path = tmp_path / "norm.npz"
+    net.save(path)
+    stored = np.load(path, allow_pickle=False)  # plain .npy members, nothing to unpickle
+    assert {"gamma1", "beta1", "gamma2", "beta2", "running_mean1", "running_var1"} <= set(stored.files)
+    assert "running_mean2" not in stored.files  # layer norm keeps no running statistics
+    loaded = hg.load(path)
+    np.testing.assert_array_equal(loaded.params, net.params)
+    for (name, a), (other, b) in zip(loaded.running_statistics(), net.running_statistics()):
+        assert name == other
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+    assert loaded.layers[0].norm.kind == "batch" and loaded.layers[1].norm.kind == "layer"
+
+
+def test_model_file_without_the_running_statistics_is_refused(tmp_path):
+    from handgrad.errors import ModelFileError
+    from handgrad.io import write_archive
+
+    net, _, _ = _trained_norm_net()
+    record = {"kind": "handgrad.MLP", "handgrad_version": hg.__version__, "config": net.config(), "user": {}}
+    write_archive(tmp_path / "partial.npz", dict(net.parameters()), record)
+    with pytest.raises(ModelFileError, match="lacks parameter running_mean1"):
+        hg.load(tmp_path / "partial.npz")
+
+
+def test_resume_with_batch_norm_is_bit_identical(tmp_path):
+    path = str(tmp_path / "ck.hgz")
+    args = dict(epochs=4, batch_size=16, optimizer="adam", learning_rate=0.01, validation_split=0.2, seed=7,
+                verbose=False)
+    straight, X, y = _trained_norm_net(dropout=0.2)
+    full = straight.fit(X, y, **args)
+    first, _, _ = _trained_norm_net(dropout=0.2)
+    first.fit(X, y, checkpoint=path, callbacks=[lambda epoch, logs: epoch == 2], **args)
+    again = hg.MLP(3, ["6:relu:batchnorm", "5:tanh:layernorm", "2:softmax"], seed=99, dropout=0.2)
+    history = again.fit(X, y, checkpoint=path, resume=path, **args)
+    np.testing.assert_array_equal(again.params, straight.params)
+    for (_, a), (_, b) in zip(again.running_statistics(), straight.running_statistics()):
+        np.testing.assert_array_equal(a, b)
+    assert history.loss == full.loss and history.val_loss == full.val_loss

@@ -777,8 +777,8 @@ def load(path):
     """The MLP stored in ``path`` by ``net.save``, with ``net.metadata`` and ``net.extra_arrays`` set.
 
     The file is verified (checksums, format version, no pickle; see handgrad.io.read_model),
-    the network rebuilt from its configuration, and every parameter checked by name, shape
-    and dtype before it is copied in.
+    the network rebuilt from its configuration, and every parameter (and batch norm's running
+    statistics) checked by name, shape and dtype before it is copied in.
     """
     import os
 
@@ -792,6 +792,7 @@ def load(path):
     except (ConfigError, TypeError, ValueError, KeyError) as error:
         raise ModelFileError(f"{where} describes a network this handgrad cannot build: {error}.") from None
     expected = dict(net.parameters())
+    expected.update(net.running_statistics())  # batch norm's running_mean{k}, running_var{k}
     unknown = [name for name in arrays if name not in expected]
     if unknown:
         raise ModelFileError(f"{where} holds arrays {unknown} that the architecture has no place for.")
