@@ -586,3 +586,58 @@ def test_resume_with_batch_norm_is_bit_identical(tmp_path):
     for (_, a), (_, b) in zip(again.running_statistics(), straight.running_statistics()):
         np.testing.assert_array_equal(a, b)
     assert history.loss == full.loss and history.val_loss == full.val_loss
+
+
+# ---------------------------------------------------------------------- PyTorch exchange
+@needs_torch
+def test_to_torch_and_back_with_norms_in_eval_and_train_mode():
+    from handgrad.torch_io import from_torch, to_torch
+
+    net, X, y = _trained_norm_net()
+    net.fit(X, y, epochs=2, batch_size=12, verbose=False, seed=0)
+    seq = to_torch(net)
+    kinds = [type(module).__name__ for module in seq]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "LayerNorm", "Tanh", "Linear", "Softmax"]
+    assert seq[0].bias is None and seq[3].bias is None
+    np.testing.assert_array_equal(seq[1].running_var.numpy(), net.layers[0].norm.running_var)
+    seq.eval()
+    np.testing.assert_allclose(seq(torch.tensor(X)).detach().numpy(), net.predict_proba(X), rtol=1e-12, atol=1e-15)
+    seq.train()  # batch statistics: the objective J of loss_and_grad
+    J, _ = net.loss_and_grad(X, y)
+    J_torch = F.nll_loss(torch.log(seq(torch.tensor(X))), torch.tensor(y)).item()
+    assert J == pytest.approx(J_torch, rel=1e-12)
+    back = from_torch(to_torch(net))
+    np.testing.assert_array_equal(back.params, net.params)
+    for (_, a), (_, b) in zip(back.running_statistics(), net.running_statistics()):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_torch
+def test_from_torch_folds_a_linear_bias_into_the_running_mean():
+    from handgrad.torch_io import from_torch
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2)).double()
+    model.train()
+    for _ in range(4):
+        model(torch.randn(8, 3, dtype=torch.float64) * 2 + 1)  # running statistics move
+    model.eval()
+    net = from_torch(model)
+    assert net.layers[0].b is None and net.layers[0].norm.kind == "batch"
+    X = np.random.default_rng(0).normal(size=(6, 3))
+    np.testing.assert_allclose(net.forward(X), model(torch.tensor(X)).detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@needs_torch
+@pytest.mark.parametrize("modules, words", [
+    (lambda nn: [nn.Linear(3, 4), nn.BatchNorm1d(4, eps=1e-3), nn.ReLU(), nn.Linear(4, 1)], "eps=1e-5"),
+    (lambda nn: [nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False), nn.ReLU(), nn.Linear(4, 1)], "affine=True"),
+    (lambda nn: [nn.Linear(3, 4), nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 1)], "Linear\\(bias=False\\)"),
+    (lambda nn: [nn.Linear(3, 4), nn.ReLU(), nn.BatchNorm1d(4), nn.Linear(4, 1)], "before its activation"),
+])
+def test_from_torch_refuses_norms_it_cannot_represent(modules, words):
+    from handgrad.torch_io import from_torch
+
+    with pytest.raises(ConfigError, match=words):
+        from_torch(torch.nn.Sequential(*modules(torch.nn)).double())
