@@ -641,3 +641,24 @@ def test_from_torch_refuses_norms_it_cannot_represent(modules, words):
 
     with pytest.raises(ConfigError, match=words):
         from_torch(torch.nn.Sequential(*modules(torch.nn)).double())
+
+
+# ---------------------------------------------------------------------- ONNX
+@pytest.mark.parametrize("dtype, opset", [("float64", 17), ("float64", 13), ("float32", 17)])
+def test_onnx_export_with_norms_equals_predict_in_onnxruntime(dtype, opset):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from handgrad.onnx_export import build_model
+
+    net, X, y = _trained_norm_net(dtype=dtype)
+    net.fit(X, y, epochs=2, batch_size=12, verbose=False, seed=0)
+    model = build_model(net, opset=opset)
+    ops = [node.op_type for node in model.graph.node]
+    assert "BatchNormalization" in ops
+    assert ("LayerNormalization" in ops) == (opset >= 17)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    X_test = np.random.default_rng(1).normal(size=(9, 3)).astype(dtype)
+    out = session.run(None, {"X": X_test})[0]
+    tolerance = 1e-10 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(out, net.predict_proba(X_test), rtol=tolerance, atol=tolerance)
+    np.testing.assert_array_equal(out.argmax(axis=1), net.predict(X_test))
