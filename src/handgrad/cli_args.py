@@ -30,7 +30,8 @@ def add_architecture_arguments(parser):
     group = parser.add_argument_group("network")
     group.add_argument("--layers", metavar="SIZE:ACT,...",
                        help="layers as size:activation, comma-separated, e.g. 16:relu,16:relu,1:sigmoid "
-                            "(the input size comes from the data)")
+                            "(the input size comes from the data); size:activation:batchnorm or :layernorm "
+                            "normalizes a hidden layer")
     group.add_argument("--inputs", type=int, metavar="N", help="number of inputs when there is no data (default 2)")
     group.add_argument("--loss", help="half_squared_error, mse, binary_cross_entropy, cross_entropy "
                                       "(default: the natural loss of the output activation)")
