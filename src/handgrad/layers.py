@@ -22,6 +22,22 @@ The contract (what :class:`handgrad.network.MLP` relies on, and what a new layer
 
 Arrays returned by forward and backward are buffers owned by the layer (reused for the next batch of
 the same size, so a training step allocates almost nothing); copy one to keep it.
+
+Normalization (docs/derivations.md, "Normalization layers"): :class:`BatchNorm` and :class:`LayerNorm`
+follow the same contract (parameters ``gamma``, ``beta``), each with its forward and compact backward side
+by side. A Dense layer built with ``norm="batch"`` or ``"layer"`` owns one as ``dense.norm`` and runs
+
+    Z = X @ W   ->   Zhat = norm(Z) = gamma * xhat + beta   ->   A = f(Zhat)
+
+(the activation after the norm, no bias). The norm sits inside the Dense layer rather than in the
+network's ``sequence``, so that ``net.layers`` keeps one Dense per layer of the spec, with its
+activation, for everything that reads it (explain, graph, model files, torch and ONNX export). After a
+forward pass a norm keeps ``X`` (= Z), ``mean``, ``var``, ``std``, ``xhat`` and ``Y`` (= Zhat), and the
+Dense keeps ``Zhat``: what a second-order (R-operator) pass will need.
+
+``training`` in ``forward(X, training)`` is a bool or a :class:`Mode`, three separate switches: batch
+statistics (the training objective) or running ones (predict), dropout on or off, and whether batch
+norm's running statistics are updated (only by a real training step). See :class:`Mode`.
 """
 
 from collections import OrderedDict
