@@ -662,3 +662,18 @@ def test_onnx_export_with_norms_equals_predict_in_onnxruntime(dtype, opset):
     tolerance = 1e-10 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(out, net.predict_proba(X_test), rtol=tolerance, atol=tolerance)
     np.testing.assert_array_equal(out.argmax(axis=1), net.predict(X_test))
+
+
+def test_copy_and_pickle_keep_the_views_and_the_running_statistics():
+    import pickle
+
+    net, X, y = _trained_norm_net()
+    net.fit(X, y, epochs=2, batch_size=12, verbose=False, seed=0)
+    for other in (net.copy(), pickle.loads(pickle.dumps(net))):
+        np.testing.assert_array_equal(other.predict_proba(X), net.predict_proba(X))
+        assert np.shares_memory(other.layers[0].norm.gamma, other.params)
+        other.layers[0].norm.gamma[...] = 2.0  # a view: the vector changes, the original does not
+        offset = {name: start for name, start, _ in other.layout}["gamma1"]
+        assert other.params[offset] == 2.0 and net.params[offset] != 2.0
+        assert not np.shares_memory(other.params, net.params)
+        assert other.running_statistics()[0][1] is not net.running_statistics()[0][1]
