@@ -136,15 +136,24 @@ def test_engines_agree_with_normalization_layers(norm, output, loss, K):
     w = rng.uniform(0.5, 2.0, size=5)
     J, _ = net.loss_and_grad(X, T, sample_weight=w)
     batched = dict((name, g.copy()) for name, g in net.gradients())
-    engines = [scalar_gradients_by_name(net, X, T, sample_weight=w)]
-    if norm == "layer":
-        engines.append(per_sample_gradients_by_name(net, X, T, sample_weight=w))
-    else:
-        with pytest.raises(hg.ConfigError, match="no sample's gradient can be computed alone"):
-            per_sample_gradients_by_name(net, X, T)
+    engines = [scalar_gradients_by_name(net, X, T, sample_weight=w), per_sample_gradients_by_name(net, X, T, w)]
     for J_other, grads in engines:
         assert abs(J - J_other) <= 1e-12
         assert set(grads) == set(batched) >= {"gamma1", "beta1", "gamma2", "beta2"}
         for name, g in batched.items():
             np.testing.assert_allclose(grads[name], g, rtol=0, atol=1e-12, err_msg=name)
     _assert_agree((J, [(batched[f"W{k}"], batched.get(f"b{k}")) for k in (1, 2, 3)]), scalar_gradients(net, X, T, w))
+
+
+@pytest.mark.parametrize("output,loss,K", OUTPUTS[:3])
+def test_the_per_loss_term_loop_is_seed_003s_loop_without_batch_norm(output, loss, K):
+    """With no batch norm the per-loss-term loop keeps one nonzero row and equals the per-sample engine."""
+    from handgrad.reference import per_loss_term_gradients, per_sample_gradients_by_name
+
+    net, X, T = _problem("tanh", output, loss, K, True, l2=0.1, seed=4,
+                         hidden_layers=[(4, "softmax"), {"size": 3, "activation": "relu", "norm": "layer"}])
+    J1, g1 = per_sample_gradients_by_name(net, X, T)
+    J2, g2 = per_loss_term_gradients(net, X, T)
+    assert abs(J1 - J2) <= 1e-12
+    for name in g1:
+        np.testing.assert_allclose(g2[name], g1[name], rtol=0, atol=1e-12, err_msg=name)

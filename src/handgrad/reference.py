@@ -32,8 +32,10 @@ Neither uses the batched engine's Jacobian-vector product, which they therefore 
 Normalization layers: the scalar engine builds batch norm's and layer norm's mean, variance and
 standardization from scalar nodes (so their backward is again never written); because batch norm's
 statistics join the samples, its graph is built layer by layer for the whole batch. The per-sample
-engine runs layer norm with its Jacobian built explicitly, and refuses batch norm: there is no
-per-sample algorithm for it (docs/derivations.md, "Normalization layers").
+engine runs layer norm with its Jacobian built explicitly; batch norm has no per-sample algorithm
+(docs/derivations.md, "Normalization layers"), so a network with it runs one *loss term* at a time
+instead (:func:`per_loss_term_gradients`): the gradient of l_n is carried for every sample of the
+batch, and each batch-norm layer spreads it from sample to sample through its explicit N x N Jacobians.
 
 Both return ``(J, [(dW, db or None), ...])`` in the batched layout (dW of shape
 (n_in, n_out)), so they compare entry by entry with ``net.loss_and_grad``; the ``*_by_name``
@@ -428,14 +430,11 @@ def per_sample_gradients_by_name(net, X, T, sample_weight=None):
     """``(J, {name: dJ/d(parameter)})`` with seed 003's per-sample algorithm (see the module docstring).
 
     Layer norm works sample by sample (its Jacobian is built explicitly, as softmax's is). Batch norm
-    does not: its mean and variance make every sample's loss depend on every other sample, so there is no
-    per-sample algorithm for it, and this raises a ConfigError (use :func:`scalar_gradients_by_name`).
+    does not: its mean and variance make every sample's loss depend on every other sample, so a network
+    with batch norm goes to :func:`per_loss_term_gradients`, the same loop run one loss term at a time.
     """
     if any(layer.norm is not None and layer.norm.kind == "batch" for layer in net.layers):
-        raise ConfigError("the per-sample engine cannot run batch norm: the batch mean and variance couple every "
-                          "sample's loss to every other sample, so no sample's gradient can be computed alone "
-                          "(docs/derivations.md, 'Normalization layers'). Use scalar_gradients, which builds "
-                          "the whole batch's graph.")
+        return per_loss_term_gradients(net, X, T, sample_weight)
     X = net.check_inputs(X).astype(np.float64)
     T = net.check_targets(T, X.shape[0]).astype(np.float64)
     weights_per_sample = net.check_sample_weight(sample_weight, X.shape[0])
@@ -493,6 +492,107 @@ def per_sample_gradients_by_name(net, X, T, sample_weight=None):
 
     J = total / N
     grads = {name: value / N for name, value in derivs.items()}  # averaged over the N samples
+    return _add_penalties(net, J, grads)
+
+
+def _batch_norm_jacobians(xhat, s):
+    """For each feature j, the N x N matrix d xhat[:, j] / d z[:, j] = (N I - 1 1^T - xhat_j xhat_j^T) / (N s_j),
+    written out (docs/derivations.md, "Batch norm, backward, entry by entry"): off the diagonal, sample m's
+    z moves sample n's xhat."""
+    N = xhat.shape[0]
+    return [(N * np.eye(N) - np.ones((N, N)) - np.outer(xhat[:, j], xhat[:, j])) / (N * s[j])
+            for j in range(xhat.shape[1])]
+
+
+def _forward_whole_batch(net, X):
+    """Seed 003's forward, layer by layer for the whole batch (batch norm needs every sample's a_k before
+    any sample can go on). Returns hs[k][m] (h_k of sample m), as_[k][m] (the activation's input) and
+    norm_parts[k]: None, ("batch", xhat (N, n), Jacobians) or ("layer", [(xhat_m, Jacobian_m), ...])."""
+    hs, as_, norm_parts = [list(X)], [], []
+    for layer in net.layers:
+        W = layer.W.astype(np.float64).T  # seed 003's W_k: (n_out, n_in)
+        b = 0.0 if layer.b is None else layer.b.astype(np.float64)
+        a = np.array([W @ h + b for h in hs[-1]])
+        norm, part = layer.norm, None
+        if norm is not None and norm.kind == "batch":
+            centered = a - a.mean(axis=0)
+            s = np.sqrt((centered ** 2).mean(axis=0) + norm.eps)
+            xhat = centered / s
+            part = ("batch", xhat, _batch_norm_jacobians(xhat, s))
+        elif norm is not None:
+            part = ("layer", [_layer_norm_jacobian(row, norm.eps) for row in a])
+            xhat = np.array([x for x, _ in part[1]])
+        if norm is not None:
+            a = norm.gamma.astype(np.float64) * xhat + norm.beta.astype(np.float64)
+        norm_parts.append(part)
+        as_.append(list(a))
+        hs.append([_activation_vector(layer.activation, row) for row in a])
+    return hs, as_, norm_parts
+
+
+def per_loss_term_gradients(net, X, T, sample_weight=None):
+    """``(J, {name: gradient})`` with seed 003's loop run one loss term at a time, for networks with batch norm.
+
+    J = (1/N) sum_n w_n l_n, and with batch norm l_n depends on every sample's input. So for each n the
+    backward carries G, the gradient of l_n with respect to every sample's vector at the current layer (an
+    N x width array, one row per sample): it starts with row n only, and a batch-norm layer spreads it to
+    all rows through its N x N Jacobians (built explicitly). Everything else is the per-sample step,
+    applied row by row: g = f'(a)^T g, W_derivs += g h^T, g = W^T g. Without batch norm G keeps one
+    nonzero row and this is :func:`per_sample_gradients_by_name` exactly.
+    """
+    X = net.check_inputs(X).astype(np.float64)
+    T = net.check_targets(T, X.shape[0]).astype(np.float64)
+    weights_per_sample = net.check_sample_weight(sample_weight, X.shape[0])
+    N, L, loss = X.shape[0], len(net.layers), net.loss_fn
+    hs, as_, norm_parts = _forward_whole_batch(net, X)
+    derivs = {name: np.zeros(array.shape) for name, array in net.parameters()}
+    total = 0.0
+    for n in range(N):  # one loss term l_n at a time
+        scale = 1.0 if weights_per_sample is None else float(weights_per_sample[n])
+        y_est, t = hs[L][n], T[n]
+        total += scale * float(loss.per_sample(y_est[None, :], t[None, :])[0])
+        G = np.zeros((N, y_est.size))
+        if net.closed_form:
+            G[n] = y_est - t  # dl_n/da_L (softmax + cross-entropy, sigmoid + binary cross-entropy)
+        elif loss.name in _LOSS_DERIVATIVES and type(loss).__module__ == "handgrad.losses":
+            G[n] = _LOSS_DERIVATIVES[loss.name](y_est, t)
+        else:
+            G[n] = loss.gradient(y_est[None, :].copy(), t[None, :].copy())[0]
+        for k in range(L - 1, -1, -1):
+            layer = net.layers[k]
+            if not (k == L - 1 and net.closed_form):  # g = f_k'(a_k)^T g, sample by sample
+                G = np.array([_backward_through_activation(layer.activation, as_[k][m], hs[k + 1][m], G[m])
+                              for m in range(N)])
+            G = _backward_through_norm(layer, k, norm_parts[k], G, derivs, scale)
+            derivs[f"W{k + 1}"] += scale * sum(np.outer(hs[k][m], G[m]) for m in range(N))  # stored (n_in, n_out)
+            G = G @ layer.W.astype(np.float64).T  # each row: g = W_k^T g
+    J = total / N
+    grads = {name: value / N for name, value in derivs.items()}
+    return _add_penalties(net, J, grads)
+
+
+def _backward_through_norm(layer, k, part, G, derivs, scale):
+    """From dl_n/d(a = gamma xhat + beta) for every sample to dl_n/dz, adding to dgamma, dbeta (or db)."""
+    if part is None:
+        if layer.b is not None:
+            derivs[f"b{k + 1}"] += scale * G.sum(axis=0)
+        return G
+    gamma = layer.norm.gamma.astype(np.float64)
+    if part[0] == "batch":
+        xhat, jacobians = part[1], part[2]
+        derivs[f"gamma{k + 1}"] += scale * (G * xhat).sum(axis=0)
+        derivs[f"beta{k + 1}"] += scale * G.sum(axis=0)
+        dxhat = G * gamma
+        return np.stack([jacobians[j].T @ dxhat[:, j] for j in range(G.shape[1])], axis=1)  # couples the rows
+    rows = []
+    for m, (xhat_m, jacobian_m) in enumerate(part[1]):
+        derivs[f"gamma{k + 1}"] += scale * G[m] * xhat_m
+        derivs[f"beta{k + 1}"] += scale * G[m]
+        rows.append(jacobian_m.T @ (gamma * G[m]))
+    return np.array(rows)
+
+
+def _add_penalties(net, J, grads):
     for k, layer in enumerate(net.layers, 1):
         W = layer.W.astype(np.float64)
         if net.l2:
