@@ -4,9 +4,11 @@ Data: the 10,000-image MNIST test set in ../shared/data/mnist-t10k (gzipped IDX)
 ``p = np.random.default_rng(0).permutation(10000)``: train on p[:8000], test on p[8000:];
 pixels scaled to [0, 1]. Contenders, one after the other on the same split and machine:
 
-  handgrad                   the recommended recipe (handgrad.training.image_recipe): the training images
+  handgrad                   the recommended recipe (handgrad.recipes.image_recipe): the training images
                              plus their 1-pixel shifts (shifted_copies, 40,000 rows), 784-512-256-10
                              ReLU, dropout 0.2, AdamW (wd 0.01), one-cycle (peak 2e-3), float32, batch 128
+  handgrad_batchnorm         the recipe with batch normalization in both hidden layers (Z = X W, then batch
+                             norm, then ReLU; no hidden biases): everything else as the recipe
   handgrad_sklearn_defaults  handgrad with MLPClassifier's defaults: (100,) ReLU, Adam, lr 1e-3,
                              batch 200, l2 = alpha / batch (see below), Glorot-uniform init, float64, up to 200 epochs
                              with scikit-learn's stopping rule (tol 1e-4 on the training loss,
@@ -19,7 +21,7 @@ n_b samples scikit-learn minimizes (1/n_b) sum_i l_i + (alpha / (2 n_b)) sum_k |
 (A^T delta + alpha W) / n_b. handgrad's batch objective is (1/n_b) sum_i l_i + (l2 / 2) sum_k ||W_k||^2,
 so the two agree with l2 = alpha / n_b = 1e-4 / 200 = 5e-7 (8000 is a multiple of 200: every batch is full).
 
-    python benchmarks/mnist_accuracy.py            # all four, then one JSON line
+    python benchmarks/mnist_accuracy.py            # all five, then one JSON line
     python benchmarks/mnist_accuracy.py --only handgrad
 
 The last line of output is one JSON object {name: {"accuracy": ..., "seconds": ...}}; seconds are
@@ -40,7 +42,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 import handgrad as hg  # noqa: E402
 from handgrad.callbacks import Callback  # noqa: E402
-from handgrad.training import image_recipe, shifted_copies  # noqa: E402
+from handgrad.recipes import image_recipe, shifted_copies  # noqa: E402
 
 
 def load_split(directory):
@@ -54,10 +56,15 @@ def load_split(directory):
     return X[p[:8000]], labels[p[:8000]], X[p[8000:]], labels[p[8000:]]
 
 
-def run_handgrad_recipe(X, y, Xt, yt, recipe=None, seed=0):
-    """The recipe: train on the images and their 1-pixel shifts (5 x 8000), timed from the raw split."""
+def run_handgrad_recipe(X, y, Xt, yt, recipe=None, seed=0, norm=None):
+    """The recipe: train on the images and their 1-pixel shifts (5 x 8000), timed from the raw split.
+    ``norm`` ('batch' or 'layer') normalizes the hidden layers (predict then uses the running statistics)."""
     recipe = recipe or image_recipe(10)
-    net = hg.MLP(784, recipe["layers"], dropout=recipe["dropout"], dtype=recipe["dtype"], seed=seed)
+    layers = recipe["layers"]
+    if norm is not None:
+        layers = [{"size": size, "activation": activation, "norm": norm} for size, activation in layers[:-1]] + \
+            [layers[-1]]
+    net = hg.MLP(784, layers, dropout=recipe["dropout"], dtype=recipe["dtype"], seed=seed)
     start = time.perf_counter()
     X5, y5 = shifted_copies(X.astype(net.dtype), y, (28, 28))
     net.fit(X5, y5, seed=seed, verbose=False, **recipe["fit"])
@@ -152,7 +159,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data", "mnist-t10k"))
     parser.add_argument("--only", nargs="*", default=None,
-                        choices=["handgrad", "handgrad_sklearn_defaults", "sklearn", "torch"])
+                        choices=["handgrad", "handgrad_batchnorm", "handgrad_sklearn_defaults", "sklearn", "torch"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
@@ -160,12 +167,14 @@ def main(argv=None):
     except OSError as error:
         print(f"MNIST not found at {args.data} ({error}); pass --data DIR.", file=sys.stderr)
         return 1
-    wanted = args.only or ["handgrad", "handgrad_sklearn_defaults", "sklearn", "torch"]
+    wanted = args.only or ["handgrad", "handgrad_batchnorm", "handgrad_sklearn_defaults", "sklearn", "torch"]
     results = {}
     for name in wanted:
         extra = ""
         if name == "handgrad":
             accuracy, seconds = run_handgrad_recipe(X, y, Xt, yt, seed=args.seed)
+        elif name == "handgrad_batchnorm":
+            accuracy, seconds = run_handgrad_recipe(X, y, Xt, yt, seed=args.seed, norm="batch")
         elif name == "handgrad_sklearn_defaults":
             accuracy, seconds, n = run_handgrad_sklearn_defaults(X, y, Xt, yt, seed=args.seed)
             extra = f"  ({n} epochs)"

@@ -31,3 +31,24 @@ def test_epoch_speed_runs_and_reports_every_figure():
     memory = report["fit_memory"]
     assert memory["peak_mb"] >= memory["rss_before_mb"] > 0
     assert "single-sample predict:" in result.stdout and "fit memory:" in result.stdout
+
+
+def test_mnist_accuracy_contenders_run_on_a_tiny_stand_in():
+    """The accuracy benchmark's handgrad contenders (the recipe, with and without batch norm) run end to end on
+    random 28 x 28 'images' with one epoch: what they report is an accuracy in [0, 1] and a positive time."""
+    import importlib.util
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mnist_accuracy.py"
+    spec = importlib.util.spec_from_file_location("mnist_accuracy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    X, y = rng.random((96, 784)), rng.integers(0, 10, 96)
+    recipe = module.image_recipe(10, epochs=1)
+    for norm in (None, "batch"):
+        accuracy, seconds = module.run_handgrad_recipe(X, y, X[:20], y[:20], recipe=module.image_recipe(10, epochs=1),
+                                                       norm=norm)
+        assert 0.0 <= accuracy <= 1.0 and seconds > 0
+    assert recipe["layers"][0] == (512, "relu")

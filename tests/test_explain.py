@@ -8,6 +8,7 @@ from conftest import LogCosh, Softsign
 
 import handgrad as hg
 from handgrad.explain import explain, trace
+from handgrad.layers import OBJECTIVE
 
 ARCHITECTURES = [
     dict(n_inputs=2, layers=[(2, "relu"), (2, "relu"), (1, "sigmoid")], loss="half_squared_error", bias=False),
@@ -18,6 +19,8 @@ ARCHITECTURES = [
     dict(n_inputs=3, layers=[(4, "leaky_relu"), (4, "softplus"), (2, "identity")], dropout=0.25, bias=False),
     dict(n_inputs=3, layers=[(4, "softmax"), (3, "tanh"), (2, "softmax")], loss="mse"),  # softmax in a hidden layer
     dict(n_inputs=2, layers=[(3, "softmax"), (4, "softmax"), (2, "sigmoid")], loss="binary_cross_entropy", l2=0.1),
+    dict(n_inputs=3, layers=["4:tanh:batchnorm", "3:relu:layernorm", (2, "softmax")], dropout=0.2, l2=0.1),
+    dict(n_inputs=2, layers=[{"size": 3, "activation": "sigmoid", "norm": "batch"}, (1, "identity")], loss="mse"),
 ]
 
 
@@ -101,7 +104,12 @@ def test_trace_numbers_equal_the_engine(config):
         np.testing.assert_allclose(record["dW"], dW, rtol=1e-10, atol=1e-14)
         if db is not None:
             np.testing.assert_allclose(record["db"], db, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(tr.layers[-1]["A"], net.forward(X), rtol=1e-12)
+    if any(layer.norm is not None and layer.norm.kind == "batch" for layer in net.layers):
+        # the trace shows J as loss_and_grad differentiates it: with the batch's statistics, not predict's running ones
+        expected = net.run_forward(net.check_inputs(X), OBJECTIVE)
+    else:
+        expected = net.forward(X)
+    np.testing.assert_allclose(tr.layers[-1]["A"], expected, rtol=1e-12)
     assert tr.element_sum == pytest.approx(tr.engine_value, rel=1e-10, abs=1e-15)
     assert tr.matrix_value == pytest.approx(tr.engine_value, rel=1e-10, abs=1e-15)
 
@@ -219,3 +227,28 @@ def test_bare_word_check_finds_bare_words():
 def test_text_formulas_fill_in_the_leaky_relu_slope():
     text = explain(hg.MLP(2, [(3, hg.activations.LeakyReLU(0.2)), (1, "identity")], seed=0))
     assert "leaky_relu(z) = z if z > 0 else 0.2 z" in text and "leaky_relu'(z) = 1 if z > 0 else 0.2" in text
+
+
+NORM_NETS = [c for c in ARCHITECTURES if any(isinstance(spec, (str, dict)) for spec in c["layers"])]
+
+
+@pytest.mark.parametrize("config", NORM_NETS)
+def test_explain_and_trace_show_the_norms_with_their_shapes_and_numbers(config):
+    net = hg.MLP(seed=0, **config)
+    N = 5
+    shapes = _shapes(explain(net, batch_size=N))
+    tr = trace(net, batch_size=N)
+    text = tr.render()
+    for k, (layer, record) in enumerate(zip(net.layers, tr.layers, strict=True), 1):
+        if layer.norm is None:
+            assert f"gamma{k}" not in shapes and "Zhat{k}" not in record
+            continue
+        for symbol, key in (("mu", "mean"), ("var", "var"), ("xhat", "xhat"), ("Zhat", "Zhat"), ("dZhat", "dZhat")):
+            assert shapes[f"{symbol}{k}"] == _as_string(record[key].shape), symbol
+        for symbol in ("gamma", "beta", "dgamma", "dbeta"):
+            assert shapes[f"{symbol}{k}"] == _as_string(record[symbol].shape), symbol
+        assert f"A{k} = {layer.activation.name}(Zhat{k})" in text and f"dgamma{k} = column sums" in text
+        np.testing.assert_allclose(record["Zhat"], record["gamma"] * record["xhat"] + record["beta"], rtol=1e-12)
+        np.testing.assert_allclose(record["dgamma"], dict(net.gradients())[f"gamma{k}"], rtol=1e-12)
+    if any(layer.norm is not None and layer.norm.kind == "batch" for layer in net.layers[tr.weight[0] - 1:]):
+        assert f"sums over all {N} samples" in text  # the per-element bars show the batch coupling

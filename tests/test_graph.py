@@ -59,3 +59,19 @@ def test_bad_paths(tmp_path):
         save_graph(net, tmp_path / "graph.jpg")
     with pytest.raises(hg.ModelFileError, match="does not exist"):  # io.writable_path, as for every output
         save_graph(net, tmp_path / "missing" / "graph.dot")
+
+
+def test_graph_draws_the_norm_between_the_affine_map_and_the_activation(tmp_path):
+    net = hg.MLP(3, ["4:relu:batchnorm", "3:tanh:layernorm", (2, "softmax")], seed=0)
+    graph = computational_graph(net, batch_size=5)
+    edges = {(edge.source, edge.target): edge.label for edge in graph.edges}
+    labels = {node.id: node.label for node in graph.nodes}
+    assert "b1" not in labels and "add1" not in labels  # beta replaces the bias
+    for k, kind in ((1, "BN"), (2, "LN")):
+        assert labels[f"norm{k}"] == kind
+        assert edges[(f"Z{k}", f"norm{k}")] == edges[(f"norm{k}", f"Zhat{k}")] == edges[(f"Zhat{k}", f"f{k}")]
+        assert edges[(f"gamma{k}", f"norm{k}")] == edges[(f"beta{k}", f"norm{k}")] == str(net.layers[k - 1].n_out)
+    assert edges[("Z1", "norm1")] == "5 x 4"
+    assert '"Zhat1" -> "f1"' in to_dot(net)
+    pytest.importorskip("matplotlib")
+    assert Path(save_graph(net, tmp_path / "norm.png")).stat().st_size > 1000

@@ -118,3 +118,42 @@ def test_user_defined_activation_and_loss_in_per_sample_engine():
     # the scalar engine expands the user's activation by its own forward/derivative, but not a user loss
     with pytest.raises(hg.ConfigError):
         scalar_gradients(net, X, T)
+
+
+# ---------------------------------------------------------------------- normalization layers
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+@pytest.mark.parametrize("output,loss,K", OUTPUTS[:4])
+def test_engines_agree_with_normalization_layers(norm, output, loss, K):
+    from handgrad.reference import per_sample_gradients_by_name, scalar_gradients_by_name
+
+    rng = np.random.default_rng(3)
+    net = hg.MLP(3, [{"size": 4, "activation": "tanh", "norm": norm}, {"size": 3, "activation": "relu", "norm": norm},
+                     (K, output)], loss=loss, seed=3, l2=0.1)
+    for name, array in net.parameters():
+        if name.startswith(("gamma", "beta", "b")):
+            array[...] = rng.normal(scale=0.5, size=array.shape) + (1.0 if name.startswith("gamma") else 0.0)
+    _, X, T = _problem("tanh", output, loss, K, True, seed=3)
+    w = rng.uniform(0.5, 2.0, size=5)
+    J, _ = net.loss_and_grad(X, T, sample_weight=w)
+    batched = dict((name, g.copy()) for name, g in net.gradients())
+    engines = [scalar_gradients_by_name(net, X, T, sample_weight=w), per_sample_gradients_by_name(net, X, T, w)]
+    for J_other, grads in engines:
+        assert abs(J - J_other) <= 1e-12
+        assert set(grads) == set(batched) >= {"gamma1", "beta1", "gamma2", "beta2"}
+        for name, g in batched.items():
+            np.testing.assert_allclose(grads[name], g, rtol=0, atol=1e-12, err_msg=name)
+    _assert_agree((J, [(batched[f"W{k}"], batched.get(f"b{k}")) for k in (1, 2, 3)]), scalar_gradients(net, X, T, w))
+
+
+@pytest.mark.parametrize("output,loss,K", OUTPUTS[:3])
+def test_the_per_loss_term_loop_is_seed_003s_loop_without_batch_norm(output, loss, K):
+    """With no batch norm the per-loss-term loop keeps one nonzero row and equals the per-sample engine."""
+    from handgrad.reference import per_loss_term_gradients, per_sample_gradients_by_name
+
+    net, X, T = _problem("tanh", output, loss, K, True, l2=0.1, seed=4,
+                         hidden_layers=[(4, "softmax"), {"size": 3, "activation": "relu", "norm": "layer"}])
+    J1, g1 = per_sample_gradients_by_name(net, X, T)
+    J2, g2 = per_loss_term_gradients(net, X, T)
+    assert abs(J1 - J2) <= 1e-12
+    for name in g1:
+        np.testing.assert_allclose(g2[name], g1[name], rtol=0, atol=1e-12, err_msg=name)

@@ -292,3 +292,111 @@ def test_register_builds_its_own_parser():
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["trace", "--weight", "2,0,1", "--batch", "3"])
     assert args.weight == "2,0,1" and args.batch == 3 and callable(args.func)
+
+
+# ---------------------------------------------------------------------- normalization layers
+NORM_STUDENT_CODE = textwrap.dedent('''
+    import numpy as np
+
+    MISTAKE = {mistake!r}
+
+    def f(name, Z):
+        return {{"relu": lambda z: np.maximum(z, 0), "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+                "tanh": np.tanh, "identity": lambda z: z}}[name](Z)
+
+    def f_prime(name, Z):
+        if name == "sigmoid":
+            s = 1 / (1 + np.exp(-Z))
+            return s * (1 - s)
+        if name == "tanh":
+            return 1 - np.tanh(Z) ** 2
+        return (Z > 0) * 1.0 if name == "relu" else np.ones_like(Z)
+
+    def backprop(weights, biases, activations, X, T, loss, norms):
+        N = X.shape[0]
+        H, Zhat, kept = [X], [], []
+        for W, b, name, norm in zip(weights, biases, activations, norms):
+            Z = H[-1] @ W + (0 if b is None else b)
+            if norm is not None:
+                axis = 0 if norm["kind"] == "batch" else 1
+                mean = Z.mean(axis=axis, keepdims=True)
+                std = np.sqrt(((Z - mean) ** 2).mean(axis=axis, keepdims=True) + norm["eps"])
+                xhat = (Z - mean) / std
+                kept.append((xhat, std))
+                Z = norm["gamma"] * xhat + norm["beta"]
+            else:
+                kept.append(None)
+            Zhat.append(Z)
+            H.append(f(name, Z))
+        dA = (H[-1] - T) / N
+        grads = []
+        for k in reversed(range(len(weights))):
+            dZ = dA * f_prime(activations[k], Zhat[k])
+            if norms[k] is not None:
+                xhat, std = kept[k]
+                gamma = norms[k]["gamma"]
+                dgamma, dbeta = (dZ * xhat).sum(axis=0), dZ.sum(axis=0)
+                if MISTAKE == "constants":
+                    dZ = dZ * gamma / std
+                elif norms[k]["kind"] == "batch":
+                    dZ = gamma / std * (dZ - dbeta / N - xhat * dgamma / N)
+                else:
+                    G = dZ * gamma
+                    dZ = (G - G.mean(axis=1, keepdims=True) - xhat * (G * xhat).mean(axis=1, keepdims=True)) / std
+                grads.append((H[k].T @ dZ, None, dgamma, dbeta))
+            else:
+                grads.append((H[k].T @ dZ, None if biases[k] is None else dZ.sum(axis=0)))
+            dA = dZ @ weights[k].T
+        return grads[::-1]
+''')
+
+
+def _norm_student(tmp_path, mistake=None):
+    path = tmp_path / f"norm_student_{mistake}.py"
+    path.write_text(NORM_STUDENT_CODE.format(mistake=mistake))
+    from handgrad.cli_teach import load_student_function
+
+    return str(path), load_student_function(str(path))
+
+
+@pytest.mark.parametrize("layers", [["4:tanh:batchnorm", "3:relu:layernorm", "2:sigmoid"],
+                                    ["3:tanh", "4:sigmoid:batchnorm", "2:sigmoid"]])
+def test_norm_student_right_passes_and_constant_statistics_are_named(tmp_path, layers):
+    net = hg.MLP(3, layers, loss="half_squared_error", seed=0)
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(6, 3)), rng.uniform(size=(6, 2))
+    _, right = _norm_student(tmp_path)
+    report = check_gradients(right, net, X, T)
+    assert report.ok, str(report)
+    normed = [k for k, layer in enumerate(net.layers, 1) if layer.norm is not None]
+    assert {f"gamma{k}" for k in normed} <= {result.name for result in report.results}
+    _, wrong = _norm_student(tmp_path, "constants")
+    report = check_gradients(wrong, net, X, T)
+    assert not report.ok
+    top = max(normed)
+    assert report[f"W{top}"].ok is False and "mean and variance treated as constants" in report[f"W{top}"].hint
+    assert report[f"gamma{top}"].ok and report[f"beta{top}"].ok  # right above the mistake
+    assert "W3" not in [result.name for result in report.results if not result.ok]  # the output layer is untouched
+    if net.layers[top - 1].norm.kind == "batch":
+        assert "every sample of the batch" in report[f"W{top}"].hint
+
+
+def test_planted_constant_statistics_is_the_inference_formula_and_fails_gradcheck():
+    from handgrad.student import _data_loss_copy
+
+    net = hg.MLP(3, ["5:tanh:batchnorm", "2:sigmoid"], loss="half_squared_error", seed=0)
+    rng = np.random.default_rng(1)
+    X, T = rng.normal(size=(6, 3)), rng.uniform(size=(6, 2))
+    mistaken = _data_loss_copy(net, constant_statistics=(1,))
+    assert hg.gradcheck(mistaken, X, T)["W1"] > 1e-3  # the planted mistake is a wrong gradient
+    assert hg.gradcheck(_data_loss_copy(net), X, T).max_error < 1e-6
+
+
+def test_cli_check_student_with_a_batch_norm_network(tmp_path, capsys):
+    right, _ = _norm_student(tmp_path)
+    layers = ["--layers", "3:tanh:batchnorm,2:sigmoid", "--inputs", "3", "--loss", "half_squared_error"]
+    code, out, _ = _run(["check-student", right, *layers], capsys)
+    assert code == 0 and "PASS" in out and "gamma1" in out
+    wrong, _ = _norm_student(tmp_path, "constants")
+    code, out, _ = _run(["check-student", wrong, *layers], capsys)
+    assert code == 1 and "treated as constants" in out

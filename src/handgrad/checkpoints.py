@@ -4,6 +4,7 @@ A checkpoint is a handgrad archive (handgrad.io: checksummed .npz, no pickle, wr
 temporary file and renamed) of kind ``handgrad-checkpoint`` holding the training state:
 
     params            the parameter vector theta (net.params)
+    running           batch norm's running statistics (running_mean1, running_var1, ...; empty without)
     optimizer         name, step count, hyperparameters and its state vectors (same layout as theta)
     schedule          the schedule's position
     shuffle_rng,      the random streams: the shuffling order's and the network's dropout stream
@@ -82,6 +83,17 @@ def parameter_vector(net, state):
     if [np.shape(a) for a in saved] != [a.shape for _, a in net.parameters()]:
         raise ConfigError("the checkpoint's weights do not fit this network's architecture.")
     return net.vector_from(saved)
+
+
+def restore_running_statistics(net, state):
+    """Copy a checkpoint's batch-norm running statistics into ``net`` (a checkpoint from before they
+    existed has none, and fits only a network without batch norm)."""
+    saved = state.get("running", {})
+    expected = [name for name, _ in net.running_statistics()]
+    if sorted(saved) != sorted(expected):
+        raise ConfigError(f"the checkpoint holds running statistics {sorted(saved)}; this network has "
+                          f"{sorted(expected)}. Resume with the network the checkpoint was made with.")
+    net.set_running_statistics(saved)
 
 
 def optimizer_state(net, saved):

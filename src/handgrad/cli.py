@@ -163,7 +163,7 @@ def evaluate_network(net, X, y):
     T = net.check_targets(y, len(X))  # one-hot rows for a softmax output
     A = net.forward(X)
     name = net.output_activation.name
-    report = {"samples": len(X), "loss": float(net.loss(X, y))}
+    report = {"samples": len(X), "loss": float(net.loss(X, y, batch_statistics=False))}  # (batch norm: as predict)
     report.update(metrics.compute(metrics.default_metrics(net.is_classifier), A, T, name))
     if name == "softmax" or (name == "sigmoid" and net.n_outputs == 1):  # one class per sample
         if name == "softmax":

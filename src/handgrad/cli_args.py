@@ -38,7 +38,7 @@ def add_architecture_arguments(parser):
     group.add_argument("--layers", metavar="SIZE:ACT,...",
                        help="layers as size:activation, comma-separated, e.g. 16:relu,16:relu,1:sigmoid (the input "
                             "size comes from the data); parameters in parentheses: '16:leaky_relu(0.1)', "
-                            "'16:elu(alpha=0.5)'")
+                            "'16:elu(alpha=0.5)'; size:activation:batchnorm or :layernorm normalizes a hidden layer")
     group.add_argument("--inputs", type=int, metavar="N", help="number of inputs when there is no data (default 2)")
     group.add_argument("--loss", help="half_squared_error, mse, binary_cross_entropy, cross_entropy "
                                       "(default: the natural loss of the output activation)")

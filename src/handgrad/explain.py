@@ -63,13 +63,21 @@ _CLOSED_FORM_REASONS = {
 
 
 # ------------------------------------------------------------------------------------------------ symbols
+_TEX_BASES = {"gamma": r"\gamma", "beta": r"\beta", "mu": r"\mu", "var": r"\sigma^2", "xhat": r"\hat X",
+              "Zhat": r"\hat Z", "std": "s", "rmean": r"\mu^{\mathrm{run}}", "rvar": r"\sigma^{2,\mathrm{run}}"}
+
+
 def _tex(symbol):
-    """'dZ12' -> r'\\mathrm{d}Z_{12}', 'db2' -> r'\\mathrm{d}b_{2}', 'W3' -> 'W_{3}', 'X' -> 'X'."""
+    """'dZ12' -> r'\\mathrm{d}Z_{12}', 'db2' -> r'\\mathrm{d}b_{2}', 'W3' -> 'W_{3}', 'X' -> 'X',
+    'gamma1' -> r'\\gamma_{1}' (the normalization's names as their symbols)."""
+    if ", " in symbol:
+        return ", ".join(_tex(part) for part in symbol.split(", "))
     prefix = ""
     if len(symbol) > 1 and symbol[0] == "d" and symbol[1].isalpha():
         prefix, symbol = r"\mathrm{d}", symbol[1:]
     base = symbol.rstrip("0123456789")
     index = symbol[len(base):]
+    base = _TEX_BASES.get(base, base)
     return prefix + (f"{base}_{{{index}}}" if index else base)
 
 
@@ -159,9 +167,51 @@ def _parameters_section(net):
         if layer.b is not None:
             section.equations.append(Equation(f"b{k}", f"biases of layer {k}", str(layer.n_out),
                                               "added to every row of Z", r"\text{biases}"))
+        if layer.norm is not None:
+            section.equations += _norm_parameters(layer.norm, k)
     if not net.bias:
         section.notes.append("bias=False: no b terms anywhere, and no db in the backward pass.")
     return section
+
+
+_NORM_AXES = {"batch": "each column (feature) over the N rows of the batch",
+              "layer": "each row (sample) over its features"}
+
+
+def _norm_parameters(norm, k):
+    """gamma_k, beta_k (and batch norm's running statistics) of a normalized layer k."""
+    n = str(norm.n_features)
+    equations = [Equation(f"gamma{k}", f"scales of layer {k}'s {norm.kind} norm", n, "multiply xhat column by column; "
+                          "start at 1; not regularized", r"\text{scales}"),
+                 Equation(f"beta{k}", f"shifts of layer {k}'s {norm.kind} norm", n,
+                          "added to every row; they replace the bias b (the layer has none)", r"\text{shifts}")]
+    if norm.kind == "batch":
+        equations.append(Equation(f"rmean{k}, rvar{k}", "running mean and variance (state, not parameters)", n,
+                                  f"predict uses them; each training step: r = (1 - {norm.momentum:g}) r + "
+                                  f"{norm.momentum:g} (batch value), the variance unbiased",
+                                  r"\text{running statistics}"))
+    return equations
+
+
+def _norm_forward(norm, k, N):
+    """mu_k, var_k, xhat_k and Zhat_k = gamma_k * xhat_k + beta_k of a normalized layer."""
+    over = _NORM_AXES[norm.kind]
+    stat_shape = _shape(1, norm.n_features) if norm.kind == "batch" else _shape(N, 1)
+    axis = "column" if norm.kind == "batch" else "row"
+    eps = f"{norm.eps:g}"
+    return [
+        Equation(f"mu{k}", f"{axis} means of Z{k}", stat_shape, f"{norm.kind} norm: {over}",
+                 rf"\text{{{axis} means of }} {_tex(f'Z{k}')}"),
+        Equation(f"var{k}", f"{axis} means of (Z{k} - mu{k})^2", stat_shape,
+                 "the biased variance (divide by the count)",
+                 rf"\text{{{axis} means of }} ({_tex(f'Z{k}')} - \mu_{{{k}}})^2"),
+        Equation(f"xhat{k}", f"(Z{k} - mu{k}) / sqrt(var{k} + {eps})", _shape(N, norm.n_features),
+                 "every entry depends on the whole " + ("batch" if norm.kind == "batch" else "row")
+                 + " through mu and var", rf"({_tex(f'Z{k}')} - \mu_{{{k}}}) / \sqrt{{\sigma^2_{{{k}}} + {eps}}}"),
+        Equation(f"Zhat{k}", f"gamma{k} * xhat{k} + beta{k}", _shape(N, norm.n_features),
+                 "gamma, beta broadcast over the rows",
+                 rf"\gamma_{{{k}}} \odot \hat X_{{{k}}} + \beta_{{{k}}}"),
+    ]
 
 
 def _forward_section(net, N):
@@ -186,12 +236,13 @@ def _layer_forward(net, k, N):
     tex_bias = f" + {_tex(f'b{k}')}" if has_bias else ""
     f_text, _ = _activation_text(layer.activation)
     where = f_text if layer.activation.name == "softmax" else f"{f_text}, element by element"
-    equations = [
-        Equation(f"Z{k}", f"{h} W{k}" + (f" + b{k}" if has_bias else ""), _shape(N, layer.n_out), detail,
-                 f"{_tex(h)} {_tex(f'W{k}')}{tex_bias}"),
-        Equation(f"A{k}", f"{layer.activation.name}(Z{k})", _shape(N, layer.n_out), where,
-                 f"{_tex_name(layer.activation)}({_tex(f'Z{k}')})"),
-    ]
+    f_input = f"Z{k}" if layer.norm is None else f"Zhat{k}"
+    equations = [Equation(f"Z{k}", f"{h} W{k}" + (f" + b{k}" if has_bias else ""), _shape(N, layer.n_out), detail,
+                          f"{_tex(h)} {_tex(f'W{k}')}{tex_bias}")]
+    if layer.norm is not None:
+        equations += _norm_forward(layer.norm, k, N)
+    equations.append(Equation(f"A{k}", f"{layer.activation.name}({f_input})", _shape(N, layer.n_out), where,
+                              f"{_tex_name(layer.activation)}({_tex(f_input)})"))
     if net.dropout_rate(k):
         p = net.dropout_rate(k)
         equations.append(Equation(
@@ -211,7 +262,7 @@ def _objective(net):
     if net.l1:
         text += f" + {net.l1:g} sum_k sum |W_k|"
         tex += rf" + {net.l1:g} \sum_k \sum |W_k|"
-    regularized = "; biases are not regularized" if net.l2 or net.l1 else ""
+    regularized = "; biases (and gamma, beta) are not regularized" if net.l2 or net.l1 else ""
     return Equation("J", text, "scalar", f"loss {net.loss_fn.name}{regularized}", tex)
 
 
@@ -240,7 +291,7 @@ def _output_gradient(net, N):
     loss = net.loss_fn.name
     return [Equation(f"dA{L}", gradient_text, _shape(N, K),
                      f"the gradient of {loss} with respect to the output, 1/N included", gradient_tex),
-            _dZ_equation(net, L, N, f"no closed form for {activation.name} + {loss}: the general chain rule. ")]
+            *_dZ_equation(net, L, N, f"no closed form for {activation.name} + {loss}: the general chain rule. ")]
 
 
 def _parameter_gradients(net, k, N):
@@ -278,12 +329,45 @@ def _gradient_below(net, k, N):
         equations.append(Equation(f"dA{k - 1}", f"d{h} * M{k - 1} / {1 - p:g}", _shape(N, below.n_out),
                                   "the same mask as the forward pass",
                                   rf"{_tex(f'd{h}')} \odot {_tex(f'M{k - 1}')} / {1 - p:g}"))
-    equations.append(_dZ_equation(net, k - 1, N))
+    equations += _dZ_equation(net, k - 1, N)
+    return equations
+
+
+def _norm_backward(norm, k, N):
+    """From dZhat_k to dgamma_k, dbeta_k and dZ_k: the norm's backward (docs/derivations.md)."""
+    shape, n = _shape(N, norm.n_features), str(norm.n_features)
+    equations = [Equation(f"dgamma{k}", f"sum over n of (dZhat{k} * xhat{k})[n, :]", n, "column sums",
+                          rf"\textstyle\sum_n ({_tex(f'dZhat{k}')} \odot \hat X_{{{k}}})[n, :]"),
+                 Equation(f"dbeta{k}", f"sum over n of dZhat{k}[n, :]", n, "column sums",
+                          rf"\textstyle\sum_n {_tex(f'dZhat{k}')}[n, :]")]
+    if norm.kind == "batch":
+        equations.append(Equation(
+            f"dZ{k}", f"gamma{k} / std{k} * (dZhat{k} - dbeta{k}/N - xhat{k} * dgamma{k}/N)", shape,
+            f"std{k} = sqrt(var{k} + eps); the two sums run over the whole batch: every sample's dZ depends on "
+            "every other sample through mu and var",
+            rf"\frac{{\gamma_{{{k}}}}}{{s_{{{k}}}}} \odot ({_tex(f'dZhat{k}')} - \tfrac{{{_tex(f'dbeta{k}')}}}{{N}}"
+            rf" - \hat X_{{{k}}} \odot \tfrac{{{_tex(f'dgamma{k}')}}}{{N}})"))
+    else:
+        equations.append(Equation(
+            f"dZ{k}", f"(G - rowmean(G) - xhat{k} * rowmean(G * xhat{k})) / std{k},  G = dZhat{k} * gamma{k}",
+            shape, f"std{k} = sqrt(var{k} + eps) per row; the features of a sample interact, samples do not",
+            rf"(G - \overline{{G}} - \hat X_{{{k}}} \odot \overline{{G \odot \hat X_{{{k}}}}}) / s_{{{k}}}"))
     return equations
 
 
 def _dZ_equation(net, k, N, general=""):
-    """dZ_k from dA_k: softmax's Jacobian-vector product (in any layer), a user's backward, or dA * f'(Z)."""
+    """dZ_k from dA_k: softmax's Jacobian-vector product (in any layer), a user's backward, or dA * f'(Z).
+    With a norm: dZhat_k = dA_k * f'(Zhat_k), then the norm's backward to dZ_k (a list of equations)."""
+    layer = net.layers[k - 1]
+    if layer.norm is not None:
+        dZhat = _dZ_equation_plain(net, k, N, general)
+        dZhat = Equation(f"dZhat{k}", dZhat.rhs.replace(f"Z{k}", f"Zhat{k}"), dZhat.shape, dZhat.detail,
+                         dZhat.tex_rhs.replace(_tex(f"Z{k}"), _tex(f"Zhat{k}")))
+        return [dZhat, *_norm_backward(layer.norm, k, N)]
+    return [_dZ_equation_plain(net, k, N, general)]
+
+
+def _dZ_equation_plain(net, k, N, general=""):
     activation = net.layers[k - 1].activation
     shape = _shape(N, net.layers[k - 1].n_out)
     dA, A, Z = _tex(f"dA{k}"), _tex(f"A{k}"), _tex(f"Z{k}")
@@ -447,6 +531,11 @@ def trace(net, X=None, T=None, weight=(1, 0, 0), batch_size=4, seed=0):
     J, layers = net.forward_backward(X, T)
     J_engine, grads = net.loss_and_grad(X, T)
     _check_against_loss_and_grad(net, J, layers, J_engine, grads)
+    named = dict(net.gradients())
+    for number, record in enumerate(layers, 1):
+        if "dgamma" in record:
+            for name in ("dgamma", "dbeta"):
+                _assert_close(f"{name}{number}", record[name], named[f"{name[1:]}{number}"], 1e-10)
 
     H, dZ = layers[k - 1]["H"], layers[k - 1]["dZ"]
     terms = [(n, float(H[n, i]) + 0.0, float(dZ[n, j]) + 0.0) for n in range(X.shape[0])]  # + 0.0: no -0.0
@@ -529,13 +618,41 @@ def _trace_forward(tr, p):
         layer = net.layers[number - 1]
         h = "X" if number == 1 else f"A{number - 1}"
         bias = f" + b{number}" if layer.b is not None else ""
-        lines += [f"  Z{number} = {h} W{number}{bias}  ({_shape(*record['Z'].shape)})", _matrix(record["Z"], p),
-                  f"  A{number} = {layer.activation.name}(Z{number})  ({_shape(*record['A'].shape)})",
+        lines += [f"  Z{number} = {h} W{number}{bias}  ({_shape(*record['Z'].shape)})", _matrix(record["Z"], p)]
+        if layer.norm is not None:
+            lines += _trace_norm_forward(record, number, layer.norm, p)
+        f_input = f"Z{number}" if layer.norm is None else f"Zhat{number}"
+        lines += [f"  A{number} = {layer.activation.name}({f_input})  ({_shape(*record['A'].shape)})",
                   _matrix(record["A"], p)]
     penalties = (" + l2" if net.l2 else "") + (" + l1" if net.l1 else "")
     lines += [f"  T  ({_shape(*tr.T.shape)})", _matrix(tr.T, p),
               f"  J = {_fmt(tr.J, p + 2)}  ({net.loss_fn.name}{penalties})"]
     return lines
+
+
+def _trace_norm_forward(record, k, norm, p):
+    """mu, std, xhat and Zhat of a normalized layer, with their numbers."""
+    axis = "column" if norm.kind == "batch" else "row"
+    return [f"  mu{k} = {axis} means of Z{k}  ({_shape(*record['mean'].shape)}; {norm.kind} norm)",
+            _matrix(record["mean"], p),
+            f"  std{k} = sqrt({axis} means of (Z{k} - mu{k})^2 + {norm.eps:g})  ({_shape(*record['std'].shape)})",
+            _matrix(record["std"], p),
+            f"  xhat{k} = (Z{k} - mu{k}) / std{k}  ({_shape(*record['xhat'].shape)})", _matrix(record["xhat"], p),
+            f"  gamma{k}, beta{k}", _matrix(record["gamma"], p), _matrix(record["beta"], p),
+            f"  Zhat{k} = gamma{k} * xhat{k} + beta{k}  ({_shape(*record['Zhat'].shape)})", _matrix(record["Zhat"], p)]
+
+
+def _trace_norm_backward(record, k, norm, rule, p):
+    """dZhat, dgamma, dbeta and dZ of a normalized layer, with their numbers."""
+    if norm.kind == "batch":
+        dZ_rule = (f"gamma{k} / std{k} * (dZhat{k} - dbeta{k}/N - xhat{k} * dgamma{k}/N)  "
+                   "(every row uses the batch's sums)")
+    else:
+        dZ_rule = f"(G - rowmean(G) - xhat{k} * rowmean(G * xhat{k})) / std{k},  G = dZhat{k} * gamma{k}"
+    return [f"  dZhat{k} = {rule.replace(f'Z{k}', f'Zhat{k}')}", _matrix(record["dZhat"], p),
+            f"  dgamma{k} = column sums of dZhat{k} * xhat{k}", _matrix(record["dgamma"], p),
+            f"  dbeta{k} = column sums of dZhat{k}", _matrix(record["dbeta"], p),
+            f"  dZ{k} = {dZ_rule}", _matrix(record["dZ"], p)]
 
 
 def _trace_backward(tr, p):
@@ -551,13 +668,17 @@ def _trace_backward(tr, p):
             how = f"dZ{number + 1} W{number + 1}^T" if number < L else f"gradient of {net.loss_fn.name}"
             rule = (f"A{number} * (dA{number} - rowsum(dA{number} * A{number}))"
                     if layer.activation.name == "softmax" else f"dA{number} * {layer.activation.name}'(Z{number})")
-            lines += [f"  dA{number} = {how}", _matrix(record["dA"], p), f"  dZ{number} = {rule}",
-                      _matrix(record["dZ"], p)]
+            lines += [f"  dA{number} = {how}", _matrix(record["dA"], p)]
+            if layer.norm is not None:
+                lines += _trace_norm_backward(record, number, layer.norm, rule, p)
+            else:
+                lines += [f"  dZ{number} = {rule}", _matrix(record["dZ"], p)]
         extra = (f" + {net.l2:g} W{number}" if net.l2 else "") + (f" + {net.l1:g} sign(W{number})" if net.l1 else "")
         lines += [f"  dW{number} = {h}^T dZ{number}{extra}  ({_shape(*record['dW'].shape)})", _matrix(record["dW"], p)]
         if record["db"] is not None:
             lines += [f"  db{number} = column sums of dZ{number}", _matrix(record["db"], p)]
-    lines.append("  (every dW and db above equals net.loss_and_grad's)")
+    norms = ", every dgamma and dbeta net.gradients()'s" if any(layer.norm is not None for layer in net.layers) else ""
+    lines.append(f"  (every dW and db above equals net.loss_and_grad's{norms})")
     return lines
 
 
@@ -608,8 +729,9 @@ def _bar_chain(tr, p, sample):
 def _unit_bars(tr, p, number, n, m):
     """dA and dZ of unit m of layer ``number`` for sample n, each written as the sum or product it is."""
     net, L = tr.net, len(tr.net.layers)
-    record, activation = tr.layers[number - 1], net.layers[number - 1].activation
-    a, z, dA, dZ = (float(record[name][n, m]) for name in ("A", "Z", "dA", "dZ"))
+    record, activation, norm = tr.layers[number - 1], net.layers[number - 1].activation, net.layers[number - 1].norm
+    z_name, dz_name = ("Z", "dZ") if norm is None else ("Zhat", "dZhat")  # the activation's input and its bar
+    a, z, dA, dZ = (float(record[name][n, m]) for name in ("A", z_name, "dA", dz_name))
     at = f"[{n},{m}]"
     if number == L and net.closed_form:
         return [f"    dZ{number}{at} = (A{number}{at} - T{at}) / N = "
@@ -623,15 +745,42 @@ def _unit_bars(tr, p, number, n, m):
                               for q in range(min(width, 4))) + (" + ..." if width > 4 else "")
         lines = [f"    dA{number}{at} = sum_q dZ{number + 1}[{n},q] W{number + 1}[{m},q] = "
                  f"{products} = {_fmt(dA, p + 2)}"]
+    dz, zz = f"{dz_name}{number}", f"{z_name}{number}"
     if activation.name == "softmax":  # the row's Jacobian-vector product, entry m
         row_sum = float(np.dot(record["dA"][n], record["A"][n]))
         subtracted = _fmt(row_sum, p) if row_sum >= 0 else f"({_fmt(row_sum, p)})"
-        lines.append(f"    dZ{number}{at} = A{number}{at} (dA{number}{at} - sum_q dA{number}[{n},q] A{number}[{n},q])"
+        lines.append(f"    {dz}{at} = A{number}{at} (dA{number}{at} - sum_q dA{number}[{n},q] A{number}[{n},q])"
                      f" = {_fmt(a, p)} * ({_fmt(dA, p)} - {subtracted}) = {_fmt(dZ, p + 2)}")
     elif not getattr(activation, "elementwise", True):
-        lines.append(f"    dZ{number}{at} = {activation.name}.backward(dA{number})[{n},{m}] = {_fmt(dZ, p + 2)}")
+        lines.append(f"    {dz}{at} = {activation.name}.backward(dA{number})[{n},{m}] = {_fmt(dZ, p + 2)}")
     else:
-        slope = float(activation.derivative(record["Z"][n:n + 1, m:m + 1], record["A"][n:n + 1, m:m + 1])[0, 0])
-        lines.append(f"    dZ{number}{at} = dA{number}{at} * {activation.name}'(Z{number}{at} = {_fmt(z, p)}) = "
+        slope = float(activation.derivative(record[z_name][n:n + 1, m:m + 1], record["A"][n:n + 1, m:m + 1])[0, 0])
+        lines.append(f"    {dz}{at} = dA{number}{at} * {activation.name}'({zz}{at} = {_fmt(z, p)}) = "
                      f"{_fmt(dA, p)} * {_fmt(slope, p)} = {_fmt(dZ, p + 2)}")
+    if norm is not None:
+        lines.append(_unit_norm_bar(record, number, norm, n, m, p))
     return lines
+
+
+def _paren(value, precision):
+    """A number to subtract or multiply by: negative ones in parentheses."""
+    return _fmt(value, precision) if value >= 0 else f"({_fmt(value, precision)})"
+
+
+def _unit_norm_bar(record, k, norm, n, m, p):
+    """dZ_k[n, m] from dZhat_k through the norm, with the batch's (or the row's) sums that couple it."""
+    at, dZ, xhat = f"[{n},{m}]", float(record["dZ"][n, m]), float(record["xhat"][n, m])
+    if norm.kind == "batch":
+        N = record["dZhat"].shape[0]
+        gamma, std = float(record["gamma"][m]), float(record["std"][0, m])
+        dbeta, dgamma = float(record["dbeta"][m]), float(record["dgamma"][m])
+        return (f"    dZ{k}{at} = gamma{k}[{m}] / std{k}[{m}] * (dZhat{k}{at} - dbeta{k}[{m}]/N - xhat{k}{at} "
+                f"dgamma{k}[{m}]/N) = {_fmt(gamma, p)} / {_fmt(std, p)} * ({_fmt(float(record['dZhat'][n, m]), p)} - "
+                f"{_paren(dbeta, p)}/{N} - {_paren(xhat, p)} * {_paren(dgamma, p)}/{N}) = {_fmt(dZ, p + 2)}"
+                f"  (dbeta, dgamma: sums over all {N} samples)")
+    G = record["dZhat"][n] * record["gamma"]
+    return (f"    dZ{k}{at} = (G[{m}] - mean_q G[q] - xhat{k}{at} mean_q G[q] xhat{k}[{n},q]) / std{k}[{n}], "
+            f"G = dZhat{k}[{n}] * gamma{k} = ({_fmt(float(G[m]), p)} - {_paren(float(G.mean()), p)} - "
+            f"{_paren(xhat, p)} * {_paren(float((G * record['xhat'][n]).mean()), p)}) / "
+            f"{_fmt(float(record['std'][n, 0]), p)} = "
+            f"{_fmt(dZ, p + 2)}  (sums over the {G.size} features of sample {n})")

@@ -15,6 +15,8 @@ default) keeps an all-zero gradient (a dead ReLU layer) from dividing by zero.
 
 import numpy as np
 
+from .layers import OBJECTIVE_WITH_DROPOUT
+
 
 class GradcheckResult(dict):
     """``{name: relative error}`` for W1, b1, W2, ...; ``.details[name]`` locates the worst entry."""
@@ -65,30 +67,30 @@ def gradcheck(net, X, T, sample_weight=None, eps=1e-6, floor=1e-8, dropout_seed=
     """Compare ``net.loss_and_grad`` with central differences for every parameter array.
 
     Returns a :class:`GradcheckResult`: the max relative error per parameter array
-    (W1, b1, W2, ...). Use a float64 network: float32 rounding swamps differences.
-    With ``dropout_seed``, both sides use the same dropout masks.
+    (W1, b1, W2, ...; a normalized layer's gamma1, beta1). Batch norm uses the batch statistics on
+    both sides, and its running statistics are left as they were. Use a float64 network: float32
+    rounding swamps differences. With ``dropout_seed``, both sides use the same dropout masks.
     """
     X = net.check_inputs(X)
     T = net.check_targets(T, X.shape[0])
     w = net.check_sample_weight(sample_weight, X.shape[0])
-    _, grads = net.loss_and_grad(X, T, w, dropout_seed=dropout_seed)
+    net.loss_and_grad(X, T, w, dropout_seed=dropout_seed)
+    analytic_all = {name: gradient.copy() for name, gradient in net.gradients()}
 
-    def objective():
+    def objective():  # the J loss_and_grad differentiates: batch statistics, running statistics untouched
         if dropout_seed is None:
             return net.loss(X, T, w)
         with net.dropout_stream(np.random.default_rng(dropout_seed)):  # the same masks as the analytic side
-            return net.objective(net.run_forward(X, training=True), T, w)
+            return net.objective(net.run_forward(X, OBJECTIVE_WITH_DROPOUT), T, w)
 
     result = GradcheckResult()
-    for k, (layer, (dW, db)) in enumerate(zip(net.layers, grads), 1):
-        for name, array, analytic in (("W", layer.W, dW), ("b", layer.b, db)):
-            if array is None:
-                continue
-            numeric = numeric_gradient(objective, array, eps)
-            key = f"{name}{k}"
-            result[key] = relative_error(analytic, numeric, floor)
-            worst = np.unravel_index(np.argmax(np.abs(analytic - numeric)), array.shape)
-            result.details[key] = {"shape": array.shape, "index": tuple(int(i) for i in worst),
-                                   "analytic": float(analytic[worst]), "numeric": float(numeric[worst]),
-                                   "layer": k, "parameter": name}
+    for key, array in net.parameters():  # W1, b1 (or gamma1, beta1), W2, ...
+        analytic = analytic_all[key]
+        numeric = numeric_gradient(objective, array, eps)
+        result[key] = relative_error(analytic, numeric, floor)
+        worst = np.unravel_index(np.argmax(np.abs(analytic - numeric)), array.shape)
+        name = key.rstrip("0123456789")
+        result.details[key] = {"shape": array.shape, "index": tuple(int(i) for i in worst),
+                               "analytic": float(analytic[worst]), "numeric": float(numeric[worst]),
+                               "layer": int(key[len(name):]), "parameter": name}
     return result

@@ -5,6 +5,9 @@ the shape of the array that travels on it.
     X -> (@) <- W1 -> (+) <- b1 -> [Z1] -> (relu) -> [A1] -> ... -> [A_L] -> (loss) <- T -> [L] -> (+) -> [J]
                                                      every W_k -> (l2) -> [s] ---------------------^
 
+A layer with a normalization has no (+) <- b: [Z_k] -> (BN) <- gamma_k, beta_k -> [Zhat_k] -> (f)
+(BN: batch norm; LN: layer norm).
+
 :func:`computational_graph` builds the nodes and edges, :func:`to_dot` writes Graphviz
 DOT text (no dependency), and :func:`draw_graph` / :func:`save_graph` draw it with
 matplotlib (the optional 'plot' extra) as PNG or SVG.
@@ -91,6 +94,14 @@ def computational_graph(net, batch_size=None):
             last = add
         z = place(f"Z{k}", f"Z{k}", "variable")
         graph.edge(last, z, out_shape)
+        if layer.norm is not None:  # Zhat = gamma * (Z - mu) / sqrt(var + eps) + beta, then the activation
+            norm = place(f"norm{k}", {"batch": "BN", "layer": "LN"}[layer.norm.kind], "operator")
+            graph.edge(z, norm, out_shape)
+            for name, shift in (("gamma", -0.35), ("beta", 0.35)):
+                graph.node(f"{name}{k}", f"{name}{k}", "variable", row - 0.6, column - direction + shift)
+                graph.edge(f"{name}{k}", norm, str(layer.n_out))
+            z = place(f"Zhat{k}", f"Zhat{k}", "variable")
+            graph.edge(norm, z, out_shape)
         f = place(f"f{k}", layer.activation.name, "operator")
         graph.edge(z, f, out_shape)
         previous = place(f"A{k}", f"A{k}", "variable")

@@ -362,13 +362,16 @@ def save(net, path, extra_arrays=None, **metadata):
     >>> net.save("model.npz", training={"epochs": 20, "learning_rate": 0.1})   # doctest: +SKIP
 
     ``net`` is anything with ``config()`` (the constructor's arguments), ``parameters()``
-    ([(name, array)]) and optionally a ``metadata`` dict, which the new ``metadata`` extends.
+    ([(name, array)]; for a batch-norm layer k also ``running_statistics()``: running_mean{k},
+    running_var{k}, stored beside the parameters) and optionally a ``metadata`` dict, which the new
+    ``metadata`` extends.
     ``extra_arrays`` (name -> numeric array) are stored alongside, e.g. optimizer state for a
     checkpoint. :func:`handgrad.load` gives the network back with ``net.metadata`` and
     ``net.extra_arrays``; weights round-trip bit for bit. (``MLP.save`` first checks that the
     configuration rebuilds the network.)
     """
     arrays = dict(net.parameters())
+    arrays.update(getattr(net, "running_statistics", list)())  # batch norm's running_mean1, running_var1, ...
     for name, array in (extra_arrays or {}).items():
         arrays["extra." + name] = _check_array(name, array, "as an extra array")
     user = dict(getattr(net, "metadata", None) or {})
@@ -382,7 +385,8 @@ def read_model(path):
     """``(config, arrays, user_metadata, extra_arrays)`` of the model file ``path``, verified.
 
     ``config`` is what ``MLP(**config)`` rebuilds (``layers`` as [size, activation] pairs),
-    ``arrays`` maps parameter names (W1, b1, ...) to arrays, ``user_metadata`` is the metadata
+    ``arrays`` maps parameter names (W1, b1, gamma1, beta1, ...) and running statistics
+    (running_mean1, running_var1, ...) to arrays, ``user_metadata`` is the metadata
     given to :func:`save`, and ``extra_arrays`` the extra arrays, without their ``extra.`` prefix.
     A ModelFileError if the file is missing, damaged, of another format version or holds no
     network. :func:`handgrad.load` builds the network from these.

@@ -22,14 +22,31 @@ The contract (what :class:`handgrad.network.MLP` relies on, and what a new layer
 
 Arrays returned by forward and backward are buffers owned by the layer (reused for the next batch of
 the same size, so a training step allocates almost nothing); copy one to keep it.
+
+Normalization (docs/derivations.md, "Normalization layers"): :class:`BatchNorm` and :class:`LayerNorm`
+follow the same contract (parameters ``gamma``, ``beta``), each with its forward and compact backward side
+by side. A Dense layer built with ``norm="batch"`` or ``"layer"`` owns one as ``dense.norm`` and runs
+
+    Z = X @ W   ->   Zhat = norm(Z) = gamma * xhat + beta   ->   A = f(Zhat)
+
+(the activation after the norm, no bias). The norm sits inside the Dense layer rather than in the
+network's ``sequence``, so that ``net.layers`` keeps one Dense per layer of the spec, with its
+activation, for everything that reads it (explain, graph, model files, torch and ONNX export). After a
+forward pass a norm keeps ``X`` (= Z), ``mean``, ``var``, ``std``, ``xhat`` and ``Y`` (= Zhat), and the
+Dense keeps ``Zhat``: what a second-order (R-operator) pass will need.
+
+``training`` in ``forward(X, training)`` is a bool or a :class:`Mode`, three separate switches: batch
+statistics (the training objective) or running ones (predict), dropout on or off, and whether batch
+norm's running statistics are updated (only by a real training step). See :class:`Mode`.
 """
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
 from .activations import get_activation
-from .errors import check_fraction
+from .errors import ConfigError, DataError, check_fraction, check_non_negative
 
 _MAX_CACHED_BATCH_SIZES = 4
 
@@ -44,6 +61,41 @@ def allocate(shapes, dtype):
         gradient_views[name] = gradients[offset:offset + size].reshape(shape)
         offset += size
     return value_views, gradient_views
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What a forward pass is for: three switches that a plain ``training`` flag would tie together.
+
+    * ``batch_statistics``: batch normalization uses the batch's own mean and variance (the training
+      objective J, and everything that differentiates it) instead of its running statistics (predict).
+    * ``dropout``: dropout layers draw masks.
+    * ``update_running``: batch normalization folds the batch statistics into its running ones. Only a
+      real training step does this; a gradient check, loss_and_grad or a trace leave them alone.
+
+    ``forward(X, training)`` takes a Mode or a bool: True is :data:`TRAINING` (a trainer's step, torch's
+    ``train()``), False is :data:`INFERENCE` (torch's ``eval()``).
+    """
+
+    batch_statistics: bool
+    dropout: bool
+    update_running: bool
+
+    def __bool__(self):  # `if training:` on a Mode would always be true: make that mistake loud
+        raise TypeError("a Mode has three switches; test mode.batch_statistics, mode.dropout or mode.update_running.")
+
+
+TRAINING = Mode(batch_statistics=True, dropout=True, update_running=True)  # a trainer's step
+OBJECTIVE = Mode(batch_statistics=True, dropout=False, update_running=False)  # J and its gradient, no dropout
+OBJECTIVE_WITH_DROPOUT = Mode(batch_statistics=True, dropout=True, update_running=False)  # the same, fixed masks
+INFERENCE = Mode(batch_statistics=False, dropout=False, update_running=False)  # predict, validation
+
+
+def as_mode(training):
+    """A :class:`Mode` from a Mode or a bool (True: TRAINING, False: INFERENCE)."""
+    if isinstance(training, Mode):
+        return training
+    return TRAINING if training else INFERENCE
 
 
 class Layer:
@@ -83,7 +135,7 @@ class Layer:
     def backward(self, dY, need_dX=True):
         raise NotImplementedError
 
-    _SCRATCH = ("X", "Z", "A", "lse", "dZ", "mask", "_current")
+    _SCRATCH = ("X", "Z", "A", "lse", "dZ", "mask", "_current", "Zhat", "dZhat", "xhat", "mean", "var", "std", "Y")
 
     def __getstate__(self):  # buffers and what they hold are scratch space: a copy or a pickle starts without
         state = dict(self.__dict__)
@@ -107,66 +159,100 @@ class _Buffers:
 
 
 class Dense(Layer):
-    """A fully connected layer ``A = f(X @ W + b)``.
+    """A fully connected layer ``A = f(X @ W + b)``, or with a normalization ``A = f(norm(X @ W))``.
 
     Attributes: ``W`` (n_in, n_out) and ``b`` (n_out,) or None; ``dW`` and ``db``, the gradients of
-    the last backward pass; ``activation``; and after a forward pass ``X``, ``Z``, ``A`` (after a
-    backward pass also ``dZ``). Built alone, a layer owns its arrays; in an MLP they are views into
-    the network's vectors ``net.params`` and ``net.grads``.
+    the last backward pass; ``activation``; ``norm`` (None, or the :class:`BatchNorm` or
+    :class:`LayerNorm` between the affine map and the activation); and after a forward pass ``X``,
+    ``Z``, ``A`` (after a backward pass also ``dZ``). Built alone, a layer owns its arrays; in an MLP
+    they are views into the network's vectors ``net.params`` and ``net.grads``.
+
+    With a norm (docs/derivations.md, "Normalization layers") the layer computes
+
+        Z = X @ W   (no bias: beta replaces it)    Zhat = norm(Z) = gamma * xhat + beta    A = f(Zhat)
+
+    and keeps ``Zhat`` (the activation's input) beside ``Z``; backward goes dA -> dZhat = dA * f'(Zhat)
+    -> dZ (the norm's backward, which also writes dgamma, dbeta) -> dW, dX. Why the norm lives inside
+    Dense rather than as a layer of its own in ``net.sequence``: the issue's layer is "affine map, norm,
+    activation", the activation comes after the norm, and every consumer of ``net.layers`` (explain,
+    the graph, model files, torch and ONNX export) reads one Dense per layer of the spec with its
+    activation. The norm is still a layer of the contract (forward, backward, parameters), owned by the
+    Dense as ``dense.norm``, with its own tests; its parameters are named ``gamma``, ``beta`` in the
+    Dense's parameter list.
     """
 
-    def __init__(self, n_in, n_out, activation="identity", *, bias=True, dtype=np.float64, keep_z=False):
+    def __init__(self, n_in, n_out, activation="identity", *, bias=None, norm=None, dtype=np.float64,
+                 keep_z=False):
         self.n_in = int(n_in)
         self.n_out = int(n_out)
         self.activation = get_activation(activation)
         self.dtype = np.dtype(dtype)
-        self.has_bias = bool(bias)
+        self.norm = make_norm(norm, self.n_out, self.dtype)
+        if self.norm is not None and bias:
+            raise ConfigError(f"a layer with {self.norm.kind} normalization has no bias (its beta replaces it); "
+                              "drop bias=True or the norm.")
+        self.has_bias = self.norm is None if bias is None else bool(bias)
         # Keep Z apart from A even when f' needs only A: the output layer does (losses are evaluated from
         # the logits, with softmax's log-sum-exp), and any layer while a pass is recorded (forward_backward).
         self.keep_z = keep_z
         self._buffers = OrderedDict()
-        self.X = self.Z = self.A = self.lse = self.dZ = None
+        self.X = self.Z = self.Zhat = self.A = self.lse = self.dZ = self.dZhat = None
         self.bind(*allocate(self.parameter_shapes(), self.dtype))
+        if self.norm is not None:
+            self.norm.reset_parameters()
 
     # ------------------------------------------------------------------ parameters
     def parameter_shapes(self):
-        return [("W", (self.n_in, self.n_out))] + ([("b", (self.n_out,))] if self.has_bias else [])
+        shapes = [("W", (self.n_in, self.n_out))] + ([("b", (self.n_out,))] if self.has_bias else [])
+        return shapes + (self.norm.parameter_shapes() if self.norm is not None else [])
 
     def bind(self, values, gradients):
         self.W, self.dW = values["W"], gradients["W"]
         self.b, self.db = (values["b"], gradients["b"]) if self.has_bias else (None, None)
+        if self.norm is not None:
+            self.norm.bind(values, gradients)
 
     def parameters(self):
-        return [("W", self.W)] + ([("b", self.b)] if self.has_bias else [])
+        own = [("W", self.W)] + ([("b", self.b)] if self.has_bias else [])
+        return own + (self.norm.parameters() if self.norm is not None else [])
 
     def gradients(self):
-        return [("W", self.dW)] + ([("b", self.db)] if self.has_bias else [])
+        own = [("W", self.dW)] + ([("b", self.db)] if self.has_bias else [])
+        return own + (self.norm.gradients() if self.norm is not None else [])
 
     # ------------------------------------------------------------------ forward
     def forward(self, X, training=False):
-        """A = f(X @ W + b), keeping X, Z and A (and f'(Z) where forward gets it almost free)."""
+        """A = f(X @ W + b) (or f(norm(X @ W))), keeping X, Z (Zhat) and A (and f' where forward gets it
+        almost free). ``training`` (a bool or a :class:`Mode`) matters only to the norm."""
         buffers = self._buffers_for(X.shape[0])
         Z = np.matmul(X, self.W, out=buffers.Z)
         if self.b is not None:
             Z += self.b
+        H = Z if self.norm is None else self.norm.forward(Z, training)  # the activation's input: Z or Zhat
         if buffers.D is not None:  # ReLU family: f'(Z) (the 0/1 mask) as a by-product of forward
-            A = self.activation.forward(Z, out=buffers.A, derivative=buffers.D)
+            A = self.activation.forward(H, out=buffers.A, derivative=buffers.D)
         elif buffers.lse is not None:  # softmax output: each row's log-sum-exp, for the cross-entropy
-            A = self.activation.forward(Z, out=buffers.A, lse=buffers.lse)
+            A = self.activation.forward(H, out=buffers.A, lse=buffers.lse)
         else:
-            A = self.activation.forward(Z, out=buffers.A)  # buffers.A is Z itself when f' needs only A
+            A = self.activation.forward(H, out=buffers.A)  # buffers.A is Z itself when f' needs only A
         self.X, self.Z, self.A, self.lse, self._current = X, Z, A, buffers.lse, buffers
+        self.Zhat = None if self.norm is None else H
         return A
 
     # ------------------------------------------------------------------ backward
     def backward(self, dA, need_dX=True):
-        """From dA = dJ/dA (overwritten: it becomes dZ) to dW, db; returns dX = dJ/dX when ``need_dX``."""
+        """From dA = dJ/dA (overwritten: it becomes dZ, or dZhat) to dW, db (dgamma, dbeta); returns
+        dX = dJ/dX when ``need_dX``."""
         D = self._current.D
+        H = self.Z if self.norm is None else self.Zhat  # the activation's input
         if D is None:
-            dZ = self.activation.backward(dA, self.Z, self.A, out=dA)  # dA * f'(Z), or softmax's Jacobian
+            dH = self.activation.backward(dA, H, self.A, out=dA)  # dA * f'(Z), or softmax's Jacobian
         else:
-            dZ = np.multiply(dA, D, out=dA)  # dZ = dA * f'(Z), f'(Z) kept by forward
-        return self.backward_from_dZ(dZ, need_dX)
+            dH = np.multiply(dA, D, out=dA)  # dA * f'(Z), f'(Z) kept by forward
+        if self.norm is None:
+            return self.backward_from_dZ(dH, need_dX)
+        self.dZhat = dH
+        return self.backward_from_dZ(self.norm.backward(dH), need_dX)  # dZ from dZhat; dgamma, dbeta
 
     def backward_from_dZ(self, dZ, need_dX=True):
         """dW = X^T dZ, db = column sums of dZ, and dX = dZ W^T when ``need_dX``. The network enters
@@ -212,7 +298,7 @@ class Dense(Layer):
         key = (n, self.keep_z)
         buffers = self._buffers.get(key)
         if buffers is None:
-            separate_a = self.activation.needs_z or self.keep_z
+            separate_a = self.activation.needs_z or self.keep_z or self.norm is not None  # (Zhat is the norm's)
             buffers = _Buffers(n, self.n_in, self.n_out, self.dtype, separate_a,
                                self.activation.derivative_in_forward, self.keep_z and self.activation.row_log_sum_exp)
             self._buffers[key] = buffers
@@ -224,11 +310,14 @@ class Dense(Layer):
 
     def clear_buffers(self):
         self._buffers.clear()
-        self.X = self.Z = self.A = self.lse = self.dZ = None
+        self.X = self.Z = self.Zhat = self.A = self.lse = self.dZ = self.dZhat = None
+        if self.norm is not None:
+            self.norm.clear_buffers()
 
     def __repr__(self):
-        bias = "" if self.has_bias else ", bias=False"
-        return f"Dense({self.n_in} -> {self.n_out}, {self.activation.name}{bias})"
+        bias = "" if self.has_bias or self.norm is not None else ", bias=False"
+        norm = "" if self.norm is None else f", norm={self.norm.kind!r}"
+        return f"Dense({self.n_in} -> {self.n_out}, {self.activation.name}{bias}{norm})"
 
 
 class Dropout(Layer):
@@ -249,7 +338,7 @@ class Dropout(Layer):
         self.mask = None
 
     def forward(self, X, training=False):
-        if not training or self.rate == 0.0:
+        if not as_mode(training).dropout or self.rate == 0.0:
             self.mask = None
             return X
         mask, Y = self._buffers_for(X.shape)
@@ -286,3 +375,235 @@ class Dropout(Layer):
 
     def __repr__(self):
         return f"Dropout({self.rate})"
+
+
+
+# ---------------------------------------------------------------------------- normalization
+_NORM_EPS = 1e-5  # PyTorch's default
+
+
+class _Norm(Layer):
+    """What BatchNorm and LayerNorm share: gamma and beta (n_features,), eps, the output buffers.
+
+    Both compute Y = gamma * xhat + beta with xhat = (X - mean) / std, std = sqrt(var + eps); they differ
+    in the axis the mean and the (biased) variance run over. After a forward pass the layer keeps
+    ``X``, ``mean``, ``std``, ``xhat`` and ``Y``; after a backward pass ``dgamma``, ``dbeta`` hold the
+    gradients. Each backward uses only what forward kept (docs/derivations.md, "Normalization layers").
+    """
+
+    kind = None  # "batch" or "layer": the spec's name
+
+    def __init__(self, n_features, *, eps=_NORM_EPS, dtype=np.float64):
+        self.n_features = int(n_features)
+        self.eps = check_non_negative("eps", eps)
+        if self.eps == 0.0:
+            raise ConfigError("eps must be > 0: it keeps xhat finite when a feature has zero variance.")
+        self.dtype = np.dtype(dtype)
+        self._buffers = OrderedDict()
+        self.X = self.mean = self.var = self.std = self.xhat = self.Y = None
+        self.bind(*allocate(self.parameter_shapes(), self.dtype))
+        self.reset_parameters()
+
+    def parameter_shapes(self):
+        return [("gamma", (self.n_features,)), ("beta", (self.n_features,))]
+
+    def bind(self, values, gradients):
+        self.gamma, self.dgamma = values["gamma"], gradients["gamma"]
+        self.beta, self.dbeta = values["beta"], gradients["beta"]
+
+    def parameters(self):
+        return [("gamma", self.gamma), ("beta", self.beta)]
+
+    def gradients(self):
+        return [("gamma", self.dgamma), ("beta", self.dbeta)]
+
+    def reset_parameters(self):
+        """gamma = 1, beta = 0: the layer starts as the plain standardization."""
+        self.gamma[...] = 1
+        self.beta[...] = 0
+
+    def _buffers_for(self, shape, stat_shape):
+        """The work arrays for one batch shape, reused from batch to batch."""
+        buffers = self._buffers.get(shape)
+        if buffers is None:
+            buffers = _NormBuffers(shape, stat_shape, self.dtype)
+            self._buffers[shape] = buffers
+            if len(self._buffers) > _MAX_CACHED_BATCH_SIZES:
+                self._buffers.popitem(last=False)
+        else:
+            self._buffers.move_to_end(shape)
+        return buffers
+
+    def _standardize(self, X, axis, buffers):
+        """mean, var (biased), std = sqrt(var + eps) along ``axis`` and xhat = (X - mean) / std, into ``buffers``."""
+        np.mean(X, axis=axis, keepdims=True, out=buffers.mean)
+        np.subtract(X, buffers.mean, out=buffers.xhat)  # centered
+        np.multiply(buffers.xhat, buffers.xhat, out=buffers.G)  # (G as scratch: backward writes it later)
+        np.mean(buffers.G, axis=axis, keepdims=True, out=buffers.var)  # biased variance: divide by the count
+        np.add(buffers.var, self.eps, out=buffers.std)
+        np.sqrt(buffers.std, out=buffers.std)
+        buffers.xhat /= buffers.std
+
+    def _keep(self, X, buffers):
+        """Keep what backward (and a reader) needs, then Y = gamma * xhat + beta."""
+        self._current = buffers
+        self.X, self.mean, self.var, self.std, self.xhat = X, buffers.mean, buffers.var, buffers.std, buffers.xhat
+        np.multiply(buffers.xhat, self.gamma, out=buffers.Y)
+        buffers.Y += self.beta
+        self.Y = buffers.Y
+        return self.Y
+
+    def clear_buffers(self):
+        self._buffers.clear()
+        self.X = self.mean = self.var = self.std = self.xhat = self.Y = None
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.n_features}, eps={self.eps:g})"
+
+
+class BatchNorm(_Norm):
+    """Batch normalization (Ioffe and Szegedy 2015): each feature standardized over the batch (N rows).
+
+        forward (training)                         backward, given dY = dJ/dY  (N, n)
+        mean = (1/N) sum_i X_i       (1, n)        dbeta  = sum_i dY_i
+        var  = (1/N) sum_i (X_i - mean)^2          dgamma = sum_i dY_i * xhat_i
+        std  = sqrt(var + eps)                     dX = (gamma / std) * (dY - dbeta/N - xhat * dgamma/N)
+        xhat = (X - mean) / std                       = (1/N) gamma/std (N dY - sum dY - xhat sum(dY xhat))
+        Y    = gamma * xhat + beta
+
+    Every sample's dX depends on the whole batch through mean and var (docs/derivations.md,
+    "Normalization layers"). Running statistics, updated by training steps only (PyTorch's rule):
+
+        running_mean = (1 - momentum) running_mean + momentum mean
+        running_var  = (1 - momentum) running_var  + momentum var * N/(N-1)   (the unbiased variance)
+
+    In inference (``batch_statistics`` off) mean and std come from the running statistics, constants,
+    and backward is dX = dY * gamma / std.
+    """
+
+    kind = "batch"
+
+    def __init__(self, n_features, *, eps=_NORM_EPS, momentum=0.1, dtype=np.float64):
+        super().__init__(n_features, eps=eps, dtype=dtype)
+        self.momentum = check_fraction("momentum", momentum) if momentum != 1 else 1.0
+        self.running_mean = np.zeros(self.n_features, self.dtype)
+        self.running_var = np.ones(self.n_features, self.dtype)
+        self.batch_statistics = None  # whether the last forward used the batch's statistics
+
+    def forward(self, X, training=False):
+        mode = as_mode(training)
+        N = X.shape[0]
+        buffers = self._buffers_for(X.shape, (1, self.n_features))
+        if mode.batch_statistics:
+            if N < 2:
+                raise DataError("batch normalization in training needs at least 2 samples per batch: the variance "
+                                "of one sample is 0, so its normalized value carries nothing. Use a batch_size "
+                                "that leaves no batch of one sample, or predict (running statistics) instead.")
+            self._standardize(X, 0, buffers)
+            if mode.update_running:
+                self._update_running(buffers.mean[0], buffers.var[0], N)
+        else:  # the running statistics, constants
+            np.copyto(buffers.mean[0], self.running_mean)
+            np.copyto(buffers.var[0], self.running_var)
+            np.add(buffers.var, self.eps, out=buffers.std)
+            np.sqrt(buffers.std, out=buffers.std)
+            np.subtract(X, buffers.mean, out=buffers.xhat)
+            buffers.xhat /= buffers.std
+        self.batch_statistics = mode.batch_statistics
+        return self._keep(X, buffers)
+
+    def _update_running(self, mean, var, N):
+        """PyTorch's rule: running = (1 - m) running + m batch, with the unbiased variance var * N/(N-1)."""
+        m = self.momentum
+        self.running_mean *= 1 - m
+        self.running_mean += m * mean
+        self.running_var *= 1 - m
+        self.running_var += (m * N / (N - 1)) * var
+
+    def backward(self, dY, need_dX=True):
+        b = self._current
+        np.sum(dY, axis=0, out=self.dbeta)  # dbeta = sum_i dY_i
+        np.multiply(dY, b.xhat, out=b.dX)
+        np.sum(b.dX, axis=0, out=self.dgamma)  # dgamma = sum_i dY_i * xhat_i
+        if not need_dX:
+            return None
+        np.divide(self.gamma, b.std, out=b.scratch)  # gamma / std  (1, n)
+        if not self.batch_statistics:  # constant mean and std: a per-feature scaling
+            return np.multiply(dY, b.scratch, out=b.dX)
+        N = dY.shape[0]
+        np.multiply(b.xhat, self.dgamma / N, out=b.dX)  # xhat * dgamma/N
+        np.subtract(dY, b.dX, out=b.dX)
+        b.dX -= self.dbeta / N  # dY - dbeta/N - xhat * dgamma/N
+        b.dX *= b.scratch
+        return b.dX
+
+    def inference(self, X):
+        """Y for X with the running statistics, in a new array; nothing is kept (the network's predict)."""
+        return (X - self.running_mean) * (self.gamma / np.sqrt(self.running_var + self.eps)) + self.beta
+
+    def __repr__(self):
+        return f"BatchNorm({self.n_features}, eps={self.eps:g}, momentum={self.momentum:g})"
+
+
+class LayerNorm(_Norm):
+    """Layer normalization (Ba, Kiros and Hinton 2016): each sample standardized over its n features.
+
+        forward                                    backward, given dY = dJ/dY  (N, n); G = dY * gamma
+        mean_i = (1/n) sum_j X_ij    (N, 1)        dbeta  = sum_i dY_i,   dgamma = sum_i dY_i * xhat_i
+        var_i  = (1/n) sum_j (X_ij - mean_i)^2     dX_i = (1/std_i) (G_i - mean_j G_ij - xhat_i mean_j(G_ij xhat_ij))
+        xhat = (X - mean) / std,  Y = gamma * xhat + beta
+
+    The same in training and inference: no running statistics, and samples do not interact.
+    """
+
+    kind = "layer"
+
+    def forward(self, X, training=False):
+        buffers = self._buffers_for(X.shape, (X.shape[0], 1))
+        self._standardize(X, 1, buffers)
+        return self._keep(X, buffers)
+
+    def backward(self, dY, need_dX=True):
+        b = self._current
+        np.sum(dY, axis=0, out=self.dbeta)
+        np.multiply(dY, b.xhat, out=b.dX)
+        np.sum(b.dX, axis=0, out=self.dgamma)
+        if not need_dX:
+            return None
+        G = np.multiply(dY, self.gamma, out=b.G)  # G = dY * gamma
+        np.multiply(G, b.xhat, out=b.dX)
+        np.mean(b.dX, axis=1, keepdims=True, out=b.scratch)  # mean_j G_ij xhat_ij   (N, 1)
+        np.multiply(b.xhat, b.scratch, out=b.dX)
+        np.mean(G, axis=1, keepdims=True, out=b.scratch)  # mean_j G_ij
+        np.subtract(G, b.dX, out=b.dX)
+        b.dX -= b.scratch
+        b.dX /= b.std
+        return b.dX
+
+    def inference(self, X):
+        """Y for X in a new array; nothing is kept (the network's predict)."""
+        mean = X.mean(axis=1, keepdims=True)
+        std = np.sqrt(((X - mean) ** 2).mean(axis=1, keepdims=True) + self.eps)
+        return (X - mean) / std * self.gamma + self.beta
+
+
+class _NormBuffers:
+    """Work arrays of a normalization layer for one batch shape: full (N, n) ones and per-statistic ones."""
+
+    __slots__ = ("G", "Y", "dX", "mean", "scratch", "std", "var", "xhat")
+
+    def __init__(self, shape, stat_shape, dtype):
+        self.xhat, self.Y, self.dX, self.G = (np.empty(shape, dtype) for _ in range(4))
+        self.mean, self.var, self.std, self.scratch = (np.empty(stat_shape, dtype) for _ in range(4))
+
+
+NORMS = {"batch": BatchNorm, "layer": LayerNorm}
+
+
+def make_norm(norm, n_features, dtype):
+    """None, or a normalization layer from "batch", "layer" or a layer object."""
+    if norm is None or isinstance(norm, _Norm):
+        return norm
+    if norm not in NORMS:
+        raise ConfigError(f"unknown norm {norm!r}; use 'batch', 'layer' or None.")
+    return NORMS[norm](n_features, dtype=dtype)

@@ -5,7 +5,8 @@ layer, the objective, backward through every layer in reverse), and layers.py ho
 
     J = (1/N) sum_i w_i l(a_i, t_i)  +  (l2/2) sum_k ||W_k||_F^2  +  l1 sum_k sum |W_k|
 
-(biases are not regularized; w_i = 1 unless sample weights are given). Backward runs the layers in
+(biases and the normalization parameters gamma, beta are not regularized; w_i = 1 unless sample
+weights are given). Backward runs the layers in
 reverse order (docs/derivations.md, section "The whole network"):
 
     dZ_L = (A_L - T)/N                      when the output activation and loss have a closed form
@@ -14,9 +15,19 @@ reverse order (docs/derivations.md, section "The whole network"):
     dA_{k-1} = dZ_k W_k^T                   (never computed for k = 1: nothing consumes dJ/dX)
 
 The parameters live in one vector, ``net.params`` (theta), and the gradient of the last backward
-pass in ``net.grads``, with the same layout: every weight matrix first, then every bias,
+pass in ``net.grads``, with the same layout: every weight matrix first, then every bias and every
+normalization layer's gamma and beta, layer by layer,
 
     theta = [ vec(W_1), vec(W_2), ..., vec(W_L), b_1, b_2, ..., b_L ]     (vec: row-major)
+    theta = [ vec(W_1), vec(W_2), vec(W_3), gamma_1, beta_1, b_2, b_3 ]    (layer 1 with a norm: no b_1)
+
+A layer spec may carry a normalization: ``{"size": 64, "activation": "relu", "norm": "batch"}`` (or
+"layer"), spelled '64:relu:batchnorm' on the command line; the layer then computes Z = X W,
+Zhat = gamma * xhat + beta, A = f(Zhat) (layers.py, Dense and BatchNorm). Batch norm's running
+statistics are state beside theta (:meth:`MLP.running_statistics`), changed only by training steps;
+which passes use batch statistics, dropout, or update the running ones is a
+:class:`handgrad.layers.Mode` (TRAINING for the trainer's step, OBJECTIVE for loss_and_grad and
+gradcheck, INFERENCE for predict).
 
 so the regularized entries are one slice, ``params[:net.n_weights]``. Each layer's ``W``, ``b``
 are views into ``params`` and its ``dW``, ``db`` views into ``grads`` (``net.layout`` lists the
@@ -32,28 +43,44 @@ import numpy as np
 
 from .activations import Activation, get_activation
 from .errors import ConfigError, DataError, check_non_negative
-from .layers import Dense, Dropout
+from .layers import INFERENCE, NORMS, OBJECTIVE, OBJECTIVE_WITH_DROPOUT, Dense, Dropout, as_mode
 from .losses import Loss, default_loss_for, get_loss, weighted_total
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
 _SMALL = 1 << 16  # arrays up to this many entries are checked for NaN/inf entry by entry
-_SPEC_KEYS = {"size", "activation"}
+_SPEC_KEYS = ("size", "activation", "norm", "bias")
+_NORM_WORDS = {"batchnorm": "batch", "layernorm": "layer"}  # the string spelling: '256:relu:batchnorm'
+
+
+def _parse_string(spec, index):
+    """'16:relu' or '16:relu:batchnorm' / '16:relu:layernorm' as a layer dict."""
+    parts = [part.strip() for part in spec.split(":")]
+    if len(parts) not in (2, 3):
+        raise ConfigError(f"layer {index + 1}: '{spec}' should look like '16:relu' (size:activation) or "
+                          "'16:relu:batchnorm' (size:activation:norm).")
+    if len(parts) == 2:
+        return {"size": parts[0], "activation": parts[1]}
+    if parts[2] not in _NORM_WORDS:
+        raise ConfigError(f"layer {index + 1}: unknown normalization '{parts[2]}' in '{spec}'; use "
+                          f"{' or '.join(repr(word) for word in _NORM_WORDS)}.")
+    return {"size": parts[0], "activation": parts[1], "norm": _NORM_WORDS[parts[2]]}
 
 
 def _parse_layer(spec, index):
-    """(size, activation) from a tuple, a list, a dict or a 'size:activation' string."""
+    """(size, activation, norm, bias) from a tuple, a list, a dict or a 'size:activation[:norm]' string.
+    ``norm`` is None, 'batch' or 'layer'; ``bias`` None means the network's default."""
     if isinstance(spec, str):
-        size, sep, activation = spec.partition(":")
-        if not sep:
-            raise ConfigError(f"layer {index + 1}: '{spec}' should look like '16:relu' (size:activation).")
-        spec = (size.strip(), activation.strip())
+        spec = _parse_string(spec, index)
     if isinstance(spec, dict):
-        unknown = sorted(set(spec) - _SPEC_KEYS, key=str)
+        unknown = sorted(set(spec) - set(_SPEC_KEYS), key=str)
         if unknown:
             raise ConfigError(f"layer {index + 1}: unknown key {unknown[0]!r} in {spec!r}; a layer dict takes "
-                              f"{', '.join(repr(key) for key in sorted(_SPEC_KEYS))}.")
+                              f"{', '.join(repr(key) for key in _SPEC_KEYS)}.")
+        norm, bias = spec.get("norm"), spec.get("bias")
         spec = (spec.get("size"), spec.get("activation", "identity"))
+    else:
+        norm = bias = None
     if not isinstance(spec, (tuple, list)) or len(spec) != 2:
         raise ConfigError(f"layer {index + 1}: expected (size, activation), e.g. (16, 'relu'); got {spec!r}.")
     size, activation = spec
@@ -63,7 +90,14 @@ def _parse_layer(spec, index):
         size_int = None
     if size_int is None or size_int != float(size) or size_int < 1:
         raise ConfigError(f"layer {index + 1}: the size must be a positive integer, got {size!r}.")
-    return size_int, get_activation(activation)
+    if norm is not None and norm not in NORMS:
+        raise ConfigError(f"layer {index + 1}: unknown norm {norm!r}; use {', '.join(repr(n) for n in NORMS)} or None.")
+    if bias is not None and not isinstance(bias, bool):
+        raise ConfigError(f"layer {index + 1}: 'bias' must be True or False, got {bias!r}.")
+    if norm is not None and bias:
+        raise ConfigError(f"layer {index + 1}: a layer with norm '{norm}' has no bias (the norm's beta replaces it); "
+                          "remove 'bias': True, or the norm.")
+    return size_int, get_activation(activation), norm, bias
 
 
 def _all_finite(array):
@@ -152,6 +186,9 @@ class MLP:
         self.seed = seed
         self.init = init
         specs = [_parse_layer(spec, i) for i, spec in enumerate(layers)]
+        if specs[-1][2] is not None:
+            raise ConfigError(f"the output layer cannot take norm '{specs[-1][2]}': a normalization goes between a "
+                              "hidden layer's affine map and its activation; the outputs' scale is the loss's.")
 
         hidden = len(specs) - 1
         if dropout is None:
@@ -178,8 +215,10 @@ class MLP:
         self.layers = []  # the Dense layers, numbered 1..L in the seeds' notation
         self.sequence = []  # every layer in the order forward runs them: Dense, Dropout (rate > 0), Dense, ...
         n_in = self.n_inputs
-        for i, ((size, activation), rate) in enumerate(zip(specs, rates)):
-            dense = Dense(n_in, size, activation, bias=self.bias, dtype=self.dtype, keep_z=(i == len(specs) - 1))
+        for i, ((size, activation, norm, bias), rate) in enumerate(zip(specs, rates)):
+            bias = bias if bias is not None else (None if norm else self.bias)  # a norm drops the bias
+            dense = Dense(n_in, size, activation, bias=bias, norm=norm, dtype=self.dtype,
+                          keep_z=(i == len(specs) - 1))
             self.layers.append(dense)
             self.sequence.append(dense)
             if rate > 0:
@@ -251,20 +290,45 @@ class MLP:
         return [(f"{name}{k + 1}", array) for k, layer in enumerate(self.layers) for name, array in layer.parameters()]
 
     def initialize(self, init="auto"):
-        """(Re)draw every weight from the network's seed; biases start at zero."""
+        """(Re)draw every weight from the network's seed; biases start at zero, a norm's gamma at one and
+        beta at zero (its running statistics at mean 0, variance 1)."""
         rng = np.random.default_rng(self._init_seed)
         for layer in self.layers:
             scheme = layer.activation.init if init in ("auto", None) else init
             layer.W[...] = _initial_weights(rng, layer.n_in, layer.n_out, scheme)
             if layer.b is not None:
                 layer.b[...] = 0
+            if layer.norm is not None:
+                layer.norm.reset_parameters()
+        for name, array in self.running_statistics():
+            array[...] = 0 if name.startswith("running_mean") else 1
+        return self
+
+    def running_statistics(self):
+        """[(name, array)]: ``running_mean{k}``, ``running_var{k}`` of every batch-norm layer k (the arrays
+        themselves). They are state, not parameters: no gradient, not in ``params``; only a training step
+        (:data:`handgrad.layers.TRAINING`) changes them. Model files and checkpoints store them."""
+        return [(f"{name}{k}", getattr(layer.norm, name)) for k, layer in enumerate(self.layers, 1)
+                if layer.norm is not None and layer.norm.kind == "batch" for name in ("running_mean", "running_var")]
+
+    def set_running_statistics(self, arrays):
+        """Copy ``{name: array}`` (names of :meth:`running_statistics`) into the layers, checking every name
+        and shape."""
+        targets = dict(self.running_statistics())
+        if set(arrays) != set(targets):
+            raise ConfigError(f"expected running statistics {sorted(targets)}, got {sorted(arrays)}.")
+        for name, target in targets.items():
+            value = np.asarray(arrays[name])
+            if value.shape != target.shape:
+                raise ConfigError(f"{name} has shape {target.shape}, got an array of shape {value.shape}.")
+            target[...] = value
         return self
 
     def config(self):
         """The arguments that rebuild this network (JSON-serializable for built-in activations and losses)."""
         return {
             "n_inputs": self.n_inputs,
-            "layers": [[layer.n_out, layer.activation.config()] for layer in self.layers],
+            "layers": [self._layer_config(layer) for layer in self.layers],
             "loss": self.loss_fn.name,
             "bias": self.bias,
             "l2": self.l2,
@@ -274,6 +338,17 @@ class MLP:
             "dtype": self.dtype.name,
             "init": self.init if isinstance(self.init, str) else "custom",
         }
+
+    def _layer_config(self, layer):
+        """[size, activation], or a layer dict when the layer has a norm or a bias unlike the network's."""
+        if layer.norm is None and layer.has_bias == self.bias:
+            return [layer.n_out, layer.activation.config()]
+        entry = {"size": layer.n_out, "activation": layer.activation.config()}
+        if layer.norm is not None:
+            entry["norm"] = layer.norm.kind
+        else:
+            entry["bias"] = layer.has_bias
+        return entry
 
     def get_weights(self):
         """A list [W1, b1, W2, b2, ...] of copies (b omitted when bias=False)."""
@@ -327,7 +402,8 @@ class MLP:
             self.training_state = state
 
     def __repr__(self):
-        layers = ", ".join(f"({layer.n_out}, {layer.activation.name!r})" for layer in self.layers)
+        layers = ", ".join(f"({layer.n_out}, {layer.activation.name!r})" if layer.norm is None else
+                           f"'{layer.n_out}:{layer.activation.name}:{layer.norm.kind}norm'" for layer in self.layers)
         extras = "" if self.bias else ", bias=False"
         extras += f", l2={self.l2}" if self.l2 else ""
         extras += f", l1={self.l1}" if self.l1 else ""
@@ -338,7 +414,7 @@ class MLP:
         rows = [f"MLP: {self.n_inputs} inputs, loss {self.loss_fn.name}, {self.dtype.name}"]
         rows.append(f"{'layer':<7}{'activation':<14}{'W':<14}{'b':<10}{'params':>8}")
         for k, layer in enumerate(self.layers, 1):
-            b = f"({layer.n_out},)" if layer.has_bias else "-"
+            b = f"({layer.n_out},)" if layer.has_bias else (f"{layer.norm.kind}norm" if layer.norm is not None else "-")
             count = sum(array.size for _, array in layer.parameters())
             rows.append(f"{k:<7}{layer.activation.name:<14}{layer.W.shape!s:<14}{b:<10}{count:>8}")
         rows.append(f"total parameters: {self.n_params}")
@@ -431,10 +507,13 @@ class MLP:
     def run_forward(self, X, training=False):
         """Forward through every layer of ``sequence`` for a prepared X (see :meth:`check_inputs`); each
         layer keeps what backward needs. Returns the output layer's buffer A_L (overwritten by the next
-        pass of the same batch size). ``training`` turns dropout on."""
-        H = X
+        pass of the same batch size). ``training`` is a bool or a :class:`handgrad.layers.Mode`: True (a
+        training step) turns dropout on, makes batch norm use and update the batch statistics; False
+        (inference) uses the running statistics; :data:`handgrad.layers.OBJECTIVE` uses the batch statistics
+        without dropout and without updating anything (what loss_and_grad differentiates)."""
+        H, mode = X, as_mode(training)
         for layer in self.sequence:
-            H = layer.forward(H, training)
+            H = layer.forward(H, mode)
         return H
 
     def _inference(self, X, output_activation=True):
@@ -447,6 +526,8 @@ class MLP:
             H = np.matmul(H, layer.W)
             if layer.b is not None:
                 H += layer.b
+            if layer.norm is not None:  # batch norm with its running statistics
+                H = layer.norm.inference(H)
             H = layer.activation.forward(H, out=H)  # (a user-defined activation may return a new array)
         Z = np.matmul(H, output.W)
         if output.b is not None:
@@ -520,9 +601,11 @@ class MLP:
         """J on a prepared batch, and its gradient dJ/dtheta written into ``grads`` (every layer's dW, db).
 
         X, T and sample_weight must be checked arrays of the network's dtype (:meth:`check_inputs`,
-        :meth:`check_targets`, :meth:`check_sample_weight`); ``training`` turns dropout on. This is the
-        computation the trainer runs for every batch. ``observe(layer, dY)``, if given, is called with
-        the gradient each layer receives, before the layer's backward overwrites it (explain uses it).
+        :meth:`check_targets`, :meth:`check_sample_weight`); ``training`` (a bool or a Mode, see
+        :meth:`run_forward`) turns dropout on and makes batch norm update its running statistics: True is
+        what the trainer runs for every batch, and only it should pass True. ``observe(layer, dY)``, if
+        given, is called with the gradient each layer receives, before the layer's backward overwrites it
+        (explain uses it).
         """
         A = self.run_forward(X, training)
         J = self.objective(A, T, sample_weight)
@@ -576,28 +659,35 @@ class MLP:
             for layer in layers:
                 layer.rng = self.rng
 
-    def loss(self, X, T, sample_weight=None):
-        """The objective J (data loss averaged over the N samples plus the regularization terms)."""
+    def loss(self, X, T, sample_weight=None, batch_statistics=True):
+        """The objective J (data loss averaged over the N samples plus the regularization terms).
+
+        With batch normalization, J is computed as in training, from the statistics of the batch X (the J
+        whose gradient loss_and_grad returns); ``batch_statistics=False`` uses the running statistics, as
+        predict does (an evaluation loss). Without batch norm the two are the same. Dropout is off.
+        """
         X = self.check_inputs(X)
         T = self.check_targets(T, X.shape[0])
         w = self.check_sample_weight(sample_weight, X.shape[0])
-        return self.objective(self.run_forward(X), T, w)
+        return self.objective(self.run_forward(X, OBJECTIVE if batch_statistics else INFERENCE), T, w)
 
     def loss_and_grad(self, X, T, sample_weight=None, dropout_seed=None):
         """J and its gradient: ``grads[k] = (dJ/dW_k, dJ/db_k or None)``, new arrays of the parameters' shapes.
 
         With ``dropout_seed``, dropout is applied with masks drawn from that seed (the same
         seed gives the same masks, which makes dropout's gradient testable); without it,
-        dropout is off.
+        dropout is off. Batch norm uses the batch's statistics (J as in training) and leaves its
+        running statistics alone. The norms' dJ/dgamma_k, dJ/dbeta_k are in ``net.gradients()``
+        (and the whole gradient in ``net.grads``) after the call.
         """
         X = self.check_inputs(X)
         T = self.check_targets(T, X.shape[0])
         w = self.check_sample_weight(sample_weight, X.shape[0])
         if dropout_seed is None:
-            J = self.backprop(X, T, w, training=False)
+            J = self.backprop(X, T, w, training=OBJECTIVE)
         else:
             with self.dropout_stream(np.random.default_rng(dropout_seed)):
-                J = self.backprop(X, T, w, training=True)
+                J = self.backprop(X, T, w, training=OBJECTIVE_WITH_DROPOUT)
         grads = [(layer.dW.copy(), None if layer.db is None else layer.db.copy()) for layer in self.layers]
         return J, grads
 
@@ -707,8 +797,11 @@ class MLP:
 
         ``records[k-1]`` is a dict of new arrays for layer k: ``H`` (its input: X or A_{k-1}), ``Z``,
         ``A``, ``dA`` (dJ/dA_k; for the output layer the loss gradient, shown even where the closed
-        form gives dZ_L directly), ``dZ``, ``dW``, ``db`` (None without a bias). Dropout is off. X, T
-        and sample_weight are checked as in :meth:`loss_and_grad`. (explain, trace and the student
+        form gives dZ_L directly), ``dZ``, ``dW``, ``db`` (None without a bias). A layer with a norm
+        (``Z = H W``, ``Zhat = gamma * xhat + beta``, ``A = f(Zhat)``) adds ``norm`` ('batch' or
+        'layer'), ``mean``, ``var``, ``std``, ``xhat``, ``Zhat``, ``dZhat``, ``gamma``, ``beta``,
+        ``dgamma``, ``dbeta``. Dropout is off; batch norm uses the batch statistics, as loss_and_grad.
+        X, T and sample_weight are checked as in :meth:`loss_and_grad`. (explain, trace and the student
         checker render these numbers; they compute none of their own.)
         """
         X = self.check_inputs(X)
@@ -718,7 +811,7 @@ class MLP:
         for layer in self.layers:
             layer.keep_z = True  # Z in its own buffer, not overwritten by A
         try:
-            J = self.backprop(X, T, w, training=False,
+            J = self.backprop(X, T, w, training=OBJECTIVE,
                               observe=lambda layer, dY: received.__setitem__(id(layer), dY.copy()))
         finally:
             for layer, keep in zip(self.layers, kept):
@@ -730,9 +823,15 @@ class MLP:
                 received[id(output)] *= w[:, None]
         records = []
         for layer in self.layers:
-            records.append({"H": layer.X.copy(), "Z": layer.Z.copy(), "A": layer.A.copy(), "dA": received[id(layer)],
-                            "dZ": layer.dZ.copy(), "dW": layer.dW.copy(),
-                            "db": None if layer.db is None else layer.db.copy()})
+            record = {"H": layer.X.copy(), "Z": layer.Z.copy(), "A": layer.A.copy(), "dA": received[id(layer)],
+                      "dZ": layer.dZ.copy(), "dW": layer.dW.copy(), "db": None if layer.db is None else layer.db.copy()}
+            if layer.norm is not None:
+                norm = layer.norm
+                record.update(norm=norm.kind, mean=norm.mean.copy(), var=norm.var.copy(), std=norm.std.copy(),
+                              xhat=norm.xhat.copy(), Zhat=layer.Zhat.copy(), dZhat=layer.dZhat.copy(),
+                              gamma=norm.gamma.copy(), beta=norm.beta.copy(), dgamma=norm.dgamma.copy(),
+                              dbeta=norm.dbeta.copy())
+            records.append(record)
         return J, records
 
     # ------------------------------------------------------------------ training and files
@@ -772,7 +871,7 @@ def _rebuild(config):
     config = dict(config)
     if config.get("init") not in ("auto", "he", "glorot", "lecun"):
         config["init"] = "auto"  # a custom initializer is not stored; the weights come from the file anyway
-    layers = [(size, activation) for size, activation in config.pop("layers")]
+    layers = [entry if isinstance(entry, dict) else tuple(entry) for entry in config.pop("layers")]
     return MLP(layers=layers, **config)
 
 
@@ -780,8 +879,8 @@ def load(path):
     """The MLP stored in ``path`` by ``net.save``, with ``net.metadata`` and ``net.extra_arrays`` set.
 
     The file is verified (checksums, format version, no pickle; see handgrad.io.read_model),
-    the network rebuilt from its configuration, and every parameter checked by name, shape
-    and dtype before it is copied in.
+    the network rebuilt from its configuration, and every parameter (and batch norm's running
+    statistics) checked by name, shape and dtype before it is copied in.
     """
     import os
 
@@ -795,6 +894,7 @@ def load(path):
     except (ConfigError, TypeError, ValueError, KeyError) as error:
         raise ModelFileError(f"{where} describes a network this handgrad cannot build: {error}.") from None
     expected = dict(net.parameters())
+    expected.update(net.running_statistics())  # batch norm's running_mean{k}, running_var{k}
     unknown = [name for name in arrays if name not in expected]
     if unknown:
         raise ModelFileError(f"{where} holds arrays {unknown} that the architecture has no place for.")

@@ -3,7 +3,10 @@
 The graph is the forward pass written with standard operators, one block per layer k:
 
     Z_k = MatMul(H_{k-1}, W_k)  [+ Add(., b_k)]        W_k stored (n_in, n_out), as in handgrad
-    H_k = f_k(Z_k)
+    [Zhat_k = BatchNormalization(Z_k, gamma_k, beta_k, running_mean_k, running_var_k)   batch norm, inference
+     or     = LayerNormalization(Z_k, gamma_k, beta_k, axis=-1)   (opset >= 17; composed from ReduceMean,
+                                                                   Sub, Mul, Sqrt, Div below 17)]
+    H_k = f_k(Z_k or Zhat_k)
 
     relu -> Relu   leaky_relu -> LeakyRelu(alpha=slope)   sigmoid -> Sigmoid   tanh -> Tanh
     softmax -> Softmax(axis=1) (in any layer)   softplus -> Softplus     elu -> Elu(alpha)    identity -> nothing
@@ -207,6 +210,24 @@ def _metadata(net, standardizer, classes, outputs):
     return record
 
 
+def _normalization(graph, norm, Z, k, opset):
+    """Nodes computing a norm layer's Zhat = gamma * xhat + beta in inference mode; returns its tensor name."""
+    gamma, beta = graph.constant(f"gamma{k}", norm.gamma), graph.constant(f"beta{k}", norm.beta)
+    out = f"Zhat{k}"
+    if norm.kind == "batch":  # with the running statistics, as predict
+        mean = graph.constant(f"running_mean{k}", norm.running_mean)
+        var = graph.constant(f"running_var{k}", norm.running_var)
+        return graph.node("BatchNormalization", [Z, gamma, beta, mean, var], out, epsilon=float(norm.eps))
+    if opset >= 17:
+        return graph.node("LayerNormalization", [Z, gamma, beta], out, axis=-1, epsilon=float(norm.eps))
+    # opsets 13-16 have no LayerNormalization: (Z - mean) / sqrt(var + eps) per row (ReduceMean's axes attribute)
+    centered = graph.node("Sub", [Z, graph.node("ReduceMean", [Z], f"mean{k}", axes=[1], keepdims=1)], f"centered{k}")
+    var = graph.node("ReduceMean", [graph.node("Mul", [centered, centered], f"sq{k}")], f"var{k}", axes=[1], keepdims=1)
+    std = graph.node("Sqrt", [graph.node("Add", [var, graph.constant(f"eps{k}", norm.eps)], f"vareps{k}")], f"std{k}")
+    xhat = graph.node("Div", [centered, std], f"xhat{k}")
+    return graph.node("Add", [graph.node("Mul", [xhat, gamma], f"gxhat{k}"), beta], out)
+
+
 def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y", preprocessing="auto", classes=None):
     """The ``onnx.ModelProto`` of ``net`` (checked with onnx.checker), without writing it.
 
@@ -239,6 +260,8 @@ def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y", prepr
         Z = graph.node("MatMul", [H, graph.constant(f"W{k}", layer.W)], f"XW{k}")
         if layer.b is not None:
             Z = graph.node("Add", [Z, graph.constant(f"b{k}", layer.b)], f"Z{k}")
+        if getattr(layer, "norm", None) is not None:
+            Z = _normalization(graph, layer.norm, Z, k, int(opset))
         H = _activation(graph, layer.activation, Z, k)
     logits = Z  # Z_L, the last layer's pre-activation: a classifier's labels are decided from it
     graph.nodes.append(helper.make_node("Identity", [H], [output_name], name="output"))

@@ -13,7 +13,14 @@ with
     loss         the loss name, e.g. 'half_squared_error' (J = (1/N) sum_n l(a_n, t_n), no regularization)
 
 and it must return one (dW, db) pair per layer, db None when the layer has no bias. The
-arrays it receives are copies. The result is compared, parameter by parameter, with the
+arrays it receives are copies.
+
+A network with normalization layers (Z = H W, Zhat = gamma * xhat + beta, A = f(Zhat); docs/derivations.md,
+"Normalization layers") also passes ``norms=[None or {"kind": "batch" or "layer", "gamma": ..., "beta": ...,
+"eps": 1e-05}, ...]`` (one entry per layer; batch norm with the batch's own statistics, as in training), and a
+normalized layer's item is ``(dW, None, dgamma, dbeta)``. The classic mistake there, treating the mean and
+the variance as constants (dZ = dZhat * gamma / std, forgetting that they depend on Z), is planted with
+:class:`StatisticsAsConstants` and named in the hint. The result is compared, parameter by parameter, with the
 gradient of the data loss (l2, l1 and dropout play no part), and each wrong parameter
 gets a hint when it matches a usual mistake: a missing transpose, a missing 1/N, f'
 taken at the activation instead of the pre-activation (in every layer, in the hidden
@@ -97,19 +104,52 @@ class GradientReport:
     __repr__ = __str__
 
 
-def _data_loss_copy(net, derivative_at_A=()):
+def _data_loss_copy(net, derivative_at_A=(), constant_statistics=()):
     """A float64 copy of ``net`` without regularization or dropout: the function the student differentiates.
 
     The layers numbered in ``derivative_at_A`` (from 1) make the classic mistake: their
     backward evaluates f' at the activation A instead of at Z (see :class:`DerivativeAtActivation`).
+    The normalized layers numbered in ``constant_statistics`` make batch norm's: their backward
+    treats the mean and the variance as constants (see :class:`StatisticsAsConstants`).
     """
     from .network import MLP
 
-    specs = [(layer.n_out, DerivativeAtActivation(layer.activation) if k in derivative_at_A else layer.activation)
-             for k, layer in enumerate(net.layers, 1)]
+    specs = []
+    for k, layer in enumerate(net.layers, 1):
+        activation = DerivativeAtActivation(layer.activation) if k in derivative_at_A else layer.activation
+        spec = {"size": layer.n_out, "activation": activation}
+        if layer.norm is not None:
+            spec["norm"] = layer.norm.kind
+        elif layer.has_bias != net.bias:
+            spec["bias"] = layer.has_bias
+        specs.append(spec)
     copy = MLP(net.n_inputs, specs, loss=net.loss_fn, bias=net.bias, dtype="float64")
+    for k in constant_statistics:
+        layer = copy.layers[k - 1]
+        layer.norm = StatisticsAsConstants.wrap(layer.norm)
+    copy._bind_layers()
     copy.set_weights(net.get_weights())
     return copy
+
+
+class StatisticsAsConstants:
+    """Batch norm's classic mistake, planted in a norm layer: backward treats the mean and the variance as
+    constants, dZ = dZhat * gamma / std, forgetting that they depend on Z (on every sample, for batch
+    norm). dgamma and dbeta stay right; everything below the layer is wrong. :meth:`wrap` makes the
+    mistaken copy of a BatchNorm or LayerNorm (forward unchanged)."""
+
+    @staticmethod
+    def wrap(norm):
+        mistaken = type(f"{type(norm).__name__}WithConstantStatistics", (StatisticsAsConstants, type(norm)), {})
+        copy = mistaken.__new__(mistaken)
+        copy.__dict__.update(norm.__dict__)
+        return copy
+
+    def backward(self, dY, need_dX=True):
+        b = self._current
+        np.sum(dY, axis=0, out=self.dbeta)
+        np.sum(dY * b.xhat, axis=0, out=self.dgamma)
+        return dY * (self.gamma / b.std)  # the mistake: mu and var held fixed
 
 
 class DerivativeAtActivation(Activation):
@@ -173,6 +213,32 @@ def _mistaken(variants, k, which):
             for numbers, grads in variants["at_A"] if max(numbers) >= k]
 
 
+def _constant_statistics_variants(reference, X, T):
+    """[(layer numbers, {name: gradient})]: the gradients of a student who treats the norms' mean and variance
+    as constants, in every normalized layer or in one of them."""
+    normed = [k for k, layer in enumerate(reference.layers, 1) if layer.norm is not None]
+    variants = []
+    for numbers in dict.fromkeys(c for c in [tuple(normed)] + [(k,) for k in normed] if c):
+        copy = _data_loss_copy(reference, constant_statistics=numbers)
+        copy.loss_and_grad(X, T)
+        variants.append((numbers, {name: g.copy() for name, g in copy.gradients()}))
+    return variants
+
+
+def _constant_statistics_hint(given, expected, variants, name):
+    """The hint for a gradient that matches the constant-statistics mistake, or ''."""
+    for numbers, grads in variants.get("constants", ()):
+        mistaken = grads[name]
+        if not _close(mistaken, expected) and _close(given, mistaken):
+            kinds = sorted({variants["kinds"][k] for k in numbers})
+            return (f"mean and variance treated as constants in the {' and '.join(kinds)} norm of "
+                    f"{_layers_text(list(numbers))}: dZ = dZhat * gamma / std forgets that mu and var depend on Z"
+                    + (" (on every sample of the batch)" if "batch" in kinds else "")
+                    + ". Differentiate through them: dZ = gamma/std * (dZhat - dbeta/N - xhat * dgamma/N) for batch "
+                      "norm (docs/derivations.md, 'Normalization layers').")
+    return ""
+
+
 def _diagnose_W(given, expected, variants, k):
     """A hint for a wrong dW_k, by comparing with the true gradient's usual mutations."""
     N = variants["N"]
@@ -184,6 +250,9 @@ def _diagnose_W(given, expected, variants, k):
         return f"shape {given.shape} is W{k}'s transposed; dW{k} = {h}^T dZ{k} has shape {expected.shape}."
     if given.shape != expected.shape:
         return f"dW{k} must have W{k}'s shape {expected.shape}, got {given.shape}."
+    hint = _constant_statistics_hint(given, expected, variants, f"W{k}")
+    if hint:
+        return hint
     if expected.shape[0] == expected.shape[1] and _close(given, expected.T):
         return f"missing transpose: you returned ({h}^T dZ{k})^T; dW{k}[i, j] = sum_n {h}[n, i] dZ{k}[n, j]."
     return _common_hints(given, expected, _mistaken(variants, k, 0), N, k, "dW")
@@ -197,6 +266,9 @@ def _diagnose_b(given, expected, variants, k):
                 f"of dZ{k}, dZ{k}.sum(axis=0), shape {expected.shape}.")
     if given.shape != expected.shape:
         return f"db{k} must have b{k}'s shape {expected.shape}, got {given.shape}."
+    hint = _constant_statistics_hint(given, expected, variants, f"b{k}")
+    if hint:
+        return hint
     for n in range(dZ.shape[0]):
         if _close(given, dZ[n]):
             return f"forgotten bias sum over the batch: db{k} equals row {n} of dZ{k}; sum all N rows."
@@ -236,14 +308,22 @@ def check_gradients(student_fn, net, X, T):
     T = reference.check_targets(T, X.shape[0])
     _, grads = reference.loss_and_grad(X, T)
     _, layers = reference.forward_backward(X, T)
+    named = {name: g.copy() for name, g in reference.gradients()}
     variants = {"N": X.shape[0], "dZ": [record["dZ"] for record in layers],
-                "at_A": _derivative_at_A_variants(reference, X, T)}
+                "at_A": _derivative_at_A_variants(reference, X, T),
+                "constants": _constant_statistics_variants(reference, X, T),
+                "kinds": {k: layer.norm.kind for k, layer in enumerate(reference.layers, 1) if layer.norm is not None}}
 
     weights = [layer.W.copy() for layer in reference.layers]
     biases = [None if layer.b is None else layer.b.copy() for layer in reference.layers]
     activations = [layer.activation.name for layer in reference.layers]
+    extra = {}
+    if variants["kinds"]:
+        extra["norms"] = [None if layer.norm is None else {"kind": layer.norm.kind, "gamma": layer.norm.gamma.copy(),
+                                                           "beta": layer.norm.beta.copy(), "eps": layer.norm.eps}
+                          for layer in reference.layers]
     try:
-        returned = student_fn(weights, biases, activations, X.copy(), T.copy(), reference.loss_fn.name)
+        returned = student_fn(weights, biases, activations, X.copy(), T.copy(), reference.loss_fn.name, **extra)
     except Exception as error:  # the student's code failed: report where, do not crash the checker
         frame = traceback.extract_tb(error.__traceback__)[-1]
         return GradientReport([], f"your function raised {type(error).__name__}: {error} "
@@ -259,16 +339,37 @@ def check_gradients(student_fn, net, X, T):
 
     results = []
     for k, ((dW, db), item) in enumerate(zip(grads, returned, strict=True), 1):
+        normed = k in variants["kinds"]
         try:
-            given_W, given_b = item
+            given_W, given_b, *given_norm = item
+            if len(given_norm) != (2 if normed else 0):
+                raise ValueError
         except (TypeError, ValueError):
-            return GradientReport([], f"item {k} of the returned list must be a pair (dW{k}, db{k}).")
+            shape = f"(dW{k}, None, dgamma{k}, dbeta{k})" if normed else f"a pair (dW{k}, db{k})"
+            return GradientReport([], f"item {k} of the returned list must be {shape}.")
         results.append(_compare(f"W{k}", given_W, dW, lambda g, e, k=k: _diagnose_W(g, e, variants, k)))
         if db is not None:
             results.append(_compare(f"b{k}", given_b, db, lambda g, e, k=k: _diagnose_b(g, e, variants, k)))
         elif given_b is not None:
-            results.append(ParameterResult(f"b{k}", False, hint="the network has no biases: return None for db."))
+            why = "its norm's beta replaces the bias" if normed else "the network has no biases"
+            results.append(ParameterResult(f"b{k}", False, hint=f"layer {k} has no bias ({why}): return None for db."))
+        for name, given in zip(("gamma", "beta"), given_norm):
+            results.append(_compare(f"{name}{k}", given, named[f"{name}{k}"],
+                                    lambda g, e, key=f"{name}{k}": _diagnose_norm(g, e, variants, key)))
     return GradientReport(results)
+
+
+def _diagnose_norm(given, expected, variants, name):
+    """A hint for a wrong dgamma or dbeta."""
+    if given.shape != expected.shape:
+        return f"d{name} must have {name}'s shape {expected.shape}, got {given.shape}."
+    hint = _constant_statistics_hint(given, expected, variants, name)
+    if hint:
+        return hint
+    if _close(given, variants["N"] * expected):
+        return f"missing 1/N: yours is N = {variants['N']} times too large."
+    return (f"d{name} sums over the batch: dgamma = column sums of dZhat * xhat, dbeta = column sums of dZhat "
+            "(dZhat = dA * f'(Zhat)).")
 
 
 def _compare(name, given, expected, diagnose):
@@ -419,6 +520,7 @@ __all__ = [
     "DerivativeAtActivation",
     "GradientReport",
     "Loss",
+    "StatisticsAsConstants",
     "check_activation",
     "check_gradients",
     "check_loss",

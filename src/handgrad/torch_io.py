@@ -13,6 +13,13 @@ Each handgrad layer becomes ``Linear`` followed by its activation module (none f
     softplus -> Softplus()      elu(alpha) -> ELU(alpha)  gelu -> GELU(approximate='tanh')
     silu -> SiLU()              identity -> (nothing; Identity() is accepted on the way back)
 
+A layer with a normalization becomes ``Linear(bias=False)``, then ``BatchNorm1d`` or ``LayerNorm`` (its
+``weight`` is gamma, its ``bias`` beta; BatchNorm1d's ``running_mean`` and ``running_var`` copied), then the
+activation. Both take eps = 1e-5 and BatchNorm1d momentum = 0.1, PyTorch's defaults and handgrad's; other
+values are refused on the way back. A PyTorch ``Linear`` with a bias before ``BatchNorm1d`` is read exactly:
+batch statistics subtract the bias, and in eval mode ``(z + b - running_mean)`` is ``z - (running_mean - b)``,
+so the bias is folded into the running mean. A bias before ``LayerNorm`` cannot be folded and is refused.
+
 Softplus: handgrad computes ln(1 + e^z) exactly; PyTorch's ``Softplus(beta=1, threshold=20)``
 returns z itself once z > 20, which differs by ln(1 + e^-20) < 2.1e-9. Only beta=1 is accepted.
 GELU: handgrad implements the tanh form only, so ``GELU()`` (the exact erf form) is refused.
@@ -75,10 +82,69 @@ def to_torch(net):
             if layer.b is not None:
                 linear.bias.copy_(torch.from_numpy(layer.b.copy()))
         modules.append(linear)
+        if layer.norm is not None:
+            modules.append(_norm_module(layer.norm, nn, dtype, torch))
         module = _activation_module(layer.activation, nn)
         if module is not None:
             modules.append(module)
     return nn.Sequential(*modules)
+
+
+def _norm_module(norm, nn, dtype, torch):
+    """BatchNorm1d (running statistics included) or LayerNorm with the norm's gamma and beta."""
+    if norm.kind == "batch":
+        module = nn.BatchNorm1d(norm.n_features, eps=norm.eps, momentum=norm.momentum, dtype=dtype)
+    else:
+        module = nn.LayerNorm(norm.n_features, eps=norm.eps, dtype=dtype)
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(norm.gamma.copy()))
+        module.bias.copy_(torch.from_numpy(norm.beta.copy()))
+        if norm.kind == "batch":
+            module.running_mean.copy_(torch.from_numpy(norm.running_mean.copy()))
+            module.running_var.copy_(torch.from_numpy(norm.running_var.copy()))
+    return module
+
+
+def _norm_kind(module, index, linear, nn):
+    """'batch' or 'layer' for a BatchNorm1d / LayerNorm module after ``linear``, or None for anything else;
+    a ConfigError for a norm handgrad cannot represent."""
+    if isinstance(module, nn.BatchNorm1d):
+        if not module.affine or not module.track_running_stats or module.momentum is None:
+            raise ConfigError(f"module {index} ({module!r}): handgrad's batch norm has gamma and beta (affine=True) "
+                              "and running statistics with a momentum (track_running_stats=True, momentum a number).")
+        kind = "batch"
+    elif isinstance(module, nn.LayerNorm):
+        if tuple(module.normalized_shape) != (linear.out_features,) or not module.elementwise_affine \
+                or module.bias is None:
+            raise ConfigError(f"module {index} ({module!r}): handgrad's layer norm normalizes the "
+                              f"{linear.out_features} features of the Linear before it, with gamma and beta "
+                              "(elementwise_affine=True, bias=True).")
+        if linear.bias is not None:
+            raise ConfigError(f"module {index}: the Linear before LayerNorm has a bias, which layer norm does not "
+                              "cancel; handgrad's normalized layer has none (its beta replaces it). Use "
+                              "Linear(bias=False).")
+        kind = "layer"
+    else:
+        return None
+    if kind == "batch" and module.num_features != linear.out_features:
+        raise ConfigError(f"module {index} ({module!r}) has {module.num_features} features; the Linear before "
+                          f"it gives {linear.out_features}.")
+    default_momentum = kind == "layer" or float(module.momentum) == 0.1
+    if float(module.eps) != 1e-5 or not default_momentum:
+        raise ConfigError(f"module {index} ({module!r}): handgrad's norms use eps=1e-5 and momentum=0.1 "
+                          "(PyTorch's defaults); rebuild the module with those.")
+    return kind
+
+
+def _norm_arrays(module, linear):
+    """gamma, beta (and the running statistics, a Linear bias folded into the mean) of a norm module."""
+    arrays = [module.weight.detach().cpu().numpy(), module.bias.detach().cpu().numpy()]
+    if getattr(module, "running_mean", None) is not None:  # BatchNorm1d
+        mean = module.running_mean.detach().cpu().numpy().copy()
+        if linear.bias is not None:
+            mean -= linear.bias.detach().cpu().numpy()  # BN(z + b) = BN(z) with running mean m - b
+        arrays += [mean, module.running_var.detach().cpu().numpy()]
+    return arrays
 
 
 def _activation_spec(module, nn):
@@ -115,8 +181,8 @@ def _activation_spec(module, nn):
         return "silu"
     raise ConfigError(
         f"unsupported module {type(module).__name__} ({module!r}); from_torch reads a Sequential of Linear layers, "
-        "each followed by at most one of ReLU, LeakyReLU, Sigmoid, Tanh, Softmax(dim=1), Softplus, ELU, "
-        "GELU(approximate='tanh'), SiLU or Identity."
+        "each followed by an optional BatchNorm1d or LayerNorm and at most one of ReLU, LeakyReLU, Sigmoid, Tanh, "
+        "Softmax(dim=1), Softplus, ELU, GELU(approximate='tanh'), SiLU or Identity."
     )
 
 
@@ -131,11 +197,19 @@ def from_torch(sequential, loss="auto", *, dtype=None):
     nn = torch.nn
     if not isinstance(sequential, nn.Sequential):
         raise ConfigError(f"from_torch needs a torch.nn.Sequential, got {type(sequential).__name__}.")
-    linears, activations = [], []
+    linears, activations, norms = [], [], []
     for index, module in enumerate(sequential):
         if isinstance(module, nn.Linear):
             linears.append(module)
             activations.append("identity")
+            norms.append(None)
+            continue
+        kind = _norm_kind(module, index, linears[-1], nn) if linears else None
+        if kind is not None:
+            if norms[-1] is not None or activations[-1] != "identity":
+                raise ConfigError(f"module {index} ({type(module).__name__}) must come right after a Linear layer, "
+                                  "before its activation: Linear -> BatchNorm1d/LayerNorm -> activation.")
+            norms[-1] = module
             continue
         spec = _activation_spec(module, nn)
         if not linears:
@@ -149,7 +223,7 @@ def from_torch(sequential, loss="auto", *, dtype=None):
         activations[-1] = spec
     if not linears:
         raise ConfigError("the Sequential has no Linear layer.")
-    with_bias = {linear.bias is not None for linear in linears}
+    with_bias = {linear.bias is not None for linear, norm in zip(linears, norms) if norm is None} or {True}
     if len(with_bias) > 1:
         raise ConfigError("some Linear layers have a bias and some do not; a handgrad MLP has biases in every "
                           "layer or in none (bias=False).")
@@ -162,11 +236,19 @@ def from_torch(sequential, loss="auto", *, dtype=None):
         if dtype not in _TORCH_DTYPES:
             raise ConfigError(f"Linear weights of dtype {dtype} are not supported; pass dtype='float32' or "
                               "'float64' (or convert the model with .float() / .double()).")
-    layers = [(linear.out_features, activation) for linear, activation in zip(linears, activations)]
+    layers = [(linear.out_features, activation) if norm is None else
+              {"size": linear.out_features, "activation": activation,
+               "norm": "batch" if isinstance(norm, nn.BatchNorm1d) else "layer"}
+              for linear, activation, norm in zip(linears, activations, norms)]
     net = MLP(linears[0].in_features, layers, loss=loss, bias=with_bias.pop(), dtype=dtype)
-    weights = []
-    for linear in linears:
+    weights, statistics = [], []
+    for linear, norm in zip(linears, norms):
         weights.append(linear.weight.detach().cpu().numpy().T)  # W = weight^T, (in, out)
-        if linear.bias is not None:
+        if norm is not None:
+            gamma_beta_stats = _norm_arrays(norm, linear)
+            weights += gamma_beta_stats[:2]
+            statistics += gamma_beta_stats[2:]
+        elif linear.bias is not None:
             weights.append(linear.bias.detach().cpu().numpy())
+    net.set_running_statistics({name: value for (name, _), value in zip(net.running_statistics(), statistics)})
     return net.set_weights(weights)

@@ -30,7 +30,13 @@ import numpy as np
 
 from . import metrics as _metrics
 from .callbacks import Callback, EarlyStopping, as_callback
-from .checkpoints import optimizer_state, parameter_vector, read_checkpoint, write_checkpoint
+from .checkpoints import (
+    optimizer_state,
+    parameter_vector,
+    read_checkpoint,
+    restore_running_statistics,
+    write_checkpoint,
+)
 from .errors import ConfigError, DataError, TrainingError, check_fraction
 from .optimizers import Optimizer, from_state_dict, get_optimizer
 from .schedules import get_schedule
@@ -383,6 +389,7 @@ def _snapshot(net, settings, position, seed, n_samples):
         "seed": seed, "n_samples": n_samples, "batch_size": settings.batch_size, "epochs": settings.epochs,
         "epochs_done": p.epochs_done, "batch_done": p.batch_done, "step": p.step, "epoch_total": p.epoch_total,
         "epoch_seen": p.epoch_seen, "order": p.order.copy(), "params": net.params.copy(),
+        "running": {name: array.copy() for name, array in net.running_statistics()},
         "optimizer": settings.optimizer.state_dict(), "schedule": settings.schedule.state_dict(),
         "shuffle_rng": p.shuffle_rng.bit_generator.state, "net_rng": net.rng.bit_generator.state,
         "history": p.history.as_dict(), "callbacks": [h.state_dict() for h in settings.callbacks],
@@ -397,6 +404,7 @@ def _restore(net, settings, position, state, n_samples):
                           f"{state['batch_size']}; this call has {n_samples} and {settings.batch_size}. Resume with "
                           "the same data and arguments.")
     net.params[...] = parameter_vector(net, state)
+    restore_running_statistics(net, state)
     settings.optimizer = from_state_dict(optimizer_state(net, state["optimizer"]))
     settings.schedule.load_state_dict(state["schedule"])
     position.shuffle_rng.bit_generator.state = state["shuffle_rng"]
