@@ -29,6 +29,7 @@ from .cli_args import add_architecture_arguments, network_from_args
 from .cli_teach import register as register_teaching_commands
 from .errors import ConfigError, DataError, HandgradError, suggest
 from .io import writable_path
+from .playground.command import register as register_playground
 
 DEFAULT_DATA = "moons"
 
@@ -626,6 +627,7 @@ def build_parser():
     _add_train_parser(sub)
     _add_model_parsers(sub)
     register_teaching_commands(sub)  # explain, trace, graph, check-student
+    register_playground(sub)  # handgrad.playground.command
     for command in sub.choices.values():  # --debug is accepted after the subcommand too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
