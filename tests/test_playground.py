@@ -5,6 +5,7 @@ The browser tests skip when Playwright or Chromium is missing; CI installs both.
 screenshot of the page to docs/images/playground.png (the README shows it).
 """
 
+import json
 import math
 import os
 import re
@@ -55,11 +56,27 @@ def stop(process, sig=signal.SIGTERM):
 
 
 @pytest.fixture(scope="module")
-def server():
+def server_process():
     process, url = start_server()
-    yield url
+    yield process, url
     status, _ = stop(process)
     assert status == 0
+
+
+@pytest.fixture(scope="module")
+def server(server_process):
+    return server_process[1]
+
+
+def ws_url(url):
+    return url.replace("http://", "ws://").replace("/?", "/ws?")
+
+
+def receive_until(socket, kind):
+    while True:
+        message = json.loads(socket.recv(timeout=20))
+        if message["type"] == kind:
+            return message
 
 
 def status_of(url, headers=None):
@@ -118,6 +135,48 @@ def test_ctrl_c_and_sigterm_stop_it_cleanly_with_a_page_open(sig):
     assert "Traceback" not in process.stderr.read()
 
 
+def test_closed_and_slow_tabs_leave_no_threads_and_do_not_stop_the_server(server_process):
+    from websockets.sync.client import connect
+
+    process, url = server_process
+    play = json.dumps({"type": "action", "action": "play"})
+
+    def threads():
+        return len(os.listdir(f"/proc/{process.pid}/task"))
+
+    with connect(ws_url(url)) as socket:
+        receive_until(socket, "frame")
+    before = threads()
+    for _ in range(4):  # tabs that play, then vanish without a goodbye
+        with connect(ws_url(url)) as socket:
+            receive_until(socket, "frame")
+            socket.send(play)
+            time.sleep(0.2)
+            socket.socket.close()
+    with connect(ws_url(url)) as slow:
+        slow.send(play)  # a tab that plays and never reads what the server sends
+        time.sleep(1.5)
+        with connect(ws_url(url)) as other:  # another tab is served all the same
+            receive_until(other, "frame")
+            other.send(json.dumps({"type": "action", "action": "step"}))
+            assert receive_until(other, "frame")["step"] == 1
+        assert status_of(url) == 200
+        slow.socket.close()  # the tab is closed at last
+    time.sleep(0.5)
+    assert threads() == before
+
+
+def test_an_upload_over_the_limit_gets_a_message_from_the_server(server):
+    from websockets.sync.client import connect
+
+    with connect(ws_url(server), max_size=None) as socket:
+        receive_until(socket, "frame")
+        socket.send(json.dumps({"type": "upload_csv", "name": "huge.csv", "text": "0.5,0.5,1\n" * 120000}))
+        assert "'huge.csv' is larger than 1024 KiB" in receive_until(socket, "error")["message"]
+        socket.send(json.dumps({"type": "configure", "config": {"hidden": [{"size": 2, "activation": "softmax"}]}}))
+        assert "softmax belongs to the output layer" in receive_until(socket, "error")["message"]
+
+
 # ---------------------------------------------------------------------------------------- the session
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_seed_preset_builds_and_learns(name):
@@ -162,6 +221,18 @@ def test_bad_uploads_get_messages_not_tracebacks():
         session.load_model(b"not a model", "model.npz")
     session.load_csv("".join(f"{x:.2f},{-x:.2f},{int(x > 0)}\n" for x in np.linspace(-1, 1, 20)), "fine.csv")
     assert session.data.task == "binary" and len(session.X) == 10
+
+
+def test_the_curves_stay_small_and_the_history_keeps_every_epoch():
+    session = Session()
+    for _ in range(1100):
+        session.one_step()
+    assert len(session.history["x"]) <= 1000
+    assert session.history["x"][-1] == session.step_count / session.steps_per_epoch
+    saved = session.history_json()
+    assert saved["epoch"] == list(range(1, session.epoch + 1))
+    assert len(saved["loss"]) == len(saved["test_loss"]) == session.epoch == 110
+    assert saved["loss"][-1] == pytest.approx(session.loss())
 
 
 def test_a_downloaded_model_loads_back_into_the_playground():
@@ -290,3 +361,22 @@ def test_a_csv_with_a_bad_row_shows_a_message(page):
     message = page.locator('[data-panel="message"]')
     message.wait_for(state="visible")
     assert "'points.csv' line 3, column 2: 'not-a-number' is not a number" in message.inner_text()
+
+
+def test_a_seed_preset_is_one_click_away_and_a_model_file_loads(page):
+    page.select_option('[data-field="preset"]', "seed000")
+    page.wait_for_function("() => document.querySelectorAll('[data-panel=\"diagram\"] line').length === 10")
+    assert page.locator('[data-field="bias"]').is_checked() is False
+    assert "bias=False" in page.locator('[data-panel="equations"]').inner_text()
+    assert page.locator('[data-panel="equations"] math').count() > 10
+
+    model = Session({"hidden": [{"size": 3, "activation": "relu"}], "output": "sigmoid"}).model_bytes()
+    page.set_input_files('[data-field="model"]', files=[{"name": "mine.npz", "mimeType": "application/octet-stream",
+                                                         "buffer": model}])
+    page.wait_for_function("() => document.querySelectorAll('[data-panel=\"diagram\"] line').length === 9")
+    assert page.locator('[data-layer="1"] [data-field="activation"]').input_value() == "relu"
+    page.set_input_files('[data-field="model"]', files=[{"name": "broken.npz", "mimeType": "application/octet-stream",
+                                                         "buffer": b"PK\x03\x04 not really"}])
+    message = page.locator('[data-panel="message"]')
+    message.wait_for(state="visible")
+    assert "broken.npz" in message.inner_text()

@@ -26,7 +26,7 @@ from ..explain import derivation, trace
 from ..network import MLP, load
 from ..optimizers import get_optimizer
 from ..schedules import get_schedule
-from ..training import train_step
+from ..training import History, train_step
 
 MAX_UPLOAD_BYTES = 1 << 20  # CSV and model files sent by the page
 MAX_SAMPLES = 5000
@@ -34,6 +34,7 @@ GRID = 40  # the output heat map is GRID x GRID
 NEURON_GRID = 16
 SHOWN_ROWS = 6  # rows of Z, A, dA, dZ shown for a clicked neuron
 SCHEDULE_HORIZON_EPOCHS = 200  # cosine and one-cycle decay over this many epochs
+MAX_CURVE_POINTS = 1000  # the loss curves keep every other point beyond this, so frames stay small
 
 FEATURES = {
     "x1": lambda P: P[:, 0],
@@ -282,7 +283,9 @@ class Session:
         self.rng = np.random.default_rng(_number(config, "seed", 0, 0, 2**31, int))
         self.epoch, self.step_count, self.batch_index = 0, 0, 0
         self.order = self.rng.permutation(len(self.X))
-        self.history = {"x": [], "loss": [], "test_loss": []}
+        self.history = {"x": [], "loss": [], "test_loss": []}  # the curves: a point per frame
+        self.epochs = History()  # one entry per finished epoch: what "download history" saves
+        self.epoch_started = time.perf_counter()
         self.selected_weight = self.selected_neuron = None
         self.playing = False
         self._record()
@@ -343,11 +346,19 @@ class Session:
         self.step_count += 1
         self.batch_index += 1
         if self.batch_index == self.steps_per_epoch:
-            self.epoch += 1
-            self.batch_index = 0
-            self.order = self.rng.permutation(len(self.X))
-            self.schedule.end_epoch(self.loss())
+            self._end_epoch(rate)
         return J
+
+    def _end_epoch(self, rate):
+        self.epoch += 1
+        self.batch_index = 0
+        self.order = self.rng.permutation(len(self.X))
+        loss = self.loss()
+        test = {} if self.X_test is None else {"test_loss": float(self.net.loss(self.X_test, self.T_test))}
+        now = time.perf_counter()
+        self.epochs.record(self.epoch, now - self.epoch_started, loss=loss, lr=rate, **test)
+        self.epoch_started = now
+        self.schedule.end_epoch(loss)
 
     def run_epoch(self):
         """Steps until the current epoch ends (a whole epoch from its start)."""
@@ -371,10 +382,13 @@ class Session:
         return float(self.net.loss(self.X, self.T))
 
     def _record(self):
-        self.history["x"].append(self.step_count / self.steps_per_epoch)
-        self.history["loss"].append(self.loss())
-        self.history["test_loss"].append(float(self.net.loss(self.X_test, self.T_test))
-                                         if self.X_test is not None else None)
+        curves = self.history
+        curves["x"].append(self.step_count / self.steps_per_epoch)
+        curves["loss"].append(self.loss())
+        curves["test_loss"].append(float(self.net.loss(self.X_test, self.T_test)) if self.X_test is not None else None)
+        if len(curves["x"]) > MAX_CURVE_POINTS:
+            for name, values in curves.items():
+                curves[name] = values[:-1:2] + values[-1:]  # every other point, and always the last one
 
     # ------------------------------------------------------------------ what the page shows
     def network_message(self):
@@ -477,5 +491,7 @@ class Session:
         return "\n".join([header, *lines]) + "\n"
 
     def history_json(self):
-        return {"features": self.feature_names, "network": repr(self.net), "epochs_done": self.epoch,
-                **self.history}
+        """The finished epochs as training.History writes them, with what the run was."""
+        self.epochs.stop_reason = f"playground, {self.epoch} epochs so far"
+        return {"network": repr(self.net), "features": self.feature_names, "config": self.config,
+                **self.epochs.as_dict()}
