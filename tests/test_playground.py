@@ -177,6 +177,31 @@ def test_an_upload_over_the_limit_gets_a_message_from_the_server(server):
         assert "softmax belongs to the output layer" in receive_until(socket, "error")["message"]
 
 
+def test_the_command_reports_a_busy_port_and_a_missing_extra_in_one_line(capsys, monkeypatch):
+    import socket
+
+    from handgrad.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["playground", "--no-browser", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"handgrad: error: cannot listen on 127.0.0.1:{port}") and err.count("\n") == 1
+    monkeypatch.setitem(sys.modules, "starlette", None)  # as if handgrad[playground] were not installed
+    assert main(["playground", "--no-browser"]) == 2
+    assert "pip install 'handgrad[playground]'" in capsys.readouterr().err
+
+
+def test_a_wildcard_address_answers_to_this_machines_names_only():
+    from handgrad.playground.server import allowed_names
+
+    assert allowed_names("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
+    wide = allowed_names("0.0.0.0")
+    assert {"127.0.0.1", "0.0.0.0"} <= wide and "evil.example" not in wide
+
+
 # ---------------------------------------------------------------------------------------- the session
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_seed_preset_builds_and_learns(name):

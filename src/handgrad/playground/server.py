@@ -114,8 +114,21 @@ def create_app(token, host="127.0.0.1"):
         return Response(_static(name), media_type=types[name], headers={"Cache-Control": "no-store"})
 
     routes = [Route("/", index), Route("/static/{name}", static), WebSocketRoute("/ws", play_socket)]
-    allowed = LOCAL_NAMES | {host.strip("[]").lower()}
-    return Guard(Starlette(routes=routes), token, allowed)
+    return Guard(Starlette(routes=routes), token, allowed_names(host))
+
+
+def allowed_names(host):
+    """The Host names this server answers to: loopback, the --host given, and for a wildcard address
+    (0.0.0.0, ::) this machine's name and addresses. Any other name is a DNS-rebinding attempt."""
+    names = LOCAL_NAMES | {host.strip("[]").lower()}
+    if host.strip("[]") in ("0.0.0.0", "::"):
+        import socket
+
+        machine = socket.gethostname()
+        names |= {machine.lower(), socket.getfqdn().lower()}
+        with contextlib.suppress(OSError):
+            names |= {info[4][0].lower() for info in socket.getaddrinfo(machine, None)}
+    return names
 
 
 # ---------------------------------------------------------------------------------------- the WebSocket
@@ -139,12 +152,15 @@ async def play_socket(websocket):
 
 
 async def _loop(websocket, session):
-    """Wait for a message, or while playing for the next frame's time; a reader task fills the inbox."""
+    """Wait for a message, or while playing for the next frame's time; a reader task fills the inbox.
+    A frame is due every FRAME_SECONDS while playing, whether or not messages arrive meanwhile."""
     inbox = asyncio.Queue()
     reader = asyncio.create_task(_read(websocket, inbox))
+    clock = asyncio.get_running_loop().time
+    next_frame = clock()
     try:
         while True:
-            timeout = FRAME_SECONDS if session.playing else None
+            timeout = max(next_frame - clock(), 0.0) if session.playing else None
             try:
                 text = await asyncio.wait_for(inbox.get(), timeout)
             except asyncio.TimeoutError:
@@ -153,8 +169,9 @@ async def _loop(websocket, session):
                 return
             if text is not None:
                 await _handle(websocket, session, text)
-            elif session.playing:
+            if session.playing and clock() >= next_frame:
                 await _guarded(websocket, session, session.advance)
+                next_frame = clock() + FRAME_SECONDS
     finally:
         reader.cancel()
 

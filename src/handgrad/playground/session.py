@@ -271,6 +271,7 @@ class Session:
         rate = _number(config, "learning_rate", 0.1, 1e-6, 100.0)
         optimizer = get_optimizer(str(config.get("optimizer", "sgd")))
         schedule = get_schedule(str(config.get("schedule") or "constant"))
+        config = {**config, "features": names}  # the features in use (x2's drop out for 1-D data)
         self.config, self.data, self.feature_names, self.net = config, data, names, net
         self.X = features(data.points, names)
         self.T = net.check_targets(data.y, len(data.y))
