@@ -51,6 +51,7 @@ def test_the_mathml_has_the_structure_of_the_tex():
     assert [text_of(child) for child in msub] == ["Z", "12"]
     assert text_of(parse(tex_to_mathml(r"\mathrm{leaky\_relu}(Z_{1})"))).startswith("leaky_relu(")
     assert text_of(parse(tex_to_mathml(r"A \odot B^\top"))) == "A\u2299B\u22a4"
+    assert text_of(parse(tex_to_mathml(r"\text{the batch}"))) == "the batch"  # spaces kept in text only
     assert "<msup><mi>f</mi><mo>\u2032</mo></msup>" in tex_to_mathml("f'(z)")
     with pytest.raises(ValueError, match="does not know"):
         tex_to_mathml(r"\unknowncommand x")

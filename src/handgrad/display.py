@@ -35,8 +35,8 @@ def _tokens(tex):
     for match in _TOKEN.finditer(tex):
         command, number, letter, space, other = match.groups()
         if space:
-            continue
-        if command is not None:
+            yield ("space", " ")
+        elif command is not None:
             yield ("command", command)
         elif number is not None:
             yield ("number", number)
@@ -55,6 +55,12 @@ class _Parser:
         self.tex = tex
 
     def peek(self):
+        """The next token that is not a space (spaces only matter inside \\text and \\mathrm)."""
+        while self.at < len(self.tokens) and self.tokens[self.at][0] == "space":
+            self.at += 1
+        return self.raw_peek()
+
+    def raw_peek(self):
         return self.tokens[self.at] if self.at < len(self.tokens) else (None, None)
 
     def take(self):
@@ -90,7 +96,8 @@ class _Parser:
             raise ValueError(f"expected '{{' in {self.tex!r}")
         depth, text = 1, []
         while True:
-            kind, value = self.take()
+            kind, value = self.raw_peek()
+            self.at += 1
             if kind is None:
                 raise ValueError(f"unbalanced braces in {self.tex!r}")
             if kind == "char" and value in "{}":

@@ -159,7 +159,8 @@ function frame(message) {
 }
 
 // ------------------------------------------------------------------ the network diagram
-const NODE = 30, GAP_X = 110, GAP_Y = 42, TOP = 20, LEFT = 50;
+const GAP_X = 110, TOP = 20, LEFT = 50, TALL = 440;
+let NODE = 30, GAP_Y = 42;  // shrink for wide layers, so the diagram stays about TALL pixels high
 
 function nodePosition(column, unit, count, tallest) {
   const offset = ((tallest - count) * GAP_Y) / 2;
@@ -171,6 +172,8 @@ function buildDiagram() {
   svg.innerHTML = "";
   const sizes = state.network.sizes;
   const tallest = Math.max(...sizes);
+  GAP_Y = Math.max(10, Math.min(42, TALL / tallest));
+  NODE = Math.max(7, Math.min(30, GAP_Y - 6));
   svg.setAttribute("width", LEFT + (sizes.length - 1) * GAP_X + NODE + 40);
   svg.setAttribute("height", TOP + tallest * GAP_Y + 10);
   const lines = document.createElementNS(SVG, "g");
