@@ -24,9 +24,7 @@ def kernel_name(tmp_path, monkeypatch):
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "handgrad test", "language": "python"}
     (folder / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
-    src = os.path.join(os.path.dirname(__file__), os.pardir, "src")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.abspath(src), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))  # the kernel inherits the environment, PYTHONPATH included
     return "handgrad-test"
 
 

@@ -173,8 +173,16 @@ def test_an_upload_over_the_limit_gets_a_message_from_the_server(server):
         receive_until(socket, "frame")
         socket.send(json.dumps({"type": "upload_csv", "name": "huge.csv", "text": "0.5,0.5,1\n" * 120000}))
         assert "'huge.csv' is larger than 1024 KiB" in receive_until(socket, "error")["message"]
-        socket.send(json.dumps({"type": "configure", "config": {"hidden": [{"size": 2, "activation": "softmax"}]}}))
-        assert "softmax belongs to the output layer" in receive_until(socket, "error")["message"]
+        socket.send(json.dumps({"type": "configure", "config": {"output": "identity", "loss": "cross_entropy"}}))
+        assert "loss 'cross_entropy' needs outputs in" in receive_until(socket, "error")["message"]
+        socket.send(json.dumps({"type": "configure", "config": {
+            "data": {"name": "regression1d"}, "hidden": [{"size": 4, "activation": "relu"}], "output": "identity",
+            "learning_rate": 99}}))
+        receive_until(socket, "network")
+        socket.send(json.dumps({"type": "action", "action": "epoch"}))  # diverges: a message, the page goes on
+        assert "lower the learning rate" in receive_until(socket, "error")["message"]
+        socket.send(json.dumps({"type": "action", "action": "reset"}))
+        assert receive_until(socket, "frame")["epoch"] == 0
 
 
 def test_the_command_reports_a_busy_port_and_a_missing_extra_in_one_line(capsys, monkeypatch):

@@ -17,8 +17,10 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import os
 import secrets
+import traceback
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
@@ -189,19 +191,40 @@ async def _read(websocket, inbox):
 
 
 async def _guarded(websocket, session, work):
-    """Run a piece of session work; a handgrad error becomes a message on the page, never a traceback."""
+    """Run a piece of session work, then send a frame. A handgrad error becomes a message on the page; any
+    other exception is a bug: its traceback goes to the server's stderr and the page is told so."""
     try:
         work()
     except HandgradError as error:
         session.playing = False
         await _send(websocket, {"type": "error", "message": " ".join(str(error).split())})
         return False
+    except Exception as error:  # a bug: the page and the other tabs go on
+        session.playing = False
+        traceback.print_exc()
+        await _send(websocket, {"type": "error", "message": f"internal error ({type(error).__name__}: {error}); "
+                                                            "this is a bug in handgrad, please report it."})
+        return False
     await _send(websocket, session.frame())
     return True
 
 
 async def _send(websocket, message):
-    await websocket.send_text(json.dumps(message, allow_nan=False, default=_json_default))
+    try:
+        text = json.dumps(message, allow_nan=False, default=_json_default)
+    except ValueError:  # a NaN or infinity somewhere (a diverging run): JSON has none, so they go as null
+        text = json.dumps(_finite(message), allow_nan=False, default=_json_default)
+    await websocket.send_text(text)
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_default(value):

@@ -191,9 +191,11 @@ def build_network(config, data, n_inputs):
     """The MLP of the page's layer editor: hidden layers, then the output layer sized for the task."""
     layers, rates = [], []
     for index, spec in enumerate(config.get("hidden", [])):
-        size = _number(spec, "size", 4, 1, 64, int)
-        layers.append((size, _activation(spec, f"layer {index + 1}")))
-        rates.append(_number(spec, "dropout", 0.0, 0.0, 0.9))
+        try:
+            layers.append((_number(spec, "size", 4, 1, 64, int), _activation(spec)))
+            rates.append(_number(spec, "dropout", 0.0, 0.0, 0.9))
+        except ConfigError as error:
+            raise ConfigError(f"layer {index + 1}: {error}") from None
     output = config.get("output", "sigmoid")
     size = data.n_classes if output == "softmax" else 1
     if output == "softmax" and data.task == "regression":
@@ -206,12 +208,11 @@ def build_network(config, data, n_inputs):
                dropout=rates, seed=_number(config, "seed", 0, 0, 2**31, int))
 
 
-def _activation(spec, where):
+def _activation(spec):
+    """A hidden layer's activation: a name, or leaky ReLU's config with its slope."""
     name = spec.get("activation", "tanh")
     if name == "leaky_relu":
         return {"name": name, "slope": _number(spec, "slope", 0.01, 0.0, 1.0)}
-    if name == "softmax":
-        raise ConfigError(f"{where}: softmax belongs to the output layer here; choose another hidden activation.")
     return name
 
 
@@ -383,10 +384,15 @@ class Session:
         return float(self.net.loss(self.X, self.T))
 
     def _record(self):
-        curves = self.history
+        curves, loss = self.history, self.loss()
+        test = float(self.net.loss(self.X_test, self.T_test)) if self.X_test is not None else None
+        if not (math.isfinite(loss) and (test is None or math.isfinite(test))):
+            self.playing = False
+            raise HandgradError(f"the loss on the whole training or test set became {loss} / {test} at epoch "
+                                f"{self.epoch}: lower the learning rate and reset.")
         curves["x"].append(self.step_count / self.steps_per_epoch)
-        curves["loss"].append(self.loss())
-        curves["test_loss"].append(float(self.net.loss(self.X_test, self.T_test)) if self.X_test is not None else None)
+        curves["loss"].append(loss)
+        curves["test_loss"].append(test)
         if len(curves["x"]) > MAX_CURVE_POINTS:
             for name, values in curves.items():
                 curves[name] = values[:-1:2] + values[-1:]  # every other point, and always the last one

@@ -104,7 +104,7 @@ function drawLayerEditor() {
     row.dataset.layer = String(index + 1);
     row.innerHTML = `<span>layer ${index + 1}</span>
       <label>size <input data-field="size" type="number" min="1" max="64" value="${layer.size}"></label>
-      <select data-field="activation">${["relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu", "softplus", "identity"]
+      <select data-field="activation">${["relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu", "softplus", "identity", "softmax"]
         .map((name) => `<option${name === layer.activation ? " selected" : ""}>${name}</option>`).join("")}</select>
       <label>slope <input data-field="slope" type="number" min="0" max="1" step="0.01" value="${layer.slope}"></label>
       <label>dropout <input data-field="dropout" type="number" min="0" max="0.9" step="0.1" value="${layer.dropout}"></label>
