@@ -32,14 +32,16 @@ ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 SCREENSHOT = os.path.join(ROOT, "docs", "images", "playground.png")
 
 
-def start_server():
-    """`handgrad playground --no-browser --port 0` in a subprocess; (process, URL with the token)."""
+def start_server(log):
+    """`handgrad playground --no-browser --port 0` in a subprocess, its stderr into the file ``log``;
+    (process, URL with the token)."""
     process = subprocess.Popen([sys.executable, "-m", "handgrad", "playground", "--no-browser", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=log, text=True)
     line = process.stdout.readline()
     if not line.startswith("http://"):
         process.kill()
-        raise AssertionError(f"no URL on stdout: {line!r} {process.stderr.read()}")
+        log.seek(0)
+        raise AssertionError(f"no URL on stdout: {line!r} {log.read()}")
     return process, line.strip()
 
 
@@ -56,11 +58,15 @@ def stop(process, sig=signal.SIGTERM):
 
 
 @pytest.fixture(scope="module")
-def server_process():
-    process, url = start_server()
-    yield process, url
-    status, _ = stop(process)
+def server_process(tmp_path_factory):
+    with open(tmp_path_factory.mktemp("server") / "stderr.txt", "w+") as log:
+        process, url = start_server(log)
+        yield process, url
+        status, _ = stop(process)
+        log.seek(0)
+        errors = log.read()
     assert status == 0
+    assert "Traceback" not in errors, errors
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +127,21 @@ def test_the_websocket_needs_the_token(server):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_and_sigterm_stop_it_cleanly_with_a_page_open(sig):
+def test_ctrl_c_and_sigterm_stop_it_cleanly_with_a_page_open(sig, tmp_path):
     from websockets.sync.client import connect
 
-    process, url = start_server()
-    with connect(url.replace("http://", "ws://").replace("/?", "/ws?")) as socket:
-        socket.recv(timeout=10)
-        socket.send('{"type": "action", "action": "play"}')  # training while the signal comes
-        time.sleep(0.3)
-        status, seconds = stop(process, sig)
+    with open(tmp_path / "stderr.txt", "w+") as log:
+        process, url = start_server(log)
+        with connect(ws_url(url)) as socket:
+            socket.recv(timeout=10)
+            socket.send('{"type": "action", "action": "play"}')  # training while the signal comes
+            time.sleep(0.3)
+            status, seconds = stop(process, sig)
+        log.seek(0)
+        errors = log.read()
     assert status == 0
     assert seconds < 6
-    assert "Traceback" not in process.stderr.read()
+    assert "Traceback" not in errors and "playground stopped" in errors
 
 
 def test_closed_and_slow_tabs_leave_no_threads_and_do_not_stop_the_server(server_process):

@@ -145,8 +145,8 @@ async def play_socket(websocket):
     await _send_network(websocket, session)
     try:
         await _loop(websocket, session)
-    except (WebSocketDisconnect, asyncio.CancelledError, RuntimeError, ConnectionError):
-        pass  # the tab closed or the server is stopping: this session ends here, nothing else does
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        pass  # the tab closed while a frame was on its way: this session ends here, nothing else does
     finally:
         session.playing = False
         with contextlib.suppress(Exception):
