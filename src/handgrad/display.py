@@ -205,7 +205,8 @@ def sections_html(sections):
         out.append('<table class="handgrad-equations">'
                    "<tr><th>equation</th><th>shape</th><th>where</th></tr>")
         for row in section["rows"]:
-            out.append(f"<tr><td>{row['lhs']} = {row['rhs']}</td><td>{html.escape(row['shape'])}</td>"
+            out.append(f"<tr><td style='white-space:nowrap'>{row['lhs']} = {row['rhs']}</td>"
+                       f"<td style='white-space:nowrap'>{html.escape(row['shape'])}</td>"
                        f"<td style='text-align:left'>{html.escape(row['detail'])}</td></tr>")
         out.append("</table>")
         out += [f"<p><em>note:</em> {html.escape(note)}</p>" for note in section["notes"]]
