@@ -248,9 +248,9 @@ async def _handle(websocket, session, text):
         return
     if kind == "action":
         await _action(websocket, session, message.get("action"))
-    elif kind == "configure":
+    elif kind == "configure":  # the reply names the request, so the page can tell a stale reply
         if await _guarded(websocket, session, lambda: session.configure(message.get("config") or {})):
-            await _send(websocket, session.network_message())
+            await _send(websocket, {**session.network_message(), "request": message.get("id")})
     elif kind == "select_weight":
         await _guarded(websocket, session, lambda: session.select_weight(*_ints(message, "layer", "i", "j")))
     elif kind == "select_neuron":

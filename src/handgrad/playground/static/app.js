@@ -7,7 +7,8 @@ const $ = (selector, root = document) => root.querySelector(selector);
 const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
 const SVG = "http://www.w3.org/2000/svg";
 const MAX_UPLOAD = 1 << 20;
-const state = { hidden: [], network: null, frame: null, features: [], presets: {}, dims: 2, task: "binary" };
+const state = { hidden: [], network: null, frame: null, features: [], presets: {}, dims: 2, task: "binary",
+                request: 0 };
 let socket = null;
 
 function connect() {
@@ -57,12 +58,17 @@ function hello(message) {
 }
 
 function network(message) {
+  // The form is the page's own: a reply to this page's latest settings changes only what the server
+  // decided (features a 1-D set lacks); a stale reply changes nothing in it; a network the server
+  // chose (reset, a CSV, a model file) fills the whole form.
+  if (message.request != null && message.request !== state.request) return;
   showMessage("");
   state.network = message.network;
   state.features = message.features;
   state.dims = message.dims;
   state.task = message.task;
-  fillForm(message.config);
+  if (message.request == null) fillForm(message.config);
+  else fillFeatures(message.features);
   buildDiagram();
   const box = $('[data-value="equations"]');
   box.innerHTML = message.equations.map((section) =>
@@ -86,13 +92,17 @@ function fillForm(config) {
   $('[data-field="noise"]').value = data.noise ?? 0.1;
   $('[data-field="test_fraction"]').value = data.test_fraction ?? 0.5;
   $('[data-field="data_seed"]').value = data.seed ?? 0;
-  for (const box of $$('[data-field="features"] input')) box.checked = (config.features || []).includes(box.value);
+  fillFeatures(config.features || []);
   for (const name of ["optimizer", "learning_rate", "schedule", "batch_size", "l1", "l2", "seed", "output", "loss"]) {
     if (config[name] !== undefined) $(`[data-field="${name}"]`).value = config[name];
   }
   $('[data-field="bias"]').checked = config.bias !== false;
   state.hidden = (config.hidden || []).map((layer) => ({ size: 4, activation: "tanh", slope: 0.01, dropout: 0, ...layer }));
   drawLayerEditor();
+}
+
+function fillFeatures(names) {
+  for (const box of $$('[data-field="features"] input')) box.checked = names.includes(box.value);
 }
 
 function drawLayerEditor() {
@@ -109,16 +119,19 @@ function drawLayerEditor() {
       <label>slope <input data-field="slope" type="number" min="0" max="1" step="0.01" value="${layer.slope}"></label>
       <label>dropout <input data-field="dropout" type="number" min="0" max="0.9" step="0.1" value="${layer.dropout}"></label>
       <button data-action="remove-layer" title="remove this layer">&#x2715;</button>`;
-    row.querySelector('[data-field="slope"]').parentElement.hidden = layer.activation !== "leaky_relu";
+    const slope = row.querySelector('[data-field="slope"]').parentElement;
+    slope.hidden = layer.activation !== "leaky_relu";
     for (const input of $$("input, select", row)) {
       input.addEventListener("change", () => {
         const field = input.dataset.field;
         layer[field] = input.type === "number" ? Number(input.value) : input.value;
+        slope.hidden = layer.activation !== "leaky_relu";
         configure();
       });
     }
     row.querySelector('[data-action="remove-layer"]').addEventListener("click", () => {
       state.hidden.splice(index, 1);
+      drawLayerEditor();
       configure();
     });
     box.append(row);
@@ -139,7 +152,8 @@ function readConfig() {
 }
 
 function configure(config = readConfig()) {
-  send({ type: "configure", config });
+  state.request += 1;
+  send({ type: "configure", id: state.request, config });
 }
 
 // ------------------------------------------------------------------ a frame
@@ -418,6 +432,7 @@ function wire() {
   $('[data-action="download-batch"]').addEventListener("click", () => send({ type: "download", what: "batch" }));
   $('[data-action="add-layer"]').addEventListener("click", () => {
     state.hidden.push({ size: 4, activation: "tanh", slope: 0.01, dropout: 0 });
+    drawLayerEditor();
     configure();
   });
   for (const name of ["data", "n_samples", "noise", "test_fraction", "data_seed", "optimizer", "learning_rate",
@@ -428,8 +443,10 @@ function wire() {
   $('[data-field="preset"]').addEventListener("change", (event) => {
     const preset = state.presets[event.target.value];
     if (!preset) return;
-    const { title, ...config } = preset;
-    configure({ ...config, data: { ...readConfig().data, ...preset.data } });
+    const { title, ...settings } = preset;
+    const config = { ...readConfig(), ...settings, data: { ...readConfig().data, ...preset.data } };
+    fillForm(config);  // the form shows the preset at once; the server's reply then follows it
+    configure(config);
   });
   $('[data-field="csv"]').addEventListener("change", (event) =>
     readFile(event.target, (name, text) => send({ type: "upload_csv", name, text })));
