@@ -391,8 +391,17 @@ def test_xor_trains_in_the_browser_and_a_clicked_weight_shows_loss_and_grad(page
     assert len(X) == 10  # the batch size
     _, grads = net.loss_and_grad(X, T)
     _shown_precision_equal(shown, float(grads[1][0][1, 2]))
+
+    # The README's picture, from a state that does not depend on timing: reset, then 40 epochs.
+    page.click('[data-action="reset"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("0")')
+    for _ in range(40):
+        page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("40")')
+    page.mouse.click(svg_box["x"] + x1 + at * (x2 - x1), svg_box["y"] + y1 + at * (y2 - y1))
     page.locator('[data-panel="diagram"] [data-neuron="2,1"]').click()
     page.locator('[data-panel="neuron"]').wait_for(state="visible")
+    page.wait_for_selector('[data-panel="weight"]:not([hidden])')
     save_screenshot(page.screenshot(full_page=False))
 
 
