@@ -249,6 +249,12 @@ def test_the_shown_gradient_is_loss_and_grad_on_the_current_batch():
     assert detail["trace"].startswith("One weight: W2[3,1]")
     with pytest.raises(ConfigError, match="W2 has shape"):
         session.select_weight(2, 4, 0)
+    # what the hover box says: the next SGD step adds -lr * (the gradient shown) to the weight
+    frame = session.frame()
+    w, g, rate = frame["weights"][1][3][1], frame["grads"][1][3][1], float(frame["learning_rate"])
+    assert g == pytest.approx(float(detail["grad"]), rel=1e-5)
+    session.one_step()
+    assert session.net.layers[1].W[3, 1] == pytest.approx(w - rate * g, rel=1e-12)
 
 
 def test_bad_uploads_get_messages_not_tracebacks():
@@ -431,3 +437,19 @@ def test_a_seed_preset_is_one_click_away_and_a_model_file_loads(page):
     message = page.locator('[data-panel="message"]')
     message.wait_for(state="visible")
     assert "broken.npz" in message.inner_text()
+
+
+def test_a_weight_under_the_pointer_updates_live(page):
+    line = page.locator('[data-panel="diagram"] line[data-weight="1,0,0"]')
+    x1, y1, x2, y2 = (float(line.get_attribute(name)) for name in ("x1", "y1", "x2", "y2"))
+    svg_box = page.locator('[data-panel="diagram"]').bounding_box()
+    page.mouse.move(svg_box["x"] + x1 + 0.2 * (x2 - x1), svg_box["y"] + y1 + 0.2 * (y2 - y1))
+    hover = page.locator('[data-panel="hover"]')
+    hover.wait_for(state="visible")
+    before = hover.inner_text()
+    assert before.startswith("W1[0,0] = ") and "on the current batch" in before
+    page.focus('[data-action="step"]')  # the keyboard presses it: the pointer stays on the connection
+    page.keyboard.press("Enter")
+    page.wait_for_selector('[data-value="batch"]:text-is("2 of 10")')
+    assert hover.is_visible()
+    assert hover.inner_text() != before  # one step later: a new weight and a new batch's gradient

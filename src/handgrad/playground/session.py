@@ -413,6 +413,7 @@ class Session:
             _fmt(self.history["test_loss"][-1]), "history": self.history,
             "learning_rate": _fmt(self.schedule.rate(self.step_count)),
             "weights": [layer.W.tolist() for layer in self.net.layers],
+            "grads": self._batch_gradients(),
             "biases": [None if layer.b is None else layer.b.tolist() for layer in self.net.layers],
             "batch": {"rows": rows.tolist(), "index": self.batch_index, "of": self.steps_per_epoch},
             "points": self._points(), "box": self.data.box, **self._pictures(),
@@ -422,6 +423,12 @@ class Session:
         if self.selected_neuron is not None:
             frame["neuron"] = self.neuron_detail(*self.selected_neuron)
         return frame
+
+    def _batch_gradients(self):
+        """dJ/dW_k on the current batch at the current weights, dropout off (net.loss_and_grad)."""
+        _, X, T = self.current_batch()
+        _, grads = self.net.loss_and_grad(X, T)
+        return [dW.tolist() for dW, _ in grads]
 
     def _points(self):
         d = self.data

@@ -67,6 +67,7 @@ function network(message) {
   state.features = message.features;
   state.dims = message.dims;
   state.task = message.task;
+  state.optimizer = message.config.optimizer;
   if (message.request == null) fillForm(message.config);
   else fillFeatures(message.features);
   buildDiagram();
@@ -201,8 +202,10 @@ function buildDiagram() {
         line.setAttribute("x1", from.x + NODE); line.setAttribute("y1", from.y + NODE / 2);
         line.setAttribute("x2", to.x); line.setAttribute("y2", to.y + NODE / 2);
         line.dataset.weight = `${k},${i},${j}`;
-        line.append(document.createElementNS(SVG, "title"));
         line.addEventListener("click", () => send({ type: "select_weight", layer: k, i, j }));
+        line.addEventListener("mouseenter", (event) => { state.hover = line.dataset.weight; showHover(event); });
+        line.addEventListener("mousemove", showHover);
+        line.addEventListener("mouseleave", () => { state.hover = null; $('[data-panel="hover"]').hidden = true; });
         lines.append(line);
       }
     }
@@ -251,14 +254,44 @@ function updateDiagram(message) {
     if (w === undefined) continue;
     line.setAttribute("stroke", w >= 0 ? "#1f6fb4" : "#e8710a");
     line.setAttribute("stroke-width", (0.6 + 3.4 * Math.abs(w) / largest).toFixed(2));
-    line.firstChild.textContent = `W${k}[${i},${j}] = ${w.toPrecision(4)}`;
   }
+  if (state.hover) hoverText();
   const grid = message.neuron_grid;
   for (const group of $$('[data-panel="diagram"] [data-neuron]')) {
     const [k, j] = group.dataset.neuron.split(",").map(Number);
     const values = message.neurons[k - 1]?.[j];
     if (values) group.querySelector("image").setAttribute("href", heatImage(values, grid, state.dims === 1));
   }
+}
+
+// The hover box of a connection, updated with every frame while the pointer rests on it (so the weight
+// and its gradient change before your eyes), with the term it contributes written out.
+function showHover(event) {
+  const box = $('[data-panel="hover"]');
+  box.style.left = `${event.pageX + 14}px`;
+  box.style.top = `${event.pageY + 10}px`;
+  hoverText();
+}
+
+function nextStep(grad) {
+  const rate = Number(state.frame.learning_rate);
+  if (state.optimizer !== "sgd") return `${state.optimizer} steps from this gradient and its own running state.`;
+  if (state.network.dropout.some((r) => r > 0)) return "The next step draws dropout masks, which change this gradient.";
+  return `The next SGD step adds -${rate} \u00d7 ${grad.toPrecision(5)} = ${(-rate * grad).toPrecision(5)} to it.`;
+}
+
+function hoverText() {
+  const box = $('[data-panel="hover"]');
+  const [k, i, j] = state.hover.split(",").map(Number);
+  const frame = state.frame;
+  const w = frame?.weights[k - 1]?.[i]?.[j];
+  if (w === undefined) return;
+  const below = k === 1 ? `X[n,${i}] (${state.features[i]})` : `A${k - 1}[n,${i}]`;
+  const grad = frame.grads[k - 1][i][j];
+  box.textContent = `W${k}[${i},${j}] = ${w.toPrecision(5)}\n` +
+    `dJ/dW${k}[${i},${j}] = ${grad.toPrecision(5)} on the current batch\n` +
+    `It adds ${below} \u00d7 ${w.toPrecision(5)} to Z${k}[n,${j}].\n` + nextStep(grad);
+  box.hidden = false;
 }
 
 // ------------------------------------------------------------------ pictures
