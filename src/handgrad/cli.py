@@ -35,6 +35,7 @@ from .cli_curvature import register as register_curvature_command
 from .cli_teach import register as register_teaching_commands
 from .errors import ConfigError, DataError, HandgradError, suggest
 from .io import writable_path
+from .playground.command import register as register_playground
 
 DEFAULT_DATA = "moons"
 
@@ -759,6 +760,7 @@ def build_parser():
     register_curvature_command(sub, add_data_arguments, load_data, _features_for)  # curvature (cli_curvature.py)
     sweep = cli_sweep.add_sweep_parser(sub, add_data_arguments)  # handgrad sweep: cli_sweep.py
     sweep.set_defaults(func=cmd_sweep, command_parser=sweep)
+    register_playground(sub)  # handgrad.playground.command
     for command in sub.choices.values():  # --debug is accepted after the subcommand too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 

@@ -446,6 +446,16 @@ def explain(net, format="text", batch_size=None):
     return render(net, sections, batch_size)
 
 
+def explained(net, batch_size=None):
+    """:func:`explain`'s equations as an object a notebook shows as math (MathML; see handgrad.display)."""
+    from .display import Explanation
+
+    _check_network(net, "explained")
+    title, legend = _header(net, batch_size)
+    return Explanation(title, legend, derivation(net, batch_size), explain(net, "markdown", batch_size),
+                       explain(net, "latex", batch_size))
+
+
 def _check_network(net, what):
     from .network import MLP
 
@@ -516,6 +526,11 @@ class Trace:
             raise ConfigError(f"a trace renders as 'text' or 'markdown', got {format!r}.")
         text = _render_trace(self, precision)
         return f"```text\n{text}```\n" if format == "markdown" else text
+
+    def _repr_html_(self):  # Jupyter (handgrad.display)
+        from .display import trace_html
+
+        return trace_html(self)
 
 
 def trace(net, X=None, T=None, weight=(1, 0, 0), batch_size=4, seed=0):

@@ -864,6 +864,11 @@ class MLP:
 
         return to_onnx(self, path, **options)
 
+    def _repr_html_(self):  # Jupyter: a table of layers and a small diagram (handgrad.display)
+        from .display import mlp_html
+
+        return mlp_html(self)
+
 
 # ---------------------------------------------------------------------------- model files
 def _rebuild(config):

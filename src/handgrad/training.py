@@ -93,6 +93,11 @@ class History:
         last = {k: round(v[-1], 6) for k, v in self.metrics.items() if v}
         return f"History(epochs={len(self.epochs)}, last={last}, stop_reason={self.stop_reason!r})"
 
+    def _repr_html_(self):  # Jupyter: the loss curve (handgrad.display)
+        from .display import history_html
+
+        return history_html(self)
+
 
 # ---------------------------------------------------------------------------- settings
 def _positive_int(name, value):

@@ -1,0 +1,511 @@
+"""One playground session: the data, the network, the trainer's state, and the frames the page draws.
+
+Pure handgrad and NumPy (no web server here): the server turns the page's messages into calls of
+:class:`Session` and sends back what :meth:`Session.frame` returns. Training is the engine's own:
+``training.train_step`` (``net.backprop``, then ``optimizer.step(net.params, net.grads, rate)``).
+The numbers behind a clicked weight come from ``explain.trace`` on the current batch, which checks
+them against ``net.loss_and_grad``.
+
+The current batch is the one the next step trains on: rows ``order[b*B:(b+1)*B]`` of the training
+set, in the epoch's permutation. Its gradient is shown at the current weights with dropout off, as
+``net.loss_and_grad(X_batch, T_batch)`` computes it; the page can download that batch (network
+inputs and targets, as CSV) and the model, so anyone can recompute the number.
+"""
+
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from .. import datasets
+from ..display import sections_mathml, tex_to_mathml
+from ..errors import ConfigError, DataError, HandgradError
+from ..explain import derivation, trace
+from ..network import MLP, load
+from ..optimizers import get_optimizer
+from ..schedules import get_schedule
+from ..training import History, train_step
+
+MAX_UPLOAD_BYTES = 1 << 20  # CSV and model files sent by the page
+MAX_SAMPLES = 5000
+GRID = 40  # the output heat map is GRID x GRID
+NEURON_GRID = 16
+SHOWN_ROWS = 6  # rows of Z, A, dA, dZ shown for a clicked neuron
+SCHEDULE_HORIZON_EPOCHS = 200  # cosine and one-cycle decay over this many epochs
+MAX_CURVE_POINTS = 1000  # the loss curves keep every other point beyond this, so frames stay small
+
+FEATURES = {
+    "x1": lambda P: P[:, 0],
+    "x2": lambda P: P[:, 1],
+    "x1^2": lambda P: P[:, 0] ** 2,
+    "x2^2": lambda P: P[:, 1] ** 2,
+    "x1x2": lambda P: P[:, 0] * P[:, 1],
+    "sin(x1)": lambda P: np.sin(P[:, 0]),
+    "sin(x2)": lambda P: np.sin(P[:, 1]),
+}
+DATA_SETS = (*datasets.GENERATORS, "diagonal")
+
+
+def make_diagonal(n_samples=200, noise=0.0, seed=None):
+    """Seed 000's set (examples/seed000_binary_2d.py): standard normal points, class 1 where x2 > x1.
+    The boundary passes through the origin, so seed 000's network, which has no biases, can draw it."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_samples, 2))
+    y = (X[:, 1] > X[:, 0]).astype(np.int64)
+    return X + rng.normal(scale=noise, size=X.shape), y
+
+
+# One preset per seed document: the network each seed derives, on a 2-D set it can learn.
+PRESETS = {
+    "seed000": {"title": "Seed 000: 2-2-1 ReLU/sigmoid, no biases, half squared error",
+                "data": {"name": "diagonal", "noise": 0.0}, "features": ["x1", "x2"],
+                "hidden": [{"size": 2, "activation": "relu"}, {"size": 2, "activation": "relu"}],
+                "output": "sigmoid", "loss": "half_squared_error", "bias": False,
+                "optimizer": "sgd", "learning_rate": 2.0, "batch_size": 16, "l1": 0.0, "l2": 0.0},
+    "seed001": {"title": "Seed 001: one tanh layer of 16, linear output, no biases, L2 0.1",
+                "data": {"name": "regression1d", "noise": 0.3}, "features": ["x1"],
+                "hidden": [{"size": 16, "activation": "tanh"}], "output": "identity",
+                "loss": "half_squared_error", "bias": False, "optimizer": "sgd", "learning_rate": 0.1,
+                "batch_size": 40, "l1": 0.0, "l2": 0.1},
+    "seed002": {"title": "Seed 002: sigmoid hidden layer, softmax + cross-entropy (blobs for MNIST)",
+                "data": {"name": "blobs", "noise": 0.5}, "features": ["x1", "x2"],
+                "hidden": [{"size": 16, "activation": "sigmoid"}], "output": "softmax", "loss": "cross_entropy",
+                "bias": True, "optimizer": "sgd", "learning_rate": 0.5, "batch_size": 32, "l1": 0.0, "l2": 0.0},
+    "seed003": {"title": "Seed 003: three leaky ReLU layers (slope 0.01), sigmoid + binary cross-entropy",
+                "data": {"name": "spirals", "noise": 0.1}, "features": ["x1", "x2"],
+                "hidden": [{"size": 32, "activation": "leaky_relu", "slope": 0.01}] * 3, "output": "sigmoid",
+                "loss": "binary_cross_entropy", "bias": True, "optimizer": "adam", "learning_rate": 0.01,
+                "batch_size": 32, "l1": 0.0, "l2": 0.0},
+    "seed004": {"title": "Seed 004: ReLU layer of 4, linear output, mean squared error",
+                "data": {"name": "regression1d", "noise": 0.1}, "features": ["x1"],
+                "hidden": [{"size": 4, "activation": "relu"}], "output": "identity", "loss": "mse",
+                "bias": True, "optimizer": "sgd", "learning_rate": 0.05, "batch_size": 16, "l1": 0.0, "l2": 0.0},
+}
+
+DEFAULT_CONFIG = {
+    "data": {"name": "xor", "n_samples": 200, "noise": 0.1, "test_fraction": 0.5, "seed": 0},
+    "features": ["x1", "x2"],
+    "hidden": [{"size": 4, "activation": "tanh"}, {"size": 4, "activation": "tanh"}],
+    "output": "sigmoid", "loss": "auto", "bias": True, "seed": 0,
+    "optimizer": "sgd", "learning_rate": 0.3, "schedule": "constant", "batch_size": 10, "l1": 0.0, "l2": 0.0,
+}
+
+
+# ---------------------------------------------------------------------------------------- data
+def _number(config, key, default, low, high, kind=float):
+    value = config.get(key, default)
+    try:
+        value = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, got {value!r}.") from None
+    if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
+        raise ConfigError(f"{key} must be between {low} and {high}, got {value}.")
+    return value
+
+
+def parse_csv_upload(text, filename="upload.csv"):
+    """(points, y) from the text of an uploaded CSV: one or two feature columns, then the target.
+
+    The file goes through ``datasets.load_csv`` (the library's one CSV reader), so a bad row gets its
+    message, which names the line and the column."""
+    if len(text.encode("utf-8")) > MAX_UPLOAD_BYTES:
+        raise DataError(f"'{filename}' is larger than {MAX_UPLOAD_BYTES // 1024} KiB; the playground takes "
+                        "small CSV files (two feature columns and a target).")
+    with tempfile.TemporaryDirectory(prefix="handgrad-upload-") as folder:
+        path = os.path.join(folder, "upload.csv")
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+        try:
+            points, y = datasets.load_csv(path)
+        except DataError as error:
+            raise DataError(str(error).replace(path, filename)) from None
+    if points.shape[1] not in (1, 2):
+        raise DataError(f"'{filename}' has {points.shape[1]} feature columns; the playground needs one or two "
+                        "feature columns (x1, x2) and the target in the last column.")
+    if len(y) < 4:
+        raise DataError(f"'{filename}' has {len(y)} rows; give at least 4 (half of them become the test set).")
+    if len(y) > MAX_SAMPLES:
+        raise DataError(f"'{filename}' has {len(y)} rows; the playground takes at most {MAX_SAMPLES}.")
+    return points, y
+
+
+class PlayData:
+    """The raw points (1 or 2 coordinates), split into train and test, and what kind of task they pose."""
+
+    def __init__(self, points, y, test_fraction, seed):
+        order = np.random.default_rng(seed).permutation(len(y))
+        n_test = int(round(len(y) * test_fraction))
+        n_test = min(max(n_test, 0), len(y) - 1)
+        test, train = order[:n_test], order[n_test:]
+        self.points, self.y = points[train], y[train]
+        self.test_points, self.test_y = points[test], y[test]
+        self.dims = points.shape[1]
+        whole = np.asarray(y)
+        is_integer = bool(np.all(whole == np.round(whole))) and whole.min() >= 0
+        self.n_classes = int(whole.max()) + 1 if is_integer and whole.max() < 20 else 0
+        self.task = "regression" if self.n_classes < 2 else ("binary" if self.n_classes == 2 else "multiclass")
+        low, high = points.min(axis=0), points.max(axis=0)
+        pad = 0.1 * np.maximum(high - low, 1e-9)
+        self.box = [float(v) for v in np.concatenate([low - pad, high + pad])]  # x1 min, (x2 min), x1 max, (x2 max)
+
+
+def make_data(config, csv_points=None):
+    data = dict(DEFAULT_CONFIG["data"], **config.get("data", {}))
+    n = _number(data, "n_samples", 200, 10, MAX_SAMPLES, int)
+    noise = _number(data, "noise", 0.1, 0.0, 5.0)
+    test_fraction = _number(data, "test_fraction", 0.5, 0.0, 0.9)
+    seed = _number(data, "seed", 0, 0, 2**31, int)
+    name = data.get("name", "xor")
+    if name == "csv":
+        if csv_points is None:
+            raise DataError("no CSV file is loaded yet: choose a file first.")
+        points, y = csv_points
+    elif name == "diagonal":
+        points, y = make_diagonal(n, noise, seed)
+    else:
+        points, y = datasets.make_dataset(name, n, noise, seed)
+    return PlayData(points, y, test_fraction, seed)
+
+
+def feature_names(config, dims):
+    names = list(config.get("features") or ["x1", "x2"])
+    unknown = [name for name in names if name not in FEATURES]
+    if unknown:
+        raise ConfigError(f"unknown input feature {unknown[0]!r}; choose from {', '.join(FEATURES)}.")
+    if dims == 1:
+        names = [name for name in names if "x2" not in name]
+    if not names:
+        raise ConfigError("choose at least one input feature" + (" (this data set has x1 only)." if dims == 1
+                                                                  else "."))
+    return names
+
+
+def features(points, names):
+    return np.column_stack([FEATURES[name](points) for name in names])
+
+
+# ---------------------------------------------------------------------------------------- network
+def build_network(config, data, n_inputs):
+    """The MLP of the page's layer editor: hidden layers, then the output layer sized for the task."""
+    layers, rates = [], []
+    for index, spec in enumerate(config.get("hidden", [])):
+        try:
+            layers.append((_number(spec, "size", 4, 1, 64, int), _activation(spec)))
+            rates.append(_number(spec, "dropout", 0.0, 0.0, 0.9))
+        except ConfigError as error:
+            raise ConfigError(f"layer {index + 1}: {error}") from None
+    output = config.get("output", "sigmoid")
+    size = data.n_classes if output == "softmax" else 1
+    if output == "softmax" and data.task == "regression":
+        raise ConfigError("a softmax output needs class labels; this data set is a regression: use identity.")
+    if output != "softmax" and data.task == "multiclass":
+        raise ConfigError(f"this data set has {data.n_classes} classes: choose a softmax output.")
+    layers.append((size, output))
+    return MLP(n_inputs, layers, loss=config.get("loss") or "auto", bias=bool(config.get("bias", True)),
+               l2=_number(config, "l2", 0.0, 0.0, 10.0), l1=_number(config, "l1", 0.0, 0.0, 10.0),
+               dropout=rates, seed=_number(config, "seed", 0, 0, 2**31, int))
+
+
+def _activation(spec):
+    """A hidden layer's activation: a name, or leaky ReLU's config with its slope."""
+    name = spec.get("activation", "tanh")
+    if name == "leaky_relu":
+        return {"name": name, "slope": _number(spec, "slope", 0.01, 0.0, 1.0)}
+    return name
+
+
+def network_description(net):
+    """What the page draws: sizes, activations, dropout, bias, and the config that rebuilds the editor."""
+    return {
+        "sizes": [net.n_inputs] + [layer.n_out for layer in net.layers],
+        "activations": [layer.activation.name for layer in net.layers],
+        "dropout": list(net.dropout),
+        "bias": net.bias,
+        "loss": net.loss_fn.name,
+        "closed_form": net.closed_form,
+        "repr": repr(net),
+        "summary": net.summary(),
+    }
+
+
+def _layer_outputs(net, X):
+    """Every layer's activation A_k on X (dropout off), for the heat maps; fresh arrays, the engine's
+    training buffers untouched."""
+    outputs, H = [], X
+    for layer in net.layers:
+        Z = H @ layer.W + (layer.b if layer.b is not None else 0.0)
+        H = layer.activation.forward(Z)
+        outputs.append(H)
+    return outputs
+
+
+def _fmt(value):
+    return format(float(value) + 0.0, ".6g")
+
+
+# ---------------------------------------------------------------------------------------- the session
+class Session:
+    """The state behind one open page. Nothing here blocks for long: one call does a step, an epoch or
+    a frame's worth of steps on a small network."""
+
+    def __init__(self, config=None):
+        self.csv_points = None
+        self.selected_weight = None
+        self.selected_neuron = None
+        self.playing = False
+        self.configure(config or {})
+
+    # ------------------------------------------------------------------ building
+    def configure(self, config):
+        """Rebuild data, network, optimizer and schedule from the page's settings (a ConfigError or
+        DataError leaves the session as it was)."""
+        config = {**DEFAULT_CONFIG, **config}
+        data = make_data(config, self.csv_points)
+        names = feature_names(config, data.dims)
+        net = build_network(config, data, len(names))
+        self._start(config, data, names, net)
+
+    def _start(self, config, data, names, net):
+        batch_size = _number(config, "batch_size", 10, 1, MAX_SAMPLES, int)
+        rate = _number(config, "learning_rate", 0.1, 1e-6, 100.0)
+        optimizer = get_optimizer(str(config.get("optimizer", "sgd")))
+        schedule = get_schedule(str(config.get("schedule") or "constant"))
+        config = {**config, "features": names}  # the features in use (x2's drop out for 1-D data)
+        self.config, self.data, self.feature_names, self.net = config, data, names, net
+        self.X = features(data.points, names)
+        self.T = net.check_targets(data.y, len(data.y))
+        self.X_test = features(data.test_points, names) if len(data.test_y) else None
+        self.T_test = net.check_targets(data.test_y, len(data.test_y)) if len(data.test_y) else None
+        self.batch_size = min(batch_size, len(self.X))
+        self.steps_per_epoch = -(-len(self.X) // self.batch_size)
+        self.optimizer, self.schedule, self.learning_rate = optimizer, schedule, rate
+        schedule.start(rate, SCHEDULE_HORIZON_EPOCHS * self.steps_per_epoch, self.steps_per_epoch)
+        self.rng = np.random.default_rng(_number(config, "seed", 0, 0, 2**31, int))
+        self.epoch, self.step_count, self.batch_index = 0, 0, 0
+        self.order = self.rng.permutation(len(self.X))
+        self.history = {"x": [], "loss": [], "test_loss": []}  # the curves: a point per frame
+        self.epochs = History()  # one entry per finished epoch: what "download history" saves
+        self.epoch_started = time.perf_counter()
+        self.selected_weight = self.selected_neuron = None
+        self.playing = False
+        self._record()
+
+    def reset(self):
+        """The same settings, fresh weights (from the seed), epoch 0."""
+        self.configure(self.config)
+
+    def load_csv(self, text, filename):
+        self.csv_points = parse_csv_upload(text, filename)
+        self.configure({**self.config, "data": {**self.config.get("data", {}), "name": "csv"}})
+
+    def load_model(self, raw, filename):
+        """Train a model file from here on (handgrad's format: checked, no code runs on load)."""
+        if len(raw) > MAX_UPLOAD_BYTES:
+            raise DataError(f"'{filename}' is larger than {MAX_UPLOAD_BYTES // 1024} KiB.")
+        with tempfile.TemporaryDirectory(prefix="handgrad-upload-") as folder:
+            path = os.path.join(folder, "model.npz")
+            with open(path, "wb") as file:
+                file.write(raw)
+            try:
+                net = load(path)
+            except HandgradError as error:
+                raise type(error)(str(error).replace(path, filename)) from None
+        if net.n_inputs != len(self.feature_names):
+            raise ConfigError(f"'{filename}' takes {net.n_inputs} inputs, but {len(self.feature_names)} input "
+                              f"features are selected ({', '.join(self.feature_names)}); select {net.n_inputs}.")
+        net.check_targets(self.data.y, len(self.data.y))  # its output must suit the data
+        layers = [{"size": layer.n_out, "activation": layer.activation.name,
+                   "slope": getattr(layer.activation, "slope", 0.01), "dropout": rate}
+                  for layer, rate in zip(net.layers[:-1], net.dropout)]
+        config = {**self.config, "hidden": layers, "output": net.output_activation.name, "loss": net.loss_fn.name,
+                  "bias": net.bias, "l1": net.l1, "l2": net.l2}
+        self._start(config, self.data, self.feature_names, net)
+
+    def model_bytes(self):
+        with tempfile.TemporaryDirectory(prefix="handgrad-download-") as folder:
+            path = os.path.join(folder, "model.npz")
+            self.net.save(path, playground={"epoch": self.epoch, "features": self.feature_names})
+            with open(path, "rb") as file:
+                return file.read()
+
+    # ------------------------------------------------------------------ training
+    def current_batch(self):
+        """(rows, X, T): the training-set rows the next step trains on, and their inputs and targets."""
+        start = self.batch_index * self.batch_size
+        rows = self.order[start:start + self.batch_size]
+        return rows, self.X[rows], self.T[rows]
+
+    def step(self):
+        """One optimizer step on the current batch; returns J of that batch (before the step)."""
+        _, X, T = self.current_batch()
+        rate = self.schedule.rate(self.step_count)
+        J = train_step(self.net, self.optimizer, X, T, None, rate)
+        if not math.isfinite(J):
+            self.playing = False
+            raise HandgradError(f"the loss became {J} at epoch {self.epoch + 1}: lower the learning rate and reset.")
+        self.step_count += 1
+        self.batch_index += 1
+        if self.batch_index == self.steps_per_epoch:
+            self._end_epoch(rate)
+        return J
+
+    def _end_epoch(self, rate):
+        self.epoch += 1
+        self.batch_index = 0
+        self.order = self.rng.permutation(len(self.X))
+        loss = self.loss()
+        test = {} if self.X_test is None else {"test_loss": float(self.net.loss(self.X_test, self.T_test))}
+        now = time.perf_counter()
+        self.epochs.record(self.epoch, now - self.epoch_started, loss=loss, lr=rate, **test)
+        self.epoch_started = now
+        self.schedule.end_epoch(loss)
+
+    def run_epoch(self):
+        """Steps until the current epoch ends (a whole epoch from its start)."""
+        epoch = self.epoch
+        while self.epoch == epoch:
+            self.step()
+        self._record()
+
+    def advance(self, seconds=0.03):
+        """Play: steps for about ``seconds``, at most to the end of the epoch; then a history point."""
+        deadline, epoch = time.perf_counter() + seconds, self.epoch
+        while self.epoch == epoch and time.perf_counter() < deadline:
+            self.step()
+        self._record()
+
+    def one_step(self):
+        self.step()
+        self._record()
+
+    def loss(self):
+        return float(self.net.loss(self.X, self.T))
+
+    def _record(self):
+        curves, loss = self.history, self.loss()
+        test = float(self.net.loss(self.X_test, self.T_test)) if self.X_test is not None else None
+        if not (math.isfinite(loss) and (test is None or math.isfinite(test))):
+            self.playing = False
+            raise HandgradError(f"the loss on the whole training or test set became {loss} / {test} at epoch "
+                                f"{self.epoch}: lower the learning rate and reset.")
+        curves["x"].append(self.step_count / self.steps_per_epoch)
+        curves["loss"].append(loss)
+        curves["test_loss"].append(test)
+        if len(curves["x"]) > MAX_CURVE_POINTS:
+            for name, values in curves.items():
+                curves[name] = values[:-1:2] + values[-1:]  # every other point, and always the last one
+
+    # ------------------------------------------------------------------ what the page shows
+    def network_message(self):
+
+        return {"type": "network", "network": network_description(self.net), "features": self.feature_names,
+                "config": self.config, "task": self.data.task, "dims": self.data.dims,
+                "equations": sections_mathml(derivation(self.net, self.batch_size))}
+
+    def frame(self):
+        """Everything that changes while training: numbers, weights, pictures, and the open panels."""
+        rows, _, _ = self.current_batch()
+        frame = {
+            "type": "frame", "epoch": self.epoch, "step": self.step_count, "playing": self.playing,
+            "loss": _fmt(self.history["loss"][-1]), "test_loss": None if self.X_test is None else
+            _fmt(self.history["test_loss"][-1]), "history": self.history,
+            "learning_rate": _fmt(self.schedule.rate(self.step_count)),
+            "weights": [layer.W.tolist() for layer in self.net.layers],
+            "grads": self._batch_gradients(),
+            "biases": [None if layer.b is None else layer.b.tolist() for layer in self.net.layers],
+            "batch": {"rows": rows.tolist(), "index": self.batch_index, "of": self.steps_per_epoch},
+            "points": self._points(), "box": self.data.box, **self._pictures(),
+        }
+        if self.selected_weight is not None:
+            frame["weight"] = self.weight_detail(*self.selected_weight)
+        if self.selected_neuron is not None:
+            frame["neuron"] = self.neuron_detail(*self.selected_neuron)
+        return frame
+
+    def _batch_gradients(self):
+        """dJ/dW_k on the current batch at the current weights, dropout off (net.loss_and_grad)."""
+        _, X, T = self.current_batch()
+        _, grads = self.net.loss_and_grad(X, T)
+        return [dW.tolist() for dW, _ in grads]
+
+    def _points(self):
+        d = self.data
+        return {"train": np.column_stack([d.points, d.y]).round(4).tolist(),
+                "test": np.column_stack([d.test_points, d.test_y]).round(4).tolist() if len(d.test_y) else []}
+
+    def _grid(self, size):
+        """The input points of a size x size picture over the data's box (a line of points for 1-D data)."""
+        box = self.data.box
+        if self.data.dims == 1:
+            return np.linspace(box[0], box[1], size * 4).reshape(-1, 1)
+        x1 = np.linspace(box[0], box[2], size)
+        x2 = np.linspace(box[3], box[1], size)  # top row first
+        g1, g2 = np.meshgrid(x1, x2)
+        return np.column_stack([g1.ravel(), g2.ravel()])
+
+    def _pictures(self):
+        """The output over the plane (probability of class 1, the class and its probability, or the value)
+        and every unit's activation on a coarser grid."""
+        outputs = _layer_outputs(self.net, features(self._grid(GRID), self.feature_names))
+        A = outputs[-1]
+        if self.net.output_activation.name == "softmax":
+            output = {"kind": "class", "class": A.argmax(axis=1).tolist(), "value": A.max(axis=1).round(3).tolist()}
+        else:
+            output = {"kind": "probability" if self.data.task == "binary" else "value",
+                      "value": A[:, 0].round(4).tolist()}
+        units = _layer_outputs(self.net, features(self._grid(NEURON_GRID), self.feature_names))
+        neurons = [[column.round(3).tolist() for column in H.T] for H in units]
+        return {"output": output, "neurons": neurons, "grid": GRID, "neuron_grid": NEURON_GRID}
+
+    def weight_detail(self, k, i, j):
+        """W_k[i, j] and dJ/dW_k[i, j] on the current batch, with the per-element sum that makes it (trace)."""
+        rows, X, T = self.current_batch()
+        tr = trace(self.net, X, T, weight=(k, i, j))
+        text = tr.render(precision=4)
+        h = "X" if k == 1 else f"A_{{{k - 1}}}"
+        formula = tex_to_mathml(rf"\mathrm{{d}}W_{{{k}}}[{i},{j}] = \sum_n {h}[n,{i}] \, \mathrm{{d}}Z_{{{k}}}[n,{j}]"
+                                rf" = ({h}^\top \mathrm{{d}}Z_{{{k}}})[{i},{j}]")
+        return {"layer": k, "i": i, "j": j, "value": _fmt(self.net.layers[k - 1].W[i, j]),
+                "grad": _fmt(tr.engine_value), "element_sum": _fmt(tr.element_sum),
+                "matrix": _fmt(tr.matrix_value), "rows": rows.tolist(), "formula": formula,
+                "trace": text[text.index("One weight:"):],
+                "batch_csv": self.batch_csv()}
+
+    def neuron_detail(self, k, j):
+        """Z, A, dA, dZ of unit j of layer k on the current batch (first rows), and f'(Z)."""
+        rows, X, T = self.current_batch()
+        tr = trace(self.net, X, T, weight=(1, 0, 0))
+        record, activation = tr.layers[k - 1], self.net.layers[k - 1].activation
+        shown = slice(0, SHOWN_ROWS)
+        column = {name: [_fmt(v) for v in record[name][shown, j]] for name in ("Z", "A", "dA", "dZ")}
+        if getattr(activation, "elementwise", True) and activation.name != "softmax":
+            slope = activation.derivative(record["Z"][shown], record["A"][shown])[:, j]
+            column["fprime"] = [_fmt(v) for v in slope]
+        return {"layer": k, "unit": j, "activation": activation.name, "rows": rows[shown].tolist(),
+                "n_rows": len(rows), **column}
+
+    def select_weight(self, k, i, j):
+        self.weight_detail(k, i, j)  # trace checks (k, i, j) names a weight: a ConfigError says which exist
+        self.selected_weight = (k, i, j)
+
+    def select_neuron(self, k, j):
+        if not (1 <= int(k) <= len(self.net.layers) and 0 <= int(j) < self.net.layers[int(k) - 1].n_out):
+            raise ConfigError(f"there is no unit {j} in layer {k}.")
+        self.selected_neuron = (int(k), int(j))
+
+    def batch_csv(self):
+        """The current batch as the network sees it: the input features, then the target column(s)."""
+        _, X, T = self.current_batch()
+        if self.net.output_activation.name == "softmax":
+            T = T.argmax(axis=1)[:, None]  # class ids, as load_csv and check_targets read them
+        header = ",".join([*self.feature_names, "target"])
+        lines = [",".join(repr(float(v)) for v in row) for row in np.column_stack([X, T])]
+        return "\n".join([header, *lines]) + "\n"
+
+    def history_json(self):
+        """The finished epochs as training.History writes them, with what the run was."""
+        self.epochs.stop_reason = f"playground, {self.epoch} epochs so far"
+        return {"network": repr(self.net), "features": self.feature_names, "config": self.config,
+                **self.epochs.as_dict()}

@@ -1,0 +1,491 @@
+// The playground page: sends the controls' settings to the server over one WebSocket and draws the frames.
+// No framework, no build step. Protocol and hooks: docs/playground.md.
+"use strict";
+
+const token = document.body.dataset.token;
+const $ = (selector, root = document) => root.querySelector(selector);
+const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+const SVG = "http://www.w3.org/2000/svg";
+const MAX_UPLOAD = 1 << 20;
+const state = { hidden: [], network: null, frame: null, features: [], presets: {}, dims: 2, task: "binary",
+                request: 0 };
+let socket = null;
+
+function connect() {
+  socket = new WebSocket(`ws://${location.host}/ws?token=${encodeURIComponent(token)}`);
+  socket.onmessage = (event) => receive(JSON.parse(event.data));
+  socket.onclose = () => { setText("state", "disconnected"); showMessage("The connection to the playground server closed; reload the page to start again."); };
+  socket.onopen = () => setText("state", "paused");
+}
+
+function send(message) {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+}
+
+function setText(name, text) {
+  for (const element of $$(`[data-value="${name}"]`)) element.textContent = text;
+}
+
+function showMessage(text) {
+  const box = $('[data-panel="message"]');
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+// ------------------------------------------------------------------ messages from the server
+function receive(message) {
+  if (message.type === "hello") return hello(message);
+  if (message.type === "network") return network(message);
+  if (message.type === "frame") return frame(message);
+  if (message.type === "error") return showMessage(message.message);
+  if (message.type === "file") return saveFile(message);
+}
+
+function hello(message) {
+  state.presets = message.presets;
+  const data = $('[data-field="data"]');
+  data.innerHTML = "";
+  for (const name of [...message.data_sets, "csv"]) data.add(new Option(name === "csv" ? "your CSV" : name, name));
+  const features = $('[data-field="features"]');
+  features.innerHTML = "";
+  for (const name of message.features) {
+    const label = document.createElement("label");
+    label.innerHTML = `<input type="checkbox" value="${name}"> ${name}`;
+    features.append(label);
+  }
+  const presets = $('[data-field="preset"]');
+  for (const [name, preset] of Object.entries(message.presets)) presets.add(new Option(preset.title, name));
+}
+
+function network(message) {
+  // The form is the page's own: a reply to this page's latest settings changes only what the server
+  // decided (features a 1-D set lacks); a stale reply changes nothing in it; a network the server
+  // chose (reset, a CSV, a model file) fills the whole form.
+  if (message.request != null && message.request !== state.request) return;
+  showMessage("");
+  state.network = message.network;
+  state.features = message.features;
+  state.dims = message.dims;
+  state.task = message.task;
+  state.optimizer = message.config.optimizer;
+  if (message.request == null) fillForm(message.config);
+  else fillFeatures(message.features);
+  buildDiagram();
+  const box = $('[data-value="equations"]');
+  box.innerHTML = message.equations.map((section) =>
+    `<h3>${section.title}</h3><table><tr><th>equation</th><th>shape</th><th>where</th></tr>` +
+    section.rows.map((row) => `<tr><td>${row.lhs} = ${row.rhs}</td><td>${escapeHtml(row.shape)}</td><td>${escapeHtml(row.detail)}</td></tr>`).join("") +
+    "</table>" + section.notes.map((note) => `<p class="hint">note: ${escapeHtml(note)}</p>`).join("")).join("");
+  $('[data-panel="weight"]').hidden = true;
+  $('[data-panel="neuron"]').hidden = true;
+}
+
+function escapeHtml(text) {
+  const div = document.createElement("div");
+  div.textContent = text;
+  return div.innerHTML;
+}
+
+function fillForm(config) {
+  const data = config.data || {};
+  $('[data-field="data"]').value = data.name || "xor";
+  $('[data-field="n_samples"]').value = data.n_samples ?? 200;
+  $('[data-field="noise"]').value = data.noise ?? 0.1;
+  $('[data-field="test_fraction"]').value = data.test_fraction ?? 0.5;
+  $('[data-field="data_seed"]').value = data.seed ?? 0;
+  fillFeatures(config.features || []);
+  for (const name of ["optimizer", "learning_rate", "schedule", "batch_size", "l1", "l2", "seed", "output", "loss"]) {
+    if (config[name] !== undefined) $(`[data-field="${name}"]`).value = config[name];
+  }
+  $('[data-field="bias"]').checked = config.bias !== false;
+  state.hidden = (config.hidden || []).map((layer) => ({ size: 4, activation: "tanh", slope: 0.01, dropout: 0, ...layer }));
+  drawLayerEditor();
+}
+
+function fillFeatures(names) {
+  for (const box of $$('[data-field="features"] input')) box.checked = names.includes(box.value);
+}
+
+function drawLayerEditor() {
+  const box = $('[data-panel="layers"]');
+  box.innerHTML = "";
+  state.hidden.forEach((layer, index) => {
+    const row = document.createElement("div");
+    row.className = "layer";
+    row.dataset.layer = String(index + 1);
+    row.innerHTML = `<span>layer ${index + 1}</span>
+      <label>size <input data-field="size" type="number" min="1" max="64" value="${layer.size}"></label>
+      <select data-field="activation">${["relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu", "softplus", "identity", "softmax"]
+        .map((name) => `<option${name === layer.activation ? " selected" : ""}>${name}</option>`).join("")}</select>
+      <label>slope <input data-field="slope" type="number" min="0" max="1" step="0.01" value="${layer.slope}"></label>
+      <label>dropout <input data-field="dropout" type="number" min="0" max="0.9" step="0.1" value="${layer.dropout}"></label>
+      <button data-action="remove-layer" title="remove this layer">&#x2715;</button>`;
+    const slope = row.querySelector('[data-field="slope"]').parentElement;
+    slope.hidden = layer.activation !== "leaky_relu";
+    for (const input of $$("input, select", row)) {
+      input.addEventListener("change", () => {
+        const field = input.dataset.field;
+        layer[field] = input.type === "number" ? Number(input.value) : input.value;
+        slope.hidden = layer.activation !== "leaky_relu";
+        configure();
+      });
+    }
+    row.querySelector('[data-action="remove-layer"]').addEventListener("click", () => {
+      state.hidden.splice(index, 1);
+      drawLayerEditor();
+      configure();
+    });
+    box.append(row);
+  });
+}
+
+function readConfig() {
+  const value = (name) => $(`[data-field="${name}"]`).value;
+  const number = (name) => Number(value(name));
+  return {
+    data: { name: value("data"), n_samples: number("n_samples"), noise: number("noise"),
+            test_fraction: number("test_fraction"), seed: number("data_seed") },
+    features: $$('[data-field="features"] input').filter((box) => box.checked).map((box) => box.value),
+    hidden: state.hidden, output: value("output"), loss: value("loss"), bias: $('[data-field="bias"]').checked,
+    optimizer: value("optimizer"), learning_rate: number("learning_rate"), schedule: value("schedule"),
+    batch_size: number("batch_size"), l1: number("l1"), l2: number("l2"), seed: number("seed"),
+  };
+}
+
+function configure(config = readConfig()) {
+  state.request += 1;
+  send({ type: "configure", id: state.request, config });
+}
+
+// ------------------------------------------------------------------ a frame
+function frame(message) {
+  state.frame = message;
+  setText("state", message.playing ? "playing" : "paused");
+  setText("epoch", String(message.epoch));
+  setText("loss", message.loss);
+  setText("test-loss", message.test_loss ?? "-");
+  setText("learning-rate", message.learning_rate);
+  setText("batch", `${message.batch.index + 1} of ${message.batch.of}`);
+  updateDiagram(message);
+  drawOutput(message);
+  drawLoss(message.history);
+  if (message.weight) showWeight(message.weight);
+  if (message.neuron) showNeuron(message.neuron);
+}
+
+// ------------------------------------------------------------------ the network diagram
+const GAP_X = 110, TOP = 20, LEFT = 50, TALL = 440;
+let NODE = 30, GAP_Y = 42;  // shrink for wide layers, so the diagram stays about TALL pixels high
+
+function nodePosition(column, unit, count, tallest) {
+  const offset = ((tallest - count) * GAP_Y) / 2;
+  return { x: LEFT + column * GAP_X, y: TOP + offset + unit * GAP_Y };
+}
+
+function buildDiagram() {
+  const svg = $('[data-panel="diagram"]');
+  svg.innerHTML = "";
+  const sizes = state.network.sizes;
+  const tallest = Math.max(...sizes);
+  GAP_Y = Math.max(10, Math.min(42, TALL / tallest));
+  NODE = Math.max(7, Math.min(30, GAP_Y - 6));
+  svg.setAttribute("width", LEFT + (sizes.length - 1) * GAP_X + NODE + 40);
+  svg.setAttribute("height", TOP + tallest * GAP_Y + 10);
+  const lines = document.createElementNS(SVG, "g");
+  const nodes = document.createElementNS(SVG, "g");
+  svg.append(lines, nodes);
+  for (let k = 1; k < sizes.length; k++) {
+    for (let i = 0; i < sizes[k - 1]; i++) {
+      for (let j = 0; j < sizes[k]; j++) {
+        const from = nodePosition(k - 1, i, sizes[k - 1], tallest), to = nodePosition(k, j, sizes[k], tallest);
+        const line = document.createElementNS(SVG, "line");
+        line.setAttribute("x1", from.x + NODE); line.setAttribute("y1", from.y + NODE / 2);
+        line.setAttribute("x2", to.x); line.setAttribute("y2", to.y + NODE / 2);
+        line.dataset.weight = `${k},${i},${j}`;
+        line.addEventListener("click", () => send({ type: "select_weight", layer: k, i, j }));
+        line.addEventListener("mouseenter", (event) => { state.hover = line.dataset.weight; showHover(event); });
+        line.addEventListener("mousemove", showHover);
+        line.addEventListener("mouseleave", () => { state.hover = null; $('[data-panel="hover"]').hidden = true; });
+        lines.append(line);
+      }
+    }
+  }
+  sizes.forEach((size, column) => {
+    for (let unit = 0; unit < size; unit++) {
+      const at = nodePosition(column, unit, size, tallest);
+      const group = document.createElementNS(SVG, "g");
+      const image = document.createElementNS(SVG, "image");
+      image.setAttribute("x", at.x); image.setAttribute("y", at.y);
+      image.setAttribute("width", NODE); image.setAttribute("height", NODE);
+      const box = document.createElementNS(SVG, "rect");
+      box.setAttribute("x", at.x); box.setAttribute("y", at.y);
+      box.setAttribute("width", NODE); box.setAttribute("height", NODE);
+      box.setAttribute("class", "node");
+      group.append(image, box);
+      if (column === 0) {
+        const label = document.createElementNS(SVG, "text");
+        label.setAttribute("x", at.x - 4); label.setAttribute("y", at.y + NODE / 2 + 4);
+        label.setAttribute("text-anchor", "end");
+        label.textContent = state.features[unit];
+        group.append(label);
+      } else {
+        group.dataset.neuron = `${column},${unit}`;
+        group.addEventListener("click", () => send({ type: "select_neuron", layer: column, unit }));
+      }
+      nodes.append(group);
+    }
+  });
+  sizes.slice(1).forEach((size, index) => {
+    const at = nodePosition(index + 1, 0, size, tallest);
+    const label = document.createElementNS(SVG, "text");
+    label.setAttribute("x", at.x + NODE / 2); label.setAttribute("y", TOP - 6);
+    label.setAttribute("text-anchor", "middle"); label.setAttribute("class", "layer-label");
+    label.textContent = state.network.activations[index];
+    svg.append(label);
+  });
+}
+
+function updateDiagram(message) {
+  let largest = 1e-12;
+  for (const W of message.weights) for (const row of W) for (const w of row) largest = Math.max(largest, Math.abs(w));
+  for (const line of $$('[data-panel="diagram"] line')) {
+    const [k, i, j] = line.dataset.weight.split(",").map(Number);
+    const w = message.weights[k - 1]?.[i]?.[j];
+    if (w === undefined) continue;
+    line.setAttribute("stroke", w >= 0 ? "#1f6fb4" : "#e8710a");
+    line.setAttribute("stroke-width", (0.6 + 3.4 * Math.abs(w) / largest).toFixed(2));
+  }
+  if (state.hover) hoverText();
+  const grid = message.neuron_grid;
+  for (const group of $$('[data-panel="diagram"] [data-neuron]')) {
+    const [k, j] = group.dataset.neuron.split(",").map(Number);
+    const values = message.neurons[k - 1]?.[j];
+    if (values) group.querySelector("image").setAttribute("href", heatImage(values, grid, state.dims === 1));
+  }
+}
+
+// The hover box of a connection, updated with every frame while the pointer rests on it (so the weight
+// and its gradient change before your eyes), with the term it contributes written out.
+function showHover(event) {
+  const box = $('[data-panel="hover"]');
+  box.style.left = `${event.pageX + 14}px`;
+  box.style.top = `${event.pageY + 10}px`;
+  hoverText();
+}
+
+function nextStep(grad) {
+  const rate = Number(state.frame.learning_rate);
+  if (state.optimizer !== "sgd") return `${state.optimizer} steps from this gradient and its own running state.`;
+  if (state.network.dropout.some((r) => r > 0)) return "The next step draws dropout masks, which change this gradient.";
+  return `The next SGD step adds -${rate} \u00d7 ${grad.toPrecision(5)} = ${(-rate * grad).toPrecision(5)} to it.`;
+}
+
+function hoverText() {
+  const box = $('[data-panel="hover"]');
+  const [k, i, j] = state.hover.split(",").map(Number);
+  const frame = state.frame;
+  const w = frame?.weights[k - 1]?.[i]?.[j];
+  if (w === undefined) return;
+  const below = k === 1 ? `X[n,${i}] (${state.features[i]})` : `A${k - 1}[n,${i}]`;
+  const grad = frame.grads[k - 1][i][j];
+  box.textContent = `W${k}[${i},${j}] = ${w.toPrecision(5)}\n` +
+    `dJ/dW${k}[${i},${j}] = ${grad.toPrecision(5)} on the current batch\n` +
+    `It adds ${below} \u00d7 ${w.toPrecision(5)} to Z${k}[n,${j}].\n` + nextStep(grad);
+  box.hidden = false;
+}
+
+// ------------------------------------------------------------------ pictures
+const ORANGE = [232, 113, 10], BLUE = [31, 111, 180], WHITE = [250, 250, 250];
+const CLASS_COLOURS = [[232, 113, 10], [31, 111, 180], [44, 160, 44], [148, 103, 189], [214, 39, 40], [140, 86, 75]];
+
+function mix(a, b, t) {
+  return a.map((v, n) => Math.round(v + (b[n] - v) * t));
+}
+
+function diverging(t) {  // t in [-1, 1]: orange, white, blue
+  return t < 0 ? mix(WHITE, ORANGE, Math.min(-t, 1)) : mix(WHITE, BLUE, Math.min(t, 1));
+}
+
+function heatImage(values, grid, oneDimensional) {
+  const canvas = document.createElement("canvas");
+  let largest = 1e-12;
+  for (const v of values) largest = Math.max(largest, Math.abs(v));
+  if (oneDimensional) {  // a unit of a 1-D input: its curve
+    canvas.width = canvas.height = 32;
+    const g = canvas.getContext("2d");
+    g.fillStyle = "#fff"; g.fillRect(0, 0, 32, 32);
+    g.strokeStyle = "#1f6fb4"; g.beginPath();
+    values.forEach((v, n) => { const x = (n / (values.length - 1)) * 32, y = 16 - (v / largest) * 14; n ? g.lineTo(x, y) : g.moveTo(x, y); });
+    g.stroke();
+    return canvas.toDataURL();
+  }
+  canvas.width = canvas.height = grid;
+  const g = canvas.getContext("2d");
+  const image = g.createImageData(grid, grid);
+  values.forEach((v, n) => { image.data.set([...diverging(v / largest), 255], 4 * n); });
+  g.putImageData(image, 0, 0);
+  return canvas.toDataURL();
+}
+
+function toPixel(box, x1, x2, width, height) {
+  return [((x1 - box[0]) / (box[2] - box[0])) * width, height - ((x2 - box[1]) / (box[3] - box[1])) * height];
+}
+
+function drawOutput(message) {
+  const canvas = $('[data-panel="output"]');
+  const g = canvas.getContext("2d");
+  const { width, height } = canvas;
+  g.clearRect(0, 0, width, height);
+  const all = message.points.train.concat(message.points.test);
+  if (state.dims === 1) return drawCurve(g, width, height, message, all);
+  const grid = message.grid, out = message.output;
+  const image = g.createImageData(grid, grid);
+  const targets = all.map((p) => p[2]);
+  const low = Math.min(...targets), high = Math.max(...targets);
+  for (let n = 0; n < grid * grid; n++) {
+    let colour;
+    if (out.kind === "class") colour = mix(WHITE, CLASS_COLOURS[out.class[n] % 6], 0.2 + 0.6 * out.value[n]);
+    else if (out.kind === "probability") colour = diverging(2 * out.value[n] - 1);
+    else colour = diverging(high > low ? (2 * (out.value[n] - low)) / (high - low) - 1 : 0);
+    image.data.set([...colour, 255], 4 * n);
+  }
+  const small = document.createElement("canvas");
+  small.width = small.height = grid;
+  small.getContext("2d").putImageData(image, 0, 0);
+  g.imageSmoothingEnabled = true;
+  g.drawImage(small, 0, 0, width, height);
+  const bounds = message.box;
+  for (const [set, stroke] of [[message.points.train, "#fff"], [message.points.test, "#000"]]) {
+    for (const [x1, x2, y] of set) {
+      const [px, py] = toPixel(bounds, x1, x2, width, height);
+      g.beginPath(); g.arc(px, py, 3.2, 0, 2 * Math.PI);
+      const t = message.output.kind === "value" ? (high > low ? (2 * (y - low)) / (high - low) - 1 : 0) : null;
+      g.fillStyle = `rgb(${(t === null ? (state.task === "binary" ? (y > 0.5 ? BLUE : ORANGE) : CLASS_COLOURS[y % 6]) : diverging(t)).join(",")})`;
+      g.fill(); g.strokeStyle = stroke; g.lineWidth = 1; g.stroke();
+    }
+  }
+}
+
+function drawCurve(g, width, height, message, points) {
+  const values = message.output.value;
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]).concat(values);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)], [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const padX = 0.1 * Math.max(x1 - x0, 1e-9), padY = 0.1 * Math.max(y1 - y0, 1e-9);
+  const px = (x) => ((x - x0 + padX) / (x1 - x0 + 2 * padX)) * width;
+  const py = (y) => height - ((y - y0 + padY) / (y1 - y0 + 2 * padY)) * height;
+  g.fillStyle = "#fafafa"; g.fillRect(0, 0, width, height);
+  for (const [set, colour] of [[message.points.train, "#1f6fb4"], [message.points.test, "#999"]]) {
+    g.fillStyle = colour;
+    for (const [x, y] of set) { g.beginPath(); g.arc(px(x), py(y), 2.5, 0, 2 * Math.PI); g.fill(); }
+  }
+  g.strokeStyle = "#e8710a"; g.lineWidth = 2; g.beginPath();
+  values.forEach((v, n) => {
+    const x = x0 - padX + ((x1 - x0 + 2 * padX) * n) / (values.length - 1);
+    n ? g.lineTo(px(x), py(v)) : g.moveTo(px(x), py(v));
+  });
+  g.stroke();
+}
+
+function drawLoss(history) {
+  const canvas = $('[data-panel="loss-curve"]');
+  const g = canvas.getContext("2d");
+  const { width, height } = canvas;
+  g.clearRect(0, 0, width, height);
+  const values = history.loss.concat(history.test_loss.filter((v) => v !== null)).filter(Number.isFinite);
+  if (!values.length) return;
+  const high = Math.max(...values), low = Math.min(0, ...values), last = Math.max(history.x.at(-1), 1e-9);
+  for (const [series, colour] of [[history.loss, "#1f6fb4"], [history.test_loss, "#e8710a"]]) {
+    g.strokeStyle = colour; g.lineWidth = 1.5; g.beginPath();
+    series.forEach((v, n) => {
+      if (v === null) return;
+      const x = 30 + ((width - 36) * history.x[n]) / last, y = height - 14 - ((height - 20) * (v - low)) / (high - low || 1);
+      n ? g.lineTo(x, y) : g.moveTo(x, y);
+    });
+    g.stroke();
+  }
+  g.fillStyle = "#333"; g.font = "10px sans-serif";
+  g.fillText(high.toPrecision(3), 0, 10); g.fillText(String(low), 0, height - 14);
+  g.fillText(`epoch ${last.toFixed(1)}`, width - 60, height - 2);
+}
+
+// ------------------------------------------------------------------ panels
+function showWeight(weight) {
+  const panel = $('[data-panel="weight"]');
+  panel.hidden = false;
+  panel.dataset.weight = `${weight.layer},${weight.i},${weight.j}`;
+  setText("weight-name", `W${weight.layer}[${weight.i},${weight.j}]: layer ${weight.layer}, from unit ${weight.i} below to unit ${weight.j}`);
+  setText("weight", weight.value);
+  setText("grad", weight.grad);
+  setText("batch-rows", weight.rows.join(", "));
+  $('[data-value="matrix-form"]').innerHTML = weight.formula;
+  setText("trace", weight.trace);
+  for (const line of $$('[data-panel="diagram"] line.selected')) line.classList.remove("selected");
+  $(`[data-weight="${weight.layer},${weight.i},${weight.j}"]`, $('[data-panel="diagram"]'))?.classList.add("selected");
+}
+
+function showNeuron(neuron) {
+  const panel = $('[data-panel="neuron"]');
+  panel.hidden = false;
+  panel.dataset.neuron = `${neuron.layer},${neuron.unit}`;
+  const rows = ["Z", "A", "dA", "dZ", "fprime"].filter((name) => neuron[name]);
+  const names = { fprime: `${neuron.activation}'(Z)` };
+  panel.innerHTML = `<h3>layer ${neuron.layer}, unit ${neuron.unit} (${neuron.activation})</h3>
+    <p class="hint">Rows of the current batch (first ${neuron.rows.length} of ${neuron.n_rows}), dropout off.</p>
+    <table><tr><th>row</th>${neuron.rows.map((r) => `<th>${r}</th>`).join("")}</tr>
+    ${rows.map((name) => `<tr><th>${names[name] || name}</th>${neuron[name].map((v) => `<td>${v}</td>`).join("")}</tr>`).join("")}</table>`;
+}
+
+// ------------------------------------------------------------------ files
+function saveFile(message) {
+  const bytes = message.base64 !== undefined ? Uint8Array.from(atob(message.base64), (c) => c.charCodeAt(0)) : message.text;
+  const url = URL.createObjectURL(new Blob([bytes], { type: message.mime }));
+  const link = document.createElement("a");
+  link.href = url; link.download = message.name;
+  document.body.append(link); link.click(); link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function readFile(input, handle) {
+  const file = input.files[0];
+  input.value = "";
+  if (!file) return;
+  if (file.size > MAX_UPLOAD) return showMessage(`'${file.name}' is larger than 1 MiB; the playground takes small files.`);
+  const reader = new FileReader();
+  reader.onload = () => handle(file.name, reader.result);
+  if (input.dataset.field === "csv") reader.readAsText(file); else reader.readAsDataURL(file);
+}
+
+// ------------------------------------------------------------------ wiring
+function wire() {
+  for (const action of ["play", "pause", "step", "epoch", "reset"]) {
+    $(`[data-action="${action}"]`).addEventListener("click", () => send({ type: "action", action }));
+  }
+  $('[data-action="download-model"]').addEventListener("click", () => send({ type: "download", what: "model" }));
+  $('[data-action="download-history"]').addEventListener("click", () => send({ type: "download", what: "history" }));
+  $('[data-action="download-batch"]').addEventListener("click", () => send({ type: "download", what: "batch" }));
+  $('[data-action="add-layer"]').addEventListener("click", () => {
+    state.hidden.push({ size: 4, activation: "tanh", slope: 0.01, dropout: 0 });
+    drawLayerEditor();
+    configure();
+  });
+  for (const name of ["data", "n_samples", "noise", "test_fraction", "data_seed", "optimizer", "learning_rate",
+                      "schedule", "batch_size", "l1", "l2", "seed", "output", "loss", "bias"]) {
+    $(`[data-field="${name}"]`).addEventListener("change", () => configure());
+  }
+  $('[data-field="features"]').addEventListener("change", () => configure());
+  $('[data-field="preset"]').addEventListener("change", (event) => {
+    const preset = state.presets[event.target.value];
+    if (!preset) return;
+    const { title, ...settings } = preset;
+    const config = { ...readConfig(), ...settings, data: { ...readConfig().data, ...preset.data } };
+    fillForm(config);  // the form shows the preset at once; the server's reply then follows it
+    configure(config);
+  });
+  $('[data-field="csv"]').addEventListener("change", (event) =>
+    readFile(event.target, (name, text) => send({ type: "upload_csv", name, text })));
+  $('[data-field="model"]').addEventListener("change", (event) =>
+    readFile(event.target, (name, url) => send({ type: "load_model", name, data: url.slice(url.indexOf(",") + 1) })));
+}
+
+wire();
+connect();

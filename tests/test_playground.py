@@ -1,0 +1,455 @@
+"""The playground: the server's safety checks, clean stops, the session's numbers, and the page in a real
+headless Chromium (Playwright, Debian's /usr/bin/chromium), as docs/playground.md describes its hooks.
+
+The browser tests skip when Playwright or Chromium is missing; CI installs both. The run saves a
+screenshot of the page to docs/images/playground.png (the README shows it).
+"""
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+import handgrad as hg
+from handgrad.datasets import load_csv
+from handgrad.errors import ConfigError, DataError
+from handgrad.playground.session import MAX_UPLOAD_BYTES, PRESETS, Session
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
+SCREENSHOT = os.path.join(ROOT, "docs", "images", "playground.png")
+
+
+def start_server(log):
+    """`handgrad playground --no-browser --port 0` in a subprocess, its stderr into the file ``log``;
+    (process, URL with the token)."""
+    process = subprocess.Popen([sys.executable, "-m", "handgrad", "playground", "--no-browser", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=log, text=True)
+    line = process.stdout.readline()
+    if not line.startswith("http://"):
+        process.kill()
+        log.seek(0)
+        raise AssertionError(f"no URL on stdout: {line!r} {log.read()}")
+    return process, line.strip()
+
+
+def stop(process, sig=signal.SIGTERM):
+    """Send ``sig``; the server must exit by itself, with status 0, within a few seconds."""
+    started = time.monotonic()
+    process.send_signal(sig)
+    try:
+        status = process.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"the server did not stop within 8 s of {sig.name}") from None
+    return status, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def server_process(tmp_path_factory):
+    with open(tmp_path_factory.mktemp("server") / "stderr.txt", "w+") as log:
+        process, url = start_server(log)
+        yield process, url
+        status, _ = stop(process)
+        log.seek(0)
+        errors = log.read()
+    assert status == 0
+    assert "Traceback" not in errors, errors
+
+
+@pytest.fixture(scope="module")
+def server(server_process):
+    return server_process[1]
+
+
+def ws_url(url):
+    return url.replace("http://", "ws://").replace("/?", "/ws?")
+
+
+def receive_until(socket, kind):
+    while True:
+        message = json.loads(socket.recv(timeout=20))
+        if message["type"] == kind:
+            return message
+
+
+def status_of(url, headers=None):
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+# ---------------------------------------------------------------------------------------- safety
+def test_the_token_is_required_on_every_request(server):
+    base = server.split("?")[0]
+    token = server.split("token=")[1]
+    assert server.startswith("http://127.0.0.1:")
+    assert status_of(server) == 200
+    assert status_of(base) == 403
+    assert status_of(base + "?token=wrong") == 403
+    assert status_of(base + f"static/app.js?token={token}") == 200
+    assert status_of(base + "static/app.js") == 403
+
+
+def test_foreign_host_and_origin_are_refused(server):
+    port = server.split(":")[2].split("/")[0]
+    assert status_of(server, {"Host": f"evil.example:{port}"}) == 403  # DNS rebinding
+    assert status_of(server, {"Origin": "http://evil.example"}) == 403  # another site driving it
+    assert status_of(server, {"Origin": f"http://127.0.0.1:{port}"}) == 200
+
+
+def test_the_websocket_needs_the_token(server):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    ws_url = server.replace("http://", "ws://").replace("/?", "/ws?")
+    with connect(ws_url) as socket:  # with the token: the server says hello
+        assert '"hello"' in socket.recv(timeout=10)
+    for url in (ws_url.split("?")[0], ws_url.split("?")[0] + "?token=nope"):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url)
+        assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_it_cleanly_with_a_page_open(sig, tmp_path):
+    from websockets.sync.client import connect
+
+    with open(tmp_path / "stderr.txt", "w+") as log:
+        process, url = start_server(log)
+        with connect(ws_url(url)) as socket:
+            socket.recv(timeout=10)
+            socket.send('{"type": "action", "action": "play"}')  # training while the signal comes
+            time.sleep(0.3)
+            status, seconds = stop(process, sig)
+        log.seek(0)
+        errors = log.read()
+    assert status == 0
+    assert seconds < 6
+    assert "Traceback" not in errors and "playground stopped" in errors
+
+
+def test_closed_and_slow_tabs_leave_no_threads_and_do_not_stop_the_server(server_process):
+    from websockets.sync.client import connect
+
+    process, url = server_process
+    play = json.dumps({"type": "action", "action": "play"})
+
+    def threads():
+        return len(os.listdir(f"/proc/{process.pid}/task"))
+
+    with connect(ws_url(url)) as socket:
+        receive_until(socket, "frame")
+    before = threads()
+    for _ in range(4):  # tabs that play, then vanish without a goodbye
+        with connect(ws_url(url)) as socket:
+            receive_until(socket, "frame")
+            socket.send(play)
+            time.sleep(0.2)
+            socket.socket.close()
+    with connect(ws_url(url)) as slow:
+        slow.send(play)  # a tab that plays and never reads what the server sends
+        time.sleep(1.5)
+        with connect(ws_url(url)) as other:  # another tab is served all the same
+            receive_until(other, "frame")
+            other.send(json.dumps({"type": "action", "action": "step"}))
+            assert receive_until(other, "frame")["step"] == 1
+        assert status_of(url) == 200
+        slow.socket.close()  # the tab is closed at last
+    time.sleep(0.5)
+    assert threads() == before
+
+
+def test_an_upload_over_the_limit_gets_a_message_from_the_server(server):
+    from websockets.sync.client import connect
+
+    with connect(ws_url(server), max_size=None) as socket:
+        receive_until(socket, "frame")
+        socket.send(json.dumps({"type": "upload_csv", "name": "huge.csv", "text": "0.5,0.5,1\n" * 120000}))
+        assert "'huge.csv' is larger than 1024 KiB" in receive_until(socket, "error")["message"]
+        socket.send(json.dumps({"type": "configure", "config": {"output": "identity", "loss": "cross_entropy"}}))
+        assert "loss 'cross_entropy' needs outputs in" in receive_until(socket, "error")["message"]
+        socket.send(json.dumps({"type": "configure", "config": {
+            "data": {"name": "regression1d"}, "hidden": [{"size": 4, "activation": "relu"}], "output": "identity",
+            "learning_rate": 99}}))
+        receive_until(socket, "network")
+        socket.send(json.dumps({"type": "action", "action": "epoch"}))  # diverges: a message, the page goes on
+        assert "lower the learning rate" in receive_until(socket, "error")["message"]
+        socket.send(json.dumps({"type": "action", "action": "reset"}))
+        assert receive_until(socket, "frame")["epoch"] == 0
+
+
+def test_the_command_reports_a_busy_port_and_a_missing_extra_in_one_line(capsys, monkeypatch):
+    import socket
+
+    from handgrad.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["playground", "--no-browser", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"handgrad: error: cannot listen on 127.0.0.1:{port}") and err.count("\n") == 1
+    monkeypatch.setitem(sys.modules, "starlette", None)  # as if handgrad[playground] were not installed
+    assert main(["playground", "--no-browser"]) == 2
+    assert "pip install 'handgrad[playground]'" in capsys.readouterr().err
+
+
+def test_a_wildcard_address_answers_to_this_machines_names_only():
+    from handgrad.playground.server import allowed_names
+
+    assert allowed_names("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
+    wide = allowed_names("0.0.0.0")
+    assert {"127.0.0.1", "0.0.0.0"} <= wide and "evil.example" not in wide
+
+
+# ---------------------------------------------------------------------------------------- the session
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_seed_preset_builds_and_learns(name):
+    preset = {key: value for key, value in PRESETS[name].items() if key != "title"}
+    session = Session(preset)
+    before = session.loss()
+    for _ in range(5):
+        session.run_epoch()
+    assert session.epoch == 5
+    assert session.loss() < before
+
+
+def test_the_seed_000_preset_is_seed_000s_network():
+    session = Session({key: value for key, value in PRESETS["seed000"].items() if key != "title"})
+    assert repr(session.net) == ("MLP(2, [(2, 'relu'), (2, 'relu'), (1, 'sigmoid')], loss='half_squared_error', "
+                                 "bias=False, dtype='float64')")
+
+
+def test_the_shown_gradient_is_loss_and_grad_on_the_current_batch():
+    session = Session()
+    session.run_epoch()
+    session.one_step()
+    session.select_weight(2, 3, 1)
+    detail = session.frame()["weight"]
+    _, X, T = session.current_batch()
+    _, grads = session.net.copy().loss_and_grad(X, T)
+    assert float(detail["grad"]) == pytest.approx(grads[1][0][3, 1], rel=1e-5)
+    assert detail["trace"].startswith("One weight: W2[3,1]")
+    with pytest.raises(ConfigError, match="W2 has shape"):
+        session.select_weight(2, 4, 0)
+    # what the hover box says: the next SGD step adds -lr * (the gradient shown) to the weight
+    frame = session.frame()
+    w, g, rate = frame["weights"][1][3][1], frame["grads"][1][3][1], float(frame["learning_rate"])
+    assert g == pytest.approx(float(detail["grad"]), rel=1e-5)
+    session.one_step()
+    assert session.net.layers[1].W[3, 1] == pytest.approx(w - rate * g, rel=1e-12)
+
+
+def test_bad_uploads_get_messages_not_tracebacks():
+    session = Session()
+    with pytest.raises(DataError, match=r"'mine.csv' line 3, column 2: 'oops' is not a number"):
+        session.load_csv("x1,x2,y\n0.1,0.2,0\n0.3,oops,1\n", "mine.csv")
+    with pytest.raises(DataError, match="larger than"):
+        session.load_csv("1,2,0\n" * (MAX_UPLOAD_BYTES // 6 + 1), "big.csv")
+    with pytest.raises(DataError, match="has 3 feature columns"):
+        session.load_csv("1,2,3,0\n4,5,6,1\n" * 4, "wide.csv")
+    with pytest.raises(hg.ModelFileError):
+        session.load_model(b"not a model", "model.npz")
+    session.load_csv("".join(f"{x:.2f},{-x:.2f},{int(x > 0)}\n" for x in np.linspace(-1, 1, 20)), "fine.csv")
+    assert session.data.task == "binary" and len(session.X) == 10
+
+
+def test_the_curves_stay_small_and_the_history_keeps_every_epoch():
+    session = Session()
+    for _ in range(1100):
+        session.one_step()
+    assert len(session.history["x"]) <= 1000
+    assert session.history["x"][-1] == session.step_count / session.steps_per_epoch
+    saved = session.history_json()
+    assert saved["epoch"] == list(range(1, session.epoch + 1))
+    assert len(saved["loss"]) == len(saved["test_loss"]) == session.epoch == 110
+    assert saved["loss"][-1] == pytest.approx(session.loss())
+
+
+def test_a_downloaded_model_loads_back_into_the_playground():
+    session = Session()
+    session.run_epoch()
+    raw = session.model_bytes()
+    other = Session({"hidden": [{"size": 3, "activation": "relu"}]})
+    other.load_model(raw, "model.npz")
+    assert repr(other.net) == repr(session.net)
+    np.testing.assert_array_equal(other.net.params, session.net.params)
+
+
+# ---------------------------------------------------------------------------------------- the page
+def _shown_precision_equal(shown, value):
+    """``value`` rounded as the page rounds (6 significant digits) gives the text shown."""
+    assert re.fullmatch(r"-?[0-9.]+(e[-+][0-9]+)?", shown), shown
+    digits = len(re.sub(r"[^0-9]", "", shown.split("e")[0]).lstrip("0")) or 1
+    exponent = math.floor(math.log10(abs(float(shown)))) if float(shown) else 0
+    assert abs(float(shown) - value) <= 0.5 * 10 ** (exponent - digits + 1) * (1 + 1e-9), (shown, value)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian's chromium package)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server)
+    page.wait_for_selector('[data-value="state"]:text("paused")')
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def save_screenshot(png):
+    """docs/images/playground.png, the README's picture, as this run saw the page (256 colours when Pillow
+    is there, which keeps the file small)."""
+    try:
+        import io
+
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(png)).convert("RGB").quantize(256)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        png = buffer.getvalue()
+    except ImportError:
+        pass
+    with open(SCREENSHOT, "wb") as file:
+        file.write(png)
+
+
+def value(page, name):
+    return page.locator(f'[data-value="{name}"]').first.inner_text()
+
+
+def test_xor_trains_in_the_browser_and_a_clicked_weight_shows_loss_and_grad(page, tmp_path):
+    page.select_option('[data-field="data"]', "xor")
+    for row in page.locator('[data-panel="layers"] [data-layer]').all()[2:]:
+        row.locator('[data-action="remove-layer"]').click()
+    while page.locator('[data-panel="layers"] [data-layer]').count() < 2:
+        page.click('[data-action="add-layer"]')
+        page.wait_for_timeout(100)
+    for layer in (1, 2):
+        size = page.locator(f'[data-layer="{layer}"] [data-field="size"]')
+        size.fill("4")
+        size.dispatch_event("change")
+    page.select_option('[data-field="output"]', "sigmoid")
+    page.wait_for_timeout(300)
+    assert page.locator('[data-panel="diagram"] line').count() == 2 * 4 + 4 * 4 + 4 * 1  # 2-4-4-1
+    loss_before = float(value(page, "loss"))
+    picture_before = page.locator('[data-panel="output"]').screenshot()
+
+    page.click('[data-action="play"]')
+    deadline = time.monotonic() + 60
+    while int(value(page, "epoch")) < 30 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    page.click('[data-action="pause"]')
+    page.wait_for_selector('[data-value="state"]:text("paused")')
+    assert float(value(page, "loss")) < 0.8 * loss_before
+    assert page.locator('[data-panel="output"]').screenshot() != picture_before  # the boundary moved
+
+    line = page.locator('[data-panel="diagram"] line[data-weight="2,1,2"]')
+    x1, y1, x2, y2 = (float(line.get_attribute(name)) for name in ("x1", "y1", "x2", "y2"))
+    box = line.bounding_box()
+    svg_box = page.locator('[data-panel="diagram"]').bounding_box()
+    at = 0.2  # a point near the start of the line, where no other connection crosses it
+    page.mouse.click(svg_box["x"] + x1 + at * (x2 - x1), svg_box["y"] + y1 + at * (y2 - y1))
+    panel = page.locator('[data-panel="weight"]')
+    panel.wait_for(state="visible")
+    assert box is not None
+    assert panel.get_attribute("data-weight") == "2,1,2"
+    shown = panel.locator('[data-value="grad"]').inner_text()
+
+    files = {}
+    for action in ("download-model", "download-batch"):
+        with page.expect_download() as download:
+            page.click(f'[data-action="{action}"]')
+        files[action] = tmp_path / download.value.suggested_filename
+        download.value.save_as(files[action])
+    net = hg.load(files["download-model"])
+    X, T = load_csv(files["download-batch"])
+    assert len(X) == 10  # the batch size
+    _, grads = net.loss_and_grad(X, T)
+    _shown_precision_equal(shown, float(grads[1][0][1, 2]))
+
+    # The README's picture, from a state that does not depend on timing: reset, then 40 epochs.
+    page.click('[data-action="reset"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("0")')
+    for _ in range(40):
+        page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("40")')
+    page.mouse.click(svg_box["x"] + x1 + at * (x2 - x1), svg_box["y"] + y1 + at * (y2 - y1))
+    page.locator('[data-panel="diagram"] [data-neuron="2,1"]').click()
+    page.locator('[data-panel="neuron"]').wait_for(state="visible")
+    page.wait_for_selector('[data-panel="weight"]:not([hidden])')
+    save_screenshot(page.screenshot(full_page=False))
+
+
+def test_a_csv_with_a_bad_row_shows_a_message(page):
+    page.set_input_files('[data-field="csv"]', files=[{
+        "name": "points.csv", "mimeType": "text/csv",
+        "buffer": b"x1,x2,label\n0.5,0.5,0\n0.25,not-a-number,1\n-0.5,0.5,1\n"}])
+    message = page.locator('[data-panel="message"]')
+    message.wait_for(state="visible")
+    assert "'points.csv' line 3, column 2: 'not-a-number' is not a number" in message.inner_text()
+
+
+def test_a_seed_preset_is_one_click_away_and_a_model_file_loads(page):
+    page.select_option('[data-field="preset"]', "seed000")
+    page.wait_for_function("() => document.querySelectorAll('[data-panel=\"diagram\"] line').length === 10")
+    assert page.locator('[data-field="bias"]').is_checked() is False
+    assert "bias=False" in page.locator('[data-panel="equations"]').inner_text()
+    assert page.locator('[data-panel="equations"] math').count() > 10
+
+    model = Session({"hidden": [{"size": 3, "activation": "relu"}], "output": "sigmoid"}).model_bytes()
+    page.set_input_files('[data-field="model"]', files=[{"name": "mine.npz", "mimeType": "application/octet-stream",
+                                                         "buffer": model}])
+    page.wait_for_function("() => document.querySelectorAll('[data-panel=\"diagram\"] line').length === 9")
+    assert page.locator('[data-layer="1"] [data-field="activation"]').input_value() == "relu"
+    page.set_input_files('[data-field="model"]', files=[{"name": "broken.npz", "mimeType": "application/octet-stream",
+                                                         "buffer": b"PK\x03\x04 not really"}])
+    message = page.locator('[data-panel="message"]')
+    message.wait_for(state="visible")
+    assert "broken.npz" in message.inner_text()
+
+
+def test_a_weight_under_the_pointer_updates_live(page):
+    line = page.locator('[data-panel="diagram"] line[data-weight="1,0,0"]')
+    x1, y1, x2, y2 = (float(line.get_attribute(name)) for name in ("x1", "y1", "x2", "y2"))
+    svg_box = page.locator('[data-panel="diagram"]').bounding_box()
+    page.mouse.move(svg_box["x"] + x1 + 0.2 * (x2 - x1), svg_box["y"] + y1 + 0.2 * (y2 - y1))
+    hover = page.locator('[data-panel="hover"]')
+    hover.wait_for(state="visible")
+    before = hover.inner_text()
+    assert before.startswith("W1[0,0] = ") and "on the current batch" in before
+    page.focus('[data-action="step"]')  # the keyboard presses it: the pointer stays on the connection
+    page.keyboard.press("Enter")
+    page.wait_for_selector('[data-value="batch"]:text-is("2 of 10")')
+    assert hover.is_visible()
+    assert hover.inner_text() != before  # one step later: a new weight and a new batch's gradient
