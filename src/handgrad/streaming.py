@@ -45,6 +45,36 @@ def is_streamed(array):
     return kind(array) is not None
 
 
+def open_npy(path, what="X"):
+    """A .npy file memory-mapped (read-only, no pickle), or a DataError naming ``what`` and the problem."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{what}: the file '{path}' does not exist; check the path.") from None
+    except (OSError, ValueError) as error:
+        raise DataError(f"{what}: '{path}' cannot be memory-mapped as a numeric .npy array ({error}).") from None
+    if not isinstance(array, np.memmap):
+        raise DataError(f"{what}: '{path}' is not a .npy array (an .npz archive?); give a .npy file.")
+    return array
+
+
+def _address(array):
+    return array.__array_interface__["data"][0]
+
+
+def _file_position(array):
+    """(file name, byte offset of array[0]) for a C-contiguous view of a whole-file memory map such as
+    np.load(..., mmap_mode="r") gives (also a slice of it), else None."""
+    if not isinstance(array, np.memmap) or not array.flags.c_contiguous or not array.filename:
+        return None
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not isinstance(root, np.memmap) or not isinstance(root.base, mmap.mmap):
+        return None
+    return root.filename, root.offset + _address(array) - _address(root)
+
+
 class _Reader:
     """Rows a..b of one array as a new in-memory ndarray."""
 
@@ -53,20 +83,20 @@ class _Reader:
         shape = getattr(array, "shape", None)
         if shape is None or len(shape) not in (1, 2):
             raise DataError(f"{name} must be a 1-D or 2-D array, got shape {shape}.")
-        self.whole_file = (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap)
-                           and array.flags.c_contiguous and bool(array.filename))
+        self.file = _file_position(array)
 
     def read(self, a, b):
-        if self.whole_file:  # plain reads: the pages do not join this process's resident memory
+        if self.file is not None:  # plain reads: the pages stay out of this process's resident memory
+            name, offset = self.file
             array = self.array
             out = np.empty((b - a,) + array.shape[1:], array.dtype)
             row_bytes = out.itemsize * math.prod(array.shape[1:])
-            with open(array.filename, "rb") as file:
-                file.seek(array.offset + a * row_bytes)
+            with open(name, "rb") as file:
+                file.seek(offset + a * row_bytes)
                 if file.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
-                    raise DataError(f"{self.name}: the file '{array.filename}' is shorter than its header says.")
+                    raise DataError(f"{self.name}: the file '{name}' is shorter than its header says.")
             return out
-        return np.asarray(self.array[a:b])  # a memmap view, Zarr (reads the chunks) or Dask (computes them)
+        return np.asarray(self.array[a:b])  # Zarr reads the chunks, Dask computes them
 
 
 def default_block_rows(X):
