@@ -484,6 +484,15 @@ def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, 
     return stop_reason, logs
 
 
+def _read_state(path, group):
+    """The checkpoint's state, or None; data-parallel: rank 0 reads it and sends it to every rank (the
+    ranks need no shared file system, and none reads a file rank 0 is still writing)."""
+    def read():
+        return read_checkpoint(path) if path is not None else None
+
+    return read() if group is None else group.from_root(read)
+
+
 def _save_checkpoint(net, settings, position, seed, n_samples, group):
     """Write the checkpoint (rank 0 only, with every rank's dropout stream under data-parallel)."""
     ranks = group.checkpoint_state() if group is not None else None  # every rank takes part
@@ -557,7 +566,9 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         schedule=schedule, shuffle=shuffle, validation_split=validation_split, early_stopping=early_stopping,
         callbacks=callbacks, checkpoint=checkpoint, resume=resume, verbose=verbose, seed=seed,
         clip_norm=clip_norm, metrics=metrics)
-    state = read_checkpoint(settings.resume) if settings.resume is not None else None  # first: seed and split
+    comm = _distributed.communicator(distributed)
+    group = _distributed.Group(comm) if comm is not None else None
+    state = _read_state(settings.resume, group)  # first: the seed and the split
     run_seed = state["seed"] if state is not None else (seed if seed is not None else net.seed)
     if run_seed is None:
         run_seed = int(np.random.SeedSequence().entropy % (2 ** 63))
@@ -571,8 +582,6 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                         shuffle_rng=np.random.default_rng(run_seed))
     if state is not None:
         _restore(net, settings, position, state, N)
-    comm = _distributed.communicator(distributed)
-    group = _distributed.Group(comm) if comm is not None else None
     dropout_streams = group.start(net, state) if group is not None else _distributed.single_process(state)
     settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
     for hook in settings.callbacks:
