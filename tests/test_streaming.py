@@ -141,12 +141,18 @@ def test_validation_split_needs_data_in_memory(files):
 def test_cli_trains_from_npy_files_without_loading_them(files, capsys):
     tmp_path, *_ = files
     out = tmp_path / "model.npz"
-    status = main(["train", "--npy", str(tmp_path / "X.npy"), "--npy-targets", str(tmp_path / "y.npy"),
-                   "--layers", "12:tanh,3:softmax", "--epochs", "3", "--optimizer", "adam", "--learning-rate",
-                   "0.01", "--out", str(out)])
+    flags = ["train", "--npy", str(tmp_path / "X.npy"), "--npy-targets", str(tmp_path / "y.npy"), "--layers",
+             "12:tanh,3:softmax", "--epochs", "3", "--optimizer", "adam", "--learning-rate", "0.01"]
+    status = main([*flags, "--out", str(out)])
     printed = capsys.readouterr().out
     assert status == 0 and out.exists()
-    assert "trained 3 epochs on 900 samples" in printed  # 20% validation and 20% test: the files' last rows
+    assert "trained 3 epochs on 1500 samples" in printed and "samples):" not in printed  # nothing held out
+    status = main([*flags, "--validation", "0.2", "--test", "0.2", "--quiet"])
+    assert status == 0
+    status = main([*flags, "--validation", "0.2", "--test", "0.2"])
+    printed = capsys.readouterr().out
+    assert "trained 3 epochs on 900 samples" in printed  # the files' last 40% held out
+    assert "validation (300 samples)" in printed and "test (300 samples)" in printed
     status = main(["train", "--npy", str(tmp_path / "X.npy"), "--npy-targets", str(tmp_path / "y.npy")])
     error = capsys.readouterr().err
     assert status == 2 and "needs --layers" in error and len(error.strip().splitlines()) == 1

@@ -255,7 +255,8 @@ def _training_settings(args):
 
 def _streamed_training_data(args):
     """--npy X.npy --npy-targets y.npy: both memory-mapped and streamed by the trainer (handgrad.streaming).
-    The validation and test parts are the files' last rows (read into memory); no standardization."""
+    The validation and test parts (none by default) are the files' last rows, read into memory; the
+    features are used as they are (no standardization)."""
     from . import datasets, streaming
 
     if args.npy is None:
@@ -310,6 +311,9 @@ def _print_evaluation(evaluation):
 
 def cmd_train(args):
     """train; with --distributed every rank runs it, rank 0 alone prints and writes (handgrad.distributed)."""
+    if getattr(args, "npy_targets", None) is not None:  # held-out rows are read into memory: none unless asked
+        args.validation = 0.0 if args.validation is None else args.validation
+        args.test = 0.0 if args.test is None else args.test
     if not getattr(args, "distributed", False):
         return _cmd_train(args)
     from . import distributed
@@ -609,7 +613,8 @@ def _add_train_parser(sub):
                             "global batch; rank 0 writes (pip install handgrad[mpi]; docs/scaling.md)")
     data.add_argument(
         "--npy-targets", metavar="FILE", help="with --npy X.npy: the targets' .npy file; both are memory-mapped and "
-                                              "streamed, never loaded whole (validation and test: the last rows)")
+                                              "streamed, never loaded whole (no --validation, --test or "
+                                              "standardizing by default; held-out parts are the last rows)")
     group = train.add_argument_group("output")
     group.add_argument("--out", metavar="FILE", help="write the trained model here (e.g. model.npz)")
     group.add_argument("--run-dir", metavar="DIR", help="write history.csv, history.json, metrics.json and PNG "
