@@ -112,8 +112,11 @@ def projection(one_rank, ranks=(2, 4, 8, 16)):
     per_sample = min(step["compute_ms"] / 1e3 / step["batch_size"] for step in one_rank["steps"])
     # data-parallel over K ranks pays off (t(K) < t(1)) once t1 (1 - 1/K) > t_ring(K): B > t_ring K / ((K-1) c)
     break_even = {K: ring_seconds(K, nbytes) * K / ((K - 1) * per_sample) for K in ranks}
+    # half the ideal speedup (t(K) <= 2 t(1) / K) once c B / K >= t_ring(K): B >= K t_ring / c
+    half = {K: K * ring_seconds(K, nbytes) / per_sample for K in ranks}
     return {"ranks": list(ranks), "rows": rows, "compute_per_sample_us": per_sample * 1e6,
-            "ring_ms": {K: ring_seconds(K, nbytes) * 1e3 for K in ranks}, "break_even_batch": break_even}
+            "ring_ms": {K: ring_seconds(K, nbytes) * 1e3 for K in ranks}, "break_even_batch": break_even,
+            "half_efficiency_batch": half}
 
 
 # ---------------------------------------------------------------------------- (b) sweeps
@@ -204,8 +207,10 @@ def print_report(report):
         for row in p["rows"]:
             speedups = "  ".join(f"K={K} x{v:.2f}" for K, v in row["speedup"].items())
             print(f"    batch {row['batch_size']:>5}: {speedups}")
-        print("    pays off (t(K) < t(1)) from batch " + ", ".join(f"K={K}: {b:.0f}"
-                                                               for K, b in p["break_even_batch"].items()))
+        print("    faster than one rank from batch " + ", ".join(f"K={K}: {b:.0f}"
+                                                              for K, b in p["break_even_batch"].items()))
+        print("    half the ideal speedup from batch " + ", ".join(f"K={K}: {b:.0f}"
+                                                              for K, b in p["half_efficiency_batch"].items()))
     sweep = report["sweeps"]
     print("(b) sweep throughput")
     if "missing" in sweep:

@@ -128,6 +128,16 @@ def test_the_shards_gradients_sum_to_the_batch_gradient(problem):
     assert J_sum == pytest.approx(J, rel=1e-14)
 
 
+def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
+    X, y, layers = worker.problem("classes", "float64")
+    net = hg.MLP(5, layers, seed=0)
+    with pytest.raises(hg.ConfigError, match=r"pip install handgrad\[mpi\]"):
+        net.fit(X, y, epochs=1, distributed=True, verbose=False)
+    with pytest.raises(hg.ConfigError, match="an mpi4py communicator"):
+        net.fit(X, y, epochs=1, distributed="world", verbose=False)
+
+
 # ---------------------------------------------------------------------------- under mpiexec
 @needs_mpi
 @pytest.mark.parametrize("name", ["adam64", "mse64", "adam32", "dropout64"])
@@ -168,6 +178,9 @@ def test_resume_with_the_same_ranks_is_bit_identical_and_other_ranks_are_refused
     assert done.returncode == 0, done.stderr
     assert np.array_equal(results["whole"], results["second"])
     assert read_checkpoint(path)["distributed"]["ranks"] == 2
+    net, X, y, options = worker.build(second)
+    with pytest.raises(hg.ConfigError, match="written by 2 ranks; resume it under mpiexec -n 2"):
+        net.fit(X, y, verbose=False, **{**options, "epochs": 5})  # one process, no MPI
     done, _ = mpirun(3, {"again": second}, tmp_path)
     assert done.returncode != 0
     assert "written by 2 rank(s); resume it with the same number (mpiexec -n 2), not 3" in done.stderr
