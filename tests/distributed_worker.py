@@ -6,10 +6,13 @@ that the ranks agree bit for bit) to an .npz file.
 
 A case is a dict: "problem" (see :func:`problem`), "dtype", "net" (MLP options) and "fit" (fit options;
 "sample_weight": true draws weights). With "fail_on_rank": r, a callback raises on rank r at the end of
-epoch 2; "out" saves the model on rank 0 after fit.
+epoch 2; with "interrupt_on_rank": [r, epoch, batch], rank r sends itself a Ctrl-C (SIGINT) after that
+batch; "out" saves the model on rank 0 after fit.
 """
 
 import json
+import os
+import signal
 import sys
 
 import numpy as np
@@ -50,6 +53,15 @@ class FailOn(hg.callbacks.Callback):
             raise RuntimeError(f"deliberate failure on rank {self.rank}")
 
 
+class InterruptOn(hg.callbacks.Callback):
+    def __init__(self, rank, epoch, batch):
+        self.at = (rank, epoch, batch)
+
+    def on_batch_end(self, epoch, batch, loss):
+        if (MPI.COMM_WORLD.Get_rank(), epoch, batch) == tuple(self.at):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def main(cases_path, out_path):
     with open(cases_path) as file:
         cases = json.load(file)
@@ -59,12 +71,16 @@ def main(cases_path, out_path):
         net, X, y, options = build(case)
         if "fail_on_rank" in case:
             options["callbacks"] = [FailOn(case["fail_on_rank"])]
+        if "interrupt_on_rank" in case:
+            options["callbacks"] = [InterruptOn(*case["interrupt_on_rank"])]
         history = net.fit(X, y, distributed=True, verbose=False, **options)
         every = comm.gather(net.params.copy(), root=0)
+        reasons = comm.gather(history.stop_reason, root=0)
         if is_root():
             results[name] = net.params
             results[name + "/ranks"] = np.stack(every)
             results[name + "/loss"] = np.array(history.loss)
+            results[name + "/stop_reasons"] = np.array(reasons)
             if "out" in case:
                 net.save(case["out"])
     if is_root():

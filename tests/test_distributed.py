@@ -187,6 +187,19 @@ def test_resume_with_the_same_ranks_is_bit_identical_and_other_ranks_are_refused
 
 
 @needs_mpi
+def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step_and_resumes_exactly(tmp_path):
+    path = str(tmp_path / "run.ckpt")
+    base = {**CASES["dropout64"], "fit": {**CASES["dropout64"]["fit"], "shuffle": True}}
+    stopped = {**base, "fit": {**base["fit"], "checkpoint": path}, "interrupt_on_rank": [1, 2, 3]}
+    resumed = {**base, "fit": {**base["fit"], "checkpoint": path, "resume": True}}
+    done, results = mpirun(2, {"whole": base, "stopped": stopped, "resumed": resumed}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    # rank 1's flag travels with the next step's sum: both ranks stop after batch 4 of epoch 2
+    assert list(results["stopped/stop_reasons"]) == ["interrupted (Ctrl-C) at epoch 2, batch 4"] * 2
+    assert np.array_equal(results["whole"], results["resumed"])
+
+
+@needs_mpi
 def test_a_failing_rank_ends_the_job_without_a_half_written_file(tmp_path):
     model, checkpoint = tmp_path / "model.npz", tmp_path / "run.ckpt"
     case = {**CASES["adam64"], "fit": {**CASES["adam64"]["fit"], "epochs": 4, "checkpoint": str(checkpoint)},

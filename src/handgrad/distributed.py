@@ -82,7 +82,7 @@ class Group:
         self.is_root = self.rank == 0
         self.status = np.zeros(2)  # [this rank's part of J, this rank's Ctrl-C flag], summed over the ranks
         self.local_interrupt = None  # this rank's Ctrl-C flag (the trainer's; it has .raised)
-        self.interrupted = False  # any rank's Ctrl-C, as of the last step: the same on every rank
+        self.raised = False  # any rank's Ctrl-C, as of the last step: the same on every rank
         self.dropout = None
         self.seconds_computing = 0.0
         self.seconds_reducing = 0.0
@@ -108,8 +108,14 @@ class Group:
         done = time.perf_counter()
         self.seconds_computing += reducing - started
         self.seconds_reducing += done - reducing
-        self.interrupted = self.status[1] > 0
+        self.raised = bool(self.status[1] > 0)
         return float(self.status[0])
+
+    def agree_on(self, interrupt):
+        """Send this rank's Ctrl-C flag (``interrupt.raised``) with every step's sum; the group's own
+        ``raised`` is then any rank's flag as of the last step, so every rank stops at the same step."""
+        self.local_interrupt = interrupt
+        return self
 
     # ------------------------------------------------------------------ dropout streams
     def start(self, net, state=None):

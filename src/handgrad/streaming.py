@@ -193,6 +193,9 @@ class StreamBatches:
         self.cache = OrderedDict()  # (block, key) -> (X, T, w, rows order): the blocks in memory
         self.cache_size = -(-batch_size // stream.block_rows) + 1
 
+    def shuffle(self, order, rng):
+        self.stream.shuffle(order, rng)
+
     def rows(self, number):
         return min(self.batch_size, self.n - (number - 1) * self.batch_size)
 

@@ -276,6 +276,11 @@ class _Batches:
         self.T = np.empty((batch_size, data.T.shape[1]), dtype)
         self.w = np.empty(batch_size, dtype) if data.w is not None else None
 
+    @staticmethod
+    def shuffle(order, rng):
+        """A new epoch's order, in place."""
+        rng.shuffle(order)
+
     def rows(self, number):
         """The number of rows of batch ``number`` (all processes' together)."""
         return min(self.batch_size, self.data.X.shape[0] - (number - 1) * self.batch_size)
@@ -617,23 +622,21 @@ def _train(net, settings, data, position, n_batches, run_seed, group=None):
                          min(p.step, total_steps))
     last_good = net.params.copy()  # the weights at the start of the epoch: known finite
     work = np.empty_like(net.params) if settings.clip_norm is not None else None
-    in_order = not settings.shuffle and batches.__class__ is _Batches and np.array_equal(p.order, np.arange(N))
+    in_order = not settings.shuffle and isinstance(batches, _Batches) and np.array_equal(p.order, np.arange(N))
     rate = settings.schedule.rate(p.step) if p.step < total_steps else settings.learning_rate
     stop_reason = None
     try:
         # overflow is expected when training diverges; the loop detects it and says so (TrainingError)
         with _InterruptFlag() as interrupt, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if group is not None:
-                group.local_interrupt = interrupt  # the ranks' Ctrl-C flags travel with each step's sum
+            if group is not None:  # interrupt.raised: any rank's Ctrl-C, as of the last step's sum
+                interrupt = group.agree_on(interrupt)
             epoch = p.epochs_done
             while epoch < settings.epochs and stop_reason is None:
                 epoch += 1
                 started = time.perf_counter()
                 if p.batch_done == 0:
-                    if settings.shuffle and isinstance(data.X, streaming.Stream):
-                        data.X.shuffle(p.order, p.shuffle_rng)  # the blocks' order and a key for inside them
-                    elif settings.shuffle:
-                        p.shuffle_rng.shuffle(p.order)
+                    if settings.shuffle:
+                        batches.shuffle(p.order, p.shuffle_rng)
                     p.epoch_total, p.epoch_seen = 0.0, 0
                 np.copyto(last_good, net.params)
                 for number in range(p.batch_done + 1, n_batches + 1):
@@ -650,7 +653,7 @@ def _train(net, settings, data, position, n_batches, run_seed, group=None):
                     for hook in batch_hooks:
                         if hook.on_batch_end(epoch, number, J):
                             stop_reason = f"stopped by {type(hook).__name__} at epoch {epoch}, batch {number}"
-                    if (interrupt.raised if group is None else group.interrupted):
+                    if interrupt.raised:
                         stop_reason = f"interrupted (Ctrl-C) at epoch {epoch}, batch {number}"
                     if stop_reason is not None:
                         break
@@ -658,8 +661,7 @@ def _train(net, settings, data, position, n_batches, run_seed, group=None):
                     break
                 p.batch_done, p.epochs_done = 0, epoch
                 stop_reason, logs = end_epoch(net, settings, data, p, epoch, time.perf_counter() - started, rate,
-                                              interrupt.raised if group is None else group.interrupted, val_out,
-                                              group)
+                                              interrupt.raised, val_out, group)
                 progress.epoch(epoch, settings.epochs, logs)
                 if settings.checkpoint is not None:
                     _save_checkpoint(net, settings, p, run_seed, N, group)
