@@ -42,11 +42,17 @@ CASES = {
     # identity + MSE (the general chain rule: the loss divides by the shard's N), momentum, L1
     "mse64": {"problem": "regression", "dtype": "float64", "net": {"l1": 1e-3},
               "fit": {"epochs": 3, "batch_size": 16, "optimizer": "momentum", "learning_rate": 0.05}},
-    "adam32": {"problem": "classes", "dtype": "float32", "net": {"l2": 1e-3}, "fit": TRAINING},
+    "adam32": {"problem": "classes", "dtype": "float32", "net": {"l2": 1e-3},
+               "fit": {**TRAINING, "class_weight": "balanced"}},
     # dropout: one stream per rank
     "dropout64": {"problem": "classes", "dtype": "float64", "net": {"dropout": 0.3, "l2": 1e-3},
                   "fit": {**TRAINING, "shuffle": False}},
 }
+# every other optimizer (each reads only the summed gradient), two epochs, with a learning-rate schedule
+OPTIMIZERS = ("sgd", "nesterov", "adamw", "rmsprop")
+CASES.update({name: {"problem": "classes", "dtype": "float64",
+                     "fit": {"epochs": 2, "batch_size": 24, "optimizer": name, "learning_rate": 0.02,
+                             "schedule": "cosine"}} for name in OPTIMIZERS})
 TOLERANCE = {"float64": 1e-12, "float32": 2e-5}
 
 
@@ -140,14 +146,14 @@ def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
 
 # ---------------------------------------------------------------------------- under mpiexec
 @needs_mpi
-@pytest.mark.parametrize("name", ["adam64", "mse64", "adam32", "dropout64"])
+@pytest.mark.parametrize("name", ["adam64", "mse64", "adam32", "dropout64", *OPTIMIZERS])
 def test_one_rank_is_bit_identical_to_one_process(runs, name):
     assert np.array_equal(runs[1][name], single_process(name))
 
 
 @needs_mpi
 @pytest.mark.parametrize("K", [2, 3])
-@pytest.mark.parametrize("name", ["adam64", "mse64", "adam32"])
+@pytest.mark.parametrize("name", ["adam64", "mse64", "adam32", *OPTIMIZERS])
 def test_k_ranks_equal_one_process_with_the_same_global_batch(runs, K, name):
     expected = single_process(name)
     got = runs[K][name]
