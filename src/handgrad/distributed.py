@@ -29,7 +29,6 @@ import contextlib
 import functools
 import hashlib
 import sys
-import time
 
 import numpy as np
 
@@ -84,8 +83,6 @@ class Group:
         self.local_interrupt = None  # this rank's Ctrl-C flag (the trainer's; it has .raised)
         self.raised = False  # any rank's Ctrl-C, as of the last step: the same on every rank
         self.dropout = None
-        self.seconds_computing = 0.0
-        self.seconds_reducing = 0.0
 
     # ------------------------------------------------------------------ one step
     def shard(self, n):
@@ -94,7 +91,6 @@ class Group:
 
     def gradient(self, net, X, T, w, n_total):
         """The whole batch's J, and its gradient in net.grads on every rank, from this rank's shard (X, T, w)."""
-        started = time.perf_counter()
         if X.shape[0]:
             J = net.backprop(X, T, w, training=True, n_total=n_total, penalty=self.is_root)
         else:  # a last batch shorter than K rows leaves some ranks without rows
@@ -102,12 +98,8 @@ class Group:
             J = 0.0
         self.status[0] = J
         self.status[1] = float(self.local_interrupt is not None and self.local_interrupt.raised)
-        reducing = time.perf_counter()
-        self.comm.Allreduce(self.MPI.IN_PLACE, net.grads, op=self.MPI.SUM)
+        self.comm.Allreduce(self.MPI.IN_PLACE, net.grads, op=self.MPI.SUM)  # the one sum of the gradient vector
         self.comm.Allreduce(self.MPI.IN_PLACE, self.status, op=self.MPI.SUM)
-        done = time.perf_counter()
-        self.seconds_computing += reducing - started
-        self.seconds_reducing += done - reducing
         self.raised = bool(self.status[1] > 0)
         return float(self.status[0])
 
@@ -149,8 +141,9 @@ class Group:
         """Every rank must hold the same theta (each takes the same step from the same sum); a TrainingError if not."""
         digests = self.comm.allgather(hashlib.sha256(net.params.tobytes()).hexdigest())
         if len(set(digests)) > 1:
-            raise TrainingError(f"after epoch {epoch} the ranks' weights differ: this MPI's Allreduce does not "
-                                "give every rank the same sum. Use another MPI or a power-of-two number of ranks.")
+            raise TrainingError(f"after epoch {epoch} the ranks' weights differ: this MPI's Allreduce did not give "
+                                "every rank the same sum, so the ranks drifted apart; use an MPI (or an "
+                                "Allreduce algorithm) that does, such as MPICH's (docs/scaling.md).")
 
 
 def single_process(state):
