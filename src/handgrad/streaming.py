@@ -125,7 +125,7 @@ class Stream:
                 raise DataError(f"X has {N} samples but {reader.name} has {reader.array.shape[0]}.")
         if N == 0:
             raise DataError("X is empty: it has no samples.")
-        self.shape = (N,) + tuple(int(s) for s in X.shape[1:])
+        self.shape = (N, net.n_inputs)  # each block's X is checked against it as it is read
         if block_rows is None:
             block_rows = default_block_rows(X)
         if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
