@@ -28,6 +28,7 @@ mpi4py is imported here only, lazily: ``pip install handgrad[mpi]`` (mpi4py and 
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import sys
 
 import numpy as np
@@ -58,7 +59,10 @@ def communicator(distributed):
 
 
 def is_root(distributed=True):
-    """True on rank 0 (and without MPI): the process that writes files and prints."""
+    """True on rank 0, and in a process without MPI (mpi4py not installed): the process that writes
+    files and prints."""
+    if distributed is True and importlib.util.find_spec("mpi4py") is None:
+        return True
     comm = communicator(distributed)
     return comm is None or comm.Get_rank() == 0
 
