@@ -526,7 +526,7 @@ class MLP:
         Data-parallel training (handgrad.distributed) runs it on one shard of a batch of ``n_total``
         rows: the data term is divided by n_total instead of the shard's N, and ``penalty=False`` leaves
         the regularization out (one shard adds it), so that the shards' J and gradients sum to the
-        batch's (docs/scaling.md, "The same training").
+        batch's (docs/scaling.md, "What every rank does").
         """
         A = self.run_forward(X, training)
         N = X.shape[0]
