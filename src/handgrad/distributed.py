@@ -117,6 +117,11 @@ class Group:
     def start(self, net, state=None):
         """Every rank starts from rank 0's dropout stream; rank r > 0 draws from it jumped r times, or
         from the stream a checkpoint (``state``) saved for it."""
+        running = getattr(net, "running_statistics", None)  # batch normalization, where the network has it
+        if running is not None and running():
+            raise ConfigError("data-parallel training does not support batch normalization: each rank would "
+                              "normalize by its own shard's statistics, not the global batch's. Train in one "
+                              "process, or use a normalization per sample (layer normalization).")
         saved = (state or {}).get("distributed", {"ranks": 1, "dropout_streams": []})
         if state is not None and saved["ranks"] != self.size:
             raise ConfigError(f"the checkpoint was written by {saved['ranks']} rank(s); resume it with the same "
