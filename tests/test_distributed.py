@@ -3,8 +3,9 @@
 Tolerances (docs/scaling.md, "The same training"): with K = 1 the weights are bit-identical; with
 K = 2 and 3 the shards' gradients are summed in another order than one matrix product sums the
 rows, so float64 weights agree to 1e-12 and float32 weights to 2e-5 (absolute; the weights are O(1))
-after 2-3 epochs of 7-13 steps (measured: 4e-16 and 6e-8). Dropout draws one stream per rank, so K ranks are compared with a
-single-process reference that draws the same per-shard masks (the objective they both descend).
+after 2-3 epochs of 7-13 steps (measured: 4e-16 and 6e-8). Dropout draws one stream per rank, so
+K ranks are compared with a single-process reference that draws the same per-shard masks (the
+objective they both descend).
 Every rank must end with the same bits as rank 0.
 
 The MPI runs go through tests/distributed_worker.py; they are skipped where mpi4py or mpiexec
