@@ -5,9 +5,10 @@ that the ranks agree bit for bit) to an .npz file.
     mpiexec -n K python distributed_worker.py cases.json out.npz
 
 A case is a dict: "problem" (see :func:`problem`), "dtype", "net" (MLP options) and "fit" (fit options;
-"sample_weight": true draws weights). With "fail_on_rank": r, a callback raises on rank r at the end of
-epoch 2; with "interrupt_on_rank": [r, epoch, batch], rank r sends itself a Ctrl-C (SIGINT) after that
-batch; "out" saves the model on rank 0 after fit.
+"sample_weight": true draws weights). "npy": [X.npy, y.npy] memory-maps the problem's data from those
+files (streamed). With "fail_on_rank": r, a callback raises on rank r at the end of epoch 2; with
+"interrupt_on_rank": [r, epoch, batch], rank r sends itself a Ctrl-C (SIGINT) after that batch;
+"out" saves the model on rank 0 after fit.
 """
 
 import json
@@ -35,6 +36,8 @@ def problem(name, dtype):
 
 def build(case):
     X, y, layers = problem(case["problem"], case["dtype"])
+    if "npy" in case:  # the same data, memory-mapped from the .npy files the test wrote (streamed)
+        X, y = (np.load(path, mmap_mode="r") for path in case["npy"])
     net = hg.MLP(X.shape[1], layers, dtype=case["dtype"], seed=3, **case.get("net", {}))
     options = dict(case.get("fit", {}))
     if options.pop("sample_weight", False):

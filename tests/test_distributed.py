@@ -207,6 +207,23 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step_and_resumes_exactl
 
 
 @needs_mpi
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_streamed_data_under_mpi_equals_one_process(tmp_path, shuffle):
+    X, y, _ = worker.problem("classes", "float64")
+    paths = [str(tmp_path / "X.npy"), str(tmp_path / "y.npy")]
+    np.save(paths[0], X)
+    np.save(paths[1], y)
+    case = {**CASES["adam64"], "fit": {**CASES["adam64"]["fit"], "shuffle": shuffle, "block_rows": 50},
+            "npy": paths}
+    done, results = mpirun(2, {"streamed": case}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    # one process: streamed too when shuffling (the block-wise order), in memory otherwise (the same batches)
+    net, X_s, y_s, options = worker.build(case if shuffle else {k: v for k, v in case.items() if k != "npy"})
+    net.fit(X_s, y_s, verbose=False, **options)
+    assert np.abs(results["streamed"] - net.params).max() <= TOLERANCE["float64"]
+
+
+@needs_mpi
 def test_a_failing_rank_ends_the_job_without_a_half_written_file(tmp_path):
     model, checkpoint = tmp_path / "model.npz", tmp_path / "run.ckpt"
     case = {**CASES["adam64"], "fit": {**CASES["adam64"]["fit"], "epochs": 4, "checkpoint": str(checkpoint)},
