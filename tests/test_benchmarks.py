@@ -52,3 +52,32 @@ def test_mnist_accuracy_contenders_run_on_a_tiny_stand_in():
                                                        norm=norm)
         assert 0.0 <= accuracy <= 1.0 and seconds > 0
     assert recipe["layers"][0] == (512, "relu")
+
+
+SCALE = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+
+
+def test_scale_benchmark_reports_steps_sweeps_and_memory(tmp_path):
+    result = subprocess.run([sys.executable, str(SCALE), "--quick", "--dir", str(tmp_path)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    runs = report["data_parallel"]
+    if runs is not None:  # mpi4py and mpiexec present
+        assert [run["ranks"] for run in runs] == [1, 2]
+        for run in runs:
+            assert run["gradient_bytes"] == 4 * run["parameters"]  # float32
+            for step in run["steps"]:
+                assert step["compute_ms"] > 0 and step["allreduce_ms"] >= 0
+                assert abs(step["step_ms"] - step["compute_ms"] - step["wait_ms"] - step["allreduce_ms"]) < 1e-9
+                assert 0 <= step["allreduce_share"] <= 1
+        speedups = report["projection"]["rows"]
+        assert all(0 < value < int(K) for row in speedups for K, value in row["speedup"].items())
+    sweeps = report["sweeps"]
+    assert "missing" in sweeps or (set(sweeps) == {"1", "2"} and all(rate > 0 for rate in sweeps.values()))
+    memory = report["memory"]
+    assert memory["mapped"]["rows"] == 8 * 2 ** 20 // 256 and memory["in_memory_subset"]["rows"] == 2 ** 20 // 256
+    for figures in memory.values():
+        assert figures["peak_rss_mb"] >= figures["rss_before_fit_mb"] > 0
+    assert "(a) data-parallel step" in result.stdout and "(c) peak RSS" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # the generated data file is deleted

@@ -19,6 +19,7 @@ file; an existing model file is replaced only with ``--force``. See docs/cli.md.
 """
 
 import argparse
+import contextlib
 import csv
 import io as _stdio
 import json
@@ -334,12 +335,43 @@ def _csv_with_weights(args):
     return X, y, weights, description
 
 
+def _streamed_training_data(args):
+    """--npy X.npy --npy-targets y.npy: both memory-mapped and streamed by the trainer (handgrad.streaming).
+    The validation and test parts (none by default) are the files' last rows, read into memory; the
+    features are used as they are (no standardization)."""
+    from . import datasets, streaming
+
+    if args.npy is None:
+        raise ConfigError("--npy-targets goes with --npy X.npy (the features), e.g. --npy X.npy --npy-targets y.npy.")
+    if args.target is not None or args.limit is not None:
+        raise ConfigError("--target and --limit do not apply to --npy-targets: the targets are their own file.")
+    if args.layers is None:
+        raise ConfigError("--npy-targets needs --layers: the network is not guessed from data that stays on disk.")
+    X, y = streaming.open_npy(args.npy, "--npy"), streaming.open_npy(args.npy_targets, "--npy-targets")
+    if X.ndim != 2 or y.shape[:1] != X.shape[:1]:
+        raise DataError(f"--npy must be a 2-D table and --npy-targets have one row per sample; got shapes {X.shape} "
+                        f"and {y.shape}.")
+    N = X.shape[0]
+    n_test, n_val = int(round(N * args.test)), int(round(N * args.validation))
+    n_train = N - n_val - n_test
+    if n_train < 1:
+        raise DataError(f"{N} samples leave no training data after the validation and test parts; use more data.")
+    val, test = slice(n_train, n_train + n_val), slice(n_train + n_val, N)  # held out: read into memory
+    split = datasets.Split(X[:n_train], y[:n_train], np.asarray(X[val]), np.asarray(y[val]), np.asarray(X[test]),
+                           np.asarray(y[test]))
+    description = {"source": "npy", "path": os.path.abspath(args.npy), "targets": os.path.abspath(args.npy_targets),
+                   "streamed": True, "n_samples": int(N), "n_features": int(X.shape[1])}
+    return X, y, description, split, None, None  # (no standardizer, no sample weights)
+
+
 def _training_data(args):
     """(X, y, description, split, standardizer, weights): the data, its train/validation/test split, the
     feature scaling fitted on the training part only, and (with --sample-weight-column) the sample weights of
     the three parts, else None."""
     from . import datasets
 
+    if getattr(args, "npy_targets", None) is not None:
+        return _streamed_training_data(args)
     weights = None
     if getattr(args, "sample_weight_column", None) is not None:
         X, y, w, description = _csv_with_weights(args)
@@ -370,13 +402,30 @@ def _print_evaluation(evaluation):
 
 
 def cmd_train(args):
+    """train; with --distributed every rank runs it, rank 0 alone prints and writes (handgrad.distributed)."""
+    if getattr(args, "npy_targets", None) is not None:  # held-out rows are read into memory: none unless asked
+        args.validation = 0.0 if args.validation is None else args.validation
+        args.test = 0.0 if args.test is None else args.test
+    if not getattr(args, "distributed", False):
+        return _cmd_train(args)
+    from . import distributed
+
+    comm = distributed.communicator(True)
+    if comm.Get_rank() != 0:
+        args.quiet, args.out, args.run_dir = True, None, None
+    with distributed.abort_on_error(comm) if comm.Get_size() > 1 else contextlib.nullcontext():
+        return _cmd_train(args)
+
+
+def _cmd_train(args):
     options, out, run_dir = _training_settings(args)
     X, y, description, split, standardizer, weights = _training_data(args)
     prepare = standardizer.transform if standardizer is not None else (lambda A: A)
     if args.layers is None:
         args.layers = _default_layers(y, description["source"])
     net = network_from_args(args, n_inputs=X.shape[1])
-    _check_targets_for(net, y, "the data")
+    if not description.get("streamed"):  # streamed targets are checked block by block by the trainer
+        _check_targets_for(net, y, "the data")
     if "resume" in options:
         _check_resume(net, options["resume"])
 
@@ -396,6 +445,8 @@ def cmd_train(args):
     fit_options["callbacks"] = [recorder if recorder is not None else Callback()]
     if args.verbose:
         fit_options["verbose"] = True
+    if getattr(args, "distributed", False):
+        fit_options["distributed"] = True
     history = net.fit(prepare(split.X_train), split.y_train, **fit_options)
 
     losses = history.metrics.get("loss", [])
@@ -665,7 +716,7 @@ def _add_train_parser(sub):
                            description="Train a network. Flags override the --config file; the input size comes "
                                        "from the data; unset options use the trainer's defaults.")
     add_architecture_arguments(train)
-    add_data_arguments(train, default_help=f" (default {DEFAULT_DATA})")
+    data = add_data_arguments(train, default_help=f" (default {DEFAULT_DATA})")
     group = train.add_argument_group("training")
     group.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file ([model], [training], "
                                                             "[data] sections or flat keys named like the flags)")
@@ -682,6 +733,13 @@ def _add_train_parser(sub):
     group.add_argument("--no-standardize", action="store_const", const=True,
                        help="do not standardize the features (MNIST pixels are always scaled by 1/255)")
     add_trainer_arguments(group)  # --patience, --metrics, --class-weight, --sample-weight-column, --checkpoint, ...
+    group.add_argument("--distributed", action="store_true",
+                       help="data-parallel training under 'mpiexec -n K handgrad train ...': --batch-size is the "
+                            "global batch; rank 0 writes (pip install handgrad[mpi]; docs/scaling.md)")
+    data.add_argument(
+        "--npy-targets", metavar="FILE", help="with --npy X.npy: the targets' .npy file; both are memory-mapped and "
+                                              "streamed, never loaded whole (no --validation, --test or "
+                                              "standardizing by default; held-out parts are the last rows)")
     group = train.add_argument_group("output")
     group.add_argument("--out", metavar="FILE", help="write the trained model here (e.g. model.npz)")
     group.add_argument("--run-dir", metavar="DIR", help="write history.csv, history.json, metrics.json and PNG "

@@ -597,7 +597,7 @@ class MLP:
             J += self.regularization()
         return J
 
-    def backprop(self, X, T, sample_weight=None, training=True, observe=None):
+    def backprop(self, X, T, sample_weight=None, training=True, observe=None, *, n_total=None, penalty=True):
         """J on a prepared batch, and its gradient dJ/dtheta written into ``grads`` (every layer's dW, db).
 
         X, T and sample_weight must be checked arrays of the network's dtype (:meth:`check_inputs`,
@@ -606,18 +606,29 @@ class MLP:
         what the trainer runs for every batch, and only it should pass True. ``observe(layer, dY)``, if
         given, is called with the gradient each layer receives, before the layer's backward overwrites it
         (explain uses it).
+
+        Data-parallel training (handgrad.distributed) runs it on one shard of a batch of ``n_total``
+        rows: the data term is divided by n_total instead of the shard's N, and ``penalty=False`` leaves
+        the regularization out (one shard adds it), so that the shards' J and gradients sum to the
+        batch's (docs/scaling.md, "What every rank does").
         """
         A = self.run_forward(X, training)
-        J = self.objective(A, T, sample_weight)
         N = X.shape[0]
+        n = N if n_total is None else n_total  # the N of J = (1/N) sum_i w_i l_i
+        regularize = penalty and (self.l2 or self.l1)
+        J = self.data_total(A, T, sample_weight) / n
+        if regularize:
+            J += self.regularization()
         buffer = self._output_buffers.get(N)
         if buffer is None:
             buffer = self._output_buffers[N] = np.empty((N, self.n_outputs), self.dtype)
         if self.closed_form:  # dJ/dZ_L = (A - T)/N: softmax + cross-entropy, sigmoid + binary cross-entropy
             dY = np.subtract(A, T, out=buffer)
-            dY *= 1.0 / N
+            dY *= 1.0 / n
         else:  # dJ/dA_L; the output layer multiplies by f'(Z_L) (or softmax's Jacobian)
-            dY = self.loss_fn.gradient(A, T, out=buffer)
+            dY = self.loss_fn.gradient(A, T, out=buffer)  # divided by the shard's N
+            if n != N:
+                dY *= N / n
         if sample_weight is not None:
             dY *= sample_weight[:, None]
         last = len(self.sequence) - 1
@@ -629,7 +640,7 @@ class MLP:
                 dY = layer.backward_from_dZ(dY, i > 0)
             else:
                 dY = layer.backward(dY, i > 0)
-        if self.l2 or self.l1:
+        if regularize:
             self._add_penalty_gradient()
         return J
 

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import distributed as _distributed
 from . import metrics as _metrics
+from . import streaming
 from .callbacks import Callback, EarlyStopping, as_callback
 from .checkpoints import (
     optimizer_state,
@@ -192,14 +194,19 @@ def class_weights_per_sample(net, T, class_weight):
     """Per-sample weights from ``class_weight``: a dict {class id: weight} (missing classes weigh 1), or
     "balanced": w_c = N / (K * N_c), which makes every class contribute the same total weight."""
     ids = _class_ids(net, T)
+    return class_weight_table(net, np.bincount(ids, minlength=max(net.n_outputs, 2)), class_weight)[ids]
+
+
+def class_weight_table(net, counts, class_weight):
+    """The weight of each class (an array of K numbers, the network's dtype) from the class counts."""
     K = max(net.n_outputs, 2)
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ConfigError(f"class_weight must be a dict or 'balanced', got '{class_weight}'.")
-        counts = np.bincount(ids, minlength=K).astype(np.float64)
+        counts = np.asarray(counts, dtype=np.float64)
         present = counts > 0
         table = np.ones(K)
-        table[present] = len(ids) / (present.sum() * counts[present])
+        table[present] = counts.sum() / (present.sum() * counts[present])
     elif isinstance(class_weight, dict):
         table = np.ones(K)
         for label, weight in class_weight.items():
@@ -210,13 +217,16 @@ def class_weights_per_sample(net, T, class_weight):
             table[int(label)] = weight
     else:
         raise ConfigError(f"class_weight must be a dict {{class: weight}} or 'balanced', got {class_weight!r}.")
-    return table[ids].astype(net.dtype)
+    return table.astype(net.dtype)
 
 
 def prepare_data(net, X, T, sample_weight=None, class_weight=None, validation_data=None, validation_split=0.0,
-                 split_seed=0):
+                 split_seed=0, block_rows=None):
     """Check X, T and the weights; hold out ``validation_data`` or a random ``validation_split`` (from
-    ``split_seed``). Per-sample weights are sample_weight times the class weights."""
+    ``split_seed``). Per-sample weights are sample_weight times the class weights. Memory-mapped, Zarr
+    and Dask training data stay where they are: ``data.X`` is then a handgrad.streaming.Stream."""
+    if streaming.is_streamed(X) or streaming.is_streamed(T) or streaming.is_streamed(sample_weight):
+        return _prepare_stream(net, X, T, sample_weight, class_weight, validation_data, validation_split, block_rows)
     X = net.check_inputs(X)
     T = net.check_targets(T, X.shape[0])
     w = net.check_sample_weight(sample_weight, T.shape[0])
@@ -225,12 +235,7 @@ def prepare_data(net, X, T, sample_weight=None, class_weight=None, validation_da
         w = by_class if w is None else w * by_class
     data = Data(X, T, w)
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise DataError("validation_data must be (X_val, T_val) or (X_val, T_val, sample_weight_val).")
-        data.X_val = net.check_inputs(validation_data[0])
-        data.T_val = net.check_targets(validation_data[1], data.X_val.shape[0])
-        if len(validation_data) == 3:
-            data.w_val = net.check_sample_weight(validation_data[2], data.X_val.shape[0])
+        data.X_val, data.T_val, data.w_val = _validation_arrays(net, validation_data)
     elif validation_split > 0:
         n_val = int(round(validation_split * X.shape[0]))
         if n_val < 1 or n_val >= X.shape[0]:
@@ -242,20 +247,60 @@ def prepare_data(net, X, T, sample_weight=None, class_weight=None, validation_da
     return data
 
 
+def _validation_arrays(net, validation_data):
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise DataError("validation_data must be (X_val, T_val) or (X_val, T_val, sample_weight_val).")
+    X_val = net.check_inputs(validation_data[0])
+    T_val = net.check_targets(validation_data[1], X_val.shape[0])
+    w_val = net.check_sample_weight(validation_data[2], X_val.shape[0]) if len(validation_data) == 3 else None
+    return X_val, T_val, w_val
+
+
+def _prepare_stream(net, X, T, sample_weight, class_weight, validation_data, validation_split, block_rows):
+    """prepare_data for data read block by block: every block is read and checked once before training."""
+    if validation_split > 0:
+        raise ConfigError("validation_split needs the data in memory; with memory-mapped, Zarr or Dask data, pass "
+                          "validation_data=(X_val, T_val) instead.")
+    stream = streaming.Stream(net, X, T, sample_weight, block_rows)
+    if class_weight is None:
+        stream.scan()
+    else:
+        counts = np.zeros(max(net.n_outputs, 2), np.int64)
+        stream.scan(lambda Xb, Tb, wb: np.add(counts, np.bincount(_class_ids(net, Tb), minlength=counts.size),
+                                              out=counts))
+        table = class_weight_table(net, counts, class_weight)
+        stream.class_weights = lambda Tb: table[_class_ids(net, Tb)]
+    data = Data(stream, None)
+    if validation_data is not None:
+        data.X_val, data.T_val, data.w_val = _validation_arrays(net, validation_data)
+    return data
+
+
 class _Batches:
     """The batches of one epoch: slices of the data in the order given, gathered into buffers made once
     (or, without shuffling, views of the data: nothing to copy)."""
 
-    def __init__(self, data, batch_size, dtype):
+    def __init__(self, data, batch_size, dtype, shard=None):
         self.data, self.batch_size = data, batch_size
+        self.shard = shard or (lambda n: (0, n))  # this process's rows lo..hi of a batch of n (data-parallel)
         self.X = np.empty((batch_size, data.X.shape[1]), dtype)
         self.T = np.empty((batch_size, data.T.shape[1]), dtype)
         self.w = np.empty(batch_size, dtype) if data.w is not None else None
 
+    @staticmethod
+    def shuffle(order, rng):
+        """A new epoch's order, in place."""
+        rng.shuffle(order)
+
+    def rows(self, number):
+        """The number of rows of batch ``number`` (all processes' together)."""
+        return min(self.batch_size, self.data.X.shape[0] - (number - 1) * self.batch_size)
+
     def get(self, number, order, in_order):
-        """Batch ``number`` (from 1): (X, T, w or None)."""
-        d, first = self.data, (number - 1) * self.batch_size
-        n = min(self.batch_size, d.X.shape[0] - first)
+        """Batch ``number`` (from 1), or this process's shard of it: (X, T, w or None)."""
+        d = self.data
+        lo, hi = self.shard(self.rows(number))
+        first, n = (number - 1) * self.batch_size + lo, hi - lo
         if in_order:  # the batch is a contiguous slice, a view with nothing to copy
             return d.X[first:first + n], d.T[first:first + n], None if d.w is None else d.w[first:first + n]
         index = order[first:first + n]  # mode="clip" lets np.take write straight into the buffer (indices are valid)
@@ -355,13 +400,18 @@ class _NonFinite(Exception):
         self.epoch, self.batch, self.value = epoch, batch, value
 
 
-def train_step(net, optimizer, X, T, w, rate, clip_norm=None, work=None):
+def train_step(net, optimizer, X, T, w, rate, clip_norm=None, work=None, group=None, n_total=None):
     """One batch: J and dJ/dtheta (net.backprop), then one optimizer step on net.params; returns J.
 
     With ``clip_norm`` the optimizer gets g * min(1, c / ||g||), ||g|| the norm of the whole gradient
     vector, computed in ``work`` (net.grads keeps the true gradient). A non-finite J takes no step.
+    Data-parallel (``group``, handgrad.distributed): X, T, w are this rank's shard of a batch of
+    ``n_total`` rows, and the group sums the shards' J and gradients over the ranks first.
     """
-    J = net.backprop(X, T, w, training=True)
+    if group is None:
+        J = net.backprop(X, T, w, training=True)
+    else:
+        J = group.gradient(net, X, T, w, n_total)
     if not math.isfinite(J):
         return J
     g = net.grads
@@ -423,12 +473,18 @@ def _restore(net, settings, position, state, n_samples):
 
 
 # ---------------------------------------------------------------------------- end of an epoch
-def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, val_out=None):
-    """Validation, the history, the schedule's epoch hook, progress and callbacks; returns a stop reason or None."""
+def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, val_out=None, group=None):
+    """Validation, the history, the schedule's epoch hook, progress and callbacks; returns a stop reason or None.
+    Data-parallel (``group``): rank 0 evaluates and every rank gets its figures, so all decide alike."""
     logs = {"loss": position.epoch_total / position.epoch_seen}
     if data.X_val is not None:
-        for name, value in evaluate(net, data.X_val, data.T_val, data.w_val, settings.metrics, out=val_out).items():
+        def validate():
+            return evaluate(net, data.X_val, data.T_val, data.w_val, settings.metrics, out=val_out)
+
+        for name, value in (validate() if group is None else group.from_root(validate)).items():
             logs["val_" + name] = value
+    if group is not None:
+        group.check_same_weights(net, epoch)
     logs["lr"] = rate
     settings.schedule.end_epoch(logs.get("val_loss", logs["loss"]))
     position.history.record(epoch, seconds, **logs)
@@ -446,11 +502,31 @@ def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, 
     return stop_reason, logs
 
 
+def _read_state(path, group):
+    """The checkpoint's state, or None; data-parallel: rank 0 reads it and sends it to every rank (the
+    ranks need no shared file system, and none reads a file rank 0 is still writing)."""
+    def read():
+        return read_checkpoint(path) if path is not None else None
+
+    return read() if group is None else group.from_root(read)
+
+
+def _save_checkpoint(net, settings, position, seed, n_samples, group):
+    """Write the checkpoint (rank 0 only, with every rank's dropout stream under data-parallel)."""
+    ranks = group.checkpoint_state() if group is not None else None  # every rank takes part
+    if group is None or group.is_root:
+        state = _snapshot(net, settings, position, seed, n_samples)
+        if ranks is not None:
+            state["distributed"] = ranks
+        write_checkpoint(settings.checkpoint, state)
+
+
 # ---------------------------------------------------------------------------- fit
+@_distributed.ends_job_on_error
 def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0.1, schedule=None, shuffle=True,
         validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(), checkpoint=None,
         resume=None, verbose="auto", seed=None, sample_weight=None, class_weight=None, clip_norm=None,
-        metrics=None):
+        metrics=None, distributed=None, block_rows=None):
     """Train ``net`` on (X, T) with mini-batches; returns a :class:`History`.
 
     Parameters
@@ -494,28 +570,43 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     metrics : list of str, optional
         Validation metrics among 'accuracy', 'mse', 'mae', 'r2' (default: accuracy for classifiers,
         the other three for regression).
+    distributed : True or an mpi4py communicator, optional
+        Data-parallel training under ``mpiexec -n K`` (handgrad.distributed; True: MPI.COMM_WORLD):
+        ``batch_size`` is the global batch, each rank computes the gradient of its shard, one Allreduce
+        sums them, every rank takes the same step; the same training as one process, to rounding.
+        Rank 0 alone writes checkpoints and shows progress; save the model where ``distributed.is_root()``.
+    block_rows : int, optional
+        For memory-mapped, Zarr or Dask X/T (handgrad.streaming): rows per block read from disk
+        (default: about 64 MiB of X).
     """
     settings = Settings.check(
         net, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         schedule=schedule, shuffle=shuffle, validation_split=validation_split, early_stopping=early_stopping,
         callbacks=callbacks, checkpoint=checkpoint, resume=resume, verbose=verbose, seed=seed,
         clip_norm=clip_norm, metrics=metrics)
-    state = read_checkpoint(settings.resume) if settings.resume is not None else None  # first: seed and split
+    comm = _distributed.communicator(distributed)
+    group = _distributed.Group(comm) if comm is not None else None
+    state = _read_state(settings.resume, group)  # first: the seed and the split
     run_seed = state["seed"] if state is not None else (seed if seed is not None else net.seed)
     if run_seed is None:
         run_seed = int(np.random.SeedSequence().entropy % (2 ** 63))
-    data = prepare_data(net, X, T, sample_weight, class_weight, validation_data, settings.validation_split, run_seed)
+    data = prepare_data(net, X, T, sample_weight, class_weight, validation_data, settings.validation_split, run_seed,
+                        block_rows)
     N = data.X.shape[0]
     settings.batch_size = min(settings.batch_size, N)
     n_batches = -(-N // settings.batch_size)
-    position = Position(order=np.arange(N), shuffle_rng=np.random.default_rng(run_seed))
+    streamed = isinstance(data.X, streaming.Stream)
+    position = Position(order=data.X.initial_order() if streamed else np.arange(N),
+                        shuffle_rng=np.random.default_rng(run_seed))
     if state is not None:
         _restore(net, settings, position, state, N)
+    dropout_streams = group.start(net, state) if group is not None else _distributed.single_process(state)
     settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
     for hook in settings.callbacks:
         hook.on_train_begin(net)
     try:
-        _train(net, settings, data, position, n_batches, run_seed)
+        with dropout_streams:
+            _train(net, settings, data, position, n_batches, run_seed, group)
     finally:
         net.training_state = {"optimizer": settings.optimizer, "learning_rate": settings.learning_rate,
                               "step": position.step}
@@ -528,40 +619,49 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
 
 # The loop reads better whole: its state (epoch, batch, the stop reason, the last finite weights) is what
 # the try/except blocks below act on, and splitting it would pass most of it back and forth.
-def _train(net, settings, data, position, n_batches, run_seed):
-    """The epoch and batch loops of :func:`fit`; sets ``position.history.stop_reason``."""
+def _train(net, settings, data, position, n_batches, run_seed, group=None):
+    """The epoch and batch loops of :func:`fit`; sets ``position.history.stop_reason``.
+    Data-parallel (``group``): each rank's batches are its shards, and the ranks agree on every stop."""
     p, opt, N = position, settings.optimizer, data.X.shape[0]
-    batches = _Batches(data, settings.batch_size, net.dtype)
+    shard = group.shard if group is not None else None
+    if isinstance(data.X, streaming.Stream):
+        batches = streaming.StreamBatches(data.X, settings.batch_size, net.dtype, shard)
+    else:
+        batches = _Batches(data, settings.batch_size, net.dtype, shard)
     val_out = np.empty((data.X_val.shape[0], net.n_outputs), net.dtype) if data.X_val is not None else None
     batch_hooks = [h for h in settings.callbacks if type(h).on_batch_end is not Callback.on_batch_end]
     total_steps = settings.epochs * n_batches
-    progress = _Progress(settings.verbose, total_steps, min(p.step, total_steps))
+    progress = _Progress(settings.verbose if group is None or group.is_root else False, total_steps,
+                         min(p.step, total_steps))
     last_good = net.params.copy()  # the weights at the start of the epoch: known finite
     work = np.empty_like(net.params) if settings.clip_norm is not None else None
-    in_order = not settings.shuffle and np.array_equal(p.order, np.arange(N))
+    in_order = not settings.shuffle and isinstance(batches, _Batches) and np.array_equal(p.order, np.arange(N))
     rate = settings.schedule.rate(p.step) if p.step < total_steps else settings.learning_rate
     stop_reason = None
     try:
         # overflow is expected when training diverges; the loop detects it and says so (TrainingError)
         with _InterruptFlag() as interrupt, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if group is not None:  # interrupt.raised: any rank's Ctrl-C, as of the last step's sum
+                interrupt = group.agree_on(interrupt)
             epoch = p.epochs_done
             while epoch < settings.epochs and stop_reason is None:
                 epoch += 1
                 started = time.perf_counter()
                 if p.batch_done == 0:
                     if settings.shuffle:
-                        p.shuffle_rng.shuffle(p.order)
+                        batches.shuffle(p.order, p.shuffle_rng)
                     p.epoch_total, p.epoch_seen = 0.0, 0
                 np.copyto(last_good, net.params)
                 for number in range(p.batch_done + 1, n_batches + 1):
                     xb, tb, wb = batches.get(number, p.order, in_order)
                     rate = float(settings.schedule.rate(p.step))  # a Python float: float64 would upcast float32 work
-                    J = train_step(net, opt, xb, tb, wb, rate, settings.clip_norm, work)
+                    rows = batches.rows(number)
+                    J = train_step(net, opt, xb, tb, wb, rate, settings.clip_norm, work, group, rows)
                     if not math.isfinite(J):
                         raise _NonFinite(epoch, number, J)
                     p.step, p.batch_done = p.step + 1, number
-                    p.epoch_total += J * xb.shape[0]
-                    p.epoch_seen += xb.shape[0]
+                    p.epoch_total += J * rows
+                    p.epoch_seen += rows
                     progress.batch(J)
                     for hook in batch_hooks:
                         if hook.on_batch_end(epoch, number, J):
@@ -574,18 +674,20 @@ def _train(net, settings, data, position, n_batches, run_seed):
                     break
                 p.batch_done, p.epochs_done = 0, epoch
                 stop_reason, logs = end_epoch(net, settings, data, p, epoch, time.perf_counter() - started, rate,
-                                              interrupt.raised, val_out)
+                                              interrupt.raised, val_out, group)
                 progress.epoch(epoch, settings.epochs, logs)
                 if settings.checkpoint is not None:
-                    write_checkpoint(settings.checkpoint, _snapshot(net, settings, p, run_seed, N))
+                    _save_checkpoint(net, settings, p, run_seed, N, group)
         if p.batch_done and settings.checkpoint is not None:  # stopped inside an epoch
-            write_checkpoint(settings.checkpoint, _snapshot(net, settings, p, run_seed, N))
+            _save_checkpoint(net, settings, p, run_seed, N, group)
     except _NonFinite as bad:
         _after_divergence(net, p, bad, last_good, rate)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the batch may be unfinished
+        if group is not None and group.size > 1:
+            raise  # the ranks may be at different steps: the job ends (handgrad.distributed)
         stop_reason = "interrupted (Ctrl-C) during a batch"
         if settings.checkpoint is not None:
-            write_checkpoint(settings.checkpoint, _snapshot(net, settings, p, run_seed, N))
+            _save_checkpoint(net, settings, p, run_seed, N, group)
     finally:
         progress.close()
     if settings.stopper is not None and settings.stopper.restore():

@@ -1,0 +1,192 @@
+"""Data-parallel training on MPI (mpi4py): K processes ("ranks") train one network as one process would.
+
+Every rank holds the whole network and the whole (or memory-mapped) data set, and follows the same
+shuffled order (from the seed). For each global batch of B rows, rank r takes its shard, rows
+lo_r..hi_r of the batch (the shards' sizes differ by at most one), and computes its part of the
+gradient of the batch's objective:
+
+    J = (1/B) sum_{i in batch} w_i l_i + R(theta)
+      = sum_r [ (1/B) sum_{i in shard r} w_i l_i  +  (R(theta) if r == 0) ]
+
+(net.backprop(..., n_total=B, penalty=(r == 0)): the 1/B of the whole batch, the penalty once). One
+Allreduce (sum) of the gradient vector net.grads, in place, then gives every rank the gradient of the
+whole batch, and every rank takes the same optimizer step (clipping, if any, after the sum). A second,
+16-byte Allreduce carries the loss and the ranks' Ctrl-C flags, so that every rank takes the same
+decisions (stop, diverged). Rank 0 alone evaluates the validation data (the logs are broadcast),
+writes checkpoints and shows progress; the caller writes the model on rank 0 (:func:`is_root`).
+
+Dropout: rank 0 draws its masks from the network's own stream (net.rng), rank r > 0 from that stream
+jumped ahead r times (PCG64.jumped: streams that do not overlap). With K = 1 the run is therefore the
+single-process run, bit for bit. Why K > 1 equals it only to rounding: docs/scaling.md.
+
+A rank that fails ends the whole job (MPI Abort) after printing its error: the others would otherwise
+wait forever in the next Allreduce. Files are written atomically, so no file is left half-written.
+
+mpi4py is imported here only, lazily: ``pip install handgrad[mpi]`` (mpi4py and the mpich wheel).
+"""
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import sys
+
+import numpy as np
+
+from .errors import ConfigError, TrainingError
+
+_INSTALL = "pip install handgrad[mpi] (mpi4py and the mpich wheel), or mpi4py over a system MPI"
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ConfigError(f"data-parallel training needs mpi4py and an MPI: {_INSTALL}.") from None
+    return MPI
+
+
+def communicator(distributed):
+    """The communicator ``fit(distributed=...)`` asks for: None for False/None, MPI.COMM_WORLD for True,
+    or the mpi4py communicator given."""
+    if distributed is None or distributed is False:
+        return None
+    if distributed is True:
+        return _mpi().COMM_WORLD
+    if not all(hasattr(distributed, name) for name in ("Get_rank", "Get_size", "Allreduce", "Abort")):
+        raise ConfigError(f"distributed must be True, False or an mpi4py communicator, got {distributed!r}.")
+    return distributed
+
+
+def is_root(distributed=True):
+    """True on rank 0, and in a process without MPI (mpi4py not installed): the process that writes
+    files and prints."""
+    if distributed is True and importlib.util.find_spec("mpi4py") is None:
+        return True
+    comm = communicator(distributed)
+    return comm is None or comm.Get_rank() == 0
+
+
+def shard_bounds(n, rank, size):
+    """Rows lo..hi (hi excluded) of a batch of n rows for ``rank`` of ``size``: the first n % size ranks
+    take one row more, so rank 0's shard is never empty."""
+    base, extra = divmod(n, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+class Group:
+    """The ranks of one data-parallel run, as the trainer sees them (training.fit makes one)."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.MPI = _mpi()
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.is_root = self.rank == 0
+        self.status = np.zeros(2)  # [this rank's part of J, this rank's Ctrl-C flag], summed over the ranks
+        self.local_interrupt = None  # this rank's Ctrl-C flag (the trainer's; it has .raised)
+        self.raised = False  # any rank's Ctrl-C, as of the last step: the same on every rank
+        self.dropout = None
+
+    # ------------------------------------------------------------------ one step
+    def shard(self, n):
+        """(lo, hi): this rank's rows of a batch of n rows."""
+        return shard_bounds(n, self.rank, self.size)
+
+    def gradient(self, net, X, T, w, n_total):
+        """The whole batch's J, and its gradient in net.grads on every rank, from this rank's shard (X, T, w)."""
+        if X.shape[0]:
+            J = net.backprop(X, T, w, training=True, n_total=n_total, penalty=self.is_root)
+        else:  # a last batch shorter than K rows leaves some ranks without rows
+            net.grads.fill(0)
+            J = 0.0
+        self.status[0] = J
+        self.status[1] = float(self.local_interrupt is not None and self.local_interrupt.raised)
+        self.comm.Allreduce(self.MPI.IN_PLACE, net.grads, op=self.MPI.SUM)  # the one sum of the gradient vector
+        self.comm.Allreduce(self.MPI.IN_PLACE, self.status, op=self.MPI.SUM)
+        self.raised = bool(self.status[1] > 0)
+        return float(self.status[0])
+
+    def agree_on(self, interrupt):
+        """Send this rank's Ctrl-C flag (``interrupt.raised``) with every step's sum; the group's own
+        ``raised`` is then any rank's flag as of the last step, so every rank stops at the same step."""
+        self.local_interrupt = interrupt
+        return self
+
+    # ------------------------------------------------------------------ dropout streams
+    def start(self, net, state=None):
+        """Every rank starts from rank 0's dropout stream; rank r > 0 draws from it jumped r times, or
+        from the stream a checkpoint (``state``) saved for it."""
+        running = getattr(net, "running_statistics", None)  # batch normalization, where the network has it
+        if running is not None and running():
+            raise ConfigError("data-parallel training does not support batch normalization: each rank would "
+                              "normalize by its own shard's statistics, not the global batch's. Train in one "
+                              "process, or use a normalization per sample (layer normalization).")
+        saved = (state or {}).get("distributed", {"ranks": 1, "dropout_streams": []})
+        if state is not None and saved["ranks"] != self.size:
+            raise ConfigError(f"the checkpoint was written by {saved['ranks']} rank(s); resume it with the same "
+                              f"number (mpiexec -n {saved['ranks']}), not {self.size}.")
+        net.rng.bit_generator.state = self.comm.bcast(net.rng.bit_generator.state, root=0)
+        if self.is_root:
+            self.dropout = net.rng
+        elif saved["dropout_streams"]:
+            self.dropout = np.random.default_rng()
+            self.dropout.bit_generator.state = saved["dropout_streams"][self.rank - 1]
+        else:
+            self.dropout = np.random.Generator(net.rng.bit_generator.jumped(self.rank))
+        return net.dropout_stream(self.dropout)
+
+    def checkpoint_state(self):
+        """What a checkpoint needs besides rank 0's state (collective: every rank calls it; None off rank 0)."""
+        streams = self.comm.gather(self.dropout.bit_generator.state, root=0)
+        return {"ranks": self.size, "dropout_streams": streams[1:]} if self.is_root else None
+
+    # ------------------------------------------------------------------ epochs
+    def from_root(self, compute):
+        """compute() on rank 0, its result on every rank (the validation logs: every rank decides alike)."""
+        return self.comm.bcast(compute() if self.is_root else None, root=0)
+
+    def check_same_weights(self, net, epoch):
+        """Every rank must hold the same theta (each takes the same step from the same sum); a TrainingError if not."""
+        digests = self.comm.allgather(hashlib.sha256(net.params.tobytes()).hexdigest())
+        if len(set(digests)) > 1:
+            raise TrainingError(f"after epoch {epoch} the ranks' weights differ: this MPI's Allreduce did not give "
+                                "every rank the same sum, so the ranks drifted apart; use an MPI (or an "
+                                "Allreduce algorithm) that does, such as MPICH's (docs/scaling.md).")
+
+
+def single_process(state):
+    """For a run without MPI: refuse a checkpoint that K > 1 ranks wrote (their dropout streams are in it)."""
+    ranks = (state or {}).get("distributed", {"ranks": 1})["ranks"]
+    if ranks != 1:
+        raise ConfigError(f"the checkpoint was written by {ranks} ranks; resume it under mpiexec -n {ranks} with "
+                          "distributed=True (--distributed).")
+    return contextlib.nullcontext()
+
+
+def ends_job_on_error(fit):
+    """Decorate ``fit``: under data-parallel training with K > 1 ranks, an error on any rank prints
+    'handgrad: rank r of K failed: ...' and ends the whole job (MPI Abort, exit status 2)."""
+
+    @functools.wraps(fit)
+    def guarded(*args, **options):
+        comm = communicator(options.get("distributed"))
+        if comm is None or comm.Get_size() == 1:
+            return fit(*args, **options)
+        with abort_on_error(comm):
+            return fit(*args, **options)
+
+    return guarded
+
+
+@contextlib.contextmanager
+def abort_on_error(comm):
+    """Inside the block, an exception on this rank prints its error and aborts every rank of ``comm``."""
+    try:
+        yield
+    except BaseException as error:  # also KeyboardInterrupt: the other ranks would wait for this one forever
+        rank, size = comm.Get_rank(), comm.Get_size()
+        print(f"handgrad: rank {rank} of {size} failed: {type(error).__name__}: {error}", file=sys.stderr,
+              flush=True)
+        comm.Abort(2)
+        raise

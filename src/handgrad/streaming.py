@@ -1,0 +1,232 @@
+"""Data larger than memory: batches streamed from memory-mapped .npy files, Zarr arrays or Dask arrays.
+
+``fit`` takes such arrays as they are (``np.load("X.npy", mmap_mode="r")``, ``zarr.open(...)``,
+``dask.array.from_zarr(...)``) and never loads them whole. The rows are cut into blocks of
+``block_rows`` consecutive rows (by default about 64 MiB of X, a whole number of a Zarr or Dask
+array's row chunks), and an epoch's order is
+
+    the blocks in a random order, then the rows of each block in a random order
+
+so every read is one block: contiguous rows, read sequentially. The order of an epoch is stored as
+the int64 vector [key, b_1, ..., b_m]: the blocks' order, and the key from which each block's own
+permutation is drawn (rng([key, b])); key -1 keeps every block in its order (shuffle=False). It takes
+m + 1 numbers, not N, and a checkpoint saves it as it saves an in-memory run's order.
+
+Memory: the trainer holds at most ``ceil(B / block_rows) + 1`` blocks (B the batch size; 2 blocks when
+block_rows >= B, the default) of X, T and w in the network's dtype, each with its permutation, plus the
+batch buffers. A whole-file memory map (np.load's) is read with plain file reads rather than through
+the map, so the file's pages stay in the page cache and out of the process's resident memory.
+
+The input checks (NaN, inf, the labels, the weights) run block by block: a pass over every block
+before training (which also counts the classes for class_weight), and again as each block is read.
+zarr and dask are not imported here: their arrays are recognised by their type's module.
+"""
+
+import math
+import mmap
+from collections import OrderedDict
+
+import numpy as np
+
+from .errors import DataError
+
+BLOCK_BYTES = 64 * 2 ** 20  # the default block: about this many bytes of X
+
+
+def kind(array):
+    """'memmap', 'zarr' or 'dask' for an array fit streams; None for anything else (read into memory)."""
+    if isinstance(array, np.memmap):
+        return "memmap"
+    module = type(array).__module__.split(".")[0]
+    return module if module in ("zarr", "dask") else None
+
+
+def is_streamed(array):
+    return kind(array) is not None
+
+
+def open_npy(path, what="X"):
+    """A .npy file memory-mapped (read-only, no pickle), or a DataError naming ``what`` and the problem."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{what}: the file '{path}' does not exist; check the path.") from None
+    except (OSError, ValueError) as error:
+        raise DataError(f"{what}: '{path}' cannot be memory-mapped as a numeric .npy array ({error}).") from None
+    if not isinstance(array, np.memmap):
+        raise DataError(f"{what}: '{path}' is not a .npy array (an .npz archive?); give a .npy file.")
+    return array
+
+
+def _address(array):
+    return array.__array_interface__["data"][0]
+
+
+def _file_position(array):
+    """(file name, byte offset of array[0]) for a C-contiguous view of a whole-file memory map such as
+    np.load(..., mmap_mode="r") gives (also a slice of it), else None."""
+    if not isinstance(array, np.memmap) or not array.flags.c_contiguous or not array.filename:
+        return None
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not isinstance(root, np.memmap) or not isinstance(root.base, mmap.mmap):
+        return None
+    return root.filename, root.offset + _address(array) - _address(root)
+
+
+class _Reader:
+    """Rows a..b of one array as a new in-memory ndarray."""
+
+    def __init__(self, array, name):
+        self.array, self.name = array, name
+        shape = getattr(array, "shape", None)
+        if shape is None or len(shape) not in (1, 2):
+            raise DataError(f"{name} must be a 1-D or 2-D array, got shape {shape}.")
+        self.file = _file_position(array)
+
+    def read(self, a, b):
+        if self.file is not None:  # plain reads: the pages stay out of this process's resident memory
+            name, offset = self.file
+            array = self.array
+            out = np.empty((b - a,) + array.shape[1:], array.dtype)
+            row_bytes = out.itemsize * math.prod(array.shape[1:])
+            with open(name, "rb") as file:
+                file.seek(offset + a * row_bytes)
+                if file.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
+                    raise DataError(f"{self.name}: the file '{name}' is shorter than its header says.")
+            return out
+        return np.asarray(self.array[a:b])  # Zarr reads the chunks, Dask computes them
+
+
+def default_block_rows(X):
+    """About BLOCK_BYTES of X per block, a whole number of its row chunks (Zarr, Dask)."""
+    row_bytes = max(1, np.dtype(X.dtype).itemsize * math.prod(X.shape[1:]))
+    rows = max(1, BLOCK_BYTES // row_bytes)
+    chunks = getattr(X, "chunks", None)
+    if chunks:
+        chunk = chunks[0] if isinstance(chunks[0], (int, np.integer)) else max(chunks[0])  # Zarr: ints; Dask: tuples
+        rows = max(1, rows // int(chunk)) * int(chunk)
+    return int(rows)
+
+
+class Stream:
+    """Training data read block by block: X (N, n_inputs), T and the sample weights w (optional), checked
+    with the network's own checks as each block is read. ``shape`` is X's (what the trainer asks of X)."""
+
+    def __init__(self, net, X, T, sample_weight=None, block_rows=None):
+        self.net = net
+        self.readers = [_Reader(X, "X"), _Reader(T, "the targets")]
+        if sample_weight is not None:
+            self.readers.append(_Reader(sample_weight, "sample_weight"))
+        N = int(X.shape[0])
+        for reader in self.readers[1:]:
+            if int(reader.array.shape[0]) != N:
+                raise DataError(f"X has {N} samples but {reader.name} has {reader.array.shape[0]}.")
+        if N == 0:
+            raise DataError("X is empty: it has no samples.")
+        self.shape = (N, net.n_inputs)  # each block's X is checked against it as it is read
+        if block_rows is None:
+            block_rows = default_block_rows(X)
+        if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
+            raise DataError(f"block_rows must be a positive integer, got {block_rows!r}.")
+        self.block_rows = int(min(block_rows, N))
+        self.n_blocks = -(-N // self.block_rows)
+        self.block_sizes = np.full(self.n_blocks, self.block_rows, np.int64)
+        self.block_sizes[-1] = N - (self.n_blocks - 1) * self.block_rows
+        self.class_weights = None  # set by the trainer: a function T_block -> per-sample class weights
+
+    @property
+    def weighted(self):
+        return len(self.readers) == 3 or self.class_weights is not None
+
+    def bounds(self, block):
+        a = block * self.block_rows
+        return a, min(a + self.block_rows, self.shape[0])
+
+    def block(self, block):
+        """Block ``block``'s (X, T, w or None), checked, in the network's dtype; a DataError names its rows."""
+        a, b = self.bounds(block)
+        raw = [reader.read(a, b) for reader in self.readers]
+        net = self.net
+        try:
+            X = net.check_inputs(raw[0])
+            T = net.check_targets(raw[1], b - a)
+            w = net.check_sample_weight(raw[2], b - a) if len(raw) == 3 else None
+            if self.class_weights is not None:
+                by_class = self.class_weights(T)
+                w = by_class if w is None else w * by_class
+        except DataError as error:
+            raise DataError(f"rows {a}..{b - 1} (block {block + 1} of {self.n_blocks}): {error}") from None
+        return X, T, w
+
+    def scan(self, each=None):
+        """Read and check every block in order, before training; ``each(X, T, w)`` sees each one."""
+        for block in range(self.n_blocks):
+            X, T, w = self.block(block)
+            if each is not None:
+                each(X, T, w)
+
+    # ------------------------------------------------------------------ an epoch's order
+    def initial_order(self):
+        """[-1, 0, 1, ..., m-1]: the blocks in their order, each block's rows in theirs."""
+        return np.arange(-1, self.n_blocks, dtype=np.int64)
+
+    @staticmethod
+    def shuffle(order, rng):
+        """A new epoch's order in place: the blocks' order, and a fresh key for the rows inside each block."""
+        order[0] = rng.integers(2 ** 62)
+        rng.shuffle(order[1:])
+
+
+class StreamBatches:
+    """The batches of one epoch of a :class:`Stream`, as training._Batches gives them for in-memory data:
+    ``get(number, order)`` gathers this process's rows of batch ``number`` into buffers made once."""
+
+    def __init__(self, stream, batch_size, dtype, shard=None):
+        self.stream, self.batch_size = stream, batch_size
+        self.shard = shard or (lambda n: (0, n))
+        self.n = stream.shape[0]
+        self.X = np.empty((batch_size, stream.shape[1]), dtype)
+        self.T = np.empty((batch_size, stream.net.n_outputs), dtype)
+        self.w = np.empty(batch_size, dtype) if stream.weighted else None
+        self.cache = OrderedDict()  # (block, key) -> (X, T, w, rows order): the blocks in memory
+        self.cache_size = -(-batch_size // stream.block_rows) + 1
+
+    def shuffle(self, order, rng):
+        self.stream.shuffle(order, rng)
+
+    def rows(self, number):
+        return min(self.batch_size, self.n - (number - 1) * self.batch_size)
+
+    def _block(self, block, key):
+        entry = self.cache.get((block, key))
+        if entry is None:
+            while len(self.cache) >= self.cache_size:
+                self.cache.popitem(last=False)  # drop the oldest before reading: at most cache_size in memory
+            X, T, w = self.stream.block(block)
+            rows = np.arange(X.shape[0]) if key < 0 else np.random.default_rng([key, block]).permutation(X.shape[0])
+            entry = self.cache[(block, key)] = (X, T, w, rows)
+        return entry
+
+    def get(self, number, order, in_order=False):
+        """This process's rows of batch ``number`` (from 1) in the epoch's ``order``: (X, T, w or None)."""
+        lo, hi = self.shard(self.rows(number))
+        start, stop = (number - 1) * self.batch_size + lo, (number - 1) * self.batch_size + hi
+        sizes = self.stream.block_sizes[order[1:]]
+        ends = np.cumsum(sizes)
+        filled, position = 0, start
+        while position < stop:
+            j = int(np.searchsorted(ends, position, side="right"))  # the j-th block of this epoch's order
+            X, T, w, rows = self._block(int(order[1 + j]), int(order[0]))
+            first = position - (ends[j] - sizes[j])
+            take = min(stop, ends[j]) - position
+            index = rows[first:first + take]
+            part = slice(filled, filled + take)
+            np.take(X, index, axis=0, out=self.X[part], mode="clip")
+            np.take(T, index, axis=0, out=self.T[part], mode="clip")
+            if w is not None:
+                np.take(w, index, out=self.w[part], mode="clip")
+            filled, position = filled + take, position + take
+        n = stop - start
+        return self.X[:n], self.T[:n], None if self.w is None else self.w[:n]

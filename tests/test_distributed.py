@@ -1,0 +1,252 @@
+"""Data-parallel training under ``mpiexec -n K`` is the same training as one process with the same global batch.
+
+Tolerances (docs/scaling.md, "The same training"): with K = 1 the weights are bit-identical; with
+K = 2 and 3 the shards' gradients are summed in another order than one matrix product sums the
+rows, so float64 weights agree to 1e-12 and float32 weights to 2e-5 (absolute; the weights are O(1))
+after 2-3 epochs of 7-13 steps (measured: 4e-16 and 6e-8). Dropout draws one stream per rank, so
+K ranks are compared with a single-process reference that draws the same per-shard masks (the
+objective they both descend).
+Every rank must end with the same bits as rank 0.
+
+The MPI runs go through tests/distributed_worker.py; they are skipped where mpi4py or mpiexec
+(next to the Python executable, as the mpich wheel installs it) is missing.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import handgrad as hg
+from handgrad.checkpoints import read_checkpoint
+from handgrad.distributed import shard_bounds
+from handgrad.optimizers import get_optimizer
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import distributed_worker as worker  # noqa: E402
+
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+needs_mpi = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or not MPIEXEC.exists(),
+                               reason="needs mpi4py and mpiexec: pip install handgrad[mpi]")
+
+TRAINING = {"epochs": 3, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.01, "sample_weight": True}
+CASES = {
+    # softmax + cross-entropy (closed form), Adam, sample weights, L2, clipping, validation, shuffling
+    "adam64": {"problem": "classes", "dtype": "float64", "net": {"l2": 1e-3},
+               "fit": {**TRAINING, "clip_norm": 1.0, "validation": True}},
+    # identity + MSE (the general chain rule: the loss divides by the shard's N), momentum, L1
+    "mse64": {"problem": "regression", "dtype": "float64", "net": {"l1": 1e-3},
+              "fit": {"epochs": 3, "batch_size": 16, "optimizer": "momentum", "learning_rate": 0.05}},
+    "adam32": {"problem": "classes", "dtype": "float32", "net": {"l2": 1e-3},
+               "fit": {**TRAINING, "class_weight": "balanced"}},
+    # dropout: one stream per rank
+    "dropout64": {"problem": "classes", "dtype": "float64", "net": {"dropout": 0.3, "l2": 1e-3},
+                  "fit": {**TRAINING, "shuffle": False}},
+}
+# every other optimizer (each reads only the summed gradient), two epochs, with a learning-rate schedule
+OPTIMIZERS = ("sgd", "nesterov", "adamw", "rmsprop")
+CASES.update({name: {"problem": "classes", "dtype": "float64",
+                     "fit": {"epochs": 2, "batch_size": 24, "optimizer": name, "learning_rate": 0.02,
+                             "schedule": "cosine"}} for name in OPTIMIZERS})
+TOLERANCE = {"float64": 1e-12, "float32": 2e-5}
+
+
+def mpirun(K, cases, tmp_path, timeout=120):
+    """Run the worker on ``cases`` under mpiexec -n K; (completed process, results or None)."""
+    tag = f"{K}-{abs(hash(json.dumps(cases, sort_keys=True)))}"
+    spec, out = tmp_path / f"cases-{tag}.json", tmp_path / f"out-{tag}.npz"
+    spec.write_text(json.dumps(cases))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([str(MPIEXEC), "-n", str(K), sys.executable, str(HERE / "distributed_worker.py"),
+                           str(spec), str(out)], capture_output=True, text=True, timeout=timeout, env=env)
+    return done, (dict(np.load(out)) if out.exists() else None)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    if importlib.util.find_spec("mpi4py") is None or not MPIEXEC.exists():
+        pytest.skip("needs mpi4py and mpiexec: pip install handgrad[mpi]")
+    tmp_path = tmp_path_factory.mktemp("mpi")
+    results = {}
+    for K in (1, 2, 3):
+        done, results[K] = mpirun(K, CASES, tmp_path)
+        assert done.returncode == 0, done.stderr
+    return results
+
+
+def single_process(name):
+    net, X, y, options = worker.build(CASES[name])
+    net.fit(X, y, verbose=False, **options)
+    return net.params
+
+
+def sharded_reference(name, K):
+    """One process descending what K ranks descend with dropout: per global batch, the sum over the shards
+    of each shard's gradient (1/B, the penalty once), each shard's masks from its rank's stream."""
+    net, X, y, options = worker.build(CASES[name])
+    T, w, B = net.check_targets(y, len(X)), options["sample_weight"], options["batch_size"]
+    streams = [net.rng] + [np.random.Generator(net.rng.bit_generator.jumped(r)) for r in range(1, K)]
+    optimizer, total = get_optimizer(options["optimizer"]), np.empty_like(net.grads)
+    for _ in range(options["epochs"]):
+        for start in range(0, len(X), B):
+            n = min(B, len(X) - start)
+            total[...] = 0
+            for r in range(K):
+                lo, hi = shard_bounds(n, r, K)
+                rows = slice(start + lo, start + hi)
+                with net.dropout_stream(streams[r]):
+                    net.backprop(X[rows], T[rows], w[rows], training=True, n_total=n, penalty=r == 0)
+                total += net.grads
+            optimizer.step(net.params, total, options["learning_rate"])
+    return net.params
+
+
+# ---------------------------------------------------------------------------- without MPI
+def test_shards_cover_the_batch_and_rank_0_is_never_empty():
+    for n in (1, 2, 5, 11, 32):
+        for K in (1, 2, 3, 4):
+            bounds = [shard_bounds(n, r, K) for r in range(K)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n and bounds[0][1] > 0
+            assert all(bounds[r][1] == bounds[r + 1][0] for r in range(K - 1))
+            sizes = [hi - lo for lo, hi in bounds]
+            assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("problem", ["classes", "regression"])
+def test_the_shards_gradients_sum_to_the_batch_gradient(problem):
+    X, y, layers = worker.problem(problem, "float64")
+    net = hg.MLP(5, layers, l2=0.01, l1=0.003, seed=2)
+    T = net.check_targets(y[:30], 30)
+    w = np.linspace(0.5, 2.0, 30)
+    J = net.backprop(X[:30], T, w, training=False)
+    whole = net.grads.copy()
+    total, J_sum = np.zeros_like(whole), 0.0
+    for r in range(3):
+        lo, hi = shard_bounds(30, r, 3)
+        J_sum += net.backprop(X[lo:hi], T[lo:hi], w[lo:hi], training=False, n_total=30, penalty=r == 0)
+        total += net.grads
+    np.testing.assert_allclose(total, whole, rtol=1e-13, atol=1e-15)
+    assert J_sum == pytest.approx(J, rel=1e-14)
+
+
+def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
+    X, y, layers = worker.problem("classes", "float64")
+    net = hg.MLP(5, layers, seed=0)
+    with pytest.raises(hg.ConfigError, match=r"pip install handgrad\[mpi\]"):
+        net.fit(X, y, epochs=1, distributed=True, verbose=False)
+    with pytest.raises(hg.ConfigError, match="an mpi4py communicator"):
+        net.fit(X, y, epochs=1, distributed="world", verbose=False)
+
+
+# ---------------------------------------------------------------------------- under mpiexec
+@needs_mpi
+@pytest.mark.parametrize("name", ["adam64", "mse64", "adam32", "dropout64", *OPTIMIZERS])
+def test_one_rank_is_bit_identical_to_one_process(runs, name):
+    assert np.array_equal(runs[1][name], single_process(name))
+
+
+@needs_mpi
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("name", ["adam64", "mse64", "adam32", *OPTIMIZERS])
+def test_k_ranks_equal_one_process_with_the_same_global_batch(runs, K, name):
+    expected = single_process(name)
+    got = runs[K][name]
+    assert np.abs(got - expected).max() <= TOLERANCE[CASES[name]["dtype"]]
+    assert np.abs(expected).max() > 0.1  # the weights are O(1): the tolerance is a relative one too
+    every_rank = runs[K][name + "/ranks"]
+    assert all(np.array_equal(every_rank[0], params) for params in every_rank)
+    assert np.array_equal(every_rank[0], got)
+
+
+@needs_mpi
+@pytest.mark.parametrize("K", [2, 3])
+def test_dropout_with_a_stream_per_rank_equals_the_sharded_reference(runs, K):
+    got = runs[K]["dropout64"]
+    assert np.abs(got - sharded_reference("dropout64", K)).max() <= TOLERANCE["float64"]
+    # the reference is not the single-process run: rank r > 0 draws other masks than one process would
+    assert np.abs(got - single_process("dropout64")).max() > 1e-6
+    assert np.abs(sharded_reference("dropout64", 1) - single_process("dropout64")).max() == 0
+
+
+@needs_mpi
+def test_resume_with_the_same_ranks_is_bit_identical_and_other_ranks_are_refused(tmp_path):
+    path = str(tmp_path / "run.ckpt")
+    base = {**CASES["dropout64"], "fit": {**CASES["dropout64"]["fit"], "shuffle": True, "epochs": 4}}
+    first = {**base, "fit": {**base["fit"], "epochs": 2, "checkpoint": path}}
+    second = {**base, "fit": {**base["fit"], "checkpoint": path, "resume": True}}
+    done, results = mpirun(2, {"whole": base, "first": first, "second": second}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(results["whole"], results["second"])
+    assert read_checkpoint(path)["distributed"]["ranks"] == 2
+    net, X, y, options = worker.build(second)
+    with pytest.raises(hg.ConfigError, match="written by 2 ranks; resume it under mpiexec -n 2"):
+        net.fit(X, y, verbose=False, **{**options, "epochs": 5})  # one process, no MPI
+    done, _ = mpirun(3, {"again": second}, tmp_path)
+    assert done.returncode != 0
+    assert "written by 2 rank(s); resume it with the same number (mpiexec -n 2), not 3" in done.stderr
+
+
+@needs_mpi
+def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step_and_resumes_exactly(tmp_path):
+    path = str(tmp_path / "run.ckpt")
+    base = {**CASES["dropout64"], "fit": {**CASES["dropout64"]["fit"], "shuffle": True}}
+    stopped = {**base, "fit": {**base["fit"], "checkpoint": path}, "interrupt_on_rank": [1, 2, 3]}
+    resumed = {**base, "fit": {**base["fit"], "checkpoint": path, "resume": True}}
+    done, results = mpirun(2, {"whole": base, "stopped": stopped, "resumed": resumed}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    # rank 1's flag travels with the next step's sum: both ranks stop after batch 4 of epoch 2
+    assert list(results["stopped/stop_reasons"]) == ["interrupted (Ctrl-C) at epoch 2, batch 4"] * 2
+    assert np.array_equal(results["whole"], results["resumed"])
+
+
+@needs_mpi
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_streamed_data_under_mpi_equals_one_process(tmp_path, shuffle):
+    X, y, _ = worker.problem("classes", "float64")
+    paths = [str(tmp_path / "X.npy"), str(tmp_path / "y.npy")]
+    np.save(paths[0], X)
+    np.save(paths[1], y)
+    case = {**CASES["adam64"], "fit": {**CASES["adam64"]["fit"], "shuffle": shuffle, "block_rows": 50},
+            "npy": paths}
+    done, results = mpirun(2, {"streamed": case}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    # one process: streamed too when shuffling (the block-wise order), in memory otherwise (the same batches)
+    net, X_s, y_s, options = worker.build(case if shuffle else {k: v for k, v in case.items() if k != "npy"})
+    net.fit(X_s, y_s, verbose=False, **options)
+    assert np.abs(results["streamed"] - net.params).max() <= TOLERANCE["float64"]
+
+
+@needs_mpi
+def test_a_failing_rank_ends_the_job_without_a_half_written_file(tmp_path):
+    model, checkpoint = tmp_path / "model.npz", tmp_path / "run.ckpt"
+    case = {**CASES["adam64"], "fit": {**CASES["adam64"]["fit"], "epochs": 4, "checkpoint": str(checkpoint)},
+            "fail_on_rank": 1, "out": str(model)}
+    done, results = mpirun(2, {"failing": case}, tmp_path, timeout=60)
+    assert done.returncode != 0 and results is None
+    assert "handgrad: rank 1 of 2 failed: RuntimeError: deliberate failure on rank 1" in done.stderr
+    assert not model.exists()
+    assert read_checkpoint(checkpoint)["epochs_done"] == 1  # epoch 1's checkpoint, whole; epoch 2's never written
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(("cases-", "out-"))) == ["run.ckpt"]
+
+
+@needs_mpi
+def test_the_command_line_under_mpiexec_trains_like_one_process(tmp_path):
+    flags = ["train", "--data", "moons", "--samples", "300", "--layers", "8:tanh,1:sigmoid", "--epochs", "4",
+             "--optimizer", "adam", "--learning-rate", "0.01"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "handgrad", *flags]
+    one = subprocess.run([*command, "--out", str(tmp_path / "one.npz"), "--quiet"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    two = subprocess.run([str(MPIEXEC), "-n", "2", *command, "--distributed", "--out", str(tmp_path / "two.npz")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert two.stdout.count("model written to") == 1  # rank 0 alone prints and writes
+    difference = np.abs(hg.load(tmp_path / "one.npz").params - hg.load(tmp_path / "two.npz").params).max()
+    assert difference <= 1e-12
