@@ -145,6 +145,25 @@ def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
         net.fit(X, y, epochs=1, distributed="world", verbose=False)
 
 
+
+@needs_mpi
+def test_batch_normalization_is_refused_with_a_clear_error():
+    """Each rank would normalize by its own shard's statistics, not the global batch's: refused before any step
+    (run in a child process, so that this process never initializes MPI)."""
+    code = ("import numpy as np, handgrad as hg\n"
+            "net = hg.MLP(3, ['8:relu:batchnorm', '1:sigmoid'], seed=0)\n"
+            "X = np.random.default_rng(0).normal(size=(32, 3)); y = (X[:, 0] > 0).astype(float)\n"
+            "before = net.params.copy()\n"
+            "try:\n"
+            "    net.fit(X, y, epochs=1, distributed=True, verbose=False)\n"
+            "except hg.ConfigError as error:\n"
+            "    print('refused:', error, np.array_equal(before, net.params))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "refused: data-parallel training does not support batch normalization" in result.stdout
+    assert result.stdout.strip().endswith("True")  # no step was taken
+
+
 # ---------------------------------------------------------------------------- under mpiexec
 @needs_mpi
 @pytest.mark.parametrize("name", ["adam64", "mse64", "adam32", "dropout64", *OPTIMIZERS])
