@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import lbfgs as _lbfgs
 from . import metrics as _metrics
 from .callbacks import Callback, EarlyStopping, as_callback
 from .checkpoints import optimizer_state, parameter_vector, read_checkpoint, write_checkpoint
@@ -448,7 +449,9 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         Samples per update; the last batch of an epoch is shorter when N is not a multiple.
     optimizer : str or Optimizer
         'sgd' (default: W <- W - eta dJ/dW), 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop', or an object
-        such as ``AdamW(weight_decay=1e-4)`` (an object keeps its state across calls).
+        such as ``AdamW(weight_decay=1e-4)`` (an object keeps its state across calls). 'lbfgs' (or
+        ``handgrad.lbfgs.LBFGS(...)``) trains full batch with L-BFGS for at most ``epochs`` iterations;
+        only X, T, sample_weight and class_weight apply then (handgrad.lbfgs).
     learning_rate : float
         eta, or the base/peak rate a schedule scales.
     schedule : None, str or Schedule
@@ -482,6 +485,14 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         Validation metrics among 'accuracy', 'mse', 'mae', 'r2' (default: accuracy for classifiers,
         the other three for regression).
     """
+    if _lbfgs.is_lbfgs(optimizer):  # full batch, quasi-Newton: handgrad.lbfgs (docs/training.md, "L-BFGS")
+        data, history = prepare_data(net, X, T, sample_weight, class_weight), History()
+        result = _lbfgs.fit(net, data.X, data.T, data.w, solver=optimizer, max_iter=epochs, record=history.record,
+                            unused=dict(validation_data=validation_data, validation_split=validation_split,
+                                        early_stopping=early_stopping, callbacks=callbacks, checkpoint=checkpoint,
+                                        resume=resume, clip_norm=clip_norm, schedule=schedule))
+        history.stop_reason = result.message
+        return history
     settings = Settings.check(
         net, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         schedule=schedule, shuffle=shuffle, validation_split=validation_split, early_stopping=early_stopping,
