@@ -40,7 +40,7 @@ def test_same_minimum_as_scipy_with_comparable_evaluations(layers):
     ours = lbfgs.minimize_network(net, X, y, max_iter=3000, solver=lbfgs.LBFGS(tol=1e-9, ftol=0))
     assert ours.status == 0 and theirs.status == 0, (ours.message, theirs.message)
     assert ours.fun == pytest.approx(theirs.fun, abs=1e-10)
-    assert np.abs(ours.grad).max() <= 1e-9
+    assert np.abs(ours.grad).max() <= 1e-8  # tol, or no decrease left in float64 (ftol=0), as scipy stops
     if layers[-1][1] == "sigmoid":  # the regression net has sign symmetries: equal minima at other points
         np.testing.assert_allclose(ours.x, theirs.x, atol=1e-6)
     np.testing.assert_array_equal(net.params, ours.x)  # the network holds the minimum

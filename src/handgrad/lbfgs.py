@@ -58,13 +58,13 @@ class LBFGS:
     tol : float, stop when the largest gradient entry is <= tol (scipy's gtol; scikit-learn passes its tol)
     ftol : float, stop when the relative decrease of J in an iteration is <= ftol (scipy's default)
     max_fun : int, stop after an iteration once more than max_fun evaluations of (J, grad) were made
-    c1, c2 : the strong Wolfe constants, 0 < c1 < c2 < 1 (1e-4 and 0.9, Nocedal & Wright's choice for quasi-Newton)
+    c1, c2 : the strong Wolfe constants, 0 < c1 < c2 < 1 (1e-3 and 0.9: L-BFGS-B's values)
     max_line_search : int, evaluations one line search may take before it gives up
     """
 
     name = "lbfgs"
 
-    def __init__(self, memory=10, tol=1e-5, ftol=_FTOL, max_fun=15000, c1=1e-4, c2=0.9, max_line_search=20):
+    def __init__(self, memory=10, tol=1e-5, ftol=_FTOL, max_fun=15000, c1=1e-3, c2=0.9, max_line_search=20):
         self.memory = _integer("memory", memory)
         self.tol = _number("tol", tol)
         self.ftol = _number("ftol", ftol)
@@ -168,7 +168,16 @@ def _zoom(phi, f0, d0, lo, hi, c1, c2, budget):
     return None
 
 
-def strong_wolfe(phi, f0, d0, a1, c1=1e-4, c2=0.9, max_evaluations=20, a_max=1e20):
+def _extrapolate(previous, current):
+    """A longer step after ``current`` (a, f, d, g) that went down steeply: the cubic's minimizer, kept
+    within 1.1 to 4 times the last increase of a (the bounds of Moré and Thuente's line search)."""
+    growth = current[0] - previous[0]
+    low, high = current[0] + 1.1 * growth, current[0] + 4.0 * growth
+    a = _cubic_minimizer(previous[0], previous[1], previous[2], current[0], current[1], current[2])
+    return high if a is None else min(max(a, low), high)
+
+
+def strong_wolfe(phi, f0, d0, a1, c1=1e-3, c2=0.9, max_evaluations=20, a_max=1e20):
     """A step a > 0 satisfying the strong Wolfe conditions for phi(a) = J(x + a d) (N&W Algorithm 3.5).
 
     ``phi(a)`` returns (J(x + a d), grad J(x + a d).d, grad J(x + a d)); f0 = phi(0), d0 = phi'(0) < 0.
@@ -185,7 +194,7 @@ def strong_wolfe(phi, f0, d0, a1, c1=1e-4, c2=0.9, max_evaluations=20, a_max=1e2
             return current
         if d >= 0:
             return _zoom(phi, f0, d0, current, previous, c1, c2, max_evaluations - i - 1)
-        previous, a = current, min(2.0 * a, a_max)  # still going down steeply: a longer step
+        previous, a = current, min(_extrapolate(previous, current), a_max)  # still going down steeply
     return None
 
 
@@ -262,7 +271,7 @@ def _search(evaluate, x, f, g, Hg, first, solver):
     if not d0 < 0:  # not a descent direction (rounding in H): the caller falls back to -g
         return None
     # the first step has no curvature information: scale it to length 1, as L-BFGS-B does; then a = 1
-    a1 = min(1.0, 1.0 / float(np.linalg.norm(direction))) if first else 1.0
+    a1 = 1.0 / float(np.linalg.norm(direction)) if first else 1.0
 
     def phi(a):
         f_a, g_a = evaluate(x + a * direction)
