@@ -274,6 +274,8 @@ class _BaseMLP(BaseEstimator):
     def _synced_network(self):
         """``net_``, with any array assigned to coefs_ or intercepts_ (or copied by a pickle) copied into it."""
         net = self.net_
+        if not net.params.flags.writeable:  # unpickled from a read-only memory map (joblib): a writable copy
+            self.net_ = net = net.copy()
         arrays = list(self.coefs_) + list(self.intercepts_)
         views = [layer.W for layer in net.layers] + [layer.b for layer in net.layers]
         if len(arrays) != len(views) or any(a is not v for a, v in zip(arrays, views)):
@@ -440,6 +442,10 @@ class _BaseMLP(BaseEstimator):
         """scikit-learn's epoch loop (_fit_stochastic), each batch one backprop and one optimizer step."""
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._make_solver()
+        state = self._optimizer.rule.state or {}
+        for name, vector in state.items():  # (read-only after a joblib memory-mapped load)
+            if not vector.flags.writeable:
+                state[name] = np.array(vector)
         if self.early_stopping and incremental:
             raise ConfigError("partial_fit does not support early_stopping=True")
         validation = None
