@@ -258,7 +258,8 @@ def test_float32_inputs_train_in_float32(breast_cancer):
 
 def test_bad_settings_raise_handgrad_errors_at_fit(breast_cancer):
     X, y = breast_cancer
-    for bad in (dict(solver="adamm"), dict(max_fun=0), dict(init="uniform"), dict(n_iter_no_change=0), dict(alpha=-1.0), dict(batch_size=0),
+    for bad in (dict(solver="adamm"), dict(max_fun=0), dict(init="uniform"), dict(n_iter_no_change=0),
+                dict(alpha=-1.0), dict(batch_size=0),
                 dict(hidden_layer_sizes=(0,)), dict(learning_rate="sometimes")):
         model = MLPClassifier(**bad)  # the constructor stores and never validates
         with pytest.raises(ConfigError):
