@@ -31,3 +31,29 @@ def test_epoch_speed_runs_and_reports_every_figure():
     memory = report["fit_memory"]
     assert memory["peak_mb"] >= memory["rss_before_mb"] > 0
     assert "single-sample predict:" in result.stdout and "fit memory:" in result.stdout
+
+
+SKLEARN_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sklearn_datasets.py"
+
+
+def test_sklearn_datasets_quick_run_reports_every_case():
+    import pytest
+
+    pytest.importorskip("sklearn")
+    result = subprocess.run([sys.executable, str(SKLEARN_SCRIPT), "--quick"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["seeds"] == 1 and report["max_iter"] == 5
+    cases = [(case["dataset"], case["solver"]) for case in report["cases"]]
+    assert cases == [(name, solver) for name in ("digits", "breast_cancer", "wine", "iris", "diabetes")
+                     for solver in ("adam", "sgd", "lbfgs")]
+    for case in report["cases"]:
+        ours, theirs = case["handgrad"], case["sklearn"]
+        assert len(ours["scores"]) == len(theirs["scores"]) == 1
+        assert ours["mean_seconds"] > 0 and theirs["mean_seconds"] > 0
+        assert abs(case["time_ratio"] - ours["mean_seconds"] / theirs["mean_seconds"]) < 1e-9
+        difference = 100 * (ours["mean_score"] - theirs["mean_score"])
+        assert abs(case["score_difference_points"] - difference) < 1e-9
+    assert report["within_one_point"] == sum(c["score_difference_points"] >= -1 for c in report["cases"])
+    assert f"{case['dataset']:<14} {case['solver']:<6}" in result.stdout  # the table's last row
