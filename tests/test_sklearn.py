@@ -264,3 +264,86 @@ def test_bad_settings_raise_handgrad_errors_at_fit(breast_cancer):
         model = MLPClassifier(**bad)  # the constructor stores and never validates
         with pytest.raises(ConfigError):
             model.fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_trains_as_scikit_learn_does_from_the_same_random_state(solver, kind):
+    """The same initial weights (init='sklearn' draws them as scikit-learn does), batches, penalty and steps."""
+    if kind == "classifier":
+        X, y = load_iris(return_X_y=True)
+        X = StandardScaler().fit_transform(X)
+        ours, theirs = MLPClassifier, neural_network.MLPClassifier
+    else:
+        X, y = make_regression(n_samples=120, n_features=5, n_targets=2, noise=1.0, random_state=0)
+        y = y / y.std(axis=0)
+        ours, theirs = MLPRegressor, neural_network.MLPRegressor
+    options = dict(solver=solver, hidden_layer_sizes=(7,), activation="tanh", random_state=0, max_iter=30,
+                   batch_size=32, learning_rate_init=0.01)
+    a, b = theirs(**options).fit(X, y), ours(**options).fit(X, y)
+    assert a.n_iter_ == b.n_iter_ == 30 and b.out_activation_ == a.out_activation_
+    ours_params = np.concatenate([p.ravel() for p in b.coefs_ + b.intercepts_])
+    theirs_params = np.concatenate([p.ravel() for p in a.coefs_ + a.intercepts_])
+    if solver == "sgd":  # the same formulas: equal to rounding, loss_curve_ (scikit-learn's loss units) included
+        np.testing.assert_allclose(ours_params, theirs_params, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=1e-12)
+    elif solver == "adam":  # Adam's epsilon sits inside the bias correction here (torch's form): close, not equal
+        np.testing.assert_allclose(ours_params, theirs_params, rtol=0, atol=1e-3)
+        np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=1e-4)
+    else:  # another line search (Moré-Thuente there): the same kind of minimum, not the same path
+        assert b.loss_ == pytest.approx(a.loss_, rel=0.05)
+    assert b.score(X, y) == pytest.approx(a.score(X, y), abs=0.02)
+
+
+def test_coefs_are_views_that_accept_new_arrays(breast_cancer):
+    import pickle
+
+    X, y = breast_cancer
+    model = MLPClassifier(hidden_layer_sizes=(5,), random_state=0, max_iter=20).fit(X, y)
+    assert all(np.shares_memory(W, model.net_.params) for W in model.coefs_ + model.intercepts_)
+    model.coefs_[0][...] = 0.0  # writing into a view is writing into the network
+    assert np.all(model.net_.layers[0].W == 0)
+    model.coefs_[1] = np.zeros((5, 1))  # new arrays: copied in by the next predict
+    model.intercepts_[1] = np.array([5.0])
+    np.testing.assert_allclose(model.predict_proba(X)[:, 1], 1 / (1 + np.exp(-5.0)))
+    assert np.shares_memory(model.intercepts_[1], model.net_.params)
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
+    assert all(np.shares_memory(b, copy.net_.params) for b in copy.intercepts_)
+    with pytest.raises(ConfigError, match="shape"):
+        copy.coefs_[1] = np.zeros((3, 3))
+        copy.predict(X)
+
+
+def test_poisson_loss_gradient_and_closed_form():
+    """The half Poisson deviance: its gradient against central differences, its value from the logits."""
+    from handgrad.sklearn import _Exp, _HalfPoissonDeviance
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(6, 2))
+    T = rng.poisson(2.0, size=(6, 2)).astype(float)
+    loss = _HalfPoissonDeviance()
+    A = _Exp().forward(Z.copy())
+    np.testing.assert_allclose(loss.per_sample(A, T), loss.per_sample_from_logits(Z, T), rtol=1e-12)
+    numeric = np.zeros_like(A)
+    for index in np.ndindex(*A.shape):
+        step = np.zeros_like(A)
+        step[index] = 1e-6
+        numeric[index] = (loss.value(A + step, T) - loss.value(A - step, T)) / 2e-6
+    np.testing.assert_allclose(loss.gradient(A, T), numeric, rtol=1e-6, atol=1e-9)
+    # the closed form at Z: dJ/dZ = (e^Z - T)/N, which is dJ/dA times f'(Z) = e^Z
+    np.testing.assert_allclose(loss.gradient(A, T) * A, (A - T) / len(A), rtol=1e-12, atol=1e-15)
+    X = rng.uniform(size=(40, 1))
+    y = rng.poisson(np.exp(X[:, 0] + 1))
+    model = MLPRegressor(loss="poisson", hidden_layer_sizes=(1,), activation="identity", alpha=0, solver="lbfgs",
+                         tol=1e-7, random_state=0).fit(X, y)
+    theta = np.concatenate([p.ravel() for p in model.coefs_ + model.intercepts_])
+    J, grad = model._loss_grad_lbfgs(theta, X, y)
+    numeric = np.zeros_like(theta)
+    for i in range(theta.size):
+        step = np.zeros_like(theta)
+        step[i] = 1e-6
+        up, down = model._loss_grad_lbfgs(theta + step, X, y)[0], model._loss_grad_lbfgs(theta - step, X, y)[0]
+        numeric[i] = (up - down) / 2e-6
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+    assert np.abs(grad).max() < 1e-5  # L-BFGS stopped at tol

@@ -523,9 +523,9 @@ class _BaseMLP(BaseEstimator):
                 return 0.0
             net.l2 = float(self.alpha) / total_weight
             wb = (wb * (n / total_weight)).astype(net.dtype)
-        J = net.backprop(xb, yb, wb, training=False)
+        J = self._report(net.backprop(xb, yb, wb, training=False), net)  # (before the step changes the weights)
         self._optimizer.step(net.params, net.grads)
-        return self._report(J, net) * n
+        return J * n
 
     def _count_no_improvement(self, net, validation):
         """scikit-learn's rule: count the epochs that improve the monitored number by less than tol."""
