@@ -22,7 +22,8 @@ OURS = "from handgrad.sklearn import MLPClassifier, MLPRegressor"
 # scikit-learn's conftest provides this fixture (42 unless SKLEARN_TESTS_GLOBAL_RANDOM_SEED says otherwise)
 CONFTEST = "import pytest\n\n\n@pytest.fixture\ndef global_random_seed():\n    return 42\n"
 
-# test name -> why it fails against handgrad.sklearn (the README's scikit-learn section repeats this)
+# test name -> why it fails against handgrad.sklearn (the README's scikit-learn section repeats this).
+# None does with scikit-learn 1.9.1: all 59 pass (the two feature-name tests need pandas, else they skip).
 EXPECTED_FAILURES = {
 }
 
@@ -53,6 +54,8 @@ def run_suite(directory, estimators_import=OURS, timeout=600):
 def test_scikit_learns_own_mlp_tests_pass_against_handgrad(tmp_path):
     outcomes = run_suite(tmp_path)
     assert len(outcomes) == 59, f"scikit-learn's test_mlp.py now has {len(outcomes)} tests; update this test"
-    failed = sorted(name for name, outcome in outcomes.items() if outcome != "passed")
-    assert sum(outcome == "passed" for outcome in outcomes.values()) >= 55, failed
+    failed = sorted(name for name, outcome in outcomes.items() if outcome == "failed")
+    skipped = sorted(name for name, outcome in outcomes.items() if outcome == "skipped")  # pandas not installed
+    assert sum(outcome == "passed" for outcome in outcomes.values()) >= 55, (failed, skipped)
     assert set(failed) <= set(EXPECTED_FAILURES), f"unexpected failures: {sorted(set(failed) - set(EXPECTED_FAILURES))}"
+    assert set(skipped) <= {"test_preserve_feature_names[MLPClassifier]", "test_preserve_feature_names[MLPRegressor]"}
