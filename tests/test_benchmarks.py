@@ -44,7 +44,7 @@ def test_sklearn_datasets_quick_run_reports_every_case():
                             timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["seeds"] == 1 and report["max_iter"] == 5
+    assert report["seeds"] == 1 and report["max_iter"] == 5 and report["blas_threads"] == 1
     cases = [(case["dataset"], case["solver"]) for case in report["cases"]]
     assert cases == [(name, solver) for name in ("digits", "breast_cancer", "wine", "iris", "diabetes")
                      for solver in ("adam", "sgd", "lbfgs")]
