@@ -40,6 +40,8 @@ def run_suite(directory, estimators_import=OURS, timeout=600):
     report = directory / "report.xml"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(Path(__file__).parents[1] / "src"),
                                                                    os.environ.get("PYTHONPATH", "")] if p))
+    # one BLAS thread: small fits run faster so, and a busy CI machine cannot make them crawl
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                     f"--junitxml={report}", "--rootdir", str(directory), str(directory / "test_mlp_redirected.py")],
                    cwd=directory, env=env, capture_output=True, text=True, timeout=timeout)
