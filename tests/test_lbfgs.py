@@ -43,7 +43,8 @@ def test_same_minimum_as_scipy_with_comparable_evaluations(layers):
     assert np.abs(ours.grad).max() <= 1e-8  # tol, or no decrease left in float64 (ftol=0), as scipy stops
     if layers[-1][1] == "sigmoid":  # the regression net has sign symmetries: equal minima at other points
         np.testing.assert_allclose(ours.x, theirs.x, atol=1e-6)
-    np.testing.assert_array_equal(net.params, ours.x)  # the network holds the minimum
+    np.testing.assert_array_equal(net.params, ours.x)  # the network holds the minimum, and its gradient
+    np.testing.assert_array_equal(net.grads, ours.grad)
     assert ours.n_fun <= 1.3 * theirs.nfev + 5, (ours.n_fun, theirs.nfev)
 
 

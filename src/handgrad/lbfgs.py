@@ -294,7 +294,8 @@ def _finish(result, x, f, g, evaluations, status, message):
 # ---------------------------------------------------------------------------- on a network
 def minimize_network(net, X, T, sample_weight=None, *, max_iter=200, solver=None, callback=None):
     """Train ``net`` with L-BFGS on the full-batch objective J of ``net.backprop`` (X, T, sample_weight:
-    checked arrays of the network's dtype). Leaves the last iterate in ``net.params``; returns the result.
+    checked arrays of the network's dtype). Leaves the last iterate in ``net.params`` and its gradient in
+    ``net.grads``; returns the result.
 
     Dropout, if the network has any, is off: L-BFGS needs one deterministic objective.
     """
@@ -309,6 +310,7 @@ def minimize_network(net, X, T, sample_weight=None, *, max_iter=200, solver=None
     finally:
         net.params[...] = x0  # on an error the weights are the ones training started from
     net.params[...] = result.x
+    net.grads[...] = result.grad  # the gradient at the result, not at the last trial point of the line search
     return result
 
 
