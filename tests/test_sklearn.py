@@ -347,3 +347,14 @@ def test_poisson_loss_gradient_and_closed_form():
         numeric[i] = (up - down) / 2e-6
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
     assert np.abs(grad).max() < 1e-5  # L-BFGS stopped at tol
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_huge_inputs_raise_scikit_learns_error_as_a_data_error(solver):
+    from handgrad.errors import DataError
+
+    rng = np.random.RandomState(0)
+    X = np.finfo(np.float64).max * rng.uniform(size=(10, 2))
+    with warnings.catch_warnings(), pytest.raises(DataError, match="Solver produced non-finite parameter weights"):
+        warnings.simplefilter("ignore")
+        MLPRegressor(solver=solver).fit(X, rng.standard_normal(10))

@@ -54,7 +54,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import lbfgs, metrics
 from .activations import Activation
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, TrainingError
 from .losses import Loss, get_loss
 from .network import MLP
 from .optimizers import SGD, Adam, AdamW, Momentum, Nesterov, RMSprop
@@ -398,8 +398,11 @@ class _BaseMLP(BaseEstimator):
                 print(f"Iteration {k}, loss = {self.loss_curve_[-1]:.8f}")
 
         solver = lbfgs.LBFGS(tol=float(self.tol), max_fun=int(self.max_fun))
-        result = lbfgs.minimize_network(net, X, Y, weights, max_iter=int(self.max_iter), solver=solver,
-                                        callback=after_iteration)
+        try:
+            result = lbfgs.minimize_network(net, X, Y, weights, max_iter=int(self.max_iter), solver=solver,
+                                            callback=after_iteration)
+        except TrainingError as error:  # J not finite at the start: scikit-learn's error, and handgrad's reason
+            raise DataError(f"{_NON_FINITE} ({error})") from None
         self.n_iter_ = min(result.n_iter, int(self.max_iter))
         self.loss_ = self._report(result.fun, net)
         if result.status != 0:
