@@ -81,3 +81,29 @@ def test_scale_benchmark_reports_steps_sweeps_and_memory(tmp_path):
         assert figures["peak_rss_mb"] >= figures["rss_before_fit_mb"] > 0
     assert "(a) data-parallel step" in result.stdout and "(c) peak RSS" in result.stdout
     assert list(tmp_path.iterdir()) == []  # the generated data file is deleted
+
+
+SKLEARN_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sklearn_datasets.py"
+
+
+def test_sklearn_datasets_quick_run_reports_every_case():
+    import pytest
+
+    pytest.importorskip("sklearn")
+    result = subprocess.run([sys.executable, str(SKLEARN_SCRIPT), "--quick"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["seeds"] == 1 and report["max_iter"] == 5 and report["blas_threads"] == 1
+    cases = [(case["dataset"], case["solver"]) for case in report["cases"]]
+    assert cases == [(name, solver) for name in ("digits", "breast_cancer", "wine", "iris", "diabetes")
+                     for solver in ("adam", "sgd", "lbfgs")]
+    for case in report["cases"]:
+        ours, theirs = case["handgrad"], case["sklearn"]
+        assert len(ours["scores"]) == len(theirs["scores"]) == 1
+        assert ours["mean_seconds"] > 0 and theirs["mean_seconds"] > 0
+        assert abs(case["time_ratio"] - ours["median_seconds"] / theirs["median_seconds"]) < 1e-9
+        difference = 100 * (ours["mean_score"] - theirs["mean_score"])
+        assert abs(case["score_difference_points"] - difference) < 1e-9
+    assert report["within_one_point"] == sum(c["score_difference_points"] >= -1 for c in report["cases"])
+    assert f"{case['dataset']:<14} {case['solver']:<6}" in result.stdout  # the table's last row

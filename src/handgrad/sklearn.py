@@ -1,7 +1,10 @@
 """scikit-learn estimators built on handgrad: ``MLPClassifier`` and ``MLPRegressor``.
 
-They follow the constructor of ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor`` (same names,
-same defaults, same meaning), so one can replace the other in a Pipeline or a grid search::
+They are drop-in replacements for ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``: the same
+parameters and defaults, the same attributes (``coefs_``, ``intercepts_``, ``loss_``, ``loss_curve_``,
+``n_iter_``, ``t_``, ``best_loss_``, ``validation_scores_``, ``best_validation_score_``,
+``out_activation_`` ...), the same training rules, and scikit-learn's own test file for its MLP passes
+against them (tests/test_sklearn_suite.py; the README lists the tests that do not, and why)::
 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -10,29 +13,32 @@ same defaults, same meaning), so one can replace the other in a Pipeline or a gr
     model = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(32,), random_state=0))
     model.fit(X_train, y_train).score(X_test, y_test)
 
-Training runs on handgrad's engine: a :class:`handgrad.MLP` (``self.net_``) is trained one epoch at a
-time by :func:`handgrad.training.fit` with one optimizer object kept across epochs (and across
-``partial_fit`` calls), and scikit-learn's stopping rules are applied between epochs.
+The network is a :class:`handgrad.MLP` (``self.net_``); ``coefs_`` and ``intercepts_`` are lists of views
+into its parameter vector ``net_.params`` (assign new arrays to them and the next fit, partial_fit or
+predict copies them in). Solvers: 'lbfgs' is handgrad.lbfgs on the full-batch objective; 'sgd' and 'adam'
+(and handgrad's 'adamw', 'rmsprop') run scikit-learn's epoch loop below, each batch one ``net_.backprop``
+and one ``optimizer.step`` on the parameter vector.
 
-How scikit-learn's objective maps onto handgrad's (docs/ecosystem.md, "alpha and l2"):
+scikit-learn's objective for a batch B (all of the data for lbfgs), with weights w_i (1 by default):
 
-    scikit-learn, per mini-batch B:  J = [sum_B w_i l_i + (alpha/2) sum_k ||W_k||^2] / sum_B w_i
-    handgrad,     per mini-batch B:  J = (1/|B|) sum_B w'_i l_i + (l2/2) sum_k ||W_k||^2
+    J_B = [ sum_B w_i l_i + (alpha/2) sum_k ||W_k||^2 ] / sum_B w_i
 
-With the weights rescaled to mean 1 over the training set (w'_i = w_i N / sum w) the two agree when
-``l2 = alpha / (|B| * mean(w))``, i.e. ``l2 = alpha / batch_size`` without sample weights. This is exact
-for every full batch (and so for full-batch training, batch_size >= n_samples); the shorter last batch
-of an epoch gets the penalty of a full one. Losses: log-loss is handgrad's cross_entropy (softmax
-outputs) or binary_cross_entropy (sigmoid outputs); squared error is handgrad's half_squared_error,
-l_i = 1/2 ||y_hat_i - y_i||^2, whose gradient is scikit-learn's (scikit-learn reports its loss divided
-by the number of outputs as well, so ``loss_curve_`` differs by that factor for multi-output regression).
+handgrad's network computes J = (1/|B|) sum_B w'_i l_i + (l2/2) sum_k ||W_k||^2, which is J_B exactly
+with w'_i = w_i |B| / sum_B w_i and l2 = alpha / sum_B w_i, set for every batch (the short last batch
+too). Losses: log-loss is cross_entropy after softmax (more than two classes) or binary_cross_entropy
+after one sigmoid per output (two classes, multilabel); squared error is half_squared_error,
+l_i = 1/2 ||y_hat_i - y_i||^2 (scikit-learn's gradient; scikit-learn *reports* that loss divided by
+the number of outputs, and so do ``loss_`` and ``loss_curve_`` here); 'poisson' is the half Poisson
+deviance with an exp output (its log link), dJ/dZ = (exp(Z) - Y)/N.
 
-Differences from scikit-learn: solvers are 'sgd' and 'adam' (plus handgrad's 'adamw' and 'rmsprop');
-'lbfgs' is not available. Weights start from handgrad's initialization (He for the ReLU family, Glorot
-otherwise; biases 0). Sparse inputs are accepted and converted to dense arrays (the whole
-matrix: mind the memory for very wide data).
+Beyond scikit-learn, with defaults that change nothing: ``dtype`` (None: float32 data trains in
+float32, as scikit-learn does), ``init`` ('sklearn': scikit-learn's Glorot uniform, from the same
+random draws; or handgrad's 'auto', 'he', 'glorot', 'lecun'), solvers 'adamw' and 'rmsprop', and any
+handgrad activation ('gelu', 'elu', ...). Sparse inputs are accepted and made dense (mind the memory
+for very wide data).
 """
 
+import math
 import numbers
 import warnings
 
@@ -42,11 +48,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from . import metrics
-from .errors import ConfigError, DataError
+from . import lbfgs, metrics
+from .activations import Activation
+from .errors import ConfigError, DataError, TrainingError
+from .losses import Loss, get_loss
 from .network import MLP
 from .optimizers import SGD, Adam, AdamW, Momentum, Nesterov, RMSprop
 
@@ -58,8 +67,12 @@ except ImportError:  # older releases: the estimator method
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-_SOLVERS = ("sgd", "adam", "adamw", "rmsprop")
+_STOCHASTIC = ("sgd", "adam", "adamw", "rmsprop")
+_SOLVERS = ("lbfgs",) + _STOCHASTIC
 _LEARNING_RATES = ("constant", "invscaling", "adaptive")
+_INITS = ("sklearn", "auto", "he", "glorot", "lecun")
+_NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain large values and need "
+               "to be preprocessed.")
 
 
 def _check_number(name, value, low=None, high=None, integer=False, low_open=False, high_open=False):
@@ -79,14 +92,100 @@ def _dense(X):
     return X.toarray() if hasattr(X, "toarray") else X
 
 
+# ---------------------------------------------------------------------------- the poisson output
+class _Exp(Activation):
+    """f(z) = e^z;  f'(z) = e^z = f(z). The output of the poisson loss (its log link)."""
+
+    name = "exp"
+    needs_z = False
+    output_range = (0.0, math.inf)
+
+    def forward(self, Z, out=None):
+        return np.exp(Z, out=out)
+
+    def derivative(self, Z, A):
+        return A
+
+
+class _HalfPoissonDeviance(Loss):
+    """l_i = sum_k [t ln(t / a) - t + a] (scikit-learn's poisson loss); dJ/da = (1 - t/a)/N.
+
+    With a = e^z: dJ/dz = (e^z - t)/N = (A - T)/N, and l = sum_k [t ln t - t z - t + e^z], finite for any z.
+    """
+
+    name = "half_poisson_deviance"
+    pairs_with = "exp"
+    output_range = (0.0, math.inf)
+    target_range = (0.0, math.inf)
+
+    @staticmethod
+    def _t_ln_t(T):
+        return T * np.log(np.where(T > 0, T, 1))
+
+    def per_sample(self, A, T):
+        return (self._t_ln_t(T) - T * np.log(np.maximum(A, np.finfo(A.dtype).tiny)) - T + A).sum(axis=1)
+
+    def gradient(self, A, T, out=None):
+        out = np.divide(T, np.maximum(A, np.finfo(A.dtype).tiny), out=out)
+        np.subtract(1, out, out=out)
+        out *= 1.0 / A.shape[0]
+        return out
+
+    def per_sample_from_logits(self, Z, T, lse=None):
+        return (self._t_ln_t(T) - T * Z - T + np.exp(Z)).sum(axis=1)
+
+
+# ---------------------------------------------------------------------------- the stochastic solvers
+class _Solver:
+    """A handgrad optimizer with scikit-learn's learning-rate rules around it (its SGDOptimizer and
+    AdamOptimizer): ``learning_rate`` is the current rate; ``iteration_ends(t)`` applies 'invscaling'
+    (eta = learning_rate_init / (t + 1)^power_t, t the samples seen so far), ``trigger_stopping`` applies
+    'adaptive' (divide by 5 when an epoch fails to improve, stop below 1e-6)."""
+
+    def __init__(self, rule, learning_rate_init, schedule="constant", power_t=0.5):
+        self.rule = rule
+        self.learning_rate_init = float(learning_rate_init)
+        self.learning_rate = float(learning_rate_init)
+        self.schedule = schedule
+        self.power_t = float(power_t)
+
+    def step(self, params, grads):
+        self.rule.step(params, grads, self.learning_rate)
+
+    def iteration_ends(self, time_step):
+        if self.schedule == "invscaling":
+            self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, message, verbose):
+        if self.schedule != "adaptive":
+            if verbose:
+                print(message + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(message + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(message + f" Setting learning rate to {self.learning_rate:f}")
+        return False
+
+
+def _partial_fit_available(estimator):
+    if estimator.solver not in _STOCHASTIC:
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers. {estimator.solver} is not "
+                             "stochastic.")
+    return True
+
+
 class _BaseMLP(BaseEstimator):
-    """What the classifier and the regressor share: parameters, the network, the epoch loop."""
+    """What the classifier and the regressor share: parameters, the network, the solvers."""
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, dtype=None, init="auto"):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -109,138 +208,336 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
         self.init = init
-
-    # ------------------------------------------------------------------ scikit-learn views of the network
-    @property
-    def coefs_(self):
-        """[W1, W2, ...]: the weight matrices (n_in, n_out), as scikit-learn names them (the arrays themselves)."""
-        check_is_fitted(self)
-        return [layer.W for layer in self.net_.layers]
-
-    @property
-    def intercepts_(self):
-        """[b1, b2, ...]: the bias vectors (zeros when the network has none)."""
-        check_is_fitted(self)
-        return [layer.b if layer.b is not None else np.zeros(layer.n_out, layer.W.dtype) for layer in self.net_.layers]
 
     # ------------------------------------------------------------------ checks
     def _hidden_sizes(self):
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
         for size in sizes:
+            if isinstance(size, numbers.Integral) and not isinstance(size, bool) and size <= 0:
+                raise ConfigError(f"hidden_layer_sizes must be > 0, got {sizes}.")
             _check_number("each of hidden_layer_sizes", size, low=1, integer=True)
         return [int(size) for size in sizes]
 
     def _check_params(self):
-        if self.solver == "lbfgs":
-            raise ConfigError("solver='lbfgs' is not available in handgrad; use 'adam' (the default) or 'sgd'.")
         if self.solver not in _SOLVERS:
             raise ConfigError(f"solver must be one of {', '.join(_SOLVERS)}, got {self.solver!r}.")
         if self.learning_rate not in _LEARNING_RATES:
             raise ConfigError(f"learning_rate must be one of {', '.join(_LEARNING_RATES)}, got {self.learning_rate!r}.")
         if isinstance(self.activation, str) and self.activation.lower() == "softmax":
             raise ConfigError("activation='softmax' is an output activation; choose relu, tanh, logistic, identity...")
+        if self.init not in _INITS:
+            raise ConfigError(f"init must be one of {', '.join(_INITS)}, got {self.init!r}.")
         _check_number("alpha", self.alpha, low=0)
         _check_number("learning_rate_init", self.learning_rate_init, low=0, low_open=True)
         _check_number("power_t", self.power_t, low=0)
         _check_number("max_iter", self.max_iter, low=1, integer=True)
+        _check_number("max_fun", self.max_fun, low=1, integer=True)
         _check_number("tol", self.tol, low=0)
         _check_number("momentum", self.momentum, low=0, high=1)
         _check_number("validation_fraction", self.validation_fraction, low=0, high=1, high_open=True)
         _check_number("beta_1", self.beta_1, low=0, high=1, high_open=True)
         _check_number("beta_2", self.beta_2, low=0, high=1, high_open=True)
         _check_number("epsilon", self.epsilon, low=0, low_open=True)
-        _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
+        if self.n_iter_no_change != np.inf:
+            _check_number("n_iter_no_change", self.n_iter_no_change, low=1, integer=True)
         if self.batch_size != "auto":
             _check_number("batch_size", self.batch_size, low=1, integer=True)
         if self.dtype not in (None, "float32", "float64", np.float32, np.float64):
             raise ConfigError(f"dtype must be None (follow X), 'float32' or 'float64', got {self.dtype!r}.")
 
-    def _make_optimizer(self):
-        if self.solver == "adam":
-            return Adam(self.beta_1, self.beta_2, self.epsilon)
-        if self.solver == "adamw":
-            return AdamW(self.beta_1, self.beta_2, self.epsilon)
-        if self.solver == "rmsprop":
-            return RMSprop(eps=self.epsilon)
-        if self.momentum > 0:
-            return Nesterov(self.momentum) if self.nesterovs_momentum else Momentum(self.momentum)
-        return SGD()
+    # ------------------------------------------------------------------ the network and scikit-learn's views of it
+    def _new_network(self, layer_units, Y, dtype):
+        """A handgrad MLP for layer_units [n_features, hidden..., n_outputs], initialized as ``init`` says."""
+        hidden = [(size, self.activation) for size in layer_units[1:-1]]
+        output = self._output_layer(Y)
+        if self.init == "sklearn":  # scikit-learn's draws: W and b ~ U(-r, r), r = sqrt(factor / (fan_in + fan_out))
+            net = MLP(layer_units[0], hidden + [output], loss=self._loss(), seed=0, init="glorot", dtype=dtype)
+            factor = 2.0 if str(self.activation).lower() in ("logistic", "sigmoid") else 6.0
+            for layer in net.layers:
+                bound = np.sqrt(factor / (layer.n_in + layer.n_out))
+                layer.W[...] = self._random_state.uniform(-bound, bound, (layer.n_in, layer.n_out))
+                layer.b[...] = self._random_state.uniform(-bound, bound, layer.n_out)
+        else:
+            seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+            net = MLP(layer_units[0], hidden + [output], loss=self._loss(), seed=seed, init=self.init, dtype=dtype)
+        return net
 
-    # ------------------------------------------------------------------ training
+    def _bind_views(self):
+        """coefs_ and intercepts_ become lists of views into ``net_.params``."""
+        self.coefs_ = [layer.W for layer in self.net_.layers]
+        self.intercepts_ = [layer.b for layer in self.net_.layers]
+
+    def _synced_network(self):
+        """``net_``, with any array assigned to coefs_ or intercepts_ (or copied by a pickle) copied into it."""
+        net = self.net_
+        if not net.params.flags.writeable:  # unpickled from a read-only memory map (joblib): a writable copy
+            self.net_ = net = net.copy()
+        arrays = list(self.coefs_) + list(self.intercepts_)
+        views = [layer.W for layer in net.layers] + [layer.b for layer in net.layers]
+        if len(arrays) != len(views) or any(a is not v for a, v in zip(arrays, views)):
+            if len(arrays) != len(views):
+                raise ConfigError(f"coefs_ and intercepts_ need {len(net.layers)} arrays each.")
+            for array, view in zip(arrays, views):
+                array = np.asarray(array)
+                if array.shape != view.shape and array.size == view.size:  # e.g. a bias given as a scalar array
+                    array = array.reshape(view.shape)
+                if array.shape != view.shape:
+                    raise ConfigError(f"an array of coefs_/intercepts_ has shape {array.shape}; the network "
+                                      f"needs {view.shape}.")
+                view[...] = array
+            self._bind_views()
+        return net
+
+    def _network_from_attributes(self, Y, dtype):
+        """A network for coefs_ and intercepts_ that were assigned before any fit (scikit-learn allows it)."""
+        units = [np.shape(W)[0] for W in self.coefs_] + [np.shape(self.coefs_[-1])[1]]
+        self.net_ = self._new_network(units, Y, dtype)
+        self._synced_network()
+
+    def _start(self, X, Y):
+        """A first fit: a new network and fresh training state (scikit-learn's _initialize)."""
+        dtype = np.dtype(X.dtype if self.dtype is None else self.dtype).name
+        self.n_iter_, self.t_ = 0, 0
+        self.n_outputs_ = Y.shape[1]
+        self.net_ = self._new_network([X.shape[1]] + self._hidden_sizes() + [Y.shape[1]], Y, dtype)
+        self.n_layers_ = len(self.net_.layers) + 1
+        self.out_activation_ = {"sigmoid": "logistic"}.get(self.net_.output_activation.name,
+                                                           self.net_.output_activation.name)
+        self._bind_views()
+        self._best_params = self.net_.params.copy()
+        if self.solver in _STOCHASTIC:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
+            else:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
+
+    # ------------------------------------------------------------------ fit
     def _validate_X_y(self, X, y, reset):
         dtype = [np.float64, np.float32] if self.dtype is None else np.dtype(self.dtype)
         X, y = _validate_data(self, X, y, reset=reset, dtype=dtype, multi_output=True, y_numeric=not self._is_clf,
-                              accept_sparse=True)
+                              accept_sparse=["csr", "csc"])
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
         return _dense(X), y
 
-    def _validate_X(self, X):
-        return _dense(_validate_data(self, X, reset=False, dtype=[np.float64, np.float32], accept_sparse=True))
-
-    @staticmethod
-    def _checked_sample_weight(sample_weight, n_samples):
+    def _checked_sample_weight(self, sample_weight, n_samples):
         if sample_weight is None:
             return None
         sample_weight = np.asarray(sample_weight, dtype=np.float64)
         if sample_weight.ndim == 0:
             sample_weight = np.full(n_samples, float(sample_weight))
         if sample_weight.shape != (n_samples,):
-            raise DataError(f"sample_weight must have shape ({n_samples},), got {sample_weight.shape}.")
+            raise DataError(f"sample_weight.shape == {sample_weight.shape}, expected ({n_samples},)!")
         if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
             raise DataError("sample_weight must be finite and >= 0.")
         if sample_weight.sum() <= 0:
             raise DataError("sample_weight sums to zero: at least one sample needs a positive weight.")
         return sample_weight
 
-    def _initialize(self, n_features, Y, dtype):
-        """A new network and fresh training state (a first fit, or a fit without warm_start)."""
+    def _fit(self, X, y, sample_weight, incremental):
+        """Shared by fit and partial_fit (scikit-learn's _fit): X, y validated; y what _encode makes targets of."""
+        self._check_params()
+        hidden = self._hidden_sizes()
+        Y = self._encode(y)
+        sample_weight = self._checked_sample_weight(sample_weight, X.shape[0])
         self._random_state = check_random_state(self.random_state)
-        seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-        layers = [(size, self.activation) for size in self._hidden_sizes()] + [self._output_layer(Y)]
-        self.net_ = MLP(n_features, layers, loss=self._loss_name(), seed=seed, init=self.init,
-                        dtype=np.dtype(dtype if self.dtype is None else self.dtype).name)
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        if first_pass:
+            self._start(X, Y)
+        elif not hasattr(self, "net_"):
+            self._network_from_attributes(Y, np.dtype(X.dtype if self.dtype is None else self.dtype).name)
+        elif Y.shape[1] != self.net_.n_outputs:
+            raise DataError(f"y has {Y.shape[1]} outputs but the estimator was fitted with {self.net_.n_outputs}.")
+        elif [layer.n_out for layer in self.net_.layers[:-1]] != hidden and not incremental:
+            raise ConfigError(f"warm_start: hidden_layer_sizes changed to {hidden} from "
+                              f"{[layer.n_out for layer in self.net_.layers[:-1]]}; fit without warm_start.")
+        net = self._synced_network()
         self.n_outputs_ = Y.shape[1]
-        self.n_layers_ = len(layers) + 1
-        self.out_activation_ = {"sigmoid": "logistic"}.get(self.net_.output_activation.name,
-                                                           self.net_.output_activation.name)
-        self._optimizer = self._make_optimizer()
-        self._learning_rate_now = float(self.learning_rate_init)
-        self.n_iter_, self.t_ = 0, 0
+        X = np.ascontiguousarray(X, dtype=net.dtype)
+        Y = np.ascontiguousarray(Y, dtype=net.dtype)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging fit goes on, as in sklearn
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(net, X, Y, sample_weight)
+            else:
+                self._fit_stochastic(net, X, Y, y, sample_weight, incremental)
+        if not np.isfinite(net.params).all():
+            raise DataError(_NON_FINITE)
+        for layer in net.layers:  # work buffers are rebuilt on demand; no need to keep (or pickle) them
+            layer.clear_buffers()
+        return self
+
+    def _report(self, J, net, penalty=None):
+        """J as scikit-learn reports it: the squared error divided by the number of outputs."""
+        K = net.n_outputs
+        if K == 1 or net.loss_fn.name != "half_squared_error":
+            return float(J)
+        if penalty is None:
+            penalty = net.regularization()
+        return float((J - penalty) / K + penalty)
+
+    def _fit_lbfgs(self, net, X, Y, sample_weight):
+        """handgrad.lbfgs on the full-batch objective, with scikit-learn's max_iter, max_fun and tol."""
+        weights = None
+        if sample_weight is None:
+            net.l2 = float(self.alpha) / X.shape[0]
+        else:
+            net.l2 = float(self.alpha) / float(sample_weight.sum())
+            weights = (sample_weight * (X.shape[0] / sample_weight.sum())).astype(net.dtype)
         self.loss_curve_ = []
-        self._no_improvement_count = 0
-        self.best_loss_ = np.inf
-        self.validation_scores_ = None
-        self.best_validation_score_ = None
+
+        def after_iteration(k, x, f):
+            penalty = 0.5 * net.l2 * float(np.dot(x[:net.n_weights], x[:net.n_weights]))
+            self.loss_curve_.append(self._report(f, net, penalty))
+            if self.verbose:
+                print(f"Iteration {k}, loss = {self.loss_curve_[-1]:.8f}")
+
+        solver = lbfgs.LBFGS(tol=float(self.tol), max_fun=int(self.max_fun))
+        try:
+            result = lbfgs.minimize_network(net, X, Y, weights, max_iter=int(self.max_iter), solver=solver,
+                                            callback=after_iteration)
+        except TrainingError as error:  # J not finite at the start: scikit-learn's error, and handgrad's reason
+            raise DataError(f"{_NON_FINITE} ({error})") from None
+        self.n_iter_ = min(result.n_iter, int(self.max_iter))
+        self.loss_ = self._report(result.fun, net)
+        if result.status != 0:
+            advice = (f"\nIncrease the number of iterations to improve the convergence (max_iter={self.max_iter})."
+                      if result.n_iter >= self.max_iter else "")
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) (status={result.status}):\n"
+                          f"{result.message}\n{advice}", ConvergenceWarning, stacklevel=4)
 
     def _validation_split(self, X, Y, y, sample_weight):
-        """(X, Y, sample_weight) to train on and (X_val, y_val, w_val) to score, as scikit-learn splits them."""
-        stratify = y if self._is_clf and not self._multilabel else None
+        """(X, Y, w) to train on and (X_val, y_val, w_val) to score, split as scikit-learn splits them."""
+        stratify = Y.astype(bool) if self._is_clf and Y.shape[1] == 1 else None  # binary only, as scikit-learn
         arrays = [X, Y, y] + ([sample_weight] if sample_weight is not None else [])
-        parts = train_test_split(*arrays, random_state=self._random_state, test_size=self.validation_fraction,
-                                 stratify=stratify)
+        try:
+            parts = train_test_split(*arrays, random_state=self._random_state, test_size=self.validation_fraction,
+                                     stratify=stratify)
+        except ValueError as error:  # too few samples of a class for a stratified split, ...
+            raise DataError(str(error)) from None
         X, X_val, Y, _, _, y_val = parts[:6]
-        w_val = None
-        if sample_weight is not None:
-            sample_weight, w_val = parts[6], parts[7]
-        if X.shape[0] < 2 or X_val.shape[0] < 2:
-            raise DataError(f"early_stopping with validation_fraction={self.validation_fraction} leaves too few "
-                            f"samples ({X.shape[0]} for training, {X_val.shape[0]} for validation).")
-        self.validation_scores_ = self.validation_scores_ or []
-        if self.best_validation_score_ is None:
-            self.best_validation_score_ = -np.inf
-        return (X, Y, sample_weight), (X_val, y_val, w_val)
+        w, w_val = (parts[6], parts[7]) if sample_weight is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise DataError("The validation set is too small. Increase 'validation_fraction' or the size of your "
+                            "dataset.")
+        return (X, Y, w), (X_val, y_val, w_val)
 
-    def _count_no_improvement(self, validation):
-        """scikit-learn's rule: count epochs that improve the monitored number by less than tol. Returns the
-        network's weights when the validation score is the best so far, else None."""
+    def _make_solver(self):
+        if self.solver == "adam":
+            rule = Adam(self.beta_1, self.beta_2, self.epsilon)
+        elif self.solver == "adamw":
+            rule = AdamW(self.beta_1, self.beta_2, self.epsilon)
+        elif self.solver == "rmsprop":
+            rule = RMSprop(eps=self.epsilon)
+        elif self.momentum > 0:  # scikit-learn's v <- mu v - eta g form; the same steps at a constant rate
+            rule = Nesterov(self.momentum) if self.nesterovs_momentum else Momentum(self.momentum)
+        else:
+            rule = SGD()
+        schedule = self.learning_rate if self.solver == "sgd" else "constant"
+        return _Solver(rule, self.learning_rate_init, schedule, self.power_t)
+
+    def _fit_stochastic(self, net, X, Y, y, sample_weight, incremental):
+        """scikit-learn's epoch loop (_fit_stochastic), each batch one backprop and one optimizer step."""
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._make_solver()
+        state = self._optimizer.rule.state or {}
+        for name, vector in state.items():  # (read-only after a joblib memory-mapped load)
+            if not vector.flags.writeable:
+                state[name] = np.array(vector)
+        if self.early_stopping and incremental:
+            raise ConfigError("partial_fit does not support early_stopping=True")
+        validation = None
+        if self.early_stopping:
+            (X, Y, sample_weight), validation = self._validation_split(X, Y, y, sample_weight)
+        N = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, N)
+        else:
+            if self.batch_size > N:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                              stacklevel=4)
+            batch_size = int(np.clip(self.batch_size, 1, N))
+        for name, default in (("n_iter_", 0), ("t_", 0), ("loss_curve_", []), ("_no_improvement_count", 0),
+                              ("best_loss_", np.inf), ("validation_scores_", None), ("best_validation_score_", None)):
+            if not hasattr(self, name):  # coefs_ assigned by hand before the first partial_fit
+                setattr(self, name, default)
+        if validation is not None and self.validation_scores_ is None:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        if not hasattr(self, "_best_params"):
+            self._best_params = net.params.copy()
+        self._epochs(net, X, Y, sample_weight, batch_size, validation, incremental)
+        if validation is not None:  # the weights of the best validation score
+            net.params[...] = self._best_params
+
+    def _epochs(self, net, X, Y, sample_weight, batch_size, validation, incremental):
+        N = X.shape[0]
+        order = np.arange(N)
+        buffers = (np.empty((batch_size, X.shape[1]), net.dtype), np.empty((batch_size, Y.shape[1]), net.dtype))
+        self.n_iter_ = 0
+        for _ in range(int(self.max_iter)):
+            if self.shuffle:
+                permutation = np.arange(N)
+                self._random_state.shuffle(permutation)
+                order = order[permutation]
+            total = 0.0
+            for start in range(0, N, batch_size):
+                total += self._batch(net, X, Y, sample_weight, order[start:start + batch_size], buffers)
+            self.n_iter_ += 1
+            self.loss_ = total / N
+            self.t_ += N
+            self.loss_curve_.append(self.loss_)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+            self._count_no_improvement(net, validation)
+            self._optimizer.iteration_ends(self.t_)
+            if self._no_improvement_count > self.n_iter_no_change:
+                what = "Validation score" if validation is not None else "Training loss"
+                message = (f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} "
+                           "consecutive epochs.")
+                if self._optimizer.trigger_stopping(message, self.verbose):
+                    break
+                self._no_improvement_count = 0
+            if incremental:
+                break
+            if self.n_iter_ == self.max_iter:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                              "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=5)
+
+    def _batch(self, net, X, Y, sample_weight, index, buffers):
+        """One step on the samples ``index``; returns the batch's loss (scikit-learn's units) times its size."""
+        n = index.shape[0]
+        if n == X.shape[0]:  # the whole training set: its rows in any order give the same gradient
+            xb, yb = X, Y
+            wb = sample_weight
+        else:
+            xb = np.take(X, index, axis=0, out=buffers[0][:n], mode="clip")
+            yb = np.take(Y, index, axis=0, out=buffers[1][:n], mode="clip")
+            wb = None if sample_weight is None else sample_weight[index]
+        if wb is None:
+            net.l2 = float(self.alpha) / n
+        else:
+            total_weight = float(wb.sum())
+            if total_weight <= 0:  # nothing to learn from in this batch (scikit-learn would divide by zero)
+                return 0.0
+            net.l2 = float(self.alpha) / total_weight
+            wb = (wb * (n / total_weight)).astype(net.dtype)
+        J = self._report(net.backprop(xb, yb, wb, training=False), net)  # (before the step changes the weights)
+        self._optimizer.step(net.params, net.grads)
+        return J * n
+
+    def _count_no_improvement(self, net, validation):
+        """scikit-learn's rule: count the epochs that improve the monitored number by less than tol."""
         if validation is None:
             loss = self.loss_curve_[-1]
             self._no_improvement_count = self._no_improvement_count + 1 if loss > self.best_loss_ - self.tol else 0
             self.best_loss_ = min(self.best_loss_, loss)
-            return None
-        score = self._validation_score(*validation)
+            return
+        score = self._validation_score(net, *validation)
         self.validation_scores_.append(score)
         if self.verbose:
             print(f"Validation score: {score:f}")
@@ -248,79 +545,37 @@ class _BaseMLP(BaseEstimator):
                                       if score < self.best_validation_score_ + self.tol else 0)
         if score > self.best_validation_score_:
             self.best_validation_score_ = score
-            return self.net_.get_weights()
-        return None
+            self._best_params = net.params.copy()
 
-    def _should_stop(self, early_stopping):
-        """After an epoch: adapt the learning rate (invscaling, adaptive) and say whether training stops."""
-        if self.solver == "sgd" and self.learning_rate == "invscaling":
-            self._learning_rate_now = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
-        if self._no_improvement_count <= self.n_iter_no_change:
-            return False
-        if self.solver == "sgd" and self.learning_rate == "adaptive" and self._learning_rate_now > 1e-6:
-            self._learning_rate_now /= 5.0
-            self._no_improvement_count = 0
-            if self.verbose:
-                print(f"Setting learning rate to {self._learning_rate_now:f}")
-            return False
-        if self.verbose:
-            what = "Validation score" if early_stopping else "Training loss"
-            print(f"{what} did not improve more than tol={self.tol} for {self.n_iter_no_change} consecutive "
-                  "epochs. Stopping.")
-        return True
+    def _validation_score(self, net, X_val, y_val, w_val):
+        P = net.forward(X_val)
+        if not np.isfinite(P).all():
+            return float("nan")
+        return float(self._score_outputs(P, y_val, w_val))
 
-    def _fit(self, X, y, sample_weight, incremental):
-        """Shared by fit and partial_fit. X, y are validated; y is what _encode turns into network targets."""
-        self._check_params()
-        Y = self._encode(y)  # (N, n_outputs) float targets
-        sample_weight = self._checked_sample_weight(sample_weight, X.shape[0])
-        if not (incremental or self.warm_start) or not hasattr(self, "net_"):
-            self._initialize(X.shape[1], Y, X.dtype)
-        elif Y.shape[1] != self.n_outputs_:
-            raise DataError(f"y has {Y.shape[1]} outputs but the estimator was fitted with {self.n_outputs_}.")
-        net = self.net_
-        X = np.ascontiguousarray(X, dtype=net.dtype)
-        Y = np.ascontiguousarray(Y, dtype=net.dtype)
-        early_stopping = bool(self.early_stopping) and not incremental
-        validation = best_weights = None
-        if early_stopping:
-            (X, Y, sample_weight), validation = self._validation_split(X, Y, y, sample_weight)
-        N = X.shape[0]
-        batch_size = min(200, N) if self.batch_size == "auto" else min(int(self.batch_size), N)
+    # ------------------------------------------------------------------ scikit-learn's gradient interface
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight=None, *buffers):
+        """(J, dJ/dtheta) at theta = packed_coef_inter on (X, y), as scikit-learn's method of this name:
+        theta is coefs_ then intercepts_, flattened (handgrad's layout); J the full-batch objective."""
+        net = self._synced_network()
+        X = np.ascontiguousarray(_dense(X), dtype=net.dtype)
+        Y = np.asarray(y, dtype=net.dtype).reshape(X.shape[0], -1)
+        net.params[...] = packed_coef_inter
         weights = None
-        if sample_weight is not None:
-            mean = float(sample_weight.mean())
-            weights = (sample_weight / mean).astype(net.dtype)  # mean 1 (see the module docstring)
-            net.l2 = float(self.alpha) / (batch_size * mean)
+        if sample_weight is None:
+            net.l2 = float(self.alpha) / X.shape[0]
         else:
-            net.l2 = float(self.alpha) / batch_size
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            net.l2 = float(self.alpha) / float(sample_weight.sum())
+            weights = (sample_weight * (X.shape[0] / sample_weight.sum())).astype(net.dtype)
+        J = net.backprop(X, Y, weights, training=False)
+        return J, net.grads.copy()
 
-        for _ in range(1 if incremental else int(self.max_iter)):
-            history = net.fit(X, Y, epochs=1, batch_size=batch_size, optimizer=self._optimizer,
-                              learning_rate=self._learning_rate_now, shuffle=bool(self.shuffle),
-                              seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
-                              sample_weight=weights, verbose=False)
-            self.n_iter_ += 1
-            self.t_ += N
-            self.loss_curve_.append(float(history.loss[0]))
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {self.loss_curve_[-1]:.8f}")
-            best_weights = self._count_no_improvement(validation) or best_weights
-            if self._should_stop(early_stopping) or incremental:
-                break
-            if self.n_iter_ == self.max_iter:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                              "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
-        if best_weights is not None:
-            net.set_weights(best_weights)
-        for layer in net.layers:  # work buffers are rebuilt on demand; no need to keep (or pickle) them
-            layer.clear_buffers()
-        return self
-
+    # ------------------------------------------------------------------ prediction
     def _forward(self, X):
         check_is_fitted(self)
-        X = self._validate_X(X)
-        return self.net_.forward(np.asarray(X, dtype=self.net_.dtype))
+        X = _dense(_validate_data(self, X, reset=False, dtype=[np.float64, np.float32], accept_sparse=["csr", "csc"]))
+        return self._synced_network().forward(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -336,104 +591,118 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     cross-entropy per label). Labels may be any sortable values (strings, non-contiguous ints);
     ``classes_`` holds them in sorted order and ``predict_proba`` has one column per class.
 
-    Parameters are those of ``sklearn.neural_network.MLPClassifier`` (same defaults), plus
-    ``dtype`` (None: float32 inputs train in float32, anything else in float64) and ``init``
-    (handgrad's 'auto', 'he', 'glorot', 'lecun'). ``alpha`` becomes handgrad's ``l2`` as the module
-    docstring explains.
+    Parameters are those of ``sklearn.neural_network.MLPClassifier`` (same defaults), plus ``dtype``
+    (None: float32 inputs train in float32, anything else in float64), ``init`` ('sklearn' or handgrad's
+    'auto', 'he', 'glorot', 'lecun'), solvers 'adamw' and 'rmsprop', and handgrad's other activations.
 
-    Attributes: classes_, n_features_in_, n_outputs_, n_layers_, out_activation_, loss_curve_, best_loss_,
-    validation_scores_, best_validation_score_, n_iter_, t_, coefs_, intercepts_, net_ (the handgrad MLP).
+    Attributes: classes_, n_features_in_, n_outputs_, n_layers_, out_activation_, loss_, loss_curve_,
+    best_loss_, validation_scores_, best_validation_score_, n_iter_, t_, coefs_, intercepts_ (views into
+    the network's parameter vector), net_ (the handgrad MLP).
     """
 
     _is_clf = True
 
-    def _output_layer(self, Y):
-        if self._multilabel or Y.shape[1] == 1:
-            return (Y.shape[1], "sigmoid")
-        return (Y.shape[1], "softmax")
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
+            batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init)
 
-    def _loss_name(self):
-        return "auto"
+    def _output_layer(self, Y):
+        if self._label_binarizer.y_type_ == "multiclass":
+            return (Y.shape[1], "softmax")
+        return (Y.shape[1], "sigmoid")  # two classes, one class, multilabel
+
+    def _loss(self):
+        return get_loss("cross_entropy" if self._label_binarizer.y_type_ == "multiclass" else "binary_cross_entropy")
+
+    @property
+    def _multilabel(self):
+        return self._label_binarizer.y_type_.startswith("multilabel")
 
     def _encode(self, y):
-        Y = self._label_binarizer.transform(y)
-        return np.asarray(Y, dtype=np.float64)
+        return np.asarray(self._label_binarizer.transform(y), dtype=np.float64)
 
-    @staticmethod
-    def _column_to_1d(y):
-        """A column vector (n, 1) of labels becomes (n,), with scikit-learn's DataConversionWarning."""
-        return column_or_1d(y, warn=True) if y.ndim == 2 and y.shape[1] == 1 else y
-
-    def _setup_labels(self, y, classes=None):
-        target = type_of_target(y)
-        self._multilabel = target.startswith("multilabel")
-        self._label_binarizer = LabelBinarizer()
-        if self._multilabel or classes is None:
-            self._label_binarizer.fit(y)
-        else:
-            self._label_binarizer.fit(classes)
-        self.classes_ = self._label_binarizer.classes_
-        if not self._multilabel and len(self.classes_) < 2:
-            raise DataError(f"the classifier needs samples of at least 2 classes; got 1 class ({self.classes_[0]!r}).")
-        self._multiclass = not self._multilabel and len(self.classes_) > 2
+    def _check_labels(self, y, incremental):
+        """scikit-learn's rules: a first fit (or a fit without warm_start) defines classes_; a warm start
+        needs the same classes; a partial_fit only classes from classes_."""
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+            return
+        classes = unique_labels(y)
+        if self.warm_start:
+            if set(classes) != set(self.classes_):
+                raise DataError("warm_start can only be used where `y` has the same classes as in the previous call "
+                                f"to fit. Previously got {self.classes_}, `y` has {classes}")
+        elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+            raise DataError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                            f"'y' has {classes}.")
 
     def fit(self, X, y, sample_weight=None):
         """Train on X (n_samples, n_features) and labels y (n_samples,) or an indicator matrix (n_samples, K)."""
-        X, y = self._validate_X_y(X, y, reset=not (self.warm_start and hasattr(self, "net_")))
-        y = self._column_to_1d(y)
+        first_pass = not hasattr(self, "coefs_") or not self.warm_start
+        X, y = self._validate_X_y(X, y, reset=first_pass)
         check_classification_targets(y)
-        if not (self.warm_start and hasattr(self, "net_")):
-            self._setup_labels(y)
-        elif not set(np.unique(y)) <= set(self.classes_) and not self._multilabel:
-            raise DataError(f"warm_start: y has labels not seen in the first fit (classes {list(self.classes_)}).")
+        self._check_labels(y, incremental=False)
         return self._fit(X, y, sample_weight, incremental=False)
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    @available_if(_partial_fit_available)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing from the current weights and optimizer state.
 
         ``classes`` (all labels that will ever appear) is required on the first call, as in scikit-learn.
         """
-        first = not hasattr(self, "classes_")
-        X, y = self._validate_X_y(X, y, reset=first)
-        y = self._column_to_1d(y)
+        if getattr(self, "classes_", None) is None:
+            if classes is None:
+                raise ConfigError("classes must be passed on the first call to partial_fit.")
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ConfigError(f"`classes={list(classes)!r}` is not the same as on last call to partial_fit, "
+                              f"was: {self.classes_!r}")
+        X, y = self._validate_X_y(X, y, reset=not hasattr(self, "coefs_"))
         check_classification_targets(y)
-        if first:
-            if classes is None and not type_of_target(y).startswith("multilabel"):
-                raise ConfigError("the first call to partial_fit needs classes=[...], every label that will appear.")
-            self._setup_labels(y, classes)
-        else:
-            if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-                raise ConfigError(f"classes={list(classes)} differs from the first call's {list(self.classes_)}.")
-            if not self._multilabel and not np.isin(np.unique(y), self.classes_).all():
-                raise DataError(f"y has labels not in classes_ {list(self.classes_)}.")
+        self._check_labels(y, incremental=True)
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def _validation_score(self, X_val, y_val, w_val):
-        return metrics.accuracy(y_val, self._labels(self.net_.forward(X_val)), sample_weight=w_val)
+    def _score_outputs(self, P, y_val, w_val):
+        return metrics.accuracy(y_val, self._labels(P), sample_weight=w_val)
 
     def score(self, X, y, sample_weight=None):
         """The accuracy of ``predict(X)`` against y (handgrad.metrics.accuracy: subset accuracy for multilabel y)."""
         return metrics.accuracy(y, self.predict(X), sample_weight=sample_weight)
 
     def _labels(self, P):
-        if self._multilabel:
-            return (P >= 0.5).astype(int)
+        if P.shape[1] == 1:
+            P = P.ravel()
         return self._label_binarizer.inverse_transform(P)
 
     def predict_proba(self, X):
         """Probabilities, (n_samples, n_classes): columns in the order of ``classes_``; two columns for binary."""
         P = self._forward(X)
-        if P.shape[1] == 1 and not self._multilabel:
+        if P.shape[1] == 1:
             return np.hstack([1 - P, P])
         return P
 
     def predict_log_proba(self, X):
-        """The log of predict_proba (tiny probabilities clipped, so no -inf)."""
+        """The log of predict_proba."""
         P = self.predict_proba(X)
-        return np.log(np.maximum(P, np.finfo(P.dtype).tiny))
+        return np.log(P, out=P)
 
     def predict(self, X):
-        """The most probable class of each sample (multilabel: an indicator matrix, probability >= 0.5)."""
+        """The most probable class of each sample (multilabel: an indicator matrix, probability > 0.5)."""
         return self._labels(self._forward(X))
 
     def __sklearn_tags__(self):
@@ -443,10 +712,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multilayer perceptron regressor: identity outputs and squared error, one output per target column.
+    """Multilayer perceptron regressor: identity outputs and squared error (or exp outputs and the
+    Poisson deviance, ``loss='poisson'``), one output per target column.
 
-    Parameters are those of ``sklearn.neural_network.MLPRegressor`` (``loss='squared_error'``, the only
-    loss here), plus ``dtype`` and ``init`` as in :class:`MLPClassifier`.
+    Parameters are those of ``sklearn.neural_network.MLPRegressor``, plus ``dtype`` and ``init`` as in
+    :class:`MLPClassifier`.
     """
 
     _is_clf = False
@@ -455,23 +725,25 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, dtype=None, init="auto"):
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
             batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
             power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
             verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, dtype=dtype, init=init)
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init)
         self.loss = loss
 
     def _output_layer(self, Y):
-        return (Y.shape[1], "identity")
+        return (Y.shape[1], _Exp() if self.loss == "poisson" else "identity")
 
-    def _loss_name(self):
+    def _loss(self):
+        if self.loss == "poisson":
+            return _HalfPoissonDeviance()
         if self.loss != "squared_error":
-            raise ConfigError(f"loss must be 'squared_error' (the only regression loss here), got {self.loss!r}.")
-        return "half_squared_error"
+            raise ConfigError(f"loss must be 'squared_error' or 'poisson', got {self.loss!r}.")
+        return get_loss("half_squared_error")
 
     def _encode(self, y):
         y = np.asarray(y, dtype=np.float64)
@@ -479,16 +751,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def fit(self, X, y, sample_weight=None):
         """Train on X (n_samples, n_features) and targets y (n_samples,) or (n_samples, n_targets)."""
-        X, y = self._validate_X_y(X, y, reset=not (self.warm_start and hasattr(self, "net_")))
+        self._loss()
+        X, y = self._validate_X_y(X, y, reset=not hasattr(self, "coefs_") or not self.warm_start)
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @available_if(_partial_fit_available)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights and optimizer state."""
-        X, y = self._validate_X_y(X, y, reset=not hasattr(self, "net_"))
+        self._loss()
+        X, y = self._validate_X_y(X, y, reset=not hasattr(self, "coefs_"))
         return self._fit(X, y, sample_weight, incremental=True)
 
-    def _validation_score(self, X_val, y_val, w_val):
-        return metrics.r2_score(y_val, self._squeeze(self.net_.forward(X_val)), sample_weight=w_val)
+    def _score_outputs(self, P, y_val, w_val):
+        return metrics.r2_score(y_val, self._squeeze(P), sample_weight=w_val)
 
     def score(self, X, y, sample_weight=None):
         """R^2 of ``predict(X)`` against y, averaged uniformly over the targets (handgrad.metrics.r2_score)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import distributed as _distributed
+from . import lbfgs as _lbfgs
 from . import metrics as _metrics
 from . import streaming
 from .callbacks import Callback, EarlyStopping, as_callback
@@ -537,7 +538,9 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         Samples per update; the last batch of an epoch is shorter when N is not a multiple.
     optimizer : str or Optimizer
         'sgd' (default: W <- W - eta dJ/dW), 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop', or an object
-        such as ``AdamW(weight_decay=1e-4)`` (an object keeps its state across calls).
+        such as ``AdamW(weight_decay=1e-4)`` (an object keeps its state across calls). 'lbfgs' (or
+        ``handgrad.lbfgs.LBFGS(...)``) trains full batch with L-BFGS for at most ``epochs`` iterations;
+        only X, T, sample_weight and class_weight apply then (handgrad.lbfgs).
     learning_rate : float
         eta, or the base/peak rate a schedule scales.
     schedule : None, str or Schedule
@@ -579,6 +582,15 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         For memory-mapped, Zarr or Dask X/T (handgrad.streaming): rows per block read from disk
         (default: about 64 MiB of X).
     """
+    if _lbfgs.is_lbfgs(optimizer):  # full batch, quasi-Newton: handgrad.lbfgs (docs/training.md, "L-BFGS")
+        data, history = prepare_data(net, X, T, sample_weight, class_weight), History()
+        result = _lbfgs.fit(net, data.X, data.T, data.w, solver=optimizer, max_iter=epochs, record=history.record,
+                            unused=dict(validation_data=validation_data, validation_split=validation_split,
+                                        early_stopping=early_stopping, callbacks=callbacks, checkpoint=checkpoint,
+                                        resume=resume, clip_norm=clip_norm, schedule=schedule,
+                                        distributed=distributed, block_rows=block_rows))
+        history.stop_reason = result.message
+        return history
     settings = Settings.check(
         net, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         schedule=schedule, shuffle=shuffle, validation_split=validation_split, early_stopping=early_stopping,
