@@ -241,16 +241,17 @@ class _Batches:
     """The batches of one epoch: slices of the data in the order given, gathered into buffers made once
     (or, without shuffling, views of the data: nothing to copy)."""
 
-    def __init__(self, data, batch_size, dtype):
-        self.data, self.batch_size = data, batch_size
-        self.X = np.empty((batch_size, data.X.shape[1]), dtype)
-        self.T = np.empty((batch_size, data.T.shape[1]), dtype)
-        self.w = np.empty(batch_size, dtype) if data.w is not None else None
+    def __init__(self, data, batch_size, dtype, n_batches):
+        self.data, self.batch_size, self.n_batches = data, batch_size, n_batches
+        rows = max(batch_size, data.X.shape[0] - (n_batches - 1) * batch_size)  # the last batch may hold one more
+        self.X = np.empty((rows, data.X.shape[1]), dtype)
+        self.T = np.empty((rows, data.T.shape[1]), dtype)
+        self.w = np.empty(rows, dtype) if data.w is not None else None
 
     def get(self, number, order, in_order):
-        """Batch ``number`` (from 1): (X, T, w or None)."""
+        """Batch ``number`` (from 1): (X, T, w or None). The last batch runs to the end of the data."""
         d, first = self.data, (number - 1) * self.batch_size
-        n = min(self.batch_size, d.X.shape[0] - first)
+        n = min(self.batch_size, d.X.shape[0] - first) if number < self.n_batches else d.X.shape[0] - first
         if in_order:  # the batch is a contiguous slice, a view with nothing to copy
             return d.X[first:first + n], d.T[first:first + n], None if d.w is None else d.w[first:first + n]
         index = order[first:first + n]  # mode="clip" lets np.take write straight into the buffer (indices are valid)
@@ -453,7 +454,10 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     epochs : int
         Total number of passes over the data (also when resuming: a resumed run stops at the same total).
     batch_size : int
-        Samples per update; the last batch of an epoch is shorter when N is not a multiple.
+        Samples per update; the last batch of an epoch is shorter when N is not a multiple. With batch
+        norm, a last batch of one sample (N = k batch_size + 1) is merged into the batch before it, which then
+        has batch_size + 1 samples: batch statistics of one sample are meaningless (variance 0), and dropping
+        the sample would waste data (docs/training.md, "The loop").
     optimizer : str or Optimizer
         'sgd' (default: W <- W - eta dJ/dW), 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop', or an object
         such as ``AdamW(weight_decay=1e-4)`` (an object keeps its state across calls).
@@ -503,6 +507,8 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     N = data.X.shape[0]
     settings.batch_size = min(settings.batch_size, N)
     n_batches = -(-N // settings.batch_size)
+    if N % settings.batch_size == 1 and N > 1 and net.running_statistics():  # the network has batch norm
+        n_batches -= 1  # batch norm cannot train on a lone last sample: it joins the batch before
     position = Position(order=np.arange(N), shuffle_rng=np.random.default_rng(run_seed))
     if state is not None:
         _restore(net, settings, position, state, N)
@@ -526,7 +532,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
 def _train(net, settings, data, position, n_batches, run_seed):
     """The epoch and batch loops of :func:`fit`; sets ``position.history.stop_reason``."""
     p, opt, N = position, settings.optimizer, data.X.shape[0]
-    batches = _Batches(data, settings.batch_size, net.dtype)
+    batches = _Batches(data, settings.batch_size, net.dtype, n_batches)
     val_out = np.empty((data.X_val.shape[0], net.n_outputs), net.dtype) if data.X_val is not None else None
     batch_hooks = [h for h in settings.callbacks if type(h).on_batch_end is not Callback.on_batch_end]
     total_steps = settings.epochs * n_batches
