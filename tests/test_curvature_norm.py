@@ -8,6 +8,8 @@ their forward and backward, symmetry, what a product leaves alone (the running s
 the full Hessian built column by column, the errors, and the command on a norm model.
 """
 
+import csv
+import json
 import math
 
 import numpy as np
@@ -184,8 +186,6 @@ def test_a_norm_without_the_r_operator_is_refused():
 
 
 def test_curvature_command_on_a_norm_model(tmp_path, capsys):
-    import json
-
     from handgrad.cli import main
 
     X, y = datasets.make_moons(400, seed=0)
@@ -196,3 +196,45 @@ def test_curvature_command_on_a_norm_model(tmp_path, capsys):
     assert main(["curvature", str(model), "--data", "moons", "--json"]) == 0
     reported = json.loads(capsys.readouterr().out)
     assert reported["eigenvalues"][0] == pytest.approx(hg.sharpness(net, X, y).sharpness, rel=1e-6)
+    assert main(["curvature", str(model), "--data", "moons", "--batch-size", "100"]) == 2
+    assert "batch normalization normalizes each batch" in capsys.readouterr().err
+
+
+def test_train_sharpness_flag_logs_writes_and_plots(tmp_path, capsys):
+    from handgrad import cli
+
+    train = ["train", "--data", "moons", "--layers", "6:tanh:batchnorm,1:sigmoid", "--epochs", "3", "--seed", "0"]
+    run_dir, model = tmp_path / "run", tmp_path / "m.npz"
+    assert cli.main(train + ["--sharpness", "--verbose", "--run-dir", str(run_dir), "--out", str(model)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 3 and all(" sharpness " in line for line in lines)
+    rows = list(csv.DictReader((run_dir / "history.csv").read_text().splitlines()))
+    values = [float(row["sharpness"]) for row in rows]
+    assert json.loads((run_dir / "history.json").read_text())["sharpness"] == values
+    assert (run_dir / "sharpness.png").read_bytes().startswith(b"\x89PNG")
+    # the last value is the sharpness of the trained model on the probe: the (standardized) training rows
+    args = cli.build_parser().parse_args(train)
+    cli._training_settings(args)
+    _, _, _, split, standardizer, _ = cli._training_data(args)
+    probe = slice(0, 1000)
+    expected = hg.sharpness(hg.load(model), standardizer.transform(split.X_train[probe]), split.y_train[probe])
+    assert values[-1] == pytest.approx(expected.sharpness, rel=1e-6)
+
+    plain = tmp_path / "plain"
+    assert cli.main(train + ["--run-dir", str(plain), "--no-plots"]) == 0
+    assert "sharpness" not in json.loads((plain / "history.json").read_text())
+
+
+def test_train_resumes_with_sharpness_bit_identically(tmp_path):
+    from handgrad import cli
+
+    train = ["train", "--data", "moons", "--layers", "6:tanh:batchnorm,1:sigmoid", "--seed", "0", "--quiet",
+             "--sharpness", "--patience", "5"]
+    ck, straight, resumed = tmp_path / "ck", tmp_path / "a.npz", tmp_path / "b.npz"
+    assert cli.main(train + ["--epochs", "4", "--out", str(straight)]) == 0
+    assert cli.main(train + ["--epochs", "2", "--checkpoint", str(ck)]) == 0
+    assert cli.main(train + ["--epochs", "4", "--resume", str(ck), "--out", str(resumed), "--run-dir",
+                             str(tmp_path / "run"), "--no-plots"]) == 0
+    np.testing.assert_array_equal(hg.load(resumed).params, hg.load(straight).params)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["sharpness"]) == 4 and all(np.isfinite(history["sharpness"]))
