@@ -33,7 +33,8 @@ by side. A Dense layer built with ``norm="batch"`` or ``"layer"`` owns one as ``
 network's ``sequence``, so that ``net.layers`` keeps one Dense per layer of the spec, with its
 activation, for everything that reads it (explain, graph, model files, torch and ONNX export). After a
 forward pass a norm keeps ``X`` (= Z), ``mean``, ``var``, ``std``, ``xhat`` and ``Y`` (= Zhat), and the
-Dense keeps ``Zhat``: what a second-order (R-operator) pass will need.
+Dense keeps ``Zhat``: what the norms' R-operator (``r_forward``, ``r_backward``; docs/derivations.md, "Through
+a normalization layer") reads when ``MLP.hessian_vector_product`` runs through them.
 
 ``training`` in ``forward(X, training)`` is a bool or a :class:`Mode`, three separate switches: batch
 statistics (the training objective) or running ones (predict), dropout on or off, and whether batch
