@@ -178,10 +178,21 @@ def test_chunks_are_refused_with_batch_norm_and_exact_with_layer_norm():
     assert_close(chunked, layer_net.hessian_vector_product(X, y, v), 1e-12, "layer norm in chunks")
 
 
-def test_a_norm_without_the_r_operator_is_refused():
+def test_a_norm_without_its_own_r_operator_is_refused():
+    """Nothing silent: a norm of the user's own that inherits batch norm's R-operator but computes something
+    else is refused, as is one whose R-operator is gone."""
+    class ClippedBatchNorm(BatchNorm):
+        def forward(self, X, training=False):
+            return np.clip(super().forward(X, training), -1, 1)
+
     net, X, y = tiny_norm_problem()
-    net.layers[0].norm.r_forward = None  # a norm of the user's own, without the pair
-    with pytest.raises(hg.ConfigError, match="normalization layer, and BatchNorm has none"):
+    net.loss_and_grad(X, y)
+    net.layers[0].norm.__class__ = ClippedBatchNorm
+    with pytest.raises(hg.ConfigError, match="ClippedBatchNorm has none of its own"):
+        net.hessian_vector_product(X, y, np.zeros(net.n_params))
+    net.layers[0].norm.__class__ = BatchNorm
+    net.layers[1].norm.r_backward = None
+    with pytest.raises(hg.ConfigError, match="LayerNorm has none of its own"):
         net.hessian_vector_product(X, y, np.zeros(net.n_params))
 
 

@@ -137,7 +137,8 @@ class Sharpness(Callback):
     one see it), and when training ends ``history.sharpness`` holds one value per epoch (NaN where
     none was measured). ``self.epochs``, ``self.values`` (lambda_1) and ``self.eigenvalues`` (the top
     k) keep the measurements. The objective is that of ``net.loss_and_grad`` on the probe set, dropout
-    off (batch norm with the probe set's own statistics, as one batch; its running statistics are left alone). Gradient descent near a minimum diverges when the learning rate exceeds 2 / lambda_1;
+    off (batch norm with the probe set's own statistics, as one batch; its running statistics are left
+    alone). Gradient descent near a minimum diverges when the learning rate exceeds 2 / lambda_1;
     ``plotting.plot_sharpness(history)`` draws both.
 
     It measures with Hessian-vector products on the network itself, so it leaves ``net.grads`` (and

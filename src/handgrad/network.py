@@ -779,10 +779,9 @@ class MLP:
                                   f"{type(layer).__name__} has none: give it r_forward and r_backward "
                                   "(see handgrad.layers.Layer).")
             norm = getattr(layer, "norm", None)
-            if norm is not None and not (callable(getattr(norm, "r_forward", None))
-                                         and callable(getattr(norm, "r_backward", None))):
+            if norm is not None and not self._r_operator_proven(norm):
                 raise ConfigError(f"Hessian-vector products need the R-operator of every normalization layer, and "
-                                  f"{type(norm).__name__} has none: give it r_forward and r_backward "
+                                  f"{type(norm).__name__} has none of its own: give it r_forward and r_backward "
                                   "(see handgrad.layers.BatchNorm).")
             activation = getattr(layer, "activation", None)
             if activation is not None and all(getattr(type(activation), name) is getattr(Activation, name)
@@ -792,6 +791,15 @@ class MLP:
         if type(self.loss_fn).r_gradient is Loss.r_gradient and not self.closed_form:
             raise ConfigError(f"Hessian-vector products need the loss's second derivative, and loss "
                               f"'{self.loss_fn.name}' has no r_gradient(A, T, RA) (see handgrad.losses).")
+
+    @staticmethod
+    def _r_operator_proven(norm):
+        """Batch and layer norm have a tested R-operator; any other norm (a subclass with its own forward, say)
+        must define r_forward and r_backward itself: inheriting theirs would silently differentiate theirs."""
+        names = ("r_forward", "r_backward")
+        if not all(callable(getattr(norm, name, None)) for name in names):
+            return False
+        return type(norm) in NORMS.values() or all(name in vars(type(norm)) for name in names)
 
     def _views_by_layer(self, vector):
         """id(layer) -> {name: view into ``vector``} for every layer of ``sequence`` (empty without parameters):
