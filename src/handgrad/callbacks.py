@@ -59,7 +59,8 @@ class FunctionCallback(Callback):
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs,
-    and (``restore_best=True``) put back the weights of the best epoch.
+    and (``restore_best=True``) put back the weights of the best epoch, with batch norm's running
+    statistics of that epoch (``net.running_statistics()``: predict uses them, so they belong to the model).
 
     ``monitor`` defaults to "val_loss" when there is validation data, else "loss". Metrics
     where larger is better (accuracy, r2) are maximized, losses and errors minimized.
@@ -76,6 +77,7 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
         self.wait = 0
         self.best_weights = None
+        self.best_running = None  # {name: array}: batch norm's running statistics at the best epoch
 
     def _larger_is_better(self):
         return self.monitor is not None and self.monitor.split("_")[-1] in ("accuracy", "r2")
@@ -96,6 +98,7 @@ class EarlyStopping(Callback):
                 else:  # reuse the arrays: one copy per improvement, no allocation
                     for saved, (_, current) in zip(self.best_weights, self.net.parameters()):
                         np.copyto(saved, current)
+                self.best_running = {name: array.copy() for name, array in self.net.running_statistics()}
             return False
         self.wait += 1
         return self.wait > self.patience
@@ -104,12 +107,16 @@ class EarlyStopping(Callback):
         """Put the best epoch's weights back into the network (called by the trainer when training ends)."""
         if self.restore_best and self.best_weights is not None:
             self.net.set_weights(self.best_weights)
+            if self.best_running:
+                self.net.set_running_statistics(self.best_running)
             return True
         return False
 
     def state_dict(self):
         return {"monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
-                "best_weights": None if self.best_weights is None else [w.copy() for w in self.best_weights]}
+                "best_weights": None if self.best_weights is None else [w.copy() for w in self.best_weights],
+                "best_running": None if self.best_running is None else
+                {name: array.copy() for name, array in self.best_running.items()}}
 
     def load_state_dict(self, d):
         self.monitor = d.get("monitor")
@@ -118,6 +125,8 @@ class EarlyStopping(Callback):
         self.wait = int(d.get("wait", 0))
         weights = d.get("best_weights")
         self.best_weights = None if weights is None else [np.array(w, copy=True) for w in weights]
+        running = d.get("best_running")  # (absent from checkpoints written before it was kept)
+        self.best_running = None if running is None else {name: np.array(a, copy=True) for name, a in running.items()}
 
 
 class Sharpness(Callback):
@@ -128,7 +137,8 @@ class Sharpness(Callback):
     one see it), and when training ends ``history.sharpness`` holds one value per epoch (NaN where
     none was measured). ``self.epochs``, ``self.values`` (lambda_1) and ``self.eigenvalues`` (the top
     k) keep the measurements. The objective is that of ``net.loss_and_grad`` on the probe set, dropout
-    off. Gradient descent near a minimum diverges when the learning rate exceeds 2 / lambda_1;
+    off (batch norm with the probe set's own statistics, as one batch; its running statistics are left
+    alone). Gradient descent near a minimum diverges when the learning rate exceeds 2 / lambda_1;
     ``plotting.plot_sharpness(history)`` draws both.
 
     It measures with Hessian-vector products on the network itself, so it leaves ``net.grads`` (and

@@ -440,9 +440,11 @@ def _cmd_train(args):
 
         probe = slice(0, min(256, len(split.y_train)))
         recorder = GradientNormRecorder(prepare(split.X_train[probe]), split.y_train[probe])
+    sharpness = _sharpness_callback(split, prepare) if getattr(args, "sharpness", None) else None
     # A checkpoint stores the callbacks' states by position, and early stopping's comes after these: a
     # do-nothing placeholder keeps it in place when a resumed run draws no pictures and the first one did.
-    fit_options["callbacks"] = [recorder if recorder is not None else Callback()]
+    fit_options["callbacks"] = [recorder if recorder is not None else Callback(),
+                                sharpness if sharpness is not None else Callback()]
     if args.verbose:
         fit_options["verbose"] = True
     if getattr(args, "distributed", False):
@@ -478,6 +480,18 @@ def _cmd_train(args):
         if not args.quiet:
             print(f"history and pictures written to {run_dir}")
     return 0
+
+
+_SHARPNESS_PROBE = 1000  # rows of the training data the sharpness is measured on
+
+
+def _sharpness_callback(split, prepare):
+    """--sharpness: callbacks.Sharpness on the first 1000 training rows (fixed; the split is already shuffled),
+    every epoch, to a relative residual of 1e-4 (the eigenvalue's own error is about its square)."""
+    from .callbacks import Sharpness
+
+    probe = slice(0, min(_SHARPNESS_PROBE, len(split.y_train)))
+    return Sharpness(prepare(split.X_train[probe]), split.y_train[probe], tol=1e-4, warn=False)
 
 
 def _describe(description):
@@ -538,6 +552,8 @@ def _write_run(run_dir, net, history, evaluation, metadata, split, prepare, reco
         plotting.plot_weight_histograms(net, os.path.join(run_dir, "weights.png"))
         if recorder is not None:
             plotting.plot_gradient_norms(recorder, os.path.join(run_dir, "gradient_norms.png"))
+        if np.isfinite(history.metrics.get("sharpness", [np.nan])).any():  # --sharpness
+            plotting.plot_sharpness(history, os.path.join(run_dir, "sharpness.png"))
         test = "test" if "test" in evaluation else ("validation" if "validation" in evaluation else None)
         if test and "confusion_matrix" in evaluation[test]:
             plotting.plot_confusion_matrix(np.array(evaluation[test]["confusion_matrix"]),
@@ -693,7 +709,7 @@ def cmd_gradcheck(args):
 def cmd_sweep(args):
     """`handgrad sweep`: train's data, split and scaling, then the sweep of cli_sweep (on Dask, handgrad.sweeps)."""
     if args.config:  # a train config works as the base; its output settings are train's, not the sweep's
-        _apply_config(args, args.command_parser, args.config, ignore=("out", "run_dir", "verbose"))
+        _apply_config(args, args.command_parser, args.config, ignore=("out", "run_dir", "verbose", "sharpness"))
     for key, value in TRAIN_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -740,6 +756,9 @@ def _add_train_parser(sub):
         "--npy-targets", metavar="FILE", help="with --npy X.npy: the targets' .npy file; both are memory-mapped and "
                                               "streamed, never loaded whole (no --validation, --test or "
                                               "standardizing by default; held-out parts are the last rows)")
+    group.add_argument("--sharpness", action="store_const", const=True,
+                       help="measure the top Hessian eigenvalue lambda_1 on up to 1000 training rows after every "
+                            "epoch (history column 'sharpness'; sharpness.png in --run-dir)")
     group = train.add_argument_group("output")
     group.add_argument("--out", metavar="FILE", help="write the trained model here (e.g. model.npz)")
     group.add_argument("--run-dir", metavar="DIR", help="write history.csv, history.json, metrics.json and PNG "

@@ -43,8 +43,9 @@ def _float64_copy(net):
 
     config = net.config()
     config.update(dtype="float64", init="auto")
-    layers = [tuple(item) for item in config.pop("layers")]
-    return MLP(layers=layers, **config).set_weights(net.get_weights())
+    layers = [item if isinstance(item, dict) else tuple(item) for item in config.pop("layers")]  # (norm: a dict)
+    copy = MLP(layers=layers, **config).set_weights(net.get_weights())
+    return copy.set_running_statistics(dict(net.running_statistics()))
 
 
 def cmd_curvature(args, load_data, features_for):

@@ -82,13 +82,18 @@ def hessian_operator(net, X, T, sample_weight=None, dropout_seed=None, batch_siz
 
     With ``batch_size``, the product is summed over chunks of at most that many rows, weighted by
     their share of the samples: J = sum_c (N_c/N) J_c, so H v = sum_c (N_c/N) H_c v (each H_c v
-    carries l2 v, and the shares sum to 1). That bounds the memory a large X needs.
+    carries l2 v, and the shares sum to 1). That bounds the memory a large X needs. Not with batch
+    norm: its batch statistics couple the rows, so chunks would change the objective (a ConfigError).
     """
     X = net.check_inputs(X)
     T = net.check_targets(T, X.shape[0])
     w = net.check_sample_weight(sample_weight, X.shape[0])
     N = X.shape[0]
     size = N if batch_size is None else _positive_int("batch_size", batch_size)
+    if size < N and any(layer.norm is not None and layer.norm.kind == "batch" for layer in net.layers):
+        raise ConfigError(f"batch_size={size} would split the {N} samples into chunks, and batch normalization "
+                          "normalizes each batch with its own statistics, so the chunks' Hessians do not add up to "
+                          "the whole batch's; drop batch_size (or use a smaller probe set).")
     chunks = [slice(start, min(start + size, N)) for start in range(0, N, size)]
 
     def product(v):

@@ -33,7 +33,8 @@ by side. A Dense layer built with ``norm="batch"`` or ``"layer"`` owns one as ``
 network's ``sequence``, so that ``net.layers`` keeps one Dense per layer of the spec, with its
 activation, for everything that reads it (explain, graph, model files, torch and ONNX export). After a
 forward pass a norm keeps ``X`` (= Z), ``mean``, ``var``, ``std``, ``xhat`` and ``Y`` (= Zhat), and the
-Dense keeps ``Zhat``: what a second-order (R-operator) pass will need.
+Dense keeps ``Zhat``: what the norms' R-operator (``r_forward``, ``r_backward``; docs/derivations.md, "Through
+a normalization layer") reads when ``MLP.hessian_vector_product`` runs through them.
 
 ``training`` in ``forward(X, training)`` is a bool or a :class:`Mode`, three separate switches: batch
 statistics (the training objective) or running ones (predict), dropout on or off, and whether batch
@@ -268,19 +269,27 @@ class Dense(Layer):
 
     def r_forward(self, RX, direction):
         """R{Z} = R{X} W + X V_W + V_b and R{A} = f'(Z) * R{Z} (softmax: its Jacobian times R{Z}), along the
-        direction {"W": V_W, "b": V_b}; R{X} = None for the data. Returns R{A} (a new array)."""
+        direction {"W": V_W, "b": V_b}; R{X} = None for the data. Returns R{A} (a new array). With a norm,
+        R{Z} = R{X} W + X V_W, then R{Zhat} from the norm's r_forward (which reads V_gamma, V_beta from the
+        same direction), and R{A} = f'(Zhat) * R{Zhat} (docs/derivations.md, "Through a normalization layer")."""
         RZ = np.matmul(self.X, direction["W"])
         if RX is not None:
             RZ += np.matmul(RX, self.W)
         if self.b is not None:
             RZ += direction["b"]
-        self._r = (RX, RZ, direction)
-        return self.activation.r_forward(RZ, self.Z, self.A)
+        RH = RZ if self.norm is None else self.norm.r_forward(RZ, direction)  # R{} of the activation's input
+        self._r = (RX, RH, direction)
+        return self.activation.r_forward(RH, self.Z if self.norm is None else self.Zhat, self.A)
 
     def r_backward(self, dA, RdA, out, need_dX=True):
-        """R{dZ} = R{dA} * f'(Z) + dA * f''(Z) * R{Z} (softmax: its own form), then :meth:`r_backward_from_dZ`."""
-        RdZ = self.activation.r_backward(dA, RdA, self._r[1], self.Z, self.A)
-        return self.r_backward_from_dZ(RdZ, out, need_dX)
+        """R{dZ} = R{dA} * f'(Z) + dA * f''(Z) * R{Z} (softmax: its own form), then :meth:`r_backward_from_dZ`.
+        With a norm the same gives R{dZhat} (f at Zhat), and the norm's r_backward turns it into R{dZ},
+        writing R{dgamma}, R{dbeta} into ``out``."""
+        H = self.Z if self.norm is None else self.Zhat  # the activation's input
+        RdH = self.activation.r_backward(dA, RdA, self._r[1], H, self.A)
+        if self.norm is not None:
+            RdH = self.norm.r_backward(self.dZhat, RdH, out)  # R{dZ} from R{dZhat}
+        return self.r_backward_from_dZ(RdH, out, need_dX)
 
     def r_backward_from_dZ(self, RdZ, out, need_dX=True):
         """R{dW} = R{X}^T dZ + X^T R{dZ}, R{db} = column sums of R{dZ}, R{dX} = R{dZ} W^T + dZ V_W^T (the
@@ -457,6 +466,64 @@ class _Norm(Layer):
         self._buffers.clear()
         self.X = self.mean = self.var = self.std = self.xhat = self.Y = None
 
+    # ------------------------------------------------------------------ R-operator (curvature)
+    # docs/derivations.md, "Through a normalization layer". ``axis`` is the one the statistics run over
+    # (0: batch norm, over the batch; 1: layer norm, over the features); mean(.) below is along it.
+    axis = None
+    _SCRATCH = Layer._SCRATCH + ("_r",)
+
+    def statistics_move(self):
+        """Whether the last forward's mean and std depend on X (batch or per-sample statistics), rather
+        than being constants (batch norm's running statistics)."""
+        return True
+
+    def r_forward(self, RX, direction):
+        """R{Y} along {"gamma": V_gamma, "beta": V_beta} (extra names are ignored) from R{X} (an array):
+
+            R{mean} = mean(R{X}),  R{std} = mean(xhat * R{X}),  R{xhat} = (R{X} - R{mean} - xhat R{std}) / std
+            R{Y} = V_gamma * xhat + gamma * R{xhat} + V_beta
+
+        With constant statistics (batch norm in inference) R{xhat} = R{X} / std. Returns a new array."""
+        xhat, std = self.xhat, self.std
+        if self.statistics_move():
+            R_mean = RX.mean(axis=self.axis, keepdims=True)
+            R_std = (xhat * RX).mean(axis=self.axis, keepdims=True)
+            R_xhat = (RX - R_mean - xhat * R_std) / std
+        else:
+            R_std, R_xhat = None, RX / std
+        self._r = (R_xhat, R_std, direction)
+        RY = direction["gamma"] * xhat
+        RY += self.gamma * R_xhat
+        RY += direction["beta"]
+        return RY
+
+    def r_backward(self, dY, RdY, out, need_dX=True):
+        """After backward: R{dbeta} = sum_i R{dY_i}, R{dgamma} = sum_i (R{dY_i} xhat_i + dY_i R{xhat_i}) into
+        ``out``, and R{dX}, the product rule on the compact backward dX = (G - mean(G) - xhat mean(G xhat)) / std,
+        G = gamma * dY:
+
+            R{G} = V_gamma * dY + gamma * R{dY}
+            R{dX} = (R{G} - mean(R{G}) - R{xhat} mean(G xhat) - xhat mean(R{G} xhat + G R{xhat})) / std
+                    - dX * R{std} / std
+
+        (constant statistics: R{dX} = R{G} / std). Returns a new array (None when ``need_dX`` is False)."""
+        (R_xhat, R_std, direction), self._r = self._r, None
+        xhat, std = self.xhat, self.std
+        np.sum(RdY, axis=0, out=out["beta"])
+        out["gamma"][...] = (RdY * xhat + dY * R_xhat).sum(axis=0)
+        if not need_dX:
+            return None
+        G, RG = dY * self.gamma, dY * direction["gamma"] + RdY * self.gamma
+        if R_std is None:
+            return RG / std
+        G_xhat = (G * xhat).mean(axis=self.axis, keepdims=True)
+        dX = (G - G.mean(axis=self.axis, keepdims=True) - xhat * G_xhat) / std  # backward's dX, recomputed
+        RdX = RG - RG.mean(axis=self.axis, keepdims=True) - R_xhat * G_xhat
+        RdX -= xhat * (RG * xhat + G * R_xhat).mean(axis=self.axis, keepdims=True)
+        RdX /= std
+        RdX -= dX * (R_std / std)
+        return RdX
+
     def __repr__(self):
         return f"{type(self).__name__}({self.n_features}, eps={self.eps:g})"
 
@@ -482,6 +549,7 @@ class BatchNorm(_Norm):
     """
 
     kind = "batch"
+    axis = 0  # statistics over the batch, per feature
 
     def __init__(self, n_features, *, eps=_NORM_EPS, momentum=0.1, dtype=np.float64):
         super().__init__(n_features, eps=eps, dtype=dtype)
@@ -537,6 +605,10 @@ class BatchNorm(_Norm):
         b.dX *= b.scratch
         return b.dX
 
+    def statistics_move(self):
+        """True after a forward with batch statistics; False with the running ones (constants)."""
+        return bool(self.batch_statistics)
+
     def inference(self, X):
         """Y for X with the running statistics, in a new array; nothing is kept (the network's predict)."""
         return (X - self.running_mean) * (self.gamma / np.sqrt(self.running_var + self.eps)) + self.beta
@@ -557,6 +629,7 @@ class LayerNorm(_Norm):
     """
 
     kind = "layer"
+    axis = 1  # statistics over the features, per sample
 
     def forward(self, X, training=False):
         buffers = self._buffers_for(X.shape, (X.shape[0], 1))

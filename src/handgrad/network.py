@@ -715,6 +715,12 @@ class MLP:
             R-backward, in reverse        R{dW} = R{X}^T dZ + X^T R{dZ},  R{dX} = R{dZ} W^T + dZ V_W^T
             penalty                       H v += l2 v on the weights (l1 adds nothing: |w|'' = 0 for w != 0)
 
+        A layer with a norm runs R{Z} through the norm's R-operator to R{Zhat}, and R{dZhat} back to R{dZ},
+        with the direction's V_gamma, V_beta (docs/derivations.md, "Through a normalization layer"). The
+        objective is the one loss_and_grad differentiates: batch norm uses the batch's own statistics (every
+        row of X moves the mean and variance, and H has those terms); its running statistics are neither
+        used nor changed.
+
         Afterwards ``grads`` holds dJ/dtheta at the current parameters on this batch and the layers' buffers
         that pass (exactly what :meth:`loss_and_grad` leaves); ``params`` is unchanged.
         """
@@ -728,11 +734,11 @@ class MLP:
         def keep(layer, dY):
             received[id(layer)] = dY.copy()
 
-        if dropout_seed is None:
-            self.backprop(X, T, w, training=False, observe=keep)
+        if dropout_seed is None:  # batch norm: the batch's statistics, running ones untouched (as loss_and_grad)
+            self.backprop(X, T, w, training=OBJECTIVE, observe=keep)
         else:
             with self.dropout_stream(np.random.default_rng(dropout_seed)):
-                self.backprop(X, T, w, training=True, observe=keep)
+                self.backprop(X, T, w, training=OBJECTIVE_WITH_DROPOUT, observe=keep)
         Hv = np.zeros_like(self.params)
         directions, outputs = self._views_by_layer(v), self._views_by_layer(Hv)
         R = None  # R{X} of the data: it does not depend on theta
@@ -783,6 +789,11 @@ class MLP:
                 raise ConfigError(f"Hessian-vector products need the R-operator of every layer, and "
                                   f"{type(layer).__name__} has none: give it r_forward and r_backward "
                                   "(see handgrad.layers.Layer).")
+            norm = getattr(layer, "norm", None)
+            if norm is not None and not self._r_operator_proven(norm):
+                raise ConfigError(f"Hessian-vector products need the R-operator of every normalization layer, and "
+                                  f"{type(norm).__name__} has none of its own: give it r_forward and r_backward "
+                                  "(see handgrad.layers.BatchNorm).")
             activation = getattr(layer, "activation", None)
             if activation is not None and all(getattr(type(activation), name) is getattr(Activation, name)
                                               for name in ("second_derivative", "r_backward")):
@@ -791,6 +802,15 @@ class MLP:
         if type(self.loss_fn).r_gradient is Loss.r_gradient and not self.closed_form:
             raise ConfigError(f"Hessian-vector products need the loss's second derivative, and loss "
                               f"'{self.loss_fn.name}' has no r_gradient(A, T, RA) (see handgrad.losses).")
+
+    @staticmethod
+    def _r_operator_proven(norm):
+        """Batch and layer norm have a tested R-operator; any other norm (a subclass with its own forward, say)
+        must define r_forward and r_backward itself: inheriting theirs would silently differentiate theirs."""
+        names = ("r_forward", "r_backward")
+        if not all(callable(getattr(norm, name, None)) for name in names):
+            return False
+        return type(norm) in NORMS.values() or all(name in vars(type(norm)) for name in names)
 
     def _views_by_layer(self, vector):
         """id(layer) -> {name: view into ``vector``} for every layer of ``sequence`` (empty without parameters):

@@ -183,13 +183,14 @@ class StreamBatches:
     """The batches of one epoch of a :class:`Stream`, as training._Batches gives them for in-memory data:
     ``get(number, order)`` gathers this process's rows of batch ``number`` into buffers made once."""
 
-    def __init__(self, stream, batch_size, dtype, shard=None):
-        self.stream, self.batch_size = stream, batch_size
+    def __init__(self, stream, batch_size, dtype, n_batches, shard=None):
+        self.stream, self.batch_size, self.n_batches = stream, batch_size, n_batches
         self.shard = shard or (lambda n: (0, n))
         self.n = stream.shape[0]
-        self.X = np.empty((batch_size, stream.shape[1]), dtype)
-        self.T = np.empty((batch_size, stream.net.n_outputs), dtype)
-        self.w = np.empty(batch_size, dtype) if stream.weighted else None
+        rows = max(batch_size, self.n - (n_batches - 1) * batch_size)  # the last batch may hold one more
+        self.X = np.empty((rows, stream.shape[1]), dtype)
+        self.T = np.empty((rows, stream.net.n_outputs), dtype)
+        self.w = np.empty(rows, dtype) if stream.weighted else None
         self.cache = OrderedDict()  # (block, key) -> (X, T, w, rows order): the blocks in memory
         self.cache_size = -(-batch_size // stream.block_rows) + 1
 
@@ -197,7 +198,8 @@ class StreamBatches:
         self.stream.shuffle(order, rng)
 
     def rows(self, number):
-        return min(self.batch_size, self.n - (number - 1) * self.batch_size)
+        first = (number - 1) * self.batch_size  # (as training.batch_rows: the last batch runs to the end)
+        return self.n - first if number == self.n_batches else min(self.batch_size, self.n - first)
 
     def _block(self, block, key):
         entry = self.cache.get((block, key))

@@ -277,16 +277,24 @@ def _prepare_stream(net, X, T, sample_weight, class_weight, validation_data, val
     return data
 
 
+def batch_rows(number, n_batches, batch_size, n):
+    """Rows of batch ``number`` (from 1) of n_batches over n samples: batch_size, except the last, which runs
+    to the end of the data (shorter, or one longer when fit merged a lone last sample into it)."""
+    first = (number - 1) * batch_size
+    return n - first if number == n_batches else min(batch_size, n - first)
+
+
 class _Batches:
     """The batches of one epoch: slices of the data in the order given, gathered into buffers made once
     (or, without shuffling, views of the data: nothing to copy)."""
 
-    def __init__(self, data, batch_size, dtype, shard=None):
-        self.data, self.batch_size = data, batch_size
+    def __init__(self, data, batch_size, dtype, n_batches, shard=None):
+        self.data, self.batch_size, self.n_batches = data, batch_size, n_batches
         self.shard = shard or (lambda n: (0, n))  # this process's rows lo..hi of a batch of n (data-parallel)
-        self.X = np.empty((batch_size, data.X.shape[1]), dtype)
-        self.T = np.empty((batch_size, data.T.shape[1]), dtype)
-        self.w = np.empty(batch_size, dtype) if data.w is not None else None
+        rows = max(batch_size, data.X.shape[0] - (n_batches - 1) * batch_size)  # the last batch may hold one more
+        self.X = np.empty((rows, data.X.shape[1]), dtype)
+        self.T = np.empty((rows, data.T.shape[1]), dtype)
+        self.w = np.empty(rows, dtype) if data.w is not None else None
 
     @staticmethod
     def shuffle(order, rng):
@@ -294,8 +302,8 @@ class _Batches:
         rng.shuffle(order)
 
     def rows(self, number):
-        """The number of rows of batch ``number`` (all processes' together)."""
-        return min(self.batch_size, self.data.X.shape[0] - (number - 1) * self.batch_size)
+        """The number of rows of batch ``number`` (all processes' together); the last runs to the end of the data."""
+        return batch_rows(number, self.n_batches, self.batch_size, self.data.X.shape[0])
 
     def get(self, number, order, in_order):
         """Batch ``number`` (from 1), or this process's shard of it: (X, T, w or None)."""
@@ -535,7 +543,10 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     epochs : int
         Total number of passes over the data (also when resuming: a resumed run stops at the same total).
     batch_size : int
-        Samples per update; the last batch of an epoch is shorter when N is not a multiple.
+        Samples per update; the last batch of an epoch is shorter when N is not a multiple. With batch
+        norm, a last batch of one sample (N = k batch_size + 1) is merged into the batch before it, which then
+        has batch_size + 1 samples: batch statistics of one sample are meaningless (variance 0), and dropping
+        the sample would waste data (docs/training.md, "The loop").
     optimizer : str or Optimizer
         'sgd' (default: W <- W - eta dJ/dW), 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop', or an object
         such as ``AdamW(weight_decay=1e-4)`` (an object keeps its state across calls). 'lbfgs' (or
@@ -607,6 +618,8 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     N = data.X.shape[0]
     settings.batch_size = min(settings.batch_size, N)
     n_batches = -(-N // settings.batch_size)
+    if N % settings.batch_size == 1 and N > 1 and net.running_statistics():  # the network has batch norm
+        n_batches -= 1  # batch norm cannot train on a lone last sample: it joins the batch before
     streamed = isinstance(data.X, streaming.Stream)
     position = Position(order=data.X.initial_order() if streamed else np.arange(N),
                         shuffle_rng=np.random.default_rng(run_seed))
@@ -637,9 +650,9 @@ def _train(net, settings, data, position, n_batches, run_seed, group=None):
     p, opt, N = position, settings.optimizer, data.X.shape[0]
     shard = group.shard if group is not None else None
     if isinstance(data.X, streaming.Stream):
-        batches = streaming.StreamBatches(data.X, settings.batch_size, net.dtype, shard)
+        batches = streaming.StreamBatches(data.X, settings.batch_size, net.dtype, n_batches, shard)
     else:
-        batches = _Batches(data, settings.batch_size, net.dtype, shard)
+        batches = _Batches(data, settings.batch_size, net.dtype, n_batches, shard)
     val_out = np.empty((data.X_val.shape[0], net.n_outputs), net.dtype) if data.X_val is not None else None
     batch_hooks = [h for h in settings.callbacks if type(h).on_batch_end is not Callback.on_batch_end]
     total_steps = settings.epochs * n_batches
