@@ -226,6 +226,38 @@ def test_resume_is_bit_identical_with_dropout_adam_and_one_cycle(tmp_path):
     assert again.rng.bit_generator.state == straight.rng.bit_generator.state
 
 
+
+def test_resume_gives_each_callback_the_state_of_its_own_kind(tmp_path):
+    """Callback states are matched by type, not position: a run resumed without the extra callback the first
+    part had (here a recorder placed before early stopping) still restores early stopping's best epoch and
+    patience count, so it stops where an uninterrupted run stops."""
+    from handgrad.callbacks import Callback, EarlyStopping
+
+    class Recorder(Callback):
+        def state_dict(self):
+            return {"recorded": 1}
+
+        def load_state_dict(self, d):
+            raise AssertionError("a Recorder state must not reach another callback")
+
+    X, y = blobs(70)
+    path = str(tmp_path / "ck.hgz")
+    args = dict(epochs=30, batch_size=16, optimizer="adam", learning_rate=0.05, validation_split=0.3, seed=3,
+                verbose=False)
+    straight = classifier()
+    stopper = EarlyStopping(patience=2)
+    full = straight.fit(X, y, early_stopping=stopper, **args)
+    assert full.stop_reason.startswith("early stopping")
+
+    first = classifier()
+    first.fit(X, y, checkpoint=path, early_stopping=EarlyStopping(patience=2),
+              callbacks=[Recorder(), lambda epoch, logs: epoch == stopper.best_epoch + 1], **args)
+    again = classifier(seed=99)
+    history = again.fit(X, y, checkpoint=path, resume=path, early_stopping=EarlyStopping(patience=2), **args)
+    assert history.epochs == full.epochs and history.stop_reason == full.stop_reason
+    assert weights_equal(again, straight)
+
+
 def test_resume_true_starts_fresh_without_a_file_and_finished_runs_do_nothing(tmp_path):
     X, y = blobs(30)
     path = tmp_path / "ck"

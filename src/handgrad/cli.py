@@ -30,7 +30,6 @@ import numpy as np
 
 from . import cli_sweep
 from ._version import __version__
-from .callbacks import Callback
 from .cli_args import add_architecture_arguments, add_trainer_arguments, network_from_args, trainer_options
 from .cli_curvature import register as register_curvature_command
 from .cli_teach import register as register_teaching_commands
@@ -441,10 +440,7 @@ def _cmd_train(args):
         probe = slice(0, min(256, len(split.y_train)))
         recorder = GradientNormRecorder(prepare(split.X_train[probe]), split.y_train[probe])
     sharpness = _sharpness_callback(split, prepare) if getattr(args, "sharpness", None) else None
-    # A checkpoint stores the callbacks' states by position, and early stopping's comes after these: a
-    # do-nothing placeholder keeps it in place when a resumed run draws no pictures and the first one did.
-    fit_options["callbacks"] = [recorder if recorder is not None else Callback(),
-                                sharpness if sharpness is not None else Callback()]
+    fit_options["callbacks"] = [hook for hook in (recorder, sharpness) if hook is not None]
     if args.verbose:
         fit_options["verbose"] = True
     if getattr(args, "distributed", False):

@@ -456,7 +456,8 @@ def _snapshot(net, settings, position, seed, n_samples):
         "running": {name: array.copy() for name, array in net.running_statistics()},
         "optimizer": settings.optimizer.state_dict(), "schedule": settings.schedule.state_dict(),
         "shuffle_rng": p.shuffle_rng.bit_generator.state, "net_rng": net.rng.bit_generator.state,
-        "history": p.history.as_dict(), "callbacks": [h.state_dict() for h in settings.callbacks],
+        "history": p.history.as_dict(),
+        "callbacks": [{"type": type(h).__name__, "state": h.state_dict()} for h in settings.callbacks],
         "config": net.config(),
     }
 
@@ -477,8 +478,22 @@ def _restore(net, settings, position, state, n_samples):
     for name in ("epochs_done", "batch_done", "step", "epoch_total", "epoch_seen"):
         setattr(position, name, state[name])
     position.order = np.array(state["order"], dtype=np.int64)
-    for hook, saved in zip(settings.callbacks, state["callbacks"]):
-        hook.load_state_dict(saved)
+    _restore_callbacks(settings.callbacks, state["callbacks"])
+
+
+def _restore_callbacks(hooks, saved):
+    """Give each callback the state its own kind saved: the k-th callback of a type gets the k-th state saved
+    by that type. A run resumed with one callback more or fewer (a picture recorder, say) still hands early
+    stopping its own state. Checkpoints of 0.2 saved bare states, matched by position."""
+    if not all(isinstance(entry, dict) and set(entry) == {"type", "state"} for entry in saved):
+        saved = [{"type": type(hook).__name__, "state": entry} for hook, entry in zip(hooks, saved)]
+    states = {}
+    for entry in saved:
+        states.setdefault(entry["type"], []).append(entry["state"])
+    for hook in hooks:
+        mine = states.get(type(hook).__name__)
+        if mine:
+            hook.load_state_dict(mine.pop(0))
 
 
 # ---------------------------------------------------------------------------- end of an epoch
