@@ -238,3 +238,23 @@ def test_bad_trainer_values_print_one_line_and_exit_2(capsys, tmp_path, weighted
     assert status == 2, err
     assert message in err and err.startswith("handgrad: error: ") and err.count("\n") == 1
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- L-BFGS
+def test_lbfgs_from_the_command_line_trains_full_batch_and_evaluates_validation_after(capsys, tmp_path, weighted_csv):
+    """--optimizer lbfgs: the same full-batch minimization as fit(optimizer="lbfgs") on the training part (the
+    validation part is evaluated after training, not passed to it); --epochs bounds the iterations."""
+    out = tmp_path / "lbfgs.npz"
+    status, printed, err = run(capsys, "train", "--csv", weighted_csv, "--target", "label", "--layers",
+                               "8:tanh,1:sigmoid", "--optimizer", "lbfgs", "--epochs", "40", "--no-plots",
+                               "--run-dir", tmp_path / "run", "--out", out, "--seed", "3")
+    assert status == 0, err
+    assert "L-BFGS iterations" in printed and "validation (" in printed
+    model = hg.load(out)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert 1 <= len(history["epoch"]) <= 40
+    assert history["loss"][-1] < 0.5 * history["loss"][0]  # J(theta) after each iteration, going down
+    assert model.metadata["metrics"]["validation"]["samples"] > 0
+    status, _, err = run(capsys, "train", "--csv", weighted_csv, "--target", "label", "--optimizer", "lbfgs",
+                         "--sharpness", "--quiet")
+    assert status == 2 and "L-BFGS has none" in err and len(err.strip().splitlines()) == 1

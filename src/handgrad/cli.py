@@ -429,12 +429,18 @@ def _cmd_train(args):
         _check_resume(net, options["resume"])
 
     fit_options = dict(options)
+    # L-BFGS minimizes one full-batch objective: no epochs to validate or record (the validation part is
+    # evaluated after training, as the test part is), and no per-epoch sharpness.
+    lbfgs = str(options.get("optimizer", "")).strip().lower() == "lbfgs"
+    if lbfgs and getattr(args, "sharpness", None):
+        raise ConfigError("--sharpness measures after every epoch, and L-BFGS has none; run 'handgrad curvature' on "
+                          "the trained model instead.")
     if weights is not None:
         fit_options["sample_weight"] = weights[0]
-    if len(split.y_val):
+    if len(split.y_val) and not lbfgs:
         fit_options["validation_data"] = (prepare(split.X_val), split.y_val) + ((weights[1],) if weights else ())
     recorder = None
-    if run_dir and not args.no_plots:
+    if run_dir and not args.no_plots and not lbfgs:
         from .plotting import GradientNormRecorder
 
         probe = slice(0, min(256, len(split.y_train)))
@@ -451,7 +457,8 @@ def _cmd_train(args):
     if not args.quiet:
         print(net.summary())
         final = f"final training loss {losses[-1]:.4f}" if losses else "no epoch completed"
-        print(f"trained {len(losses)} epochs on {len(split.y_train)} samples ({_describe(description)}): {final}")
+        steps = "L-BFGS iterations" if lbfgs else "epochs"
+        print(f"trained {len(losses)} {steps} on {len(split.y_train)} samples ({_describe(description)}): {final}")
     evaluation = {part: evaluate_network(net, prepare(Xp), yp)
                   for part, Xp, yp in (("validation", split.X_val, split.y_val), ("test", split.X_test, split.y_test))
                   if len(yp)}
@@ -736,7 +743,8 @@ def _add_train_parser(sub):
     group.add_argument("--batch-size", type=int, help=f"mini-batch size (default {TRAIN_DEFAULTS['batch_size']})")
     group.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate",
                        help=f"step size (default {TRAIN_DEFAULTS['learning_rate']})")
-    group.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw, rmsprop (default sgd)")
+    group.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw, rmsprop, or lbfgs (full batch; "
+                                             "--epochs is then its iteration limit) (default sgd)")
     group.add_argument("--schedule", help="constant, step, exponential, cosine, onecycle, plateau")
     group.add_argument("--clip-norm", type=float, metavar="C",
                        help="rescale each batch's gradient so that its global norm (over all parameters) is at most C")
