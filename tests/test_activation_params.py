@@ -76,3 +76,18 @@ def test_bad_parameters_in_a_dict_raise_config_error():
         get_activation({"name": "leaky_relu", "slope": "steep"})
     with pytest.raises(ConfigError, match="both in the name and as a key"):
         get_activation({"name": "leaky_relu(0.1)", "slope": 0.2})
+
+
+def test_summary_and_repr_show_the_parameters_and_the_repr_rebuilds_the_network():
+    """An activation's spec() names its parameters ('leaky_relu(slope=0.1)'), which get_activation reads back;
+    repr(net) shows them and the dropout rates, and evaluating it builds the same network."""
+    net = hg.MLP(2, ["8:leaky_relu(0.1)", "4:elu(alpha=0.5):batchnorm", (1, "sigmoid")], dropout=[0.2, 0.0])
+    assert net.layers[0].activation.spec() == "leaky_relu(slope=0.1)"
+    assert get_activation(net.layers[1].activation.spec()).alpha == 0.5
+    assert net.layers[2].activation.spec() == "sigmoid"
+    summary = net.summary()
+    assert "leaky_relu(slope=0.1)" in summary and "elu(alpha=0.5)" in summary
+    text = repr(net)
+    assert "'leaky_relu(slope=0.1)'" in text and "dropout=[0.2, 0.0]" in text
+    again = eval(text, {"MLP": hg.MLP})
+    assert again.config() == net.config()

@@ -121,6 +121,12 @@ class Activation:
         """The name and parameters that rebuild this activation (used by model files)."""
         return {"name": self.name, **vars(self)}
 
+    def spec(self):
+        """The name as the layer spec writes it, with any parameters: 'relu', 'leaky_relu(slope=0.1)'."""
+        params = ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value!r}"
+                           for key, value in vars(self).items())
+        return f"{self.name}({params})" if params else self.name
+
 
 class Identity(Activation):
     """f(z) = z;  f'(z) = 1."""

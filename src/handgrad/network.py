@@ -402,9 +402,10 @@ class MLP:
             self.training_state = state
 
     def __repr__(self):
-        layers = ", ".join(f"({layer.n_out}, {layer.activation.name!r})" if layer.norm is None else
-                           f"'{layer.n_out}:{layer.activation.name}:{layer.norm.kind}norm'" for layer in self.layers)
+        layers = ", ".join(f"({layer.n_out}, {layer.activation.spec()!r})" if layer.norm is None else
+                           f"'{layer.n_out}:{layer.activation.spec()}:{layer.norm.kind}norm'" for layer in self.layers)
         extras = "" if self.bias else ", bias=False"
+        extras += f", dropout={self.dropout}" if any(self.dropout_rate(k) for k in range(1, len(self.layers))) else ""
         extras += f", l2={self.l2}" if self.l2 else ""
         extras += f", l1={self.l1}" if self.l1 else ""
         return f"MLP({self.n_inputs}, [{layers}], loss={self.loss_fn.name!r}{extras}, dtype={self.dtype.name!r})"
@@ -412,11 +413,12 @@ class MLP:
     def summary(self):
         """A table of layers, shapes and parameter counts."""
         rows = [f"MLP: {self.n_inputs} inputs, loss {self.loss_fn.name}, {self.dtype.name}"]
-        rows.append(f"{'layer':<7}{'activation':<14}{'W':<14}{'b':<10}{'params':>8}")
+        width = max(14, *(len(layer.activation.spec()) + 2 for layer in self.layers))
+        rows.append(f"{'layer':<7}{'activation':<{width}}{'W':<14}{'b':<10}{'params':>8}")
         for k, layer in enumerate(self.layers, 1):
             b = f"({layer.n_out},)" if layer.has_bias else (f"{layer.norm.kind}norm" if layer.norm is not None else "-")
             count = sum(array.size for _, array in layer.parameters())
-            rows.append(f"{k:<7}{layer.activation.name:<14}{layer.W.shape!s:<14}{b:<10}{count:>8}")
+            rows.append(f"{k:<7}{layer.activation.spec():<{width}}{layer.W.shape!s:<14}{b:<10}{count:>8}")
         rows.append(f"total parameters: {self.n_params}")
         return "\n".join(rows)
 
