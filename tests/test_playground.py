@@ -292,6 +292,17 @@ def test_a_downloaded_model_loads_back_into_the_playground():
     assert repr(other.net) == repr(session.net)
     np.testing.assert_array_equal(other.net.params, session.net.params)
 
+    mixed = {"hidden": [{"size": 3, "activation": "tanh", "bias": False}, {"size": 3, "activation": "relu",
+                                                                         "norm": "batch"}], "output_bias": True}
+    session = Session(mixed)
+    session.run_epoch()
+    other.load_model(session.model_bytes(), "model.npz")
+    assert [(entry["bias"], entry["norm"]) for entry in other.config["hidden"]] == [(False, "none"), (False, "batch")]
+    assert other.config["output_bias"] is True and "bias" not in other.config
+    assert [layer.has_bias for layer in other.net.layers] == [False, False, True]
+    np.testing.assert_array_equal(other.net.params, session.net.params)
+    np.testing.assert_array_equal(other.net.layers[1].norm.running_var, session.net.layers[1].norm.running_var)
+
 
 def test_the_editor_maps_to_the_mlp_spec_bias_and_norm_per_layer():
     config = {"hidden": [{"size": 3, "activation": "tanh", "bias": False},
@@ -307,7 +318,7 @@ def test_the_editor_maps_to_the_mlp_spec_bias_and_norm_per_layer():
     # the one checkbox of earlier versions ("bias") is the default of every layer that does not say
     legacy, _ = network_spec({"bias": False, "hidden": [{"size": 2, "activation": "relu"}], "output": "sigmoid"}, 1)
     assert [layer["bias"] for layer in legacy] == [False, False]
-    with pytest.raises(ConfigError, match=r"batch norm has no bias \(the norm's beta replaces it\): switch its bias off"):
+    with pytest.raises(ConfigError, match=r"batch norm has no bias \(the norm's beta replaces it\): switch its bias"):
         hidden_layer({"size": 2, "norm": "batch", "bias": True})
     with pytest.raises(ConfigError, match="unknown norm 'group'; choose none, batch, layer"):
         hidden_layer({"size": 2, "norm": "group"})
@@ -544,7 +555,7 @@ def test_bias_off_and_batch_norm_per_layer_in_the_browser(page, tmp_path):
     _shown_precision_equal(shown, float(net.loss_and_grad(X, T)[1][1][0][1, 2]))
 
     page.select_option('[data-layer="1"] [data-field="norm"]', "batch")
-    page.wait_for_selector('[data-layer-kind="1"]:text-is("batch norm (γ, β)")')
+    page.wait_for_selector('[data-layer-kind="1"]:text-is("batch norm (\u03b3, \u03b2)")')
     bias = page.locator('[data-layer="1"] [data-field="bias"]')
     assert bias.is_disabled() and not bias.is_checked() and "replaces it" in bias.get_attribute("title")
     assert "Zhat1 = gamma1 * xhat1 + beta1" in page.locator('[data-panel="equations"]').inner_text()
@@ -564,7 +575,7 @@ def test_bias_off_and_batch_norm_per_layer_in_the_browser(page, tmp_path):
     page.locator('[data-panel="diagram"] [data-neuron="1,2"]').click()
     neuron = page.locator('[data-panel="neuron"]')
     neuron.locator('[data-row="Zhat"]').wait_for()
-    assert "batch norm of this unit: γ = " in neuron.inner_text()
+    assert "batch norm of this unit: \u03b3 = " in neuron.inner_text()
     net = hg.load(download(page, "download-model", tmp_path))
     X, T = load_csv(download(page, "download-batch", tmp_path))
     assert net.layers[0].norm.kind == "batch" and net.layers[0].b is None
