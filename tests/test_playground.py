@@ -25,7 +25,7 @@ pytest.importorskip("uvicorn")
 import handgrad as hg
 from handgrad.datasets import load_csv
 from handgrad.errors import ConfigError, DataError
-from handgrad.playground.session import MAX_UPLOAD_BYTES, PRESETS, Session
+from handgrad.playground.session import MAX_UPLOAD_BYTES, PRESETS, Session, hidden_layer, network_spec
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
@@ -292,6 +292,84 @@ def test_a_downloaded_model_loads_back_into_the_playground():
     assert repr(other.net) == repr(session.net)
     np.testing.assert_array_equal(other.net.params, session.net.params)
 
+    mixed = {"hidden": [{"size": 3, "activation": "tanh", "bias": False}, {"size": 3, "activation": "relu",
+                                                                         "norm": "batch"}], "output_bias": True}
+    session = Session(mixed)
+    session.run_epoch()
+    other.load_model(session.model_bytes(), "model.npz")
+    assert [(entry["bias"], entry["norm"]) for entry in other.config["hidden"]] == [(False, "none"), (False, "batch")]
+    assert other.config["output_bias"] is True and "bias" not in other.config
+    assert [layer.has_bias for layer in other.net.layers] == [False, False, True]
+    np.testing.assert_array_equal(other.net.params, session.net.params)
+    np.testing.assert_array_equal(other.net.layers[1].norm.running_var, session.net.layers[1].norm.running_var)
+
+
+def test_the_editor_maps_to_the_mlp_spec_bias_and_norm_per_layer():
+    config = {"hidden": [{"size": 3, "activation": "tanh", "bias": False},
+                         {"size": 2, "activation": "leaky_relu", "slope": 0.2, "norm": "batch", "dropout": 0.1},
+                         {"size": 2, "activation": "relu", "norm": "layer", "bias": False}],
+              "output": "sigmoid", "output_bias": True}
+    layers, rates = network_spec(config, output_size=1)
+    assert layers == [{"size": 3, "activation": "tanh", "bias": False},
+                      {"size": 2, "activation": {"name": "leaky_relu", "slope": 0.2}, "bias": False, "norm": "batch"},
+                      {"size": 2, "activation": "relu", "bias": False, "norm": "layer"},
+                      {"size": 1, "activation": "sigmoid", "bias": True}]
+    assert rates == [0.0, 0.1, 0.0]
+    # the one checkbox of earlier versions ("bias") is the default of every layer that does not say
+    legacy, _ = network_spec({"bias": False, "hidden": [{"size": 2, "activation": "relu"}], "output": "sigmoid"}, 1)
+    assert [layer["bias"] for layer in legacy] == [False, False]
+    with pytest.raises(ConfigError, match=r"batch norm has no bias \(the norm's beta replaces it\): switch its bias"):
+        hidden_layer({"size": 2, "norm": "batch", "bias": True})
+    with pytest.raises(ConfigError, match="unknown norm 'group'; choose none, batch, layer"):
+        hidden_layer({"size": 2, "norm": "group"})
+
+    session = Session(config)
+    assert [layer.has_bias for layer in session.net.layers] == [False, False, False, True]
+    assert [getattr(layer.norm, "kind", None) for layer in session.net.layers] == [None, "batch", "layer", None]
+    assert [entry["bias"] for entry in session.config["hidden"]] == [False, False, False]
+    assert "bias" not in session.config  # said per layer now
+    net = session.net
+    with pytest.raises(ConfigError, match="layer 1: a layer with layer norm has no bias"):
+        session.configure({"hidden": [{"size": 2, "norm": "layer", "bias": True}]})
+    with pytest.raises(ConfigError, match="batch norm needs at least 2 samples per batch"):
+        session.configure({**config, "batch_size": 1})
+    assert session.net is net  # a refused setting leaves the session as it was
+
+
+def test_a_batch_norm_session_trains_and_its_numbers_are_the_engines():
+    # 101 training rows in batches of 10: the lone last row joins the batch before (batch norm needs 2)
+    session = Session({"data": {"name": "xor", "n_samples": 202, "test_fraction": 0.5},
+                       "hidden": [{"size": 4, "activation": "tanh", "norm": "batch"},
+                                  {"size": 4, "activation": "relu", "bias": False}], "batch_size": 10})
+    assert len(session.X) == 101 and session.steps_per_epoch == 10
+    before = session.loss()
+    for _ in range(9):
+        session.one_step()
+    assert len(session.current_batch()[0]) == 11
+    session.run_epoch()
+    for _ in range(2):
+        session.run_epoch()
+    assert math.isfinite(session.loss()) and session.loss() < before
+    _, X, T = session.current_batch()
+    _, grads = session.net.copy().loss_and_grad(X, T)
+    for k, i, j in ((1, 0, 2), (2, 3, 1), (3, 2, 0)):  # in the norm's layer, above it, and the output layer
+        session.select_weight(k, i, j)
+        detail = session.frame()["weight"]
+        assert float(detail["grad"]) == pytest.approx(grads[k - 1][0][i, j], rel=1e-5)
+        assert float(detail["element_sum"]) == pytest.approx(grads[k - 1][0][i, j], rel=1e-5)
+        assert f"dW{k}[{i},{j}] = sum_n" in detail["trace"]
+    session.select_weight(1, 0, 2)
+    assert "Layer 1 has batch norm" in session.frame()["weight"]["norm_notes"][0]
+    session.select_neuron(1, 2)
+    neuron = session.frame()["neuron"]
+    _, records = session.net.forward_backward(X, T)
+    record = records[0]
+    assert neuron["norm"] == "batch"
+    assert [float(v) for v in neuron["Zhat"]] == pytest.approx(record["Zhat"][:6, 2], rel=1e-5)
+    assert float(neuron["gamma"]) == pytest.approx(record["gamma"][2], rel=1e-5)
+    assert float(neuron["std"]) == pytest.approx(record["std"][0, 2], rel=1e-5)
+    assert [float(v) for v in neuron["fprime"]] == pytest.approx(1 - np.tanh(record["Zhat"][:6, 2]) ** 2, rel=1e-5)
+
 
 # ---------------------------------------------------------------------------------------- the page
 def _shown_precision_equal(shown, value):
@@ -423,7 +501,10 @@ def test_a_csv_with_a_bad_row_shows_a_message(page):
 def test_a_seed_preset_is_one_click_away_and_a_model_file_loads(page):
     page.select_option('[data-field="preset"]', "seed000")
     page.wait_for_function("() => document.querySelectorAll('[data-panel=\"diagram\"] line').length === 10")
-    assert page.locator('[data-field="bias"]').is_checked() is False
+    for layer in (1, 2):  # seed 000 has no biases at all: every layer's box is off, and no bias is drawn
+        assert page.locator(f'[data-layer="{layer}"] [data-field="bias"]').is_checked() is False
+    assert page.locator('[data-field="output_bias"]').is_checked() is False
+    assert page.locator('[data-panel="diagram"] [data-bias]').count() == 0
     assert "bias=False" in page.locator('[data-panel="equations"]').inner_text()
     assert page.locator('[data-panel="equations"] math').count() > 10
 
@@ -437,6 +518,78 @@ def test_a_seed_preset_is_one_click_away_and_a_model_file_loads(page):
     message = page.locator('[data-panel="message"]')
     message.wait_for(state="visible")
     assert "broken.npz" in message.inner_text()
+
+
+def download(page, action, folder):
+    with page.expect_download() as saved:
+        page.click(f'[data-action="{action}"]')
+    path = folder / saved.value.suggested_filename
+    saved.value.save_as(path)
+    return path
+
+
+def click_weight(page, k, i, j):
+    """Click near the start of the connection W_k[i, j] (where no other line crosses it); the panel's text."""
+    line = page.locator(f'[data-panel="diagram"] line[data-weight="{k},{i},{j}"]')
+    x1, y1, x2, y2 = (float(line.get_attribute(name)) for name in ("x1", "y1", "x2", "y2"))
+    svg_box = page.locator('[data-panel="diagram"]').bounding_box()
+    page.mouse.click(svg_box["x"] + x1 + 0.2 * (x2 - x1), svg_box["y"] + y1 + 0.2 * (y2 - y1))
+    page.wait_for_selector(f'[data-panel="weight"][data-weight="{k},{i},{j}"]:not([hidden])')
+    return page.locator('[data-panel="weight"] [data-value="grad"]').inner_text()
+
+
+def test_bias_off_and_batch_norm_per_layer_in_the_browser(page, tmp_path):
+    kind = page.locator('[data-panel="diagram"] [data-layer-kind="1"]')
+    assert kind.text_content() == "+ b" and page.locator('[data-bias^="1,"]').count() == 4
+    page.locator('[data-layer="1"] [data-field="bias"]').uncheck()  # the change event rebuilds the network
+    page.wait_for_selector('[data-layer-kind="1"]:text-is("no bias")')
+    assert page.locator('[data-bias^="1,"]').count() == 0 and page.locator('[data-bias^="2,"]').count() == 4
+    for _ in range(3):
+        page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("3")')
+    shown = click_weight(page, 2, 1, 2)
+    net = hg.load(download(page, "download-model", tmp_path))
+    assert [layer.has_bias for layer in net.layers] == [False, True, True]
+    assert "b1" not in dict(net.parameters()) and "b2" in dict(net.parameters())
+    X, T = load_csv(download(page, "download-batch", tmp_path))
+    _shown_precision_equal(shown, float(net.loss_and_grad(X, T)[1][1][0][1, 2]))
+
+    page.select_option('[data-layer="1"] [data-field="norm"]', "batch")
+    page.wait_for_selector('[data-layer-kind="1"]:text-is("batch norm (\u03b3, \u03b2)")')
+    bias = page.locator('[data-layer="1"] [data-field="bias"]')
+    assert bias.is_disabled() and not bias.is_checked() and "replaces it" in bias.get_attribute("title")
+    assert "Zhat1 = gamma1 * xhat1 + beta1" in page.locator('[data-panel="equations"]').inner_text()
+    loss_before = float(value(page, "loss"))
+    for _ in range(4):
+        page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("4")')
+    page.click('[data-action="play"]')
+    page.wait_for_timeout(300)
+    page.click('[data-action="pause"]')
+    page.wait_for_selector('[data-value="state"]:text("paused")')
+    loss = float(value(page, "loss"))
+    assert math.isfinite(loss) and loss < loss_before
+    shown = click_weight(page, 1, 0, 3)  # a weight of the batch-normalized layer: its dZ1 mixes the batch's rows
+    assert "Layer 1 has batch norm" in page.locator('[data-value="norm-notes"]').inner_text()
+    assert "dW1[0,3] = sum_n X[n,0] dZ1[n,3]" in page.locator('[data-value="trace"]').inner_text()
+    page.locator('[data-panel="diagram"] [data-neuron="1,2"]').click()
+    neuron = page.locator('[data-panel="neuron"]')
+    neuron.locator('[data-row="Zhat"]').wait_for()
+    assert "batch norm of this unit: \u03b3 = " in neuron.inner_text()
+    net = hg.load(download(page, "download-model", tmp_path))
+    X, T = load_csv(download(page, "download-batch", tmp_path))
+    assert net.layers[0].norm.kind == "batch" and net.layers[0].b is None
+    assert {"gamma1", "beta1"} <= set(dict(net.parameters()))
+    running = dict(net.running_statistics())
+    assert not np.allclose(running["running_mean1"], 0) and not np.allclose(running["running_var1"], 1)
+    _shown_precision_equal(shown, float(net.loss_and_grad(X, T)[1][0][0][0, 3]))
+
+    batch = page.locator('[data-field="batch_size"]')
+    batch.fill("1")
+    batch.dispatch_event("change")
+    message = page.locator('[data-panel="message"]')
+    message.wait_for(state="visible")
+    assert "batch norm needs at least 2 samples per batch" in message.inner_text()
 
 
 def test_a_weight_under_the_pointer_updates_live(page):

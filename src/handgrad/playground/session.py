@@ -12,6 +12,7 @@ set, in the epoch's permutation. Its gradient is shown at the current weights wi
 inputs and targets, as CSV) and the model, so anyone can recompute the number.
 """
 
+import html
 import math
 import os
 import tempfile
@@ -20,7 +21,7 @@ import time
 import numpy as np
 
 from .. import datasets
-from ..display import sections_mathml, tex_to_mathml
+from ..display import equation_parts, tex_to_mathml
 from ..errors import ConfigError, DataError, HandgradError
 from ..explain import derivation, trace
 from ..network import MLP, load
@@ -35,6 +36,7 @@ NEURON_GRID = 16
 SHOWN_ROWS = 6  # rows of Z, A, dA, dZ shown for a clicked neuron
 SCHEDULE_HORIZON_EPOCHS = 200  # cosine and one-cycle decay over this many epochs
 MAX_CURVE_POINTS = 1000  # the loss curves keep every other point beyond this, so frames stay small
+NORMS = ("none", "batch", "layer")  # the layer editor's choice per hidden layer
 
 FEATURES = {
     "x1": lambda P: P[:, 0],
@@ -57,38 +59,43 @@ def make_diagonal(n_samples=200, noise=0.0, seed=None):
     return X + rng.normal(scale=noise, size=X.shape), y
 
 
-# One preset per seed document: the network each seed derives, on a 2-D set it can learn.
+# One preset per seed document: the network each seed derives, on a 2-D set it can learn. Every layer
+# says whether it has a bias (seeds 000 and 001 have none at all) and its norm.
+def _layer(size, activation, bias=True, norm="none", **more):
+    return {"size": size, "activation": activation, "bias": bias, "norm": norm, **more}
+
+
 PRESETS = {
     "seed000": {"title": "Seed 000: 2-2-1 ReLU/sigmoid, no biases, half squared error",
                 "data": {"name": "diagonal", "noise": 0.0}, "features": ["x1", "x2"],
-                "hidden": [{"size": 2, "activation": "relu"}, {"size": 2, "activation": "relu"}],
-                "output": "sigmoid", "loss": "half_squared_error", "bias": False,
+                "hidden": [_layer(2, "relu", bias=False), _layer(2, "relu", bias=False)],
+                "output": "sigmoid", "output_bias": False, "loss": "half_squared_error",
                 "optimizer": "sgd", "learning_rate": 2.0, "batch_size": 16, "l1": 0.0, "l2": 0.0},
     "seed001": {"title": "Seed 001: one tanh layer of 16, linear output, no biases, L2 0.1",
                 "data": {"name": "regression1d", "noise": 0.3}, "features": ["x1"],
-                "hidden": [{"size": 16, "activation": "tanh"}], "output": "identity",
-                "loss": "half_squared_error", "bias": False, "optimizer": "sgd", "learning_rate": 0.1,
+                "hidden": [_layer(16, "tanh", bias=False)], "output": "identity", "output_bias": False,
+                "loss": "half_squared_error", "optimizer": "sgd", "learning_rate": 0.1,
                 "batch_size": 40, "l1": 0.0, "l2": 0.1},
     "seed002": {"title": "Seed 002: sigmoid hidden layer, softmax + cross-entropy (blobs for MNIST)",
                 "data": {"name": "blobs", "noise": 0.5}, "features": ["x1", "x2"],
-                "hidden": [{"size": 16, "activation": "sigmoid"}], "output": "softmax", "loss": "cross_entropy",
-                "bias": True, "optimizer": "sgd", "learning_rate": 0.5, "batch_size": 32, "l1": 0.0, "l2": 0.0},
+                "hidden": [_layer(16, "sigmoid")], "output": "softmax", "output_bias": True, "loss": "cross_entropy",
+                "optimizer": "sgd", "learning_rate": 0.5, "batch_size": 32, "l1": 0.0, "l2": 0.0},
     "seed003": {"title": "Seed 003: three leaky ReLU layers (slope 0.01), sigmoid + binary cross-entropy",
                 "data": {"name": "spirals", "noise": 0.1}, "features": ["x1", "x2"],
-                "hidden": [{"size": 32, "activation": "leaky_relu", "slope": 0.01}] * 3, "output": "sigmoid",
-                "loss": "binary_cross_entropy", "bias": True, "optimizer": "adam", "learning_rate": 0.01,
+                "hidden": [_layer(32, "leaky_relu", slope=0.01)] * 3, "output": "sigmoid", "output_bias": True,
+                "loss": "binary_cross_entropy", "optimizer": "adam", "learning_rate": 0.01,
                 "batch_size": 32, "l1": 0.0, "l2": 0.0},
     "seed004": {"title": "Seed 004: ReLU layer of 4, linear output, mean squared error",
                 "data": {"name": "regression1d", "noise": 0.1}, "features": ["x1"],
-                "hidden": [{"size": 4, "activation": "relu"}], "output": "identity", "loss": "mse",
-                "bias": True, "optimizer": "sgd", "learning_rate": 0.05, "batch_size": 16, "l1": 0.0, "l2": 0.0},
+                "hidden": [_layer(4, "relu")], "output": "identity", "output_bias": True, "loss": "mse",
+                "optimizer": "sgd", "learning_rate": 0.05, "batch_size": 16, "l1": 0.0, "l2": 0.0},
 }
 
 DEFAULT_CONFIG = {
     "data": {"name": "xor", "n_samples": 200, "noise": 0.1, "test_fraction": 0.5, "seed": 0},
     "features": ["x1", "x2"],
-    "hidden": [{"size": 4, "activation": "tanh"}, {"size": 4, "activation": "tanh"}],
-    "output": "sigmoid", "loss": "auto", "bias": True, "seed": 0,
+    "hidden": [_layer(4, "tanh"), _layer(4, "tanh")],
+    "output": "sigmoid", "output_bias": True, "loss": "auto", "seed": 0,
     "optimizer": "sgd", "learning_rate": 0.3, "schedule": "constant", "batch_size": 10, "l1": 0.0, "l2": 0.0,
 }
 
@@ -187,25 +194,72 @@ def features(points, names):
 
 
 # ---------------------------------------------------------------------------------------- network
-def build_network(config, data, n_inputs):
-    """The MLP of the page's layer editor: hidden layers, then the output layer sized for the task."""
+def _flag(config, key, default):
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}.")
+    return value
+
+
+def hidden_layer(spec, default_bias=True):
+    """One hidden layer of the editor as the MLP layer dict (size, activation, norm, bias) and its dropout.
+
+    ``norm`` is 'none', 'batch' or 'layer'. A layer that does not say whether it has a bias takes
+    ``default_bias`` (the config's old one-checkbox ``bias``), and none when it has a norm; a bias
+    switched on together with a norm is refused: the norm's beta is that layer's bias."""
+    norm = spec.get("norm") or "none"
+    if norm not in NORMS:
+        raise ConfigError(f"unknown norm {norm!r}; choose {', '.join(NORMS)}.")
+    bias = _flag(spec, "bias", default_bias and norm == "none")
+    if bias and norm != "none":
+        raise ConfigError(f"a layer with {norm} norm has no bias (the norm's beta replaces it): switch its bias off, "
+                          "or choose norm none.")
+    layer = {"size": _number(spec, "size", 4, 1, 64, int), "activation": _activation(spec), "bias": bias}
+    if norm != "none":
+        layer["norm"] = norm
+    return layer, _number(spec, "dropout", 0.0, 0.0, 0.9)
+
+
+def network_spec(config, output_size):
+    """(layers, dropout rates): the MLP's layer dicts for the page's editor, every bias said per layer."""
+    default_bias = _flag(config, "bias", True)  # the one checkbox of earlier versions: the default of every layer
     layers, rates = [], []
     for index, spec in enumerate(config.get("hidden", [])):
         try:
-            layers.append((_number(spec, "size", 4, 1, 64, int), _activation(spec)))
-            rates.append(_number(spec, "dropout", 0.0, 0.0, 0.9))
+            layer, rate = hidden_layer(spec, default_bias)
         except ConfigError as error:
             raise ConfigError(f"layer {index + 1}: {error}") from None
+        layers.append(layer)
+        rates.append(rate)
     output = config.get("output", "sigmoid")
-    size = data.n_classes if output == "softmax" else 1
+    layers.append({"size": output_size, "activation": output,
+                   "bias": _flag(config, "output_bias", default_bias)})
+    return layers, rates
+
+
+def editor_config(config, layers, rates):
+    """The config with every layer's bias and norm written out (what the page's form shows)."""
+    hidden = [{**spec, "size": layer["size"], "bias": layer["bias"], "norm": layer.get("norm", "none"),
+               "dropout": rate} for spec, layer, rate in zip(config.get("hidden", []), layers, rates)]
+    config = {**config, "hidden": hidden, "output_bias": layers[-1]["bias"]}
+    config.pop("bias", None)  # said per layer now
+    return config
+
+
+def build_network(config, data, n_inputs):
+    """(net, config): the MLP of the page's layer editor (hidden layers, then the output layer sized for
+    the task) and the config with every layer's bias and norm written out."""
+    output = config.get("output", "sigmoid")
     if output == "softmax" and data.task == "regression":
         raise ConfigError("a softmax output needs class labels; this data set is a regression: use identity.")
     if output != "softmax" and data.task == "multiclass":
         raise ConfigError(f"this data set has {data.n_classes} classes: choose a softmax output.")
-    layers.append((size, output))
-    return MLP(n_inputs, layers, loss=config.get("loss") or "auto", bias=bool(config.get("bias", True)),
-               l2=_number(config, "l2", 0.0, 0.0, 10.0), l1=_number(config, "l1", 0.0, 0.0, 10.0),
-               dropout=rates, seed=_number(config, "seed", 0, 0, 2**31, int))
+    layers, rates = network_spec(config, data.n_classes if output == "softmax" else 1)
+    plain = [layer["bias"] for layer in layers if "norm" not in layer]
+    net = MLP(n_inputs, layers, loss=config.get("loss") or "auto", bias=any(plain),  # (the default; each layer says)
+              l2=_number(config, "l2", 0.0, 0.0, 10.0), l1=_number(config, "l1", 0.0, 0.0, 10.0),
+              dropout=rates, seed=_number(config, "seed", 0, 0, 2**31, int))
+    return net, editor_config(config, layers, rates)
 
 
 def _activation(spec):
@@ -216,13 +270,18 @@ def _activation(spec):
     return name
 
 
+def has_batch_norm(net):
+    return any(layer.norm is not None and layer.norm.kind == "batch" for layer in net.layers)
+
+
 def network_description(net):
-    """What the page draws: sizes, activations, dropout, bias, and the config that rebuilds the editor."""
+    """What the page draws: sizes, activations, dropout, each layer's bias and norm, and the loss."""
     return {
         "sizes": [net.n_inputs] + [layer.n_out for layer in net.layers],
         "activations": [layer.activation.name for layer in net.layers],
         "dropout": list(net.dropout),
-        "bias": net.bias,
+        "biases": [layer.has_bias for layer in net.layers],
+        "norms": [None if layer.norm is None else layer.norm.kind for layer in net.layers],
         "loss": net.loss_fn.name,
         "closed_form": net.closed_form,
         "repr": repr(net),
@@ -231,14 +290,29 @@ def network_description(net):
 
 
 def _layer_outputs(net, X):
-    """Every layer's activation A_k on X (dropout off), for the heat maps; fresh arrays, the engine's
-    training buffers untouched."""
+    """Every layer's activation A_k on X as predict computes it (dropout off; batch norm with its running
+    statistics, through the norm's own ``inference``): fresh arrays, the engine's training buffers untouched."""
     outputs, H = [], X
     for layer in net.layers:
         Z = H @ layer.W + (layer.b if layer.b is not None else 0.0)
-        H = layer.activation.forward(Z)
+        H = layer.activation.forward(Z if layer.norm is None else layer.norm.inference(Z))
         outputs.append(H)
     return outputs
+
+
+def equations(net, batch_size):
+    """explain's sections as the equations panel shows them: MathML from each equation's TeX (as
+    display.sections_mathml makes it), or the equation's plain text where the TeX converter does not
+    know a symbol yet (the norms' gamma, beta, mu, hat...), so that a norm never breaks the page."""
+    def parts(equation):
+        try:
+            return equation_parts(equation)
+        except ValueError:
+            return (f"<code>{html.escape(equation.lhs)}</code>", f"<code>{html.escape(equation.rhs)}</code>")
+
+    return [{"title": section.title, "notes": list(section.notes),
+             "rows": [dict(zip(("lhs", "rhs"), parts(e)), shape=e.shape, detail=e.detail) for e in section.equations]}
+            for section in derivation(net, batch_size)]
 
 
 def _fmt(value):
@@ -264,7 +338,7 @@ class Session:
         config = {**DEFAULT_CONFIG, **config}
         data = make_data(config, self.csv_points)
         names = feature_names(config, data.dims)
-        net = build_network(config, data, len(names))
+        net, config = build_network(config, data, len(names))
         self._start(config, data, names, net)
 
     def _start(self, config, data, names, net):
@@ -272,6 +346,10 @@ class Session:
         rate = _number(config, "learning_rate", 0.1, 1e-6, 100.0)
         optimizer = get_optimizer(str(config.get("optimizer", "sgd")))
         schedule = get_schedule(str(config.get("schedule") or "constant"))
+        if has_batch_norm(net) and min(batch_size, len(data.y)) < 2:
+            raise ConfigError("batch norm needs at least 2 samples per batch (the variance of one sample is 0): "
+                              "set the batch size to 2 or more (and keep 2 or more training samples), or "
+                              "choose norm none or layer.")
         config = {**config, "features": names}  # the features in use (x2's drop out for 1-D data)
         self.config, self.data, self.feature_names, self.net = config, data, names, net
         self.X = features(data.points, names)
@@ -280,6 +358,8 @@ class Session:
         self.T_test = net.check_targets(data.test_y, len(data.test_y)) if len(data.test_y) else None
         self.batch_size = min(batch_size, len(self.X))
         self.steps_per_epoch = -(-len(self.X) // self.batch_size)
+        if has_batch_norm(net) and len(self.X) % self.batch_size == 1:
+            self.steps_per_epoch -= 1  # as training.fit does: a lone last sample joins the batch before
         self.optimizer, self.schedule, self.learning_rate = optimizer, schedule, rate
         schedule.start(rate, SCHEDULE_HORIZON_EPOCHS * self.steps_per_epoch, self.steps_per_epoch)
         self.rng = np.random.default_rng(_number(config, "seed", 0, 0, 2**31, int))
@@ -317,10 +397,12 @@ class Session:
                               f"features are selected ({', '.join(self.feature_names)}); select {net.n_inputs}.")
         net.check_targets(self.data.y, len(self.data.y))  # its output must suit the data
         layers = [{"size": layer.n_out, "activation": layer.activation.name,
-                   "slope": getattr(layer.activation, "slope", 0.01), "dropout": rate}
+                   "slope": getattr(layer.activation, "slope", 0.01), "dropout": rate, "bias": layer.has_bias,
+                   "norm": "none" if layer.norm is None else layer.norm.kind}
                   for layer, rate in zip(net.layers[:-1], net.dropout)]
         config = {**self.config, "hidden": layers, "output": net.output_activation.name, "loss": net.loss_fn.name,
-                  "bias": net.bias, "l1": net.l1, "l2": net.l2}
+                  "output_bias": net.layers[-1].has_bias, "l1": net.l1, "l2": net.l2}
+        config.pop("bias", None)  # every layer says its own (the file's network-wide flag is only their default)
         self._start(config, self.data, self.feature_names, net)
 
     def model_bytes(self):
@@ -334,7 +416,8 @@ class Session:
     def current_batch(self):
         """(rows, X, T): the training-set rows the next step trains on, and their inputs and targets."""
         start = self.batch_index * self.batch_size
-        rows = self.order[start:start + self.batch_size]
+        last = self.batch_index == self.steps_per_epoch - 1  # the last batch takes the rest (see _start)
+        rows = self.order[start:] if last else self.order[start:start + self.batch_size]
         return rows, self.X[rows], self.T[rows]
 
     def step(self):
@@ -356,7 +439,7 @@ class Session:
         self.batch_index = 0
         self.order = self.rng.permutation(len(self.X))
         loss = self.loss()
-        test = {} if self.X_test is None else {"test_loss": float(self.net.loss(self.X_test, self.T_test))}
+        test = {} if self.X_test is None else {"test_loss": self.test_loss()}
         now = time.perf_counter()
         self.epochs.record(self.epoch, now - self.epoch_started, loss=loss, lr=rate, **test)
         self.epoch_started = now
@@ -381,11 +464,16 @@ class Session:
         self._record()
 
     def loss(self):
-        return float(self.net.loss(self.X, self.T))
+        """J on the whole training set as predict computes it (batch norm: its running statistics, as
+        training.fit evaluates); without batch norm the same as the objective."""
+        return float(self.net.loss(self.X, self.T, batch_statistics=False))
+
+    def test_loss(self):
+        return None if self.X_test is None else float(self.net.loss(self.X_test, self.T_test, batch_statistics=False))
 
     def _record(self):
         curves, loss = self.history, self.loss()
-        test = float(self.net.loss(self.X_test, self.T_test)) if self.X_test is not None else None
+        test = self.test_loss()
         if not (math.isfinite(loss) and (test is None or math.isfinite(test))):
             self.playing = False
             raise HandgradError(f"the loss on the whole training or test set became {loss} / {test} at epoch "
@@ -402,7 +490,7 @@ class Session:
 
         return {"type": "network", "network": network_description(self.net), "features": self.feature_names,
                 "config": self.config, "task": self.data.task, "dims": self.data.dims,
-                "equations": sections_mathml(derivation(self.net, self.batch_size))}
+                "equations": equations(self.net, self.batch_size)}
 
     def frame(self):
         """Everything that changes while training: numbers, weights, pictures, and the open panels."""
@@ -470,21 +558,46 @@ class Session:
         return {"layer": k, "i": i, "j": j, "value": _fmt(self.net.layers[k - 1].W[i, j]),
                 "grad": _fmt(tr.engine_value), "element_sum": _fmt(tr.element_sum),
                 "matrix": _fmt(tr.matrix_value), "rows": rows.tolist(), "formula": formula,
-                "trace": text[text.index("One weight:"):],
+                "norm_notes": self._norm_notes(k), "trace": text[text.index("One weight:"):],
                 "batch_csv": self.batch_csv()}
 
+    def _norm_notes(self, k):
+        """What a norm in layer k or above changes in the weight's sum (the sum itself stays the same)."""
+        notes, layers = [], self.net.layers
+        if layers[k - 1].norm is not None:
+            kind = layers[k - 1].norm.kind
+            notes.append(f"Layer {k} has {kind} norm: dZ{k} comes out of the norm's backward (from dZhat{k}), "
+                         + ("which mixes every row of the batch: each dZ{k}[n,j] uses the batch's sums dbeta, "
+                            "dgamma." if kind == "batch" else "which mixes the units of each row.").format(k=k))
+        if k < len(layers) and layers[k].norm is not None:
+            notes.append(f"Layer {k + 1} has {layers[k].norm.kind} norm: dA{k} = dZ{k + 1} W{k + 1}^T still holds "
+                         f"(Z{k + 1} = A{k} W{k + 1}, no bias), with dZ{k + 1} from that norm's backward.")
+        return notes
+
     def neuron_detail(self, k, j):
-        """Z, A, dA, dZ of unit j of layer k on the current batch (first rows), and f'(Z)."""
+        """Z, A, dA, dZ of unit j of layer k on the current batch (first rows), and f' at the activation's
+        input; for a normalized layer also xhat, Zhat = gamma xhat + beta, dZhat, and the unit's gamma, beta
+        and statistics. Every number is the engine's (net.forward_backward, through trace)."""
         rows, X, T = self.current_batch()
         tr = trace(self.net, X, T, weight=(1, 0, 0))
-        record, activation = tr.layers[k - 1], self.net.layers[k - 1].activation
-        shown = slice(0, SHOWN_ROWS)
-        column = {name: [_fmt(v) for v in record[name][shown, j]] for name in ("Z", "A", "dA", "dZ")}
+        record, layer = tr.layers[k - 1], self.net.layers[k - 1]
+        activation, shown = layer.activation, slice(0, SHOWN_ROWS)
+        names = ("Z", "xhat", "Zhat", "A", "dA", "dZhat", "dZ") if layer.norm is not None else ("Z", "A", "dA", "dZ")
+        column = {name: [_fmt(v) for v in record[name][shown, j]] for name in names}
+        f_input = record["Z" if layer.norm is None else "Zhat"]
         if getattr(activation, "elementwise", True) and activation.name != "softmax":
-            slope = activation.derivative(record["Z"][shown], record["A"][shown])[:, j]
+            slope = activation.derivative(f_input[shown], record["A"][shown])[:, j]
             column["fprime"] = [_fmt(v) for v in slope]
-        return {"layer": k, "unit": j, "activation": activation.name, "rows": rows[shown].tolist(),
-                "n_rows": len(rows), **column}
+        detail = {"layer": k, "unit": j, "activation": activation.name, "rows": rows[shown].tolist(),
+                  "n_rows": len(rows), "norm": None, **column}
+        if layer.norm is not None:
+            detail.update(norm=layer.norm.kind, gamma=_fmt(record["gamma"][j]), beta=_fmt(record["beta"][j]))
+            if layer.norm.kind == "batch":  # statistics of the unit's column over the batch
+                detail.update(mean=_fmt(record["mean"][0, j]), std=_fmt(record["std"][0, j]))
+            else:  # statistics of each row over the layer's units
+                detail.update(row_mean=[_fmt(v) for v in record["mean"][shown, 0]],
+                              row_std=[_fmt(v) for v in record["std"][shown, 0]])
+        return detail
 
     def select_weight(self, k, i, j):
         self.weight_detail(k, i, j)  # trace checks (k, i, j) names a weight: a ConfigError says which exist

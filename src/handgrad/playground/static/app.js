@@ -97,14 +97,21 @@ function fillForm(config) {
   for (const name of ["optimizer", "learning_rate", "schedule", "batch_size", "l1", "l2", "seed", "output", "loss"]) {
     if (config[name] !== undefined) $(`[data-field="${name}"]`).value = config[name];
   }
-  $('[data-field="bias"]').checked = config.bias !== false;
-  state.hidden = (config.hidden || []).map((layer) => ({ size: 4, activation: "tanh", slope: 0.01, dropout: 0, ...layer }));
+  const allBias = config.bias !== false;  // the one checkbox of earlier versions: the default of every layer
+  $('[data-field="output_bias"]').checked = config.output_bias ?? allBias;
+  state.hidden = (config.hidden || []).map((layer) => newLayer({ bias: allBias && !(layer.norm && layer.norm !== "none"), ...layer }));
   drawLayerEditor();
 }
 
 function fillFeatures(names) {
   for (const box of $$('[data-field="features"] input')) box.checked = names.includes(box.value);
 }
+
+function newLayer(settings = {}) {
+  return { size: 4, activation: "tanh", slope: 0.01, dropout: 0, bias: true, norm: "none", ...settings };
+}
+
+const BETA_REPLACES_BIAS = "A layer with a norm has no bias: the norm's \u03b2 (beta) replaces it.";
 
 function drawLayerEditor() {
   const box = $('[data-panel="layers"]');
@@ -113,20 +120,29 @@ function drawLayerEditor() {
     const row = document.createElement("div");
     row.className = "layer";
     row.dataset.layer = String(index + 1);
+    const normed = layer.norm !== "none";
+    const biasTip = normed ? BETA_REPLACES_BIAS : "this layer's bias b (Z = A W + b)";
     row.innerHTML = `<span>layer ${index + 1}</span>
       <label>size <input data-field="size" type="number" min="1" max="64" value="${layer.size}"></label>
       <select data-field="activation">${["relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu", "softplus", "identity", "softmax"]
         .map((name) => `<option${name === layer.activation ? " selected" : ""}>${name}</option>`).join("")}</select>
       <label>slope <input data-field="slope" type="number" min="0" max="1" step="0.01" value="${layer.slope}"></label>
       <label>dropout <input data-field="dropout" type="number" min="0" max="0.9" step="0.1" value="${layer.dropout}"></label>
+      <label title="${biasTip}"><input data-field="bias" type="checkbox"${layer.bias && !normed ? " checked" : ""}${normed ? " disabled" : ""} title="${biasTip}"> bias</label>
+      <label title="normalize Z before the activation: batch (over the batch's rows) or layer (over the units)">norm
+        <select data-field="norm">${["none", "batch", "layer"].map((name) => `<option${name === layer.norm ? " selected" : ""}>${name}</option>`).join("")}</select></label>
       <button data-action="remove-layer" title="remove this layer">&#x2715;</button>`;
     const slope = row.querySelector('[data-field="slope"]').parentElement;
     slope.hidden = layer.activation !== "leaky_relu";
     for (const input of $$("input, select", row)) {
       input.addEventListener("change", () => {
         const field = input.dataset.field;
-        layer[field] = input.type === "number" ? Number(input.value) : input.value;
+        layer[field] = input.type === "number" ? Number(input.value) : input.type === "checkbox" ? input.checked : input.value;
         slope.hidden = layer.activation !== "leaky_relu";
+        if (field === "norm") {  // a norm switches the bias off (beta replaces it); no norm gives it back
+          layer.bias = layer.norm === "none";
+          drawLayerEditor();
+        }
         configure();
       });
     }
@@ -146,7 +162,7 @@ function readConfig() {
     data: { name: value("data"), n_samples: number("n_samples"), noise: number("noise"),
             test_fraction: number("test_fraction"), seed: number("data_seed") },
     features: $$('[data-field="features"] input').filter((box) => box.checked).map((box) => box.value),
-    hidden: state.hidden, output: value("output"), loss: value("loss"), bias: $('[data-field="bias"]').checked,
+    hidden: state.hidden, output: value("output"), output_bias: $('[data-field="output_bias"]').checked, loss: value("loss"),
     optimizer: value("optimizer"), learning_rate: number("learning_rate"), schedule: value("schedule"),
     batch_size: number("batch_size"), l1: number("l1"), l2: number("l2"), seed: number("seed"),
   };
@@ -174,7 +190,7 @@ function frame(message) {
 }
 
 // ------------------------------------------------------------------ the network diagram
-const GAP_X = 110, TOP = 20, LEFT = 50, TALL = 440;
+const GAP_X = 110, TOP = 34, LEFT = 50, TALL = 440;
 let NODE = 30, GAP_Y = 42;  // shrink for wide layers, so the diagram stays about TALL pixels high
 
 function nodePosition(column, unit, count, tallest) {
@@ -231,6 +247,14 @@ function buildDiagram() {
       } else {
         group.dataset.neuron = `${column},${unit}`;
         group.addEventListener("click", () => send({ type: "select_neuron", layer: column, unit }));
+        if (state.network.biases[column - 1]) {  // the unit's bias b_k[j]: a dot, coloured and sized by its value
+          const dot = document.createElementNS(SVG, "circle");
+          dot.setAttribute("cx", at.x + NODE - 4); dot.setAttribute("cy", at.y + 4); dot.setAttribute("r", 3);
+          dot.setAttribute("class", "bias");
+          dot.dataset.bias = `${column},${unit}`;
+          dot.append(document.createElementNS(SVG, "title"));
+          group.append(dot);
+        }
       }
       nodes.append(group);
     }
@@ -238,10 +262,16 @@ function buildDiagram() {
   sizes.slice(1).forEach((size, index) => {
     const at = nodePosition(index + 1, 0, size, tallest);
     const label = document.createElementNS(SVG, "text");
-    label.setAttribute("x", at.x + NODE / 2); label.setAttribute("y", TOP - 6);
+    label.setAttribute("x", at.x + NODE / 2); label.setAttribute("y", TOP - 19);
     label.setAttribute("text-anchor", "middle"); label.setAttribute("class", "layer-label");
     label.textContent = state.network.activations[index];
-    svg.append(label);
+    const norm = state.network.norms[index];
+    const kind = document.createElementNS(SVG, "text");  // what takes the bias's place: + b, a norm, or nothing
+    kind.setAttribute("x", at.x + NODE / 2); kind.setAttribute("y", TOP - 7);
+    kind.setAttribute("text-anchor", "middle"); kind.setAttribute("class", "layer-kind");
+    kind.dataset.layerKind = String(index + 1);
+    kind.textContent = norm ? `${norm} norm (\u03b3, \u03b2)` : state.network.biases[index] ? "+ b" : "no bias";
+    svg.append(label, kind);
   });
 }
 
@@ -256,6 +286,16 @@ function updateDiagram(message) {
     line.setAttribute("stroke-width", (0.6 + 3.4 * Math.abs(w) / largest).toFixed(2));
   }
   if (state.hover) hoverText();
+  let largestBias = 1e-12;
+  for (const b of message.biases) for (const v of b || []) largestBias = Math.max(largestBias, Math.abs(v));
+  for (const dot of $$('[data-panel="diagram"] [data-bias]')) {
+    const [k, j] = dot.dataset.bias.split(",").map(Number);
+    const b = message.biases[k - 1]?.[j];
+    if (b === undefined) continue;
+    dot.setAttribute("fill", b >= 0 ? "#1f6fb4" : "#e8710a");
+    dot.setAttribute("r", (1.5 + 2.5 * Math.abs(b) / largestBias).toFixed(2));
+    dot.firstChild.textContent = `b${k}[${j}] = ${b.toPrecision(5)}`;
+  }
   const grid = message.neuron_grid;
   for (const group of $$('[data-panel="diagram"] [data-neuron]')) {
     const [k, j] = group.dataset.neuron.split(",").map(Number);
@@ -290,7 +330,9 @@ function hoverText() {
   const grad = frame.grads[k - 1][i][j];
   box.textContent = `W${k}[${i},${j}] = ${w.toPrecision(5)}\n` +
     `dJ/dW${k}[${i},${j}] = ${grad.toPrecision(5)} on the current batch\n` +
-    `It adds ${below} \u00d7 ${w.toPrecision(5)} to Z${k}[n,${j}].\n` + nextStep(grad);
+    `It adds ${below} \u00d7 ${w.toPrecision(5)} to Z${k}[n,${j}]` +
+    (state.network.norms[k - 1] ? `, which layer ${k}'s ${state.network.norms[k - 1]} norm then standardizes.\n` : ".\n") +
+    nextStep(grad);
   box.hidden = false;
 }
 
@@ -418,6 +460,7 @@ function showWeight(weight) {
   setText("grad", weight.grad);
   setText("batch-rows", weight.rows.join(", "));
   $('[data-value="matrix-form"]').innerHTML = weight.formula;
+  setText("norm-notes", weight.norm_notes.join(" "));
   setText("trace", weight.trace);
   for (const line of $$('[data-panel="diagram"] line.selected')) line.classList.remove("selected");
   $(`[data-weight="${weight.layer},${weight.i},${weight.j}"]`, $('[data-panel="diagram"]'))?.classList.add("selected");
@@ -427,12 +470,21 @@ function showNeuron(neuron) {
   const panel = $('[data-panel="neuron"]');
   panel.hidden = false;
   panel.dataset.neuron = `${neuron.layer},${neuron.unit}`;
-  const rows = ["Z", "A", "dA", "dZ", "fprime"].filter((name) => neuron[name]);
-  const names = { fprime: `${neuron.activation}'(Z)` };
-  panel.innerHTML = `<h3>layer ${neuron.layer}, unit ${neuron.unit} (${neuron.activation})</h3>
+  const order = neuron.norm ? ["Z", "row_mean", "row_std", "xhat", "Zhat", "A", "dA", "fprime", "dZhat", "dZ"]
+                            : ["Z", "A", "dA", "fprime", "dZ"];
+  const rows = order.filter((name) => neuron[name]);
+  const input = neuron.norm ? "\u1e90" : "Z";  // the activation's input: Zhat with a norm
+  const names = { fprime: `${neuron.activation}'(${input})`, xhat: "x\u0302 = (Z \u2212 \u03bc) / \u03c3",
+                  Zhat: "\u1e90 = \u03b3 x\u0302 + \u03b2", dZhat: "d\u1e90", row_mean: "\u03bc (row)",
+                  row_std: "\u03c3 (row)",
+                  Z: neuron.norm ? `Z = ${neuron.layer === 1 ? "X" : `A${neuron.layer - 1}`} W` : "Z" };
+  const unit = neuron.norm ? `<p data-value="norm-numbers">${neuron.norm} norm of this unit: \u03b3 = ${neuron.gamma}, \u03b2 = ${neuron.beta}` +
+    (neuron.mean !== undefined ? `; over the batch \u03bc = ${neuron.mean}, \u03c3 = ${neuron.std}` : "") + "</p>" +
+    `<p class="hint">dZ comes from d\u1e90 through the norm's backward, which ${neuron.norm === "batch" ? "mixes the batch's rows" : "mixes the units of each row"}: it is no elementwise product (the weight panel's trace writes it out).</p>` : "";
+  panel.innerHTML = `<h3>layer ${neuron.layer}, unit ${neuron.unit} (${neuron.activation})</h3>${unit}
     <p class="hint">Rows of the current batch (first ${neuron.rows.length} of ${neuron.n_rows}), dropout off.</p>
     <table><tr><th>row</th>${neuron.rows.map((r) => `<th>${r}</th>`).join("")}</tr>
-    ${rows.map((name) => `<tr><th>${names[name] || name}</th>${neuron[name].map((v) => `<td>${v}</td>`).join("")}</tr>`).join("")}</table>`;
+    ${rows.map((name) => `<tr data-row="${name}"><th>${names[name] || name}</th>${neuron[name].map((v) => `<td>${v}</td>`).join("")}</tr>`).join("")}</table>`;
 }
 
 // ------------------------------------------------------------------ files
@@ -464,12 +516,12 @@ function wire() {
   $('[data-action="download-history"]').addEventListener("click", () => send({ type: "download", what: "history" }));
   $('[data-action="download-batch"]').addEventListener("click", () => send({ type: "download", what: "batch" }));
   $('[data-action="add-layer"]').addEventListener("click", () => {
-    state.hidden.push({ size: 4, activation: "tanh", slope: 0.01, dropout: 0 });
+    state.hidden.push(newLayer());
     drawLayerEditor();
     configure();
   });
   for (const name of ["data", "n_samples", "noise", "test_fraction", "data_seed", "optimizer", "learning_rate",
-                      "schedule", "batch_size", "l1", "l2", "seed", "output", "loss", "bias"]) {
+                      "schedule", "batch_size", "l1", "l2", "seed", "output", "loss", "output_bias"]) {
     $(`[data-field="${name}"]`).addEventListener("change", () => configure());
   }
   $('[data-field="features"]').addEventListener("change", () => configure());
