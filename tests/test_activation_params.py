@@ -91,3 +91,14 @@ def test_summary_and_repr_show_the_parameters_and_the_repr_rebuilds_the_network(
     assert "'leaky_relu(slope=0.1)'" in text and "dropout=[0.2, 0.0]" in text
     again = eval(text, {"MLP": hg.MLP})
     assert again.config() == net.config()
+
+
+@pytest.mark.parametrize("layers, options", [
+    ([{"size": 2, "activation": "relu", "bias": False}, (1, "sigmoid")], {}),
+    ([{"size": 3, "activation": "tanh", "bias": True}, "3:relu:layernorm", (1, "sigmoid")], {"bias": False}),
+])
+def test_repr_keeps_a_layer_whose_bias_differs_from_the_network(layers, options):
+    net = hg.MLP(2, layers, **options)
+    again = eval(repr(net), {"MLP": hg.MLP})
+    assert again.config() == net.config()
+    assert [layer.has_bias for layer in again.layers] == [layer.has_bias for layer in net.layers]

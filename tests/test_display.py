@@ -19,6 +19,7 @@ NETWORKS = [
     (2, [(5, "gelu"), (4, "elu"), (1, "sigmoid")], {"loss": "binary_cross_entropy", "dropout": 0.2}),
     (2, [(4, "softplus"), (4, "silu"), (3, "softmax")], {"loss": "half_squared_error"}),
     (1, [(16, "tanh"), (2, "identity")], {"loss": "mse"}),
+    (3, ["4:tanh:batchnorm", "4:relu:layernorm", (1, "sigmoid")], {}),  # gamma, beta, mu, sigma, hat, sqrt
 ]
 
 
@@ -53,6 +54,12 @@ def test_the_mathml_has_the_structure_of_the_tex():
     assert text_of(parse(tex_to_mathml(r"A \odot B^\top"))) == "A\u2299B\u22a4"
     assert text_of(parse(tex_to_mathml(r"\text{the batch}"))) == "the batch"  # spaces kept in text only
     assert "<msup><mi>f</mi><mo>\u2032</mo></msup>" in tex_to_mathml("f'(z)")
+    hat = parse(tex_to_mathml(r"\hat X_{1} = \gamma_{1} \odot \hat X_{1} / \sqrt{\sigma^2_{1} + 1e-05}"))
+    (accent, _) = hat.findall(f".//{{{MATHML}}}mover")
+    assert [text_of(child) for child in accent] == ["X", "^"]
+    (root,) = hat.findall(f".//{{{MATHML}}}msqrt")
+    assert text_of(root).startswith("\u03c3")
+    assert "\u03b3" in text_of(hat)
     with pytest.raises(ValueError, match="does not know"):
         tex_to_mathml(r"\unknowncommand x")
 

@@ -23,11 +23,13 @@ _SYMBOLS = {
     "sum": ("mo", "\u2211"), "odot": ("mo", "\u2299"), "oslash": ("mo", "\u2298"), "times": ("mo", "\u00d7"),
     "top": ("mi", "\u22a4"), "lVert": ("mo", "\u2016"), "rVert": ("mo", "\u2016"), "cdot": ("mo", "\u22c5"),
     "nabla": ("mo", "\u2207"), "sigma": ("mi", "\u03c3"), "delta": ("mi", "\u03b4"), "alpha": ("mi", "\u03b1"),
+    "gamma": ("mi", "\u03b3"), "beta": ("mi", "\u03b2"), "mu": ("mi", "\u03bc"), "epsilon": ("mi", "\u03b5"),
     "eta": ("mi", "\u03b7"), "theta": ("mi", "\u03b8"), "lambda": ("mi", "\u03bb"), "ln": ("mi", "ln"),
     "tanh": ("mi", "tanh"), "exp": ("mi", "exp"), "log": ("mi", "log"), "max": ("mi", "max"),
     "partial": ("mo", "\u2202"), "bar": None, "textstyle": None, "displaystyle": None, ",": ("mspace", ""),
     "quad": ("mspace", ""), "_": ("mi", "_"), "{": ("mo", "{"), "}": ("mo", "}"),
 }
+_ACCENTS = {"hat": "^", "widehat": "^", "overline": "\u203e"}  # \hat X: a mark over the next atom or group
 _TOKEN = re.compile(r"\\([A-Za-z]+|.)|(\d+(?:\.\d+)?)|([A-Za-z])|(\s+)|(.)")
 
 
@@ -154,6 +156,10 @@ class _Parser:
             return f'<mi mathvariant="normal">{html.escape(text)}</mi>'
         if name == "text":
             return f"<mtext>{html.escape(self.raw_group())}</mtext>"
+        if name == "sqrt":
+            return f"<msqrt>{self.group()}</msqrt>"
+        if name in _ACCENTS:
+            return f'<mover accent="true">{self.group()}<mo>{_ACCENTS[name]}</mo></mover>'
         if name not in _SYMBOLS:
             raise ValueError(f"tex_to_mathml does not know \\{name} (in {self.tex!r})")
         symbol = _SYMBOLS[name]

@@ -402,13 +402,21 @@ class MLP:
             self.training_state = state
 
     def __repr__(self):
-        layers = ", ".join(f"({layer.n_out}, {layer.activation.spec()!r})" if layer.norm is None else
-                           f"'{layer.n_out}:{layer.activation.spec()}:{layer.norm.kind}norm'" for layer in self.layers)
+        layers = ", ".join(self._layer_repr(layer) for layer in self.layers)
         extras = "" if self.bias else ", bias=False"
         extras += f", dropout={self.dropout}" if any(self.dropout_rate(k) for k in range(1, len(self.layers))) else ""
         extras += f", l2={self.l2}" if self.l2 else ""
         extras += f", l1={self.l1}" if self.l1 else ""
         return f"MLP({self.n_inputs}, [{layers}], loss={self.loss_fn.name!r}{extras}, dtype={self.dtype.name!r})"
+
+    def _layer_repr(self, layer):
+        """One layer as the spec writes it: (size, activation), 'size:activation:batchnorm', or a dict when its
+        bias differs from the network's ``bias``."""
+        if layer.norm is not None:
+            return f"'{layer.n_out}:{layer.activation.spec()}:{layer.norm.kind}norm'"
+        if layer.has_bias != self.bias:
+            return repr({"size": layer.n_out, "activation": layer.activation.spec(), "bias": layer.has_bias})
+        return f"({layer.n_out}, {layer.activation.spec()!r})"
 
     def summary(self):
         """A table of layers, shapes and parameter counts."""

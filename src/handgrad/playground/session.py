@@ -12,7 +12,6 @@ set, in the epoch's permutation. Its gradient is shown at the current weights wi
 inputs and targets, as CSV) and the model, so anyone can recompute the number.
 """
 
-import html
 import math
 import os
 import tempfile
@@ -21,7 +20,7 @@ import time
 import numpy as np
 
 from .. import datasets
-from ..display import equation_parts, tex_to_mathml
+from ..display import sections_mathml, tex_to_mathml
 from ..errors import ConfigError, DataError, HandgradError
 from ..explain import derivation, trace
 from ..network import MLP, load
@@ -300,21 +299,6 @@ def _layer_outputs(net, X):
     return outputs
 
 
-def equations(net, batch_size):
-    """explain's sections as the equations panel shows them: MathML from each equation's TeX (as
-    display.sections_mathml makes it), or the equation's plain text where the TeX converter does not
-    know a symbol yet (the norms' gamma, beta, mu, hat...), so that a norm never breaks the page."""
-    def parts(equation):
-        try:
-            return equation_parts(equation)
-        except ValueError:
-            return (f"<code>{html.escape(equation.lhs)}</code>", f"<code>{html.escape(equation.rhs)}</code>")
-
-    return [{"title": section.title, "notes": list(section.notes),
-             "rows": [dict(zip(("lhs", "rhs"), parts(e)), shape=e.shape, detail=e.detail) for e in section.equations]}
-            for section in derivation(net, batch_size)]
-
-
 def _fmt(value):
     return format(float(value) + 0.0, ".6g")
 
@@ -490,7 +474,7 @@ class Session:
 
         return {"type": "network", "network": network_description(self.net), "features": self.feature_names,
                 "config": self.config, "task": self.data.task, "dims": self.data.dims,
-                "equations": equations(self.net, self.batch_size)}
+                "equations": sections_mathml(derivation(self.net, self.batch_size))}
 
     def frame(self):
         """Everything that changes while training: numbers, weights, pictures, and the open panels."""
