@@ -177,3 +177,21 @@ def test_cli_trains_from_npy_files_without_loading_them(files, capsys):
     status = main(["train", "--npy", str(tmp_path / "X.npy"), "--npy-targets", str(tmp_path / "y.npy")])
     error = capsys.readouterr().err
     assert status == 2 and "needs --layers" in error and len(error.strip().splitlines()) == 1
+
+
+def test_the_model_commands_read_npy_features_and_targets_files(files, capsys):
+    """evaluate (and every command with the data flags) takes the same --npy X.npy --npy-targets y.npy as train,
+    reading both into memory: the figures are those of the loaded arrays."""
+    tmp_path, X, y, _ = files
+    out = tmp_path / "model.npz"
+    pair = ["--npy", str(tmp_path / "X.npy"), "--npy-targets", str(tmp_path / "y.npy")]
+    assert main(["train", *pair, "--layers", "12:tanh,3:softmax", "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), *pair]) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("accuracy")[1].split()[0])
+    assert accuracy == pytest.approx(np.mean(hg.load(out).predict(X) == y), abs=1e-4)
+    status = main(["evaluate", str(out), "--npy", str(tmp_path / "X.npy"), "--target", "0", "--npy-targets",
+                   str(tmp_path / "y.npy")])
+    error = capsys.readouterr().err
+    assert status == 2 and "--npy-targets goes with --npy" in error and len(error.strip().splitlines()) == 1

@@ -68,6 +68,10 @@ def add_data_arguments(parser, default_help=""):
     group.add_argument("--npz", metavar="FILE", help=".npz with arrays X and y, or one 2-D table")
     group.add_argument("--target", metavar="COLUMN", help="target column of --csv/--npy/--npz: a name or a number "
                                                           "(default: the last column)")
+    group.add_argument("--npy-targets", metavar="FILE",
+                       help="with --npy X.npy holding the features only: the targets' .npy file (train memory-maps "
+                            "and streams both, never loading them whole: no --validation, --test or standardizing "
+                            "by default, held-out parts are the last rows; other commands read them)")
     group.add_argument("--mnist", metavar="DIR", help="folder with the MNIST-family IDX files (gzipped or not)")
     group.add_argument("--mnist-kind", choices=("t10k", "train"), help="which MNIST files to read (default t10k)")
     group.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
@@ -102,6 +106,8 @@ def load_data(args, default=None):
         images, labels = datasets.load_mnist(sources["mnist"], kind)
         X, y = images.reshape(len(images), -1), labels.astype(np.int64)
         description = {"source": "mnist", "path": os.path.abspath(sources["mnist"]), "kind": kind}
+    elif getattr(args, "npy_targets", None) is not None:
+        X, y, description = _npy_pair(args, source, target)
     else:
         loader = {"csv": datasets.load_csv, "npy": datasets.load_npy, "npz": datasets.load_npz}[source]
         X, y = loader(sources[source], target)
@@ -114,6 +120,21 @@ def load_data(args, default=None):
     X, y = datasets.check_dataset(X, y, name=str(sources[source]))
     description["n_samples"], description["n_features"] = int(X.shape[0]), int(X.shape[1])
     return X, y, description
+
+
+def _npy_pair(args, source, target):
+    """--npy X.npy --npy-targets y.npy read into memory (evaluate, predict, curvature, ...; train streams them)."""
+    from . import streaming
+
+    if source != "npy" or target is not None:
+        raise ConfigError("--npy-targets goes with --npy X.npy holding the features only (no --target), e.g. "
+                          "--npy X.npy --npy-targets y.npy.")
+    X, y = streaming.open_npy(args.npy, "--npy"), streaming.open_npy(args.npy_targets, "--npy-targets")
+    if X.ndim != 2 or y.shape[:1] != X.shape[:1]:
+        raise DataError(f"--npy must be a 2-D table and --npy-targets have one row per sample; got shapes {X.shape} "
+                        f"and {y.shape}.")
+    description = {"source": "npy", "path": os.path.abspath(args.npy), "targets": os.path.abspath(args.npy_targets)}
+    return np.array(X), np.array(y), description
 
 
 def _default_layers(y, source):
@@ -735,7 +756,7 @@ def _add_train_parser(sub):
                            description="Train a network. Flags override the --config file; the input size comes "
                                        "from the data; unset options use the trainer's defaults.")
     add_architecture_arguments(train)
-    data = add_data_arguments(train, default_help=f" (default {DEFAULT_DATA})")
+    add_data_arguments(train, default_help=f" (default {DEFAULT_DATA})")
     group = train.add_argument_group("training")
     group.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file ([model], [training], "
                                                             "[data] sections or flat keys named like the flags)")
@@ -756,10 +777,6 @@ def _add_train_parser(sub):
     group.add_argument("--distributed", action="store_true",
                        help="data-parallel training under 'mpiexec -n K handgrad train ...': --batch-size is the "
                             "global batch; rank 0 writes (pip install handgrad[mpi]; docs/scaling.md)")
-    data.add_argument(
-        "--npy-targets", metavar="FILE", help="with --npy X.npy: the targets' .npy file; both are memory-mapped and "
-                                              "streamed, never loaded whole (no --validation, --test or "
-                                              "standardizing by default; held-out parts are the last rows)")
     group.add_argument("--sharpness", action="store_const", const=True,
                        help="measure the top Hessian eigenvalue lambda_1 on up to 1000 training rows after every "
                             "epoch (history column 'sharpness'; sharpness.png in --run-dir)")
