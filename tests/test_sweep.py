@@ -217,6 +217,22 @@ def test_random_search_and_accuracy_metric(client):
     assert result.best_model.layers[0].n_out == result.best["units"]  # units replaced the hidden width
 
 
+def test_norm_layers_keep_their_norm_when_activation_or_units_are_swept(client):
+    from handgrad.sweeps import build_network
+
+    for settings in ({"layers": "8:relu:layernorm,1:sigmoid"}, {"layers": "8:relu:layernorm,1:sigmoid",
+                                                                 "activation": "tanh", "units": 5}):
+        net = build_network(settings, 2)
+        assert net.layers[0].norm is not None and net.layers[0].norm.kind == "layer"
+        assert net.layers[0].activation.name == settings.get("activation", "relu")
+        assert net.layers[0].n_out == settings.get("units", 8)
+    X, y = datasets.make_moons(120, seed=0)
+    result = hg.sweep(X, y, {"activation": ["tanh"], "layers": ["6:relu:layernorm,1:sigmoid"]},
+                      base={"epochs": 2}, halving=False, client=client)
+    assert result.rows[0]["status"] == "ok", result.rows[0]["error"]
+    assert result.best_model.layers[0].norm.kind == "layer"  # the saved best model has it too
+
+
 # ---------------------------------------------------------------------------- the command line
 def test_cli_sweep_end_to_end_on_the_cluster(client, tmp_path, capsys):
     config = tmp_path / "base.toml"

@@ -209,40 +209,55 @@ def combinations(params, trials=None, seed=0):
     return chosen
 
 
-def _layer_pairs(layers):
-    """[size, activation] pairs from a 'size:act,...' string or a list of strings, pairs or dicts."""
+_NORM_WORDS = {"batchnorm": "batch", "layernorm": "layer"}  # as in a layer string: '16:relu:layernorm'
+
+
+def _layer_entry(item):
+    """One layer as a dict {size, activation[, norm][, bias]} from a 'size:act[:norm]' string, a pair or a
+    dict; anything else is passed on as it is (MLP names what is wrong with it)."""
+    if isinstance(item, str):
+        parts = [part.strip() for part in item.split(":")]
+        if len(parts) not in (2, 3):
+            return item
+        entry = {"size": parts[0], "activation": parts[1]}
+        if len(parts) == 3:
+            entry["norm"] = _NORM_WORDS.get(parts[2], parts[2])
+        return entry
+    if isinstance(item, dict):
+        return dict(item)
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return {"size": item[0], "activation": item[1]}
+    return item
+
+
+def _layer_entries(layers):
+    """The layers of a 'size:act[:norm],...' string or a list of strings, pairs or dicts, each as a dict."""
     if isinstance(layers, str):
         layers = [part for part in layers.split(",") if part.strip()]
-    pairs = []
-    for item in layers:
-        if isinstance(item, str):
-            size, _, activation = item.partition(":")
-            pairs.append([size.strip(), activation.strip()])
-        elif isinstance(item, dict):
-            pairs.append([item.get("size"), item.get("activation", "identity")])
-        else:
-            pairs.append(list(item))
-    return pairs
+    return [_layer_entry(item) for item in layers]
 
 
 def build_network(settings, n_inputs):
     """The trial's MLP: ``layers`` with every hidden layer's size replaced by ``units`` and its activation by
-    ``activation`` when those are set; the other network options passed to :class:`handgrad.MLP`."""
+    ``activation`` when those are set (a layer's norm stays); the other network options passed to
+    :class:`handgrad.MLP`."""
     from .network import MLP
 
     if settings.get("layers") is None:
         raise ConfigError("a sweep needs the network's layers: put 'layers' in base (e.g. '32:relu,1:sigmoid') "
                           "or in params.")
-    layers = _layer_pairs(settings["layers"])
-    for pair in layers[:-1]:  # the hidden layers; the output layer is fixed by the data
+    layers = _layer_entries(settings["layers"])
+    for entry in layers[:-1]:  # the hidden layers; the output layer is fixed by the data
+        if not isinstance(entry, dict):
+            continue
         if settings.get("units") is not None:
-            pair[0] = settings["units"]
+            entry["size"] = settings["units"]
         if settings.get("activation") is not None:
-            pair[1] = settings["activation"]
+            entry["activation"] = settings["activation"]
     options = {name: settings[name] for name in ("loss", "l2", "l1", "dropout", "init", "dtype", "seed")
                if settings.get(name) is not None}
     options.setdefault("seed", 0)
-    return MLP(n_inputs, [tuple(pair) for pair in layers], bias=settings.get("bias", True) is not False, **options)
+    return MLP(n_inputs, layers, bias=settings.get("bias", True) is not False, **options)
 
 
 def fit_options(settings):
@@ -619,7 +634,7 @@ def _network_from(config, params):
     from .network import MLP
 
     config = dict(config)
-    layers = [tuple(pair) for pair in config.pop("layers")]
+    layers = [entry if isinstance(entry, dict) else tuple(entry) for entry in config.pop("layers")]  # as hg.load
     net = MLP(layers=layers, **config)
     net.params[...] = params
     return net
