@@ -159,6 +159,25 @@ def test_validation_split_needs_data_in_memory(files):
         network().fit(mapped(tmp_path, "X"), mapped(tmp_path, "y"), validation_split=0.2, verbose=False)
 
 
+def test_streamed_data_that_cannot_stream_is_a_clear_error(files, capsys):
+    """L-BFGS (full batch) refuses data on disk; a Dask array of unknown chunk sizes and a bad block_rows (also
+    with data in memory, where it is unused) are DataErrors, not NumPy's errors."""
+    tmp_path, X, y, _ = files
+    with pytest.raises(hg.ConfigError, match=r"L-BFGS .* needs the data in memory"):
+        network().fit(mapped(tmp_path, "X"), mapped(tmp_path, "y"), optimizer="lbfgs", epochs=2)
+    status = main(["train", "--npy", str(tmp_path / "X.npy"), "--npy-targets", str(tmp_path / "y.npy"), "--layers",
+                   "12:tanh,3:softmax", "--optimizer", "lbfgs", "--epochs", "2", "--quiet"])
+    error = capsys.readouterr().err
+    assert status == 2 and "L-BFGS" in error and len(error.strip().splitlines()) == 1
+    with pytest.raises(hg.DataError, match="block_rows must be a positive integer"):
+        network().fit(X, y, epochs=1, block_rows=0, verbose=False)
+    da = pytest.importorskip("dask.array")
+    X_d, y_d = da.from_array(X, chunks=(500, 4)), da.from_array(y, chunks=500)
+    keep = X_d[:, 3] > 0  # a filter: Dask no longer knows how many rows each chunk has
+    with pytest.raises(hg.DataError, match=r"unknown chunk sizes.*compute_chunk_sizes\(\)"):
+        network().fit(X_d[keep], y_d[keep], epochs=1, verbose=False)
+
+
 def test_cli_trains_from_npy_files_without_loading_them(files, capsys):
     tmp_path, *_ = files
     out = tmp_path / "model.npz"

@@ -83,6 +83,9 @@ class _Reader:
         shape = getattr(array, "shape", None)
         if shape is None or len(shape) not in (1, 2):
             raise DataError(f"{name} must be a 1-D or 2-D array, got shape {shape}.")
+        if not all(isinstance(size, (int, np.integer)) for size in shape):  # Dask after a filter: NaN sizes
+            raise DataError(f"{name} has unknown chunk sizes (shape {shape}); call .compute_chunk_sizes() on the "
+                            "Dask array first.")
         self.file = _file_position(array)
 
     def read(self, a, b):
@@ -110,6 +113,13 @@ def default_block_rows(X):
     return int(rows)
 
 
+def check_block_rows(block_rows):
+    """block_rows as an int, or a DataError (also for in-memory data, where it is not used)."""
+    if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
+        raise DataError(f"block_rows must be a positive integer, got {block_rows!r}.")
+    return int(block_rows)
+
+
 class Stream:
     """Training data read block by block: X (N, n_inputs), T and the sample weights w (optional), checked
     with the network's own checks as each block is read. ``shape`` is X's (what the trainer asks of X)."""
@@ -126,10 +136,7 @@ class Stream:
         if N == 0:
             raise DataError("X is empty: it has no samples.")
         self.shape = (N, net.n_inputs)  # each block's X is checked against it as it is read
-        if block_rows is None:
-            block_rows = default_block_rows(X)
-        if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
-            raise DataError(f"block_rows must be a positive integer, got {block_rows!r}.")
+        block_rows = default_block_rows(X) if block_rows is None else check_block_rows(block_rows)
         self.block_rows = int(min(block_rows, N))
         self.n_blocks = -(-N // self.block_rows)
         self.block_sizes = np.full(self.n_blocks, self.block_rows, np.int64)

@@ -228,6 +228,8 @@ def prepare_data(net, X, T, sample_weight=None, class_weight=None, validation_da
     and Dask training data stay where they are: ``data.X`` is then a handgrad.streaming.Stream."""
     if streaming.is_streamed(X) or streaming.is_streamed(T) or streaming.is_streamed(sample_weight):
         return _prepare_stream(net, X, T, sample_weight, class_weight, validation_data, validation_split, block_rows)
+    if block_rows is not None:
+        streaming.check_block_rows(block_rows)  # unused for data in memory, but a bad value is still an error
     X = net.check_inputs(X)
     T = net.check_targets(T, X.shape[0])
     w = net.check_sample_weight(sample_weight, T.shape[0])
@@ -609,6 +611,9 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         (default: about 64 MiB of X).
     """
     if _lbfgs.is_lbfgs(optimizer):  # full batch, quasi-Newton: handgrad.lbfgs (docs/training.md, "L-BFGS")
+        if any(streaming.is_streamed(array) for array in (X, T, sample_weight)):
+            raise ConfigError("L-BFGS trains on the whole data set at once, so it needs the data in memory: pass "
+                              "np.asarray(X) (and T), or use a mini-batch optimizer such as 'adam'.")
         data, history = prepare_data(net, X, T, sample_weight, class_weight), History()
         result = _lbfgs.fit(net, data.X, data.T, data.w, solver=optimizer, max_iter=epochs, record=history.record,
                             unused=dict(validation_data=validation_data, validation_split=validation_split,
