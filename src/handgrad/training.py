@@ -633,6 +633,8 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     run_seed = state["seed"] if state is not None else (seed if seed is not None else net.seed)
     if run_seed is None:
         run_seed = int(np.random.SeedSequence().entropy % (2 ** 63))
+    if group is not None:
+        run_seed = group.agree(run_seed)  # one shuffled order and one split on every rank
     data = prepare_data(net, X, T, sample_weight, class_weight, validation_data, settings.validation_split, run_seed,
                         block_rows)
     N = data.X.shape[0]
@@ -645,7 +647,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                         shuffle_rng=np.random.default_rng(run_seed))
     if state is not None:
         _restore(net, settings, position, state, N)
-    dropout_streams = group.start(net, state) if group is not None else _distributed.single_process(state)
+    dropout_streams = group.start(net, state, N) if group is not None else _distributed.single_process(state)
     settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
     for hook in settings.callbacks:
         hook.on_train_begin(net)
