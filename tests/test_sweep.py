@@ -233,6 +233,17 @@ def test_norm_layers_keep_their_norm_when_activation_or_units_are_swept(client):
     assert result.best_model.layers[0].norm.kind == "layer"  # the saved best model has it too
 
 
+def test_the_best_model_with_batch_norm_keeps_its_running_statistics(client, tmp_path):
+    """Batch norm predicts with running statistics, which are not in params: the best model must carry them,
+    or it is not the network whose validation loss ranked it."""
+    X, y = datasets.make_moons(200, seed=0)
+    X_val, y_val = datasets.make_moons(60, seed=1)
+    result = hg.sweep(X, y, {"learning_rate": [0.05, 0.2]}, base={"layers": "6:relu:batchnorm,1:sigmoid", "epochs": 3},
+                      validation_data=(X_val, y_val), halving=False, client=client, out=tmp_path, plot=False)
+    for model in (result.best_model, hg.load(tmp_path / "best_model.npz")):
+        assert model.loss(X_val, y_val, batch_statistics=False) == pytest.approx(result.best["val_loss"], rel=1e-12)
+
+
 # ---------------------------------------------------------------------------- the command line
 def test_cli_sweep_end_to_end_on_the_cluster(client, tmp_path, capsys):
     config = tmp_path / "base.toml"

@@ -361,7 +361,8 @@ def _train_chunk(settings, data, until, state, metric, checkpoint, outcome):
     if curve and not math.isfinite(curve[-1]):
         raise TrainingError(f"the validation metric {metric} became {curve[-1]} at epoch {len(curve)}.")
     finished = outcome["epochs"] >= options["epochs"]
-    outcome.update(status="ok" if finished else "running", params=net.params.copy(), config=net.config())
+    outcome.update(status="ok" if finished else "running", params=net.params.copy(), config=net.config(),
+                   running={name: array.copy() for name, array in net.running_statistics()})  # batch norm's
     if not finished:
         with open(checkpoint, "rb") as file:
             outcome["state"] = file.read()
@@ -391,7 +392,7 @@ class _Trial:
     seconds: float = 0.0
     error: str = ""
     state: bytes = None  # the checkpoint to continue from (between rungs)
-    weights: tuple = None  # (params, config) after the last chunk
+    weights: tuple = None  # (params, config, running statistics) after the last chunk
 
     def absorb(self, outcome):
         self.status, self.error = outcome["status"], outcome["error"]
@@ -399,7 +400,8 @@ class _Trial:
         self.epochs = outcome["epochs"] or self.epochs
         self.seconds += outcome["seconds"]
         self.state = outcome["state"]
-        self.weights = (outcome["params"], outcome["config"]) if outcome["params"] is not None else None
+        self.weights = (outcome["params"], outcome["config"], outcome.get("running") or {}) \
+            if outcome["params"] is not None else None
         finite = self.curve and math.isfinite(self.curve[-1])
         self.value = self.curve[-1] if finite and self.status in ("ok", "running") else None
 
@@ -426,7 +428,7 @@ class _Driver:
         self.metric, self.eta, self.rungs, self.blas_threads = metric, eta, rungs, blas_threads
         self.report = report  # called with each trial when it ends
         self.sign = -1.0 if larger_is_better(metric) else 1.0  # minimize sign * value
-        self.best = None  # (trial, params, config): the best ended trial, with its weights
+        self.best = None  # (trial, params, config, running statistics): the best ended trial, with its weights
         self.pending = []
 
     def run(self):
@@ -607,8 +609,8 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
 def _finish(driver, interrupted, out, base, metadata, plot):
     result = driver.result(interrupted)
     if driver.best is not None:
-        trial, params, config = driver.best
-        result.best_model = _network_from(config, params)
+        trial, params, config, running = driver.best
+        result.best_model = _network_from(config, params, running)
     if out is None:
         return result
     result.out = out
@@ -630,13 +632,15 @@ def _finish(driver, interrupted, out, base, metadata, plot):
     return result
 
 
-def _network_from(config, params):
+def _network_from(config, params, running=None):
     from .network import MLP
 
     config = dict(config)
     layers = [entry if isinstance(entry, dict) else tuple(entry) for entry in config.pop("layers")]  # as hg.load
     net = MLP(layers=layers, **config)
     net.params[...] = params
+    if running:
+        net.set_running_statistics(running)  # batch norm predicts with these, as the trial was measured
     return net
 
 
