@@ -153,6 +153,16 @@ def test_resuming_a_streamed_run_is_bit_identical(files):
     assert np.array_equal(whole.params, resumed.params)
 
 
+def test_resuming_with_other_blocks_or_from_memory_is_a_clear_error(files):
+    tmp_path, X, y, _ = files
+    path = str(tmp_path / "run.ckpt")
+    network().fit(mapped(tmp_path, "X"), mapped(tmp_path, "y"), epochs=1, block_rows=300, checkpoint=path,
+                  verbose=False)
+    for data, options in (((mapped(tmp_path, "X"), mapped(tmp_path, "y")), {"block_rows": 200}), ((X, y), {})):
+        with pytest.raises(hg.ConfigError, match=r"resume with the data as before .* and the same block_rows"):
+            network().fit(*data, epochs=2, checkpoint=path, resume=True, verbose=False, **options)
+
+
 def test_validation_split_needs_data_in_memory(files):
     tmp_path, *_ = files
     with pytest.raises(hg.ConfigError, match="validation_data"):

@@ -479,7 +479,12 @@ def _restore(net, settings, position, state, n_samples):
     position.history = History.from_dict(state["history"])
     for name in ("epochs_done", "batch_done", "step", "epoch_total", "epoch_seen"):
         setattr(position, name, state[name])
-    position.order = np.array(state["order"], dtype=np.int64)
+    order = np.array(state["order"], dtype=np.int64)
+    if order.shape != position.order.shape:  # N rows in memory; m + 1 numbers for m blocks streamed (streaming)
+        raise ConfigError(f"the checkpoint's order of the data has {order.size} entries, this run's needs "
+                          f"{position.order.size}: resume with the data as before (in memory, or memory-mapped/"
+                          "Zarr/Dask) and the same block_rows.")
+    position.order = order
     _restore_callbacks(settings.callbacks, state["callbacks"])
 
 
