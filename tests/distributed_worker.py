@@ -8,6 +8,7 @@ A case is a dict: "problem" (see :func:`problem`), "dtype", "net" (MLP options) 
 "sample_weight": true draws weights). "npy": [X.npy, y.npy] memory-maps the problem's data from those
 files (streamed). With "fail_on_rank": r, a callback raises on rank r at the end of epoch 2; with
 "interrupt_on_rank": [r, epoch, batch], rank r sends itself a Ctrl-C (SIGINT) after that batch;
+"stop_on_rank": r, a callback asks to stop on rank r alone at the end of epoch 2;
 "out" saves the model on rank 0 after fit. "unseeded": true builds the network without a seed (other
 initial weights on every rank); "short_on_rank": r drops the last row on rank r (the ranks' data differ).
 """
@@ -60,6 +61,14 @@ class FailOn(hg.callbacks.Callback):
             raise RuntimeError(f"deliberate failure on rank {self.rank}")
 
 
+class StopOn(hg.callbacks.Callback):
+    def __init__(self, rank):
+        self.rank = rank
+
+    def on_epoch_end(self, epoch, logs):
+        return epoch == 2 and MPI.COMM_WORLD.Get_rank() == self.rank
+
+
 class InterruptOn(hg.callbacks.Callback):
     def __init__(self, rank, epoch, batch):
         self.at = (rank, epoch, batch)
@@ -78,6 +87,8 @@ def main(cases_path, out_path):
         net, X, y, options = build(case)
         if "fail_on_rank" in case:
             options["callbacks"] = [FailOn(case["fail_on_rank"])]
+        if "stop_on_rank" in case:
+            options["callbacks"] = [StopOn(case["stop_on_rank"])]
         if "interrupt_on_rank" in case:
             options["callbacks"] = [InterruptOn(*case["interrupt_on_rank"])]
         history = net.fit(X, y, distributed=True, verbose=False, **options)

@@ -158,6 +158,14 @@ class Group:
         """compute() on rank 0, its result on every rank (the validation logs: every rank decides alike)."""
         return self.comm.bcast(compute() if self.is_root else None, root=0)
 
+    def agree_to_stop(self, reason):
+        """After an epoch's callbacks: the first rank's stop reason (None: go on), the same on every rank. A
+        callback that stops on one rank only (a time limit, say) would otherwise leave the others waiting in
+        the next Allreduce forever."""
+        reasons = self.comm.allgather(reason)
+        return next((f"{why} (on rank {rank})" if rank else why for rank, why in enumerate(reasons)
+                     if why is not None), None)
+
     def check_same_weights(self, net, epoch):
         """Every rank must hold the same theta (each takes the same step from the same sum); a TrainingError if not."""
         digests = self.comm.allgather(hashlib.sha256(net.params.tobytes()).hexdigest())

@@ -528,6 +528,8 @@ def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, 
                                f"since epoch {stopper.best_epoch}")
             else:
                 stop_reason = f"stopped by {type(hook).__name__} at epoch {epoch}"
+    if group is not None:  # one decision for every rank, also when a callback stopped on one rank only
+        stop_reason = group.agree_to_stop(stop_reason)
     if interrupted and stop_reason is None:
         stop_reason = f"interrupted (Ctrl-C) at epoch {epoch}"
     return stop_reason, logs
