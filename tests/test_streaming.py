@@ -163,6 +163,17 @@ def test_resuming_with_other_blocks_or_from_memory_is_a_clear_error(files):
             network().fit(*data, epochs=2, checkpoint=path, resume=True, verbose=False, **options)
 
 
+def test_a_copy_on_write_map_changed_in_memory_trains_on_the_changed_values(files):
+    """mmap_mode="c": changes stay in this process's memory, so the file's bytes are not the array's."""
+    tmp_path, X, y, _ = files
+    changed = np.load(tmp_path / "X.npy", mmap_mode="c")
+    changed *= -1.0  # in memory only; the file still holds X
+    streamed, loaded = network(), network()
+    streamed.fit(changed, y, epochs=1, shuffle=False, block_rows=500, verbose=False)
+    loaded.fit(-X, y, epochs=1, shuffle=False, verbose=False)
+    assert np.array_equal(streamed.params, loaded.params)
+
+
 def test_validation_split_needs_data_in_memory(files):
     tmp_path, *_ = files
     with pytest.raises(hg.ConfigError, match="validation_data"):

@@ -15,7 +15,8 @@ m + 1 numbers, not N, and a checkpoint saves it as it saves an in-memory run's o
 Memory: the trainer holds at most ``ceil(B / block_rows) + 1`` blocks (B the batch size; 2 blocks when
 block_rows >= B, the default) of X, T and w in the network's dtype, each with its permutation, plus the
 batch buffers. A whole-file memory map (np.load's) is read with plain file reads rather than through
-the map, so the file's pages stay in the page cache and out of the process's resident memory.
+the map, so the file's pages stay in the page cache and out of the process's resident memory (not a
+copy-on-write map, mmap_mode="c", whose changes live in memory only: it is read through the map).
 
 The input checks (NaN, inf, the labels, the weights) run block by block: a pass over every block
 before training (which also counts the classes for class_weight), and again as each block is read.
@@ -71,6 +72,8 @@ def _file_position(array):
     while isinstance(root.base, np.ndarray):
         root = root.base
     if not isinstance(root, np.memmap) or not isinstance(root.base, mmap.mmap):
+        return None
+    if root.mode == "c":  # copy-on-write: changes made in memory are not in the file, so read through the map
         return None
     return root.filename, root.offset + _address(array) - _address(root)
 
