@@ -67,6 +67,19 @@ def _parse_string(spec, index):
     return {"size": parts[0], "activation": parts[1], "norm": _NORM_WORDS[parts[2]]}
 
 
+def layer_dict(spec, index=0):
+    """A layer spec as a dict {'size', 'activation'[, 'norm'][, 'bias']}: a 'size:activation[:norm]' string
+    parsed, a dict copied, a (size, activation) pair named; the values as given (MLP checks them). For code
+    that edits a spec (a sweep replacing sizes or activations) and must keep its norm and bias."""
+    if isinstance(spec, str):
+        return _parse_string(spec, index)
+    if isinstance(spec, dict):
+        return dict(spec)
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        return {"size": spec[0], "activation": spec[1]}
+    raise ConfigError(f"layer {index + 1}: expected (size, activation), e.g. (16, 'relu'); got {spec!r}.")
+
+
 def _parse_layer(spec, index):
     """(size, activation, norm, bias) from a tuple, a list, a dict or a 'size:activation[:norm]' string.
     ``norm`` is None, 'batch' or 'layer'; ``bias`` None means the network's default."""
