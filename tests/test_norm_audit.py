@@ -2,10 +2,13 @@
 command line's model-based commands, model files, ...). Each test failed before its fix."""
 
 import numpy as np
+import pytest
 
 import handgrad as hg
 from handgrad import datasets
 from handgrad.cli import main
+from handgrad.errors import ConfigError
+from handgrad.layers import BatchNorm, LayerNorm
 
 
 def trained_norm_model(tmp_path):
@@ -24,3 +27,42 @@ def test_gradcheck_of_a_saved_norm_model_checks_gamma_and_beta(tmp_path, capsys)
     for name in ("W1", "gamma1", "beta1", "gamma2", "beta2", "W3", "b3"):
         assert f"\n{name} " in out, name
     assert "PASS" in out
+
+
+@pytest.mark.parametrize("spec", ["1:tanh:layernorm", {"size": 1, "activation": "relu", "norm": "layer"}])
+def test_layer_norm_over_a_single_unit_is_refused(spec):
+    # The layer's output would be beta for every input (z - mean(z) = 0 over one feature): training it
+    # learns nothing below, silently.
+    with pytest.raises(ConfigError, match="at least 2 units"):
+        hg.MLP(2, [spec, (1, "sigmoid")])
+    with pytest.raises(ConfigError, match="at least 2 units"):
+        LayerNorm(1)
+    assert hg.MLP(2, ["1:tanh:batchnorm", (1, "sigmoid")]).layers[0].norm.kind == "batch"  # varies over the batch
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 1.0, 1])
+def test_batch_norm_momentum_from_zero_to_one_is_accepted(momentum):
+    assert BatchNorm(3, momentum=momentum).momentum == momentum
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.5, float("nan"), "x"])
+def test_bad_batch_norm_momentum_names_the_closed_range(momentum):
+    with pytest.raises(ConfigError, match=r"momentum must be .*\[0, 1\]"):
+        BatchNorm(3, momentum=momentum)
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("running_var1", np.array([1.0, -0.5, 1.0]), "variance"),
+    ("running_var1", np.array([1.0, np.nan, 1.0]), "finite"),
+    ("running_mean1", np.array([np.inf, 0.0, 0.0]), "finite"),
+    ("running_mean1", np.array(["a", "b", "c"]), "finite"),
+])
+def test_bad_running_statistics_are_refused_and_nothing_is_copied(name, value, words):
+    net = hg.MLP(2, ["3:relu:batchnorm", (1, "identity")], seed=0)
+    good = {"running_mean1": np.full(3, 0.25), "running_var1": np.full(3, 2.0)}
+    with pytest.raises(ConfigError, match=words):
+        net.set_running_statistics({**good, name: value})
+    np.testing.assert_array_equal(net.layers[0].norm.running_mean, 0.0)  # untouched, not half copied
+    np.testing.assert_array_equal(net.layers[0].norm.running_var, 1.0)
+    net.set_running_statistics(good)
+    np.testing.assert_array_equal(net.layers[0].norm.running_var, 2.0)

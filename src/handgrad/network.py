@@ -325,16 +325,22 @@ class MLP:
                 if layer.norm is not None and layer.norm.kind == "batch" for name in ("running_mean", "running_var")]
 
     def set_running_statistics(self, arrays):
-        """Copy ``{name: array}`` (names of :meth:`running_statistics`) into the layers, checking every name
-        and shape."""
+        """Copy ``{name: array}`` (names of :meth:`running_statistics`) into the layers, checking every name,
+        shape and value (finite; a variance >= 0) before any is copied."""
         targets = dict(self.running_statistics())
         if set(arrays) != set(targets):
             raise ConfigError(f"expected running statistics {sorted(targets)}, got {sorted(arrays)}.")
+        values = {name: np.asarray(arrays[name]) for name in targets}
         for name, target in targets.items():
-            value = np.asarray(arrays[name])
+            value = values[name]
             if value.shape != target.shape:
                 raise ConfigError(f"{name} has shape {target.shape}, got an array of shape {value.shape}.")
-            target[...] = value
+            variance = name.startswith("running_var")
+            if value.dtype.kind not in "iuf" or not np.all(np.isfinite(value)) or (variance and np.any(value < 0)):
+                rule = "finite real numbers" + (" >= 0 (it is a variance)" if variance else "")
+                raise ConfigError(f"{name} must hold {rule}, got {value!r}.")
+        for name, target in targets.items():
+            target[...] = values[name]
         return self
 
     def config(self):
