@@ -66,3 +66,15 @@ def test_bad_running_statistics_are_refused_and_nothing_is_copied(name, value, w
     np.testing.assert_array_equal(net.layers[0].norm.running_var, 1.0)
     net.set_running_statistics(good)
     np.testing.assert_array_equal(net.layers[0].norm.running_var, 2.0)
+
+
+def test_check_student_tells_a_backprop_without_norms_what_a_norm_network_passes():
+    def backprop(weights, biases, activations, X, T, loss):  # written for the seeds' networks
+        return [(np.zeros_like(W), None if b is None else np.zeros_like(b)) for W, b in zip(weights, biases)]
+
+    net = hg.MLP(3, ["4:tanh:batchnorm", (2, "identity")], seed=0)
+    rng = np.random.default_rng(0)
+    report = hg.check_gradients(backprop, net, rng.normal(size=(5, 3)), rng.normal(size=(5, 2)))
+    assert not report.ok
+    text = str(report)
+    assert "normalization layers" in text and "norms=" in text and "(dW, None, dgamma, dbeta)" in text

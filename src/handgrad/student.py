@@ -325,6 +325,11 @@ def check_gradients(student_fn, net, X, T):
     try:
         returned = student_fn(weights, biases, activations, X.copy(), T.copy(), reference.loss_fn.name, **extra)
     except Exception as error:  # the student's code failed: report where, do not crash the checker
+        if extra and isinstance(error, TypeError) and "'norms'" in str(error):
+            return GradientReport([], "this network has normalization layers, so your function is called with "
+                                      "norms=[None or {'kind', 'gamma', 'beta', 'eps'}, ...] (one entry per layer) "
+                                      "and must return (dW, None, dgamma, dbeta) for a normalized layer; add a "
+                                      f"'norms' parameter ({type(error).__name__}: {error}).")
         frame = traceback.extract_tb(error.__traceback__)[-1]
         return GradientReport([], f"your function raised {type(error).__name__}: {error} "
                                   f"(line {frame.lineno} of {frame.filename})")
