@@ -78,3 +78,11 @@ def test_check_student_tells_a_backprop_without_norms_what_a_norm_network_passes
     assert not report.ok
     text = str(report)
     assert "normalization layers" in text and "norms=" in text and "(dW, None, dgamma, dbeta)" in text
+
+
+def test_batch_norm_on_one_sample_names_the_way_out_outside_training_too():
+    net = hg.MLP(2, ["3:tanh:batchnorm", (1, "sigmoid")], seed=0)
+    X, y = np.array([[0.5, -0.2]]), np.array([1])
+    with pytest.raises(hg.DataError, match=r"batch_statistics=False"):
+        net.loss(X, y)
+    assert np.isfinite(net.loss(X, y, batch_statistics=False))  # the way out it names works

@@ -565,9 +565,11 @@ class BatchNorm(_Norm):
         buffers = self._buffers_for(X.shape, (1, self.n_features))
         if mode.batch_statistics:
             if N < 2:
-                raise DataError("batch normalization in training needs at least 2 samples per batch: the variance "
-                                "of one sample is 0, so its normalized value carries nothing. Use a batch_size "
-                                "that leaves no batch of one sample, or predict (running statistics) instead.")
+                raise DataError("batch normalization with batch statistics (training, loss_and_grad, curvature) needs "
+                                "at least 2 samples per batch: the variance of one sample is 0, so its normalized "
+                                "value carries nothing. Give at least 2 samples (in training, a batch_size that leaves "
+                                "no batch of one sample), or use the running statistics (predict, or "
+                                "loss(X, T, batch_statistics=False)).")
             self._standardize(X, 0, buffers)
             if mode.update_running:
                 self._update_running(buffers.mean[0], buffers.var[0], N)
