@@ -86,3 +86,23 @@ def test_batch_norm_on_one_sample_names_the_way_out_outside_training_too():
     with pytest.raises(hg.DataError, match=r"batch_statistics=False"):
         net.loss(X, y)
     assert np.isfinite(net.loss(X, y, batch_statistics=False))  # the way out it names works
+
+
+def test_a_diverging_batch_leaves_the_running_statistics_as_they_were_before_it():
+    # The forward pass of the batch whose loss is not finite has already folded its statistics (inf, NaN)
+    # into the running ones: the weights were kept finite, the running statistics were not.
+    X, y = datasets.make_regression1d(200, seed=0)
+    net = hg.MLP(1, ["8:relu:batchnorm", "8:relu:batchnorm", (1, "identity")], seed=0)
+    after_each_batch = []
+
+    class Record(hg.callbacks.Callback):
+        def on_batch_end(self, epoch, batch, loss):
+            after_each_batch.append({name: array.copy() for name, array in net.running_statistics()})
+            return False
+
+    with pytest.raises(hg.TrainingError, match="the loss became"):
+        net.fit(X, y * 1e3, epochs=50, batch_size=16, learning_rate=1e3, verbose=False, callbacks=[Record()])
+    assert after_each_batch, "the test needs at least one good batch before the diverging one"
+    for name, array in net.running_statistics():
+        np.testing.assert_array_equal(array, after_each_batch[-1][name], err_msg=name)
+        assert np.all(np.isfinite(array)), name
