@@ -106,3 +106,44 @@ def test_a_diverging_batch_leaves_the_running_statistics_as_they_were_before_it(
     for name, array in net.running_statistics():
         np.testing.assert_array_equal(array, after_each_batch[-1][name], err_msg=name)
         assert np.all(np.isfinite(array)), name
+
+
+def _constant_statistics_backprop(weights, biases, activations, X, T, loss, norms):
+    """A student's backprop for tanh layers + identity output and half squared error, with the classic mistake:
+    the norms' mean and variance treated as constants (dZ = dZhat * gamma / std)."""
+    A, kept = [X], []
+    for W, b, norm in zip(weights, biases, norms):
+        Z = A[-1] @ W + (0 if b is None else b)
+        xhat = std = None
+        if norm is not None:
+            axis = 0 if norm["kind"] == "batch" else 1
+            mu = Z.mean(axis, keepdims=True)
+            std = np.sqrt(((Z - mu) ** 2).mean(axis, keepdims=True) + norm["eps"])
+            xhat = (Z - mu) / std
+            Z = norm["gamma"] * xhat + norm["beta"]
+        kept.append((Z, xhat, std))
+        A.append(np.tanh(Z) if len(A) < len(weights) else Z)
+    dA, items = (A[-1] - T) / X.shape[0], []
+    for k in reversed(range(len(weights))):
+        H, xhat, std = kept[k]
+        dH = dA * (1 - np.tanh(H) ** 2) if k < len(weights) - 1 else dA
+        if norms[k] is None:
+            dZ = dH
+            items.append((A[k].T @ dZ, dZ.sum(0)))
+        else:
+            dZ = dH * norms[k]["gamma"] / std  # the mistake
+            items.append((A[k].T @ dZ, None, (dH * xhat).sum(0), dH.sum(0)))
+        dA = dZ @ weights[k].T
+    return items[::-1]
+
+
+@pytest.mark.parametrize("kind, right, wrong", [
+    ("layer", "rowmean(G * xhat)", "dbeta/N"),
+    ("batch", "dbeta/N", "rowmean"),
+])
+def test_the_constant_statistics_hint_gives_the_right_backward_of_the_norm_it_found(kind, right, wrong):
+    net = hg.MLP(3, [f"4:tanh:{kind}norm", (2, "identity")], seed=0)
+    rng = np.random.default_rng(1)
+    report = hg.check_gradients(_constant_statistics_backprop, net, rng.normal(size=(6, 3)), rng.normal(size=(6, 2)))
+    text = str(report)
+    assert "mean and variance treated as constants" in text and right in text and wrong not in text, text

@@ -225,6 +225,13 @@ def _constant_statistics_variants(reference, X, T):
     return variants
 
 
+_RIGHT_NORM_BACKWARD = {
+    "batch": "dZ = gamma/std * (dZhat - dbeta/N - xhat * dgamma/N) for batch norm (sums over the batch)",
+    "layer": "dZ = (G - rowmean(G) - xhat * rowmean(G * xhat)) / std with G = dZhat * gamma for layer norm (means "
+             "over each sample's features)",
+}
+
+
 def _constant_statistics_hint(given, expected, variants, name):
     """The hint for a gradient that matches the constant-statistics mistake, or ''."""
     for numbers, grads in variants.get("constants", ()):
@@ -234,8 +241,8 @@ def _constant_statistics_hint(given, expected, variants, name):
             return (f"mean and variance treated as constants in the {' and '.join(kinds)} norm of "
                     f"{_layers_text(list(numbers))}: dZ = dZhat * gamma / std forgets that mu and var depend on Z"
                     + (" (on every sample of the batch)" if "batch" in kinds else "")
-                    + ". Differentiate through them: dZ = gamma/std * (dZhat - dbeta/N - xhat * dgamma/N) for batch "
-                      "norm (docs/derivations.md, 'Normalization layers').")
+                    + ". Differentiate through them: " + "; ".join(_RIGHT_NORM_BACKWARD[kind] for kind in kinds)
+                    + " (docs/derivations.md, 'Normalization layers').")
     return ""
 
 
