@@ -9,7 +9,8 @@
 ``check-student`` loads FILE.py, which must define
 ``backprop(weights, biases, activations, X, T, loss) -> [(dW, db), ...]`` (with normalized layers
 also ``norms=...``, and ``(dW, None, dgamma, dbeta)`` for such a layer; see handgrad.student), runs it
-on a small generated batch and prints the report: exit status 0 when every gradient is right, 1 when one is wrong, 2 on bad input.
+on a small generated batch and prints the report: exit status 0 when every gradient is right, 1 when
+one is wrong, 2 on bad input.
 These commands only parse and call the library; the math lives in explain.py,
 graph.py and student.py.
 """
