@@ -317,3 +317,32 @@ def test_sweep_throughput_benchmark_reports_trials_per_minute(monkeypatch):
 
     rate = sweep_throughput.trials_per_minute(1, 2)
     assert isinstance(rate, float) and rate > 0
+
+
+# ---------------------------------------------------------------------------- norm layers (issue 13)
+def test_build_network_keeps_each_layers_norm_and_replaces_only_size_and_activation():
+    from handgrad.sweeps import build_network
+
+    net = build_network({"layers": "8:relu:batchnorm,6:tanh:layernorm,1:sigmoid", "units": 5, "activation": "elu"}, 2)
+    assert [(layer.n_out, layer.activation.name, layer.norm and layer.norm.kind) for layer in net.layers] == \
+        [(5, "elu", "batch"), (5, "elu", "layer"), (1, "sigmoid", None)]
+    dicts = build_network({"layers": [{"size": 4, "activation": "relu", "norm": "batch"}, [1, "identity"]]}, 3)
+    assert dicts.layers[0].norm.kind == "batch" and not dicts.layers[0].has_bias
+
+
+def test_a_sweep_over_norm_layers_returns_the_best_model_with_its_running_statistics(client):
+    X, y = datasets.make_moons(240, seed=3)
+    params = {"layers": ["8:relu:batchnorm,1:sigmoid", "6:tanh:batchnorm,5:relu:layernorm,1:sigmoid"]}
+    result = hg.sweep(X[:180], y[:180], params, client=client, validation_data=(X[180:], y[180:]),
+                      base={"epochs": 3, "batch_size": 16, "learning_rate": 0.3}, halving=False)
+    assert result.counts() == {"ok": 2}, result.rows
+    best = result.best_model
+    assert best.running_statistics()  # (both trials have batch norm)
+    trial = min(result.rows, key=lambda row: row["val_loss"])
+    retrained = hg.MLP(2, trial["layers"].split(","), seed=0)  # the trial again, in this process
+    retrained.fit(X[:180], y[:180], validation_data=(X[180:], y[180:]), epochs=3, batch_size=16, learning_rate=0.3,
+                  verbose=False)
+    np.testing.assert_array_equal(best.params, retrained.params)
+    for (name, mine), (_, theirs) in zip(best.running_statistics(), retrained.running_statistics()):
+        np.testing.assert_array_equal(mine, theirs, err_msg=name)
+    np.testing.assert_allclose(best.loss(X[180:], y[180:], batch_statistics=False), trial["val_loss"], rtol=1e-12)

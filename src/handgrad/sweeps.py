@@ -209,20 +209,14 @@ def combinations(params, trials=None, seed=0):
     return chosen
 
 
-def _layer_pairs(layers):
-    """[size, activation] pairs from a 'size:act,...' string or a list of strings, pairs or dicts."""
+def _layer_specs(layers):
+    """Layer dicts (network.layer_dict: size, activation, and a norm or bias where given) from a
+    'size:act[:norm],...' string or a list of strings, pairs or dicts."""
+    from .network import layer_dict
+
     if isinstance(layers, str):
         layers = [part for part in layers.split(",") if part.strip()]
-    pairs = []
-    for item in layers:
-        if isinstance(item, str):
-            size, _, activation = item.partition(":")
-            pairs.append([size.strip(), activation.strip()])
-        elif isinstance(item, dict):
-            pairs.append([item.get("size"), item.get("activation", "identity")])
-        else:
-            pairs.append(list(item))
-    return pairs
+    return [layer_dict(item, index) for index, item in enumerate(layers)]
 
 
 def build_network(settings, n_inputs):
@@ -233,16 +227,16 @@ def build_network(settings, n_inputs):
     if settings.get("layers") is None:
         raise ConfigError("a sweep needs the network's layers: put 'layers' in base (e.g. '32:relu,1:sigmoid') "
                           "or in params.")
-    layers = _layer_pairs(settings["layers"])
-    for pair in layers[:-1]:  # the hidden layers; the output layer is fixed by the data
+    layers = _layer_specs(settings["layers"])
+    for spec in layers[:-1]:  # the hidden layers; the output layer is fixed by the data
         if settings.get("units") is not None:
-            pair[0] = settings["units"]
+            spec["size"] = settings["units"]
         if settings.get("activation") is not None:
-            pair[1] = settings["activation"]
+            spec["activation"] = settings["activation"]
     options = {name: settings[name] for name in ("loss", "l2", "l1", "dropout", "init", "dtype", "seed")
                if settings.get(name) is not None}
     options.setdefault("seed", 0)
-    return MLP(n_inputs, [tuple(pair) for pair in layers], bias=settings.get("bias", True) is not False, **options)
+    return MLP(n_inputs, layers, bias=settings.get("bias", True) is not False, **options)
 
 
 def fit_options(settings):
@@ -303,7 +297,8 @@ def run_trial(settings, data, until, state, metric, blas_threads=1):
 
     ``data`` is (X, T, X_val, T_val). Returns a dict: status ("ok" at the end of the budget, "running" at a
     rung, "diverged" or "failed"), error, curve (the metric per epoch so far), epochs, seconds (of this
-    chunk), state (checkpoint bytes to continue from, at a rung) and the network's params and config.
+    chunk), state (checkpoint bytes to continue from, at a rung), the network's params and config, and running
+    (batch norm's running statistics, {name: array}).
     """
     started = time.perf_counter()
     outcome = {"status": "failed", "error": "", "curve": [], "epochs": 0, "state": None, "params": None,
@@ -346,7 +341,8 @@ def _train_chunk(settings, data, until, state, metric, checkpoint, outcome):
     if curve and not math.isfinite(curve[-1]):
         raise TrainingError(f"the validation metric {metric} became {curve[-1]} at epoch {len(curve)}.")
     finished = outcome["epochs"] >= options["epochs"]
-    outcome.update(status="ok" if finished else "running", params=net.params.copy(), config=net.config())
+    outcome.update(status="ok" if finished else "running", params=net.params.copy(), config=net.config(),
+                   running={name: array.copy() for name, array in net.running_statistics()})  # batch norm's
     if not finished:
         with open(checkpoint, "rb") as file:
             outcome["state"] = file.read()
@@ -376,7 +372,7 @@ class _Trial:
     seconds: float = 0.0
     error: str = ""
     state: bytes = None  # the checkpoint to continue from (between rungs)
-    weights: tuple = None  # (params, config) after the last chunk
+    weights: tuple = None  # (params, config, running statistics) after the last chunk
 
     def absorb(self, outcome):
         self.status, self.error = outcome["status"], outcome["error"]
@@ -384,7 +380,8 @@ class _Trial:
         self.epochs = outcome["epochs"] or self.epochs
         self.seconds += outcome["seconds"]
         self.state = outcome["state"]
-        self.weights = (outcome["params"], outcome["config"]) if outcome["params"] is not None else None
+        self.weights = (outcome["params"], outcome["config"], outcome.get("running") or {}) \
+            if outcome["params"] is not None else None
         finite = self.curve and math.isfinite(self.curve[-1])
         self.value = self.curve[-1] if finite and self.status in ("ok", "running") else None
 
@@ -411,7 +408,7 @@ class _Driver:
         self.metric, self.eta, self.rungs, self.blas_threads = metric, eta, rungs, blas_threads
         self.report = report  # called with each trial when it ends
         self.sign = -1.0 if larger_is_better(metric) else 1.0  # minimize sign * value
-        self.best = None  # (trial, params, config): the best ended trial, with its weights
+        self.best = None  # (trial, params, config, running): the best ended trial, with its weights
         self.pending = []
 
     def run(self):
@@ -592,8 +589,8 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
 def _finish(driver, interrupted, out, base, metadata, plot):
     result = driver.result(interrupted)
     if driver.best is not None:
-        trial, params, config = driver.best
-        result.best_model = _network_from(config, params)
+        trial, params, config, running = driver.best
+        result.best_model = _network_from(config, params, running)
     if out is None:
         return result
     result.out = out
@@ -615,13 +612,16 @@ def _finish(driver, interrupted, out, base, metadata, plot):
     return result
 
 
-def _network_from(config, params):
+def _network_from(config, params, running=None):
+    """The trial's network from its config, parameter vector and batch norm's running statistics."""
     from .network import MLP
 
     config = dict(config)
-    layers = [tuple(pair) for pair in config.pop("layers")]
+    layers = [entry if isinstance(entry, dict) else tuple(entry) for entry in config.pop("layers")]
     net = MLP(layers=layers, **config)
     net.params[...] = params
+    if running:
+        net.set_running_statistics(running)
     return net
 
 
