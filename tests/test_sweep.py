@@ -217,33 +217,6 @@ def test_random_search_and_accuracy_metric(client):
     assert result.best_model.layers[0].n_out == result.best["units"]  # units replaced the hidden width
 
 
-def test_norm_layers_keep_their_norm_when_activation_or_units_are_swept(client):
-    from handgrad.sweeps import build_network
-
-    for settings in ({"layers": "8:relu:layernorm,1:sigmoid"}, {"layers": "8:relu:layernorm,1:sigmoid",
-                                                                 "activation": "tanh", "units": 5}):
-        net = build_network(settings, 2)
-        assert net.layers[0].norm is not None and net.layers[0].norm.kind == "layer"
-        assert net.layers[0].activation.name == settings.get("activation", "relu")
-        assert net.layers[0].n_out == settings.get("units", 8)
-    X, y = datasets.make_moons(120, seed=0)
-    result = hg.sweep(X, y, {"activation": ["tanh"], "layers": ["6:relu:layernorm,1:sigmoid"]},
-                      base={"epochs": 2}, halving=False, client=client)
-    assert result.rows[0]["status"] == "ok", result.rows[0]["error"]
-    assert result.best_model.layers[0].norm.kind == "layer"  # the saved best model has it too
-
-
-def test_the_best_model_with_batch_norm_keeps_its_running_statistics(client, tmp_path):
-    """Batch norm predicts with running statistics, which are not in params: the best model must carry them,
-    or it is not the network whose validation loss ranked it."""
-    X, y = datasets.make_moons(200, seed=0)
-    X_val, y_val = datasets.make_moons(60, seed=1)
-    result = hg.sweep(X, y, {"learning_rate": [0.05, 0.2]}, base={"layers": "6:relu:batchnorm,1:sigmoid", "epochs": 3},
-                      validation_data=(X_val, y_val), halving=False, client=client, out=tmp_path, plot=False)
-    for model in (result.best_model, hg.load(tmp_path / "best_model.npz")):
-        assert model.loss(X_val, y_val, batch_statistics=False) == pytest.approx(result.best["val_loss"], rel=1e-12)
-
-
 # ---------------------------------------------------------------------------- the command line
 def test_cli_sweep_end_to_end_on_the_cluster(client, tmp_path, capsys):
     config = tmp_path / "base.toml"
@@ -370,3 +343,32 @@ def test_sweep_throughput_benchmark_reports_trials_per_minute(monkeypatch):
 
     rate = sweep_throughput.trials_per_minute(1, 2)
     assert isinstance(rate, float) and rate > 0
+
+
+# ---------------------------------------------------------------------------- norm layers (issue 13)
+def test_build_network_keeps_each_layers_norm_and_replaces_only_size_and_activation():
+    from handgrad.sweeps import build_network
+
+    net = build_network({"layers": "8:relu:batchnorm,6:tanh:layernorm,1:sigmoid", "units": 5, "activation": "elu"}, 2)
+    assert [(layer.n_out, layer.activation.name, layer.norm and layer.norm.kind) for layer in net.layers] == \
+        [(5, "elu", "batch"), (5, "elu", "layer"), (1, "sigmoid", None)]
+    dicts = build_network({"layers": [{"size": 4, "activation": "relu", "norm": "batch"}, [1, "identity"]]}, 3)
+    assert dicts.layers[0].norm.kind == "batch" and not dicts.layers[0].has_bias
+
+
+def test_a_sweep_over_norm_layers_returns_the_best_model_with_its_running_statistics(client):
+    X, y = datasets.make_moons(240, seed=3)
+    params = {"layers": ["8:relu:batchnorm,1:sigmoid", "6:tanh:batchnorm,5:relu:layernorm,1:sigmoid"]}
+    result = hg.sweep(X[:180], y[:180], params, client=client, validation_data=(X[180:], y[180:]),
+                      base={"epochs": 3, "batch_size": 16, "learning_rate": 0.3}, halving=False)
+    assert result.counts() == {"ok": 2}, result.rows
+    best = result.best_model
+    assert best.running_statistics()  # (both trials have batch norm)
+    trial = min(result.rows, key=lambda row: row["val_loss"])
+    retrained = hg.MLP(2, trial["layers"].split(","), seed=0)  # the trial again, in this process
+    retrained.fit(X[:180], y[:180], validation_data=(X[180:], y[180:]), epochs=3, batch_size=16, learning_rate=0.3,
+                  verbose=False)
+    np.testing.assert_array_equal(best.params, retrained.params)
+    for (name, mine), (_, theirs) in zip(best.running_statistics(), retrained.running_statistics()):
+        np.testing.assert_array_equal(mine, theirs, err_msg=name)
+    np.testing.assert_allclose(best.loss(X[180:], y[180:], batch_statistics=False), trial["val_loss"], rtol=1e-12)

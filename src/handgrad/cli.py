@@ -706,7 +706,7 @@ def cmd_gradcheck(args):
         loaded = _load_model(args.model)
         config = loaded.config()
         config.update(dtype="float64", init="auto")
-        layers = [tuple(item) for item in config.pop("layers")]
+        layers = [item if isinstance(item, dict) else tuple(item) for item in config.pop("layers")]  # (norm: a dict)
         net = MLP(layers=layers, **config)  # a float64 copy: float32 rounding would swamp the differences
         net.set_weights(loaded.get_weights())
     else:

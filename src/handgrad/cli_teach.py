@@ -7,9 +7,10 @@
     handgrad check-student my_backprop.py --layers 3:tanh,2:sigmoid --inputs 3
 
 ``check-student`` loads FILE.py, which must define
-``backprop(weights, biases, activations, X, T, loss) -> [(dW, db), ...]`` (see
-handgrad.student), runs it on a small generated batch and prints the report: exit
-status 0 when every gradient is right, 1 when one is wrong, 2 on bad input.
+``backprop(weights, biases, activations, X, T, loss) -> [(dW, db), ...]`` (with normalized layers
+also ``norms=...``, and ``(dW, None, dgamma, dbeta)`` for such a layer; see handgrad.student), runs it
+on a small generated batch and prints the report: exit status 0 when every gradient is right, 1 when
+one is wrong, 2 on bad input.
 These commands only parse and call the library; the math lives in explain.py,
 graph.py and student.py.
 """
@@ -152,6 +153,9 @@ def register(subparsers):
     check = subparsers.add_parser("check-student", help="check your own backprop function against handgrad",
                                   description="Load FILE.py defining backprop(weights, biases, activations, X, T, "
                                               "loss) -> [(dW, db), ...] and compare its gradients with handgrad's. "
+                                              "With normalized layers (--layers 3:tanh:batchnorm,...) it is also "
+                                              "called with norms=[None or {kind, gamma, beta, eps}, ...] and returns "
+                                              "(dW, None, dgamma, dbeta) for a normalized layer. "
                                               "Exit status 0: right; 1: wrong; 2: bad input.")
     check.add_argument("file", metavar="FILE.py")
     _add_common(check)

@@ -41,6 +41,7 @@ statistics (the training objective) or running ones (predict), dropout on or off
 norm's running statistics are updated (only by a real training step). See :class:`Mode`.
 """
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -553,7 +554,7 @@ class BatchNorm(_Norm):
 
     def __init__(self, n_features, *, eps=_NORM_EPS, momentum=0.1, dtype=np.float64):
         super().__init__(n_features, eps=eps, dtype=dtype)
-        self.momentum = check_fraction("momentum", momentum) if momentum != 1 else 1.0
+        self.momentum = _check_momentum(momentum)
         self.running_mean = np.zeros(self.n_features, self.dtype)
         self.running_var = np.ones(self.n_features, self.dtype)
         self.batch_statistics = None  # whether the last forward used the batch's statistics
@@ -564,9 +565,11 @@ class BatchNorm(_Norm):
         buffers = self._buffers_for(X.shape, (1, self.n_features))
         if mode.batch_statistics:
             if N < 2:
-                raise DataError("batch normalization in training needs at least 2 samples per batch: the variance "
-                                "of one sample is 0, so its normalized value carries nothing. Use a batch_size "
-                                "that leaves no batch of one sample, or predict (running statistics) instead.")
+                raise DataError("batch normalization with batch statistics (training, loss_and_grad, curvature) needs "
+                                "at least 2 samples per batch: the variance of one sample is 0, so its normalized "
+                                "value carries nothing. Give at least 2 samples (in training, a batch_size that leaves "
+                                "no batch of one sample), or use the running statistics (predict, or "
+                                "loss(X, T, batch_statistics=False)).")
             self._standardize(X, 0, buffers)
             if mode.update_running:
                 self._update_running(buffers.mean[0], buffers.var[0], N)
@@ -617,6 +620,18 @@ class BatchNorm(_Norm):
         return f"BatchNorm({self.n_features}, eps={self.eps:g}, momentum={self.momentum:g})"
 
 
+def _check_momentum(momentum):
+    """momentum as a float in [0, 1] (1: the running statistics are the last batch's), or a ConfigError."""
+    try:
+        value = float(momentum)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(momentum, bool) or not 0.0 <= value <= 1.0:  # (NaN fails both comparisons)
+        raise ConfigError(f"momentum must be a number in [0, 1] (the weight of each batch in the running "
+                          f"statistics), got {momentum!r}.")
+    return value
+
+
 class LayerNorm(_Norm):
     """Layer normalization (Ba, Kiros and Hinton 2016): each sample standardized over its n features.
 
@@ -630,6 +645,13 @@ class LayerNorm(_Norm):
 
     kind = "layer"
     axis = 1  # statistics over the features, per sample
+
+    def __init__(self, n_features, *, eps=_NORM_EPS, dtype=np.float64):
+        if int(n_features) < 2:  # one feature: xhat = (z - z) / s = 0 for every sample, so Y = beta whatever X
+            raise ConfigError(f"layer normalization needs at least 2 units in its layer, got {int(n_features)}: a "
+                              "single feature standardized over itself is always 0, so the layer's output would be "
+                              "beta whatever its input. Widen the layer, or use batch norm or no norm there.")
+        super().__init__(n_features, eps=eps, dtype=dtype)
 
     def forward(self, X, training=False):
         buffers = self._buffers_for(X.shape, (X.shape[0], 1))

@@ -67,6 +67,19 @@ def _parse_string(spec, index):
     return {"size": parts[0], "activation": parts[1], "norm": _NORM_WORDS[parts[2]]}
 
 
+def layer_dict(spec, index=0):
+    """A layer spec as a dict {'size', 'activation'[, 'norm'][, 'bias']}: a 'size:activation[:norm]' string
+    parsed, a dict copied, a (size, activation) pair named; the values as given (MLP checks them). For code
+    that edits a spec (a sweep replacing sizes or activations) and must keep its norm and bias."""
+    if isinstance(spec, str):
+        return _parse_string(spec, index)
+    if isinstance(spec, dict):
+        return dict(spec)
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        return {"size": spec[0], "activation": spec[1]}
+    raise ConfigError(f"layer {index + 1}: expected (size, activation), e.g. (16, 'relu'); got {spec!r}.")
+
+
 def _parse_layer(spec, index):
     """(size, activation, norm, bias) from a tuple, a list, a dict or a 'size:activation[:norm]' string.
     ``norm`` is None, 'batch' or 'layer'; ``bias`` None means the network's default."""
@@ -312,16 +325,22 @@ class MLP:
                 if layer.norm is not None and layer.norm.kind == "batch" for name in ("running_mean", "running_var")]
 
     def set_running_statistics(self, arrays):
-        """Copy ``{name: array}`` (names of :meth:`running_statistics`) into the layers, checking every name
-        and shape."""
+        """Copy ``{name: array}`` (names of :meth:`running_statistics`) into the layers, checking every name,
+        shape and value (finite; a variance >= 0) before any is copied."""
         targets = dict(self.running_statistics())
         if set(arrays) != set(targets):
             raise ConfigError(f"expected running statistics {sorted(targets)}, got {sorted(arrays)}.")
+        values = {name: np.asarray(arrays[name]) for name in targets}
         for name, target in targets.items():
-            value = np.asarray(arrays[name])
+            value = values[name]
             if value.shape != target.shape:
                 raise ConfigError(f"{name} has shape {target.shape}, got an array of shape {value.shape}.")
-            target[...] = value
+            variance = name.startswith("running_var")
+            if value.dtype.kind not in "iuf" or not np.all(np.isfinite(value)) or (variance and np.any(value < 0)):
+                rule = "finite real numbers" + (" >= 0 (it is a variance)" if variance else "")
+                raise ConfigError(f"{name} must hold {rule}, got {value!r}.")
+        for name, target in targets.items():
+            target[...] = values[name]
         return self
 
     def config(self):

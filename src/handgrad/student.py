@@ -225,6 +225,13 @@ def _constant_statistics_variants(reference, X, T):
     return variants
 
 
+_RIGHT_NORM_BACKWARD = {
+    "batch": "dZ = gamma/std * (dZhat - dbeta/N - xhat * dgamma/N) for batch norm (sums over the batch)",
+    "layer": "dZ = (G - rowmean(G) - xhat * rowmean(G * xhat)) / std with G = dZhat * gamma for layer norm (means "
+             "over each sample's features)",
+}
+
+
 def _constant_statistics_hint(given, expected, variants, name):
     """The hint for a gradient that matches the constant-statistics mistake, or ''."""
     for numbers, grads in variants.get("constants", ()):
@@ -234,8 +241,8 @@ def _constant_statistics_hint(given, expected, variants, name):
             return (f"mean and variance treated as constants in the {' and '.join(kinds)} norm of "
                     f"{_layers_text(list(numbers))}: dZ = dZhat * gamma / std forgets that mu and var depend on Z"
                     + (" (on every sample of the batch)" if "batch" in kinds else "")
-                    + ". Differentiate through them: dZ = gamma/std * (dZhat - dbeta/N - xhat * dgamma/N) for batch "
-                      "norm (docs/derivations.md, 'Normalization layers').")
+                    + ". Differentiate through them: " + "; ".join(_RIGHT_NORM_BACKWARD[kind] for kind in kinds)
+                    + " (docs/derivations.md, 'Normalization layers').")
     return ""
 
 
@@ -325,6 +332,11 @@ def check_gradients(student_fn, net, X, T):
     try:
         returned = student_fn(weights, biases, activations, X.copy(), T.copy(), reference.loss_fn.name, **extra)
     except Exception as error:  # the student's code failed: report where, do not crash the checker
+        if extra and isinstance(error, TypeError) and "'norms'" in str(error):
+            return GradientReport([], "this network has normalization layers, so your function is called with "
+                                      "norms=[None or {'kind', 'gamma', 'beta', 'eps'}, ...] (one entry per layer) "
+                                      "and must return (dW, None, dgamma, dbeta) for a normalized layer; add a "
+                                      f"'norms' parameter ({type(error).__name__}: {error}).")
         frame = traceback.extract_tb(error.__traceback__)[-1]
         return GradientReport([], f"your function raised {type(error).__name__}: {error} "
                                   f"(line {frame.lineno} of {frame.filename})")

@@ -209,51 +209,30 @@ def combinations(params, trials=None, seed=0):
     return chosen
 
 
-_NORM_WORDS = {"batchnorm": "batch", "layernorm": "layer"}  # as in a layer string: '16:relu:layernorm'
+def _layer_specs(layers):
+    """Layer dicts (network.layer_dict: size, activation, and a norm or bias where given) from a
+    'size:act[:norm],...' string or a list of strings, pairs or dicts."""
+    from .network import layer_dict
 
-
-def _layer_entry(item):
-    """One layer as a dict {size, activation[, norm][, bias]} from a 'size:act[:norm]' string, a pair or a
-    dict; anything else is passed on as it is (MLP names what is wrong with it)."""
-    if isinstance(item, str):
-        parts = [part.strip() for part in item.split(":")]
-        if len(parts) not in (2, 3):
-            return item
-        entry = {"size": parts[0], "activation": parts[1]}
-        if len(parts) == 3:
-            entry["norm"] = _NORM_WORDS.get(parts[2], parts[2])
-        return entry
-    if isinstance(item, dict):
-        return dict(item)
-    if isinstance(item, (tuple, list)) and len(item) == 2:
-        return {"size": item[0], "activation": item[1]}
-    return item
-
-
-def _layer_entries(layers):
-    """The layers of a 'size:act[:norm],...' string or a list of strings, pairs or dicts, each as a dict."""
     if isinstance(layers, str):
         layers = [part for part in layers.split(",") if part.strip()]
-    return [_layer_entry(item) for item in layers]
+    return [layer_dict(item, index) for index, item in enumerate(layers)]
 
 
 def build_network(settings, n_inputs):
     """The trial's MLP: ``layers`` with every hidden layer's size replaced by ``units`` and its activation by
-    ``activation`` when those are set (a layer's norm stays); the other network options passed to
-    :class:`handgrad.MLP`."""
+    ``activation`` when those are set; the other network options passed to :class:`handgrad.MLP`."""
     from .network import MLP
 
     if settings.get("layers") is None:
         raise ConfigError("a sweep needs the network's layers: put 'layers' in base (e.g. '32:relu,1:sigmoid') "
                           "or in params.")
-    layers = _layer_entries(settings["layers"])
-    for entry in layers[:-1]:  # the hidden layers; the output layer is fixed by the data
-        if not isinstance(entry, dict):
-            continue
+    layers = _layer_specs(settings["layers"])
+    for spec in layers[:-1]:  # the hidden layers; the output layer is fixed by the data
         if settings.get("units") is not None:
-            entry["size"] = settings["units"]
+            spec["size"] = settings["units"]
         if settings.get("activation") is not None:
-            entry["activation"] = settings["activation"]
+            spec["activation"] = settings["activation"]
     options = {name: settings[name] for name in ("loss", "l2", "l1", "dropout", "init", "dtype", "seed")
                if settings.get(name) is not None}
     options.setdefault("seed", 0)
@@ -318,7 +297,8 @@ def run_trial(settings, data, until, state, metric, blas_threads=1):
 
     ``data`` is (X, T, X_val, T_val). Returns a dict: status ("ok" at the end of the budget, "running" at a
     rung, "diverged" or "failed"), error, curve (the metric per epoch so far), epochs, seconds (of this
-    chunk), state (checkpoint bytes to continue from, at a rung) and the network's params and config.
+    chunk), state (checkpoint bytes to continue from, at a rung), the network's params and config, and running
+    (batch norm's running statistics, {name: array}).
     """
     started = time.perf_counter()
     outcome = {"status": "failed", "error": "", "curve": [], "epochs": 0, "state": None, "params": None,
@@ -428,7 +408,7 @@ class _Driver:
         self.metric, self.eta, self.rungs, self.blas_threads = metric, eta, rungs, blas_threads
         self.report = report  # called with each trial when it ends
         self.sign = -1.0 if larger_is_better(metric) else 1.0  # minimize sign * value
-        self.best = None  # (trial, params, config, running statistics): the best ended trial, with its weights
+        self.best = None  # (trial, params, config, running): the best ended trial, with its weights
         self.pending = []
 
     def run(self):
@@ -633,14 +613,15 @@ def _finish(driver, interrupted, out, base, metadata, plot):
 
 
 def _network_from(config, params, running=None):
+    """The trial's network from its config, parameter vector and batch norm's running statistics."""
     from .network import MLP
 
     config = dict(config)
-    layers = [entry if isinstance(entry, dict) else tuple(entry) for entry in config.pop("layers")]  # as hg.load
+    layers = [entry if isinstance(entry, dict) else tuple(entry) for entry in config.pop("layers")]
     net = MLP(layers=layers, **config)
     net.params[...] = params
     if running:
-        net.set_running_statistics(running)  # batch norm predicts with these, as the trial was measured
+        net.set_running_statistics(running)
     return net
 
 

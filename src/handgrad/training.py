@@ -415,15 +415,21 @@ def train_step(net, optimizer, X, T, w, rate, clip_norm=None, work=None, group=N
     """One batch: J and dJ/dtheta (net.backprop), then one optimizer step on net.params; returns J.
 
     With ``clip_norm`` the optimizer gets g * min(1, c / ||g||), ||g|| the norm of the whole gradient
-    vector, computed in ``work`` (net.grads keeps the true gradient). A non-finite J takes no step.
+    vector, computed in ``work`` (net.grads keeps the true gradient). A non-finite J takes no step, and
+    puts back batch norm's running statistics, which its forward pass had already updated with the
+    diverged batch's (possibly non-finite) statistics.
     Data-parallel (``group``, handgrad.distributed): X, T, w are this rank's shard of a batch of
     ``n_total`` rows, and the group sums the shards' J and gradients over the ranks first.
     """
+    running = [array for _, array in net.running_statistics()]  # (empty without batch norm)
+    before = [array.copy() for array in running]
     if group is None:
         J = net.backprop(X, T, w, training=True)
     else:
         J = group.gradient(net, X, T, w, n_total)
     if not math.isfinite(J):
+        for array, kept in zip(running, before):
+            np.copyto(array, kept)
         return J
     g = net.grads
     if clip_norm is not None:
