@@ -8,7 +8,9 @@ A case is a dict: "problem" (see :func:`problem`), "dtype", "net" (MLP options) 
 "sample_weight": true draws weights). "npy": [X.npy, y.npy] memory-maps the problem's data from those
 files (streamed). With "fail_on_rank": r, a callback raises on rank r at the end of epoch 2; with
 "interrupt_on_rank": [r, epoch, batch], rank r sends itself a Ctrl-C (SIGINT) after that batch;
-"out" saves the model on rank 0 after fit.
+"stop_on_rank": r, a callback asks to stop on rank r alone at the end of epoch 2;
+"out" saves the model on rank 0 after fit. "unseeded": true builds the network without a seed (other
+initial weights on every rank); "short_on_rank": r drops the last row on rank r (the ranks' data differ).
 """
 
 import json
@@ -38,7 +40,10 @@ def build(case):
     X, y, layers = problem(case["problem"], case["dtype"])
     if "npy" in case:  # the same data, memory-mapped from the .npy files the test wrote (streamed)
         X, y = (np.load(path, mmap_mode="r") for path in case["npy"])
-    net = hg.MLP(X.shape[1], layers, dtype=case["dtype"], seed=3, **case.get("net", {}))
+    if case.get("short_on_rank") == MPI.COMM_WORLD.Get_rank():
+        X, y = X[:-1], y[:-1]
+    seed = None if case.get("unseeded") else 3
+    net = hg.MLP(X.shape[1], layers, dtype=case["dtype"], seed=seed, **case.get("net", {}))
     options = dict(case.get("fit", {}))
     if options.pop("sample_weight", False):
         options["sample_weight"] = np.random.default_rng(11).uniform(0.2, 2.0, size=len(X))
@@ -54,6 +59,14 @@ class FailOn(hg.callbacks.Callback):
     def on_epoch_end(self, epoch, logs):
         if epoch == 2 and MPI.COMM_WORLD.Get_rank() == self.rank:
             raise RuntimeError(f"deliberate failure on rank {self.rank}")
+
+
+class StopOn(hg.callbacks.Callback):
+    def __init__(self, rank):
+        self.rank = rank
+
+    def on_epoch_end(self, epoch, logs):
+        return epoch == 2 and MPI.COMM_WORLD.Get_rank() == self.rank
 
 
 class InterruptOn(hg.callbacks.Callback):
@@ -74,6 +87,8 @@ def main(cases_path, out_path):
         net, X, y, options = build(case)
         if "fail_on_rank" in case:
             options["callbacks"] = [FailOn(case["fail_on_rank"])]
+        if "stop_on_rank" in case:
+            options["callbacks"] = [StopOn(case["stop_on_rank"])]
         if "interrupt_on_rank" in case:
             options["callbacks"] = [InterruptOn(*case["interrupt_on_rank"])]
         history = net.fit(X, y, distributed=True, verbose=False, **options)

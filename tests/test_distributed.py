@@ -256,6 +256,32 @@ def test_a_failing_rank_ends_the_job_without_a_half_written_file(tmp_path):
 
 
 @needs_mpi
+def test_a_callback_that_stops_on_one_rank_stops_every_rank(tmp_path):
+    """Without one decision for all, rank 1 would stop and rank 0 wait in the next Allreduce forever."""
+    case = {**CASES["adam64"], "stop_on_rank": 1, "fit": {**CASES["adam64"]["fit"], "epochs": 4}}
+    done, results = mpirun(2, {"stop": case}, tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert list(results["stop/stop_reasons"]) == ["stopped by StopOn at epoch 2 (on rank 1)"] * 2
+    assert len(results["stop/loss"]) == 2
+    assert np.array_equal(results["stop/ranks"][0], results["stop/ranks"][1])
+
+
+@needs_mpi
+def test_a_network_without_a_seed_starts_from_rank_0s_weights_and_different_data_is_refused(tmp_path):
+    """Unseeded, every rank draws other initial weights (and seeds): rank 0's are sent to all, so the ranks train
+    one network; ranks holding different numbers of rows would take different numbers of steps: refused."""
+    unseeded = {**CASES["adam64"], "unseeded": True, "fit": {**CASES["adam64"]["fit"], "epochs": 2}}
+    done, results = mpirun(2, {"unseeded": unseeded}, tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    every_rank = results["unseeded/ranks"]
+    assert np.array_equal(every_rank[0], every_rank[1])
+    short = {**CASES["adam64"], "short_on_rank": 1}
+    done, results = mpirun(2, {"short": short}, tmp_path, timeout=60)
+    assert done.returncode != 0 and results is None
+    assert "the ranks hold different data (rank 0: 203 samples, rank 1: 202 samples)" in done.stderr
+
+
+@needs_mpi
 def test_the_command_line_under_mpiexec_trains_like_one_process(tmp_path):
     flags = ["train", "--data", "moons", "--samples", "300", "--layers", "8:tanh,1:sigmoid", "--epochs", "4",
              "--optimizer", "adam", "--learning-rate", "0.01"]

@@ -153,10 +153,50 @@ def test_resuming_a_streamed_run_is_bit_identical(files):
     assert np.array_equal(whole.params, resumed.params)
 
 
+def test_resuming_with_other_blocks_or_from_memory_is_a_clear_error(files):
+    tmp_path, X, y, _ = files
+    path = str(tmp_path / "run.ckpt")
+    network().fit(mapped(tmp_path, "X"), mapped(tmp_path, "y"), epochs=1, block_rows=300, checkpoint=path,
+                  verbose=False)
+    for data, options in (((mapped(tmp_path, "X"), mapped(tmp_path, "y")), {"block_rows": 200}), ((X, y), {})):
+        with pytest.raises(hg.ConfigError, match=r"resume with the data as before .* and the same block_rows"):
+            network().fit(*data, epochs=2, checkpoint=path, resume=True, verbose=False, **options)
+
+
+def test_a_copy_on_write_map_changed_in_memory_trains_on_the_changed_values(files):
+    """mmap_mode="c": changes stay in this process's memory, so the file's bytes are not the array's."""
+    tmp_path, X, y, _ = files
+    changed = np.load(tmp_path / "X.npy", mmap_mode="c")
+    changed *= -1.0  # in memory only; the file still holds X
+    streamed, loaded = network(), network()
+    streamed.fit(changed, y, epochs=1, shuffle=False, block_rows=500, verbose=False)
+    loaded.fit(-X, y, epochs=1, shuffle=False, verbose=False)
+    assert np.array_equal(streamed.params, loaded.params)
+
+
 def test_validation_split_needs_data_in_memory(files):
     tmp_path, *_ = files
     with pytest.raises(hg.ConfigError, match="validation_data"):
         network().fit(mapped(tmp_path, "X"), mapped(tmp_path, "y"), validation_split=0.2, verbose=False)
+
+
+def test_streamed_data_that_cannot_stream_is_a_clear_error(files, capsys):
+    """L-BFGS (full batch) refuses data on disk; a Dask array of unknown chunk sizes and a bad block_rows (also
+    with data in memory, where it is unused) are DataErrors, not NumPy's errors."""
+    tmp_path, X, y, _ = files
+    with pytest.raises(hg.ConfigError, match=r"L-BFGS .* needs the data in memory"):
+        network().fit(mapped(tmp_path, "X"), mapped(tmp_path, "y"), optimizer="lbfgs", epochs=2)
+    status = main(["train", "--npy", str(tmp_path / "X.npy"), "--npy-targets", str(tmp_path / "y.npy"), "--layers",
+                   "12:tanh,3:softmax", "--optimizer", "lbfgs", "--epochs", "2", "--quiet"])
+    error = capsys.readouterr().err
+    assert status == 2 and "L-BFGS" in error and len(error.strip().splitlines()) == 1
+    with pytest.raises(hg.DataError, match="block_rows must be a positive integer"):
+        network().fit(X, y, epochs=1, block_rows=0, verbose=False)
+    da = pytest.importorskip("dask.array")
+    X_d, y_d = da.from_array(X, chunks=(500, 4)), da.from_array(y, chunks=500)
+    keep = X_d[:, 3] > 0  # a filter: Dask no longer knows how many rows each chunk has
+    with pytest.raises(hg.DataError, match=r"unknown chunk sizes.*compute_chunk_sizes\(\)"):
+        network().fit(X_d[keep], y_d[keep], epochs=1, verbose=False)
 
 
 def test_cli_trains_from_npy_files_without_loading_them(files, capsys):

@@ -268,6 +268,32 @@ def test_cli_ctrl_c_writes_the_finished_trials_and_exits_130(client, tmp_path):
     assert (out / "best_model.npz").exists()
 
 
+def test_ctrl_c_from_a_terminal_reaches_the_local_workers_too_and_they_do_not_die(tmp_path):
+    """A terminal's Ctrl-C goes to the whole process group: the local cluster's workers ignore it, so no worker
+    dies with a traceback and the driver alone cancels and writes the finished trials."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "sweep"
+    rates = ",".join(str(0.01 * k) for k in range(1, 21))
+    command = [sys.executable, "-m", "handgrad", "sweep", "--data", "moons", "--samples", "1000", "--layers",
+               "16:tanh,1:sigmoid", "--epochs", "30", "--param", f"learning_rate={rates}", "--no-halving",
+               "--no-plots", "--workers", "2", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    deadline = time.monotonic() + 120
+    while not (out / "results.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the sweep ended before Ctrl-C: " + process.communicate()[1]
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal does
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    record = json.loads((out / "results.json").read_text())
+    assert record["interrupted"] is True and record["counts"]["ok"] >= 1
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--param", "learnng_rate=0.1"], "unknown sweep parameter 'learnng_rate'. Did you mean 'learning_rate'"),
     (["--param", "batch_size=8,x"], "--param batch_size: 'x' is not a whole number"),

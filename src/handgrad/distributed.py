@@ -114,9 +114,11 @@ class Group:
         return self
 
     # ------------------------------------------------------------------ dropout streams
-    def start(self, net, state=None):
-        """Every rank starts from rank 0's dropout stream; rank r > 0 draws from it jumped r times, or
-        from the stream a checkpoint (``state``) saved for it."""
+    def start(self, net, state=None, n_samples=None):
+        """Every rank starts from rank 0's weights and dropout stream (a network built without a seed has other
+        weights on every rank); rank r > 0 draws from that stream jumped r times, or from the stream a
+        checkpoint (``state``) saved for it. Every rank must have ``n_samples`` rows, or the ranks would
+        take different numbers of steps and wait for each other forever."""
         running = getattr(net, "running_statistics", None)  # batch normalization, where the network has it
         if running is not None and running():
             raise ConfigError("data-parallel training does not support batch normalization: each rank would "
@@ -126,6 +128,12 @@ class Group:
         if state is not None and saved["ranks"] != self.size:
             raise ConfigError(f"the checkpoint was written by {saved['ranks']} rank(s); resume it with the same "
                               f"number (mpiexec -n {saved['ranks']}), not {self.size}.")
+        counts = self.comm.allgather(n_samples)
+        if len(set(counts)) > 1:
+            held = ", ".join(f"rank {r}: {n} samples" for r, n in enumerate(counts))
+            raise ConfigError(f"the ranks hold different data ({held}); every rank must load the same training "
+                              "data (the same file, split and seed).")
+        self.comm.Bcast(net.params, root=0)  # the weights, in place (net.params is the one parameter vector)
         net.rng.bit_generator.state = self.comm.bcast(net.rng.bit_generator.state, root=0)
         if self.is_root:
             self.dropout = net.rng
@@ -142,9 +150,21 @@ class Group:
         return {"ranks": self.size, "dropout_streams": streams[1:]} if self.is_root else None
 
     # ------------------------------------------------------------------ epochs
+    def agree(self, value):
+        """Rank 0's ``value`` on every rank (e.g. a seed drawn at random when none was given)."""
+        return self.comm.bcast(value, root=0)
+
     def from_root(self, compute):
         """compute() on rank 0, its result on every rank (the validation logs: every rank decides alike)."""
         return self.comm.bcast(compute() if self.is_root else None, root=0)
+
+    def agree_to_stop(self, reason):
+        """After an epoch's callbacks: the first rank's stop reason (None: go on), the same on every rank. A
+        callback that stops on one rank only (a time limit, say) would otherwise leave the others waiting in
+        the next Allreduce forever."""
+        reasons = self.comm.allgather(reason)
+        return next((f"{why} (on rank {rank})" if rank else why for rank, why in enumerate(reasons)
+                     if why is not None), None)
 
     def check_same_weights(self, net, epoch):
         """Every rank must hold the same theta (each takes the same step from the same sum); a TrainingError if not."""

@@ -15,7 +15,8 @@ m + 1 numbers, not N, and a checkpoint saves it as it saves an in-memory run's o
 Memory: the trainer holds at most ``ceil(B / block_rows) + 1`` blocks (B the batch size; 2 blocks when
 block_rows >= B, the default) of X, T and w in the network's dtype, each with its permutation, plus the
 batch buffers. A whole-file memory map (np.load's) is read with plain file reads rather than through
-the map, so the file's pages stay in the page cache and out of the process's resident memory.
+the map, so the file's pages stay in the page cache and out of the process's resident memory (not a
+copy-on-write map, mmap_mode="c", whose changes live in memory only: it is read through the map).
 
 The input checks (NaN, inf, the labels, the weights) run block by block: a pass over every block
 before training (which also counts the classes for class_weight), and again as each block is read.
@@ -72,6 +73,8 @@ def _file_position(array):
         root = root.base
     if not isinstance(root, np.memmap) or not isinstance(root.base, mmap.mmap):
         return None
+    if root.mode == "c":  # copy-on-write: changes made in memory are not in the file, so read through the map
+        return None
     return root.filename, root.offset + _address(array) - _address(root)
 
 
@@ -83,6 +86,9 @@ class _Reader:
         shape = getattr(array, "shape", None)
         if shape is None or len(shape) not in (1, 2):
             raise DataError(f"{name} must be a 1-D or 2-D array, got shape {shape}.")
+        if not all(isinstance(size, (int, np.integer)) for size in shape):  # Dask after a filter: NaN sizes
+            raise DataError(f"{name} has unknown chunk sizes (shape {shape}); call .compute_chunk_sizes() on the "
+                            "Dask array first.")
         self.file = _file_position(array)
 
     def read(self, a, b):
@@ -110,6 +116,13 @@ def default_block_rows(X):
     return int(rows)
 
 
+def check_block_rows(block_rows):
+    """block_rows as an int, or a DataError (also for in-memory data, where it is not used)."""
+    if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
+        raise DataError(f"block_rows must be a positive integer, got {block_rows!r}.")
+    return int(block_rows)
+
+
 class Stream:
     """Training data read block by block: X (N, n_inputs), T and the sample weights w (optional), checked
     with the network's own checks as each block is read. ``shape`` is X's (what the trainer asks of X)."""
@@ -126,10 +139,7 @@ class Stream:
         if N == 0:
             raise DataError("X is empty: it has no samples.")
         self.shape = (N, net.n_inputs)  # each block's X is checked against it as it is read
-        if block_rows is None:
-            block_rows = default_block_rows(X)
-        if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
-            raise DataError(f"block_rows must be a positive integer, got {block_rows!r}.")
+        block_rows = default_block_rows(X) if block_rows is None else check_block_rows(block_rows)
         self.block_rows = int(min(block_rows, N))
         self.n_blocks = -(-N // self.block_rows)
         self.block_sizes = np.full(self.n_blocks, self.block_rows, np.int64)

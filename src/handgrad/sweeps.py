@@ -699,7 +699,16 @@ def _connect(client, scheduler, workers):
         return
     workers = (os.cpu_count() or 1) if workers is None else _check_count("workers", workers)
     with _local_cluster(distributed, workers) as cluster, distributed.Client(cluster) as client:
+        client.run(_ignore_ctrl_c)  # Ctrl-C is the driver's to handle (cancel, write the finished trials)
         yield client
+
+
+def _ignore_ctrl_c():
+    """In a local worker process: ignore SIGINT. A terminal's Ctrl-C reaches the whole process group, and the
+    workers would otherwise die with tracebacks, losing results the driver had not gathered yet."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _local_cluster(distributed, workers):

@@ -228,6 +228,8 @@ def prepare_data(net, X, T, sample_weight=None, class_weight=None, validation_da
     and Dask training data stay where they are: ``data.X`` is then a handgrad.streaming.Stream."""
     if streaming.is_streamed(X) or streaming.is_streamed(T) or streaming.is_streamed(sample_weight):
         return _prepare_stream(net, X, T, sample_weight, class_weight, validation_data, validation_split, block_rows)
+    if block_rows is not None:
+        streaming.check_block_rows(block_rows)  # unused for data in memory, but a bad value is still an error
     X = net.check_inputs(X)
     T = net.check_targets(T, X.shape[0])
     w = net.check_sample_weight(sample_weight, T.shape[0])
@@ -483,7 +485,12 @@ def _restore(net, settings, position, state, n_samples):
     position.history = History.from_dict(state["history"])
     for name in ("epochs_done", "batch_done", "step", "epoch_total", "epoch_seen"):
         setattr(position, name, state[name])
-    position.order = np.array(state["order"], dtype=np.int64)
+    order = np.array(state["order"], dtype=np.int64)
+    if order.shape != position.order.shape:  # N rows in memory; m + 1 numbers for m blocks streamed (streaming)
+        raise ConfigError(f"the checkpoint's order of the data has {order.size} entries, this run's needs "
+                          f"{position.order.size}: resume with the data as before (in memory, or memory-mapped/"
+                          "Zarr/Dask) and the same block_rows.")
+    position.order = order
     _restore_callbacks(settings.callbacks, state["callbacks"])
 
 
@@ -527,6 +534,8 @@ def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, 
                                f"since epoch {stopper.best_epoch}")
             else:
                 stop_reason = f"stopped by {type(hook).__name__} at epoch {epoch}"
+    if group is not None:  # one decision for every rank, also when a callback stopped on one rank only
+        stop_reason = group.agree_to_stop(stop_reason)
     if interrupted and stop_reason is None:
         stop_reason = f"interrupted (Ctrl-C) at epoch {epoch}"
     return stop_reason, logs
@@ -615,6 +624,9 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         (default: about 64 MiB of X).
     """
     if _lbfgs.is_lbfgs(optimizer):  # full batch, quasi-Newton: handgrad.lbfgs (docs/training.md, "L-BFGS")
+        if any(streaming.is_streamed(array) for array in (X, T, sample_weight)):
+            raise ConfigError("L-BFGS trains on the whole data set at once, so it needs the data in memory: pass "
+                              "np.asarray(X) (and T), or use a mini-batch optimizer such as 'adam'.")
         data, history = prepare_data(net, X, T, sample_weight, class_weight), History()
         result = _lbfgs.fit(net, data.X, data.T, data.w, solver=optimizer, max_iter=epochs, record=history.record,
                             unused=dict(validation_data=validation_data, validation_split=validation_split,
@@ -634,6 +646,8 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     run_seed = state["seed"] if state is not None else (seed if seed is not None else net.seed)
     if run_seed is None:
         run_seed = int(np.random.SeedSequence().entropy % (2 ** 63))
+    if group is not None:
+        run_seed = group.agree(run_seed)  # one shuffled order and one split on every rank
     data = prepare_data(net, X, T, sample_weight, class_weight, validation_data, settings.validation_split, run_seed,
                         block_rows)
     N = data.X.shape[0]
@@ -646,7 +660,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                         shuffle_rng=np.random.default_rng(run_seed))
     if state is not None:
         _restore(net, settings, position, state, N)
-    dropout_streams = group.start(net, state) if group is not None else _distributed.single_process(state)
+    dropout_streams = group.start(net, state, N) if group is not None else _distributed.single_process(state)
     settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
     for hook in settings.callbacks:
         hook.on_train_begin(net)
