@@ -171,6 +171,25 @@ class _Solver:
         return False
 
 
+class _SklearnAdam(Adam):
+    """Adam with epsilon where scikit-learn's AdamOptimizer puts it, outside the bias correction:
+
+        p <- p - eta sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+
+    handgrad's Adam (torch's form) divides by sqrt(v / (1 - b2^t)) + eps instead: the same step with
+    eps / sqrt(1 - b2^t) in place of eps, so this runs it with that epsilon. The two differ most in the
+    first steps (sqrt(1 - b2) = 0.03 at t = 1), where small gradients make the difference visible: on
+    iris the weights of the two forms part by 0.06 within 50 epochs. This one reproduces scikit-learn's."""
+
+    def _update(self, p, g, learning_rate, work):
+        eps = self.eps
+        self.eps = eps / math.sqrt(1.0 - self.beta2 ** self.t)
+        try:
+            super()._update(p, g, learning_rate, work)
+        finally:
+            self.eps = eps
+
+
 def _partial_fit_available(estimator):
     if estimator.solver not in _STOCHASTIC:
         raise AttributeError(f"partial_fit is only available for stochastic optimizers. {estimator.solver} is not "
@@ -429,7 +448,7 @@ class _BaseMLP(BaseEstimator):
 
     def _make_solver(self):
         if self.solver == "adam":
-            rule = Adam(self.beta_1, self.beta_2, self.epsilon)
+            rule = _SklearnAdam(self.beta_1, self.beta_2, self.epsilon)
         elif self.solver == "adamw":
             rule = AdamW(self.beta_1, self.beta_2, self.epsilon)
         elif self.solver == "rmsprop":
@@ -449,6 +468,9 @@ class _BaseMLP(BaseEstimator):
         for name, vector in state.items():  # (read-only after a joblib memory-mapped load)
             if not vector.flags.writeable:
                 state[name] = np.array(vector)
+        work = getattr(self._optimizer.rule, "_work", None)  # the optimizer's scratch vector: read-only too
+        if work is not None and not work.flags.writeable:
+            self._optimizer.rule._work = None  # (made anew by the next step)
         if self.early_stopping and incremental:
             raise ConfigError("partial_fit does not support early_stopping=True")
         validation = None
