@@ -684,6 +684,7 @@ def cmd_info(args):
     print(net.summary())
     preprocessing = metadata.pop("preprocessing", None)
     if preprocessing:
+        _preprocessor(net)  # a damaged record is a one-line error, as in evaluate and predict
         print(f"preprocessing: {preprocessing.get('kind')} over {len(preprocessing.get('mean', []))} features "
               "(applied automatically by evaluate and predict)")
     for key, value in metadata.items():

@@ -551,9 +551,21 @@ class Standardizer:
 
     @classmethod
     def from_dict(cls, record):
+        """The Standardizer that :meth:`to_dict` stored; a DataError for anything else (a damaged record)."""
         if not isinstance(record, dict) or record.get("kind") != "standardize":
             raise DataError(f"not a stored Standardizer: {str(record)[:80]}.")
-        return cls(record["mean"], record["scale"])
+        arrays = []
+        for name in ("mean", "scale"):
+            values = record.get(name)
+            try:
+                array = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                array = None
+            if array is None or array.ndim != 1 or array.size == 0:
+                raise DataError(f"the stored standardization is damaged: its {name} must be a list of numbers, got "
+                                f"{str(values)[:80]}. Save the model again.")
+            arrays.append(array)
+        return cls(*arrays)
 
     def __repr__(self):
         return "Standardizer(unfitted)" if self.mean is None else f"Standardizer({self.mean.size} features)"
