@@ -260,7 +260,8 @@ def test_bad_settings_raise_handgrad_errors_at_fit(breast_cancer):
     X, y = breast_cancer
     for bad in (dict(solver="adamm"), dict(max_fun=0), dict(init="uniform"), dict(n_iter_no_change=0),
                 dict(alpha=-1.0), dict(batch_size=0),
-                dict(hidden_layer_sizes=(0,)), dict(learning_rate="sometimes")):
+                dict(hidden_layer_sizes=(0,)), dict(learning_rate="sometimes"), dict(hidden_layer_sizes=5.0),
+                dict(hidden_layer_sizes="5"), dict(hidden_layer_sizes=None)):
         model = MLPClassifier(**bad)  # the constructor stores and never validates
         with pytest.raises(ConfigError):
             model.fit(X, y)

@@ -234,6 +234,9 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ checks
     def _hidden_sizes(self):
         sizes = self.hidden_layer_sizes
+        if isinstance(sizes, (str, bytes)) or not (isinstance(sizes, numbers.Integral) or np.iterable(sizes)):
+            raise ConfigError(f"hidden_layer_sizes must be an integer or a sequence of integers such as (100,) or "
+                              f"[64, 32], got {sizes!r}.")
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
         for size in sizes:
             if isinstance(size, numbers.Integral) and not isinstance(size, bool) and size <= 0:
