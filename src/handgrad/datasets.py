@@ -369,6 +369,22 @@ def load_file(path, target=None):
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def _gunzip_idx(file):
+    """The decompressed bytes of a gzipped IDX file, never more than its header announces plus one byte
+    (enough to tell that the data is too long): a small file that inflates to gigabytes (a gzip bomb, or
+    damage after the header) is not decompressed whole into memory."""
+    with gzip.GzipFile(fileobj=file) as stream:
+        data = stream.read(4)
+        if len(data) < 4 or data[2] not in _IDX_TYPES:
+            return data  # (read_idx names the problem)
+        data += stream.read(4 * data[3])
+        if len(data) < 4 + 4 * data[3]:
+            return data
+        shape = np.frombuffer(data, ">u4", count=data[3], offset=4)
+        values = math.prod(int(v) for v in shape) * np.dtype(_IDX_TYPES[data[2]]).itemsize
+        return data + stream.read(values + 1)
+
+
 def read_idx(path):
     """An array from an IDX file (the MNIST format), gzipped or not.
 
@@ -378,9 +394,9 @@ def read_idx(path):
     path = _open_check(path, "IDX file")
     try:
         with open(path, "rb") as file:
-            data = file.read()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+            gzipped = file.read(2) == b"\x1f\x8b"
+            file.seek(0)
+            data = _gunzip_idx(file) if gzipped else file.read()
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:  # zlib.error: found by tests/test_fuzz.py
         raise DataError(f"'{path}' cannot be read (a damaged gzip file?): {error}; download it again.") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
