@@ -381,8 +381,15 @@ def _gunzip_idx(file):
         if len(data) < 4 + 4 * data[3]:
             return data
         shape = np.frombuffer(data, ">u4", count=data[3], offset=4)
-        values = math.prod(int(v) for v in shape) * np.dtype(_IDX_TYPES[data[2]]).itemsize
-        return data + stream.read(values + 1)
+        wanted = math.prod(int(v) for v in shape) * np.dtype(_IDX_TYPES[data[2]]).itemsize + 1
+        chunks = [data]  # read in chunks: read(n) would reserve n bytes at once, and a damaged header's n is huge
+        while wanted > 0:
+            chunk = stream.read(min(wanted, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(chunks)
 
 
 def read_idx(path):
