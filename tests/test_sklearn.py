@@ -392,3 +392,22 @@ def test_partial_fit_goes_on_after_a_memory_mapped_joblib_load(tmp_path, breast_
         loaded.partial_fit(X, y)
     np.testing.assert_array_equal(loaded.net_.params, model.net_.params)
     assert loaded.loss_ == model.loss_
+
+
+@pytest.mark.parametrize("learning_rate", ["adaptive", "invscaling"])
+@pytest.mark.parametrize("nesterovs_momentum", [True, False])
+def test_sgd_learning_rate_modes_with_momentum_give_scikit_learns_weights(learning_rate, nesterovs_momentum):
+    """When 'adaptive' or 'invscaling' changes the rate, scikit-learn's velocity (v <- mu v - eta g) keeps the
+    steps already taken at their old size; torch's form (b <- mu b + g, step eta b) would rescale them, and
+    parted from scikit-learn at the first change of the rate (0.13 vs 0.20 validation accuracy on iris)."""
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    options = dict(solver="sgd", learning_rate=learning_rate, nesterovs_momentum=nesterovs_momentum,
+                   early_stopping=True, random_state=1, max_iter=120, learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = neural_network.MLPClassifier(**options).fit(X, y)
+        b = MLPClassifier(**options).fit(X, y)
+    assert b.n_iter_ == a.n_iter_ and b.validation_scores_ == a.validation_scores_
+    for ours, theirs in zip(b.coefs_ + b.intercepts_, a.coefs_ + a.intercepts_):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)

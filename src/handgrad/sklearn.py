@@ -17,7 +17,8 @@ The network is a :class:`handgrad.MLP` (``self.net_``); ``coefs_`` and ``interce
 into its parameter vector ``net_.params`` (assign new arrays to them and the next fit, partial_fit or
 predict copies them in). Solvers: 'lbfgs' is handgrad.lbfgs on the full-batch objective; 'sgd' and 'adam'
 (and handgrad's 'adamw', 'rmsprop') run scikit-learn's epoch loop below, each batch one ``net_.backprop``
-and one ``optimizer.step`` on the parameter vector.
+and one ``optimizer.step`` on the parameter vector. 'sgd' with momentum and 'adam' step in scikit-learn's
+forms (_SklearnMomentum, _SklearnAdam), so the weights equal scikit-learn's to rounding.
 
 scikit-learn's objective for a batch B (all of the data for lbfgs), with weights w_i (1 by default):
 
@@ -57,7 +58,7 @@ from .activations import Activation
 from .errors import ConfigError, DataError, TrainingError
 from .losses import Loss, get_loss
 from .network import MLP
-from .optimizers import SGD, Adam, AdamW, Momentum, Nesterov, RMSprop
+from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -169,6 +170,43 @@ class _Solver:
         if verbose:
             print(message + f" Setting learning rate to {self.learning_rate:f}")
         return False
+
+
+class _SklearnMomentum(Optimizer):
+    """SGD with momentum as scikit-learn's SGDOptimizer writes it, the velocity holding steps:
+
+        v <- mu v - eta g;     p <- p + v                (classical)
+                               p <- p + mu v - eta g     (Nesterov, with the new v)
+
+    handgrad's Momentum and Nesterov (torch's form) keep b <- mu b + g and step by eta b: the same steps
+    while eta is constant, but when 'adaptive' or 'invscaling' changes eta, torch's form rescales the
+    momentum already gathered and scikit-learn's keeps its old size. This one reproduces scikit-learn's."""
+
+    name = "sklearn_momentum"
+    state_names = ("velocity",)
+
+    def __init__(self, momentum=0.9, nesterov=True):
+        super().__init__()
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self._step = None  # the Nesterov step mu v - eta g (scratch, as _work)
+
+    def hyperparameters(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _update(self, p, g, learning_rate, work):
+        v = self.state["velocity"]
+        np.multiply(g, learning_rate, out=work)  # eta g
+        v *= self.momentum
+        v -= work  # v = mu v - eta g
+        if not self.nesterov:
+            p += v
+            return
+        if self._step is None or self._step.shape != p.shape or self._step.dtype != p.dtype:
+            self._step = np.empty_like(p)
+        np.multiply(v, self.momentum, out=self._step)
+        self._step -= work  # mu v - eta g
+        p += self._step
 
 
 class _SklearnAdam(Adam):
@@ -456,8 +494,8 @@ class _BaseMLP(BaseEstimator):
             rule = AdamW(self.beta_1, self.beta_2, self.epsilon)
         elif self.solver == "rmsprop":
             rule = RMSprop(eps=self.epsilon)
-        elif self.momentum > 0:  # scikit-learn's v <- mu v - eta g form; the same steps at a constant rate
-            rule = Nesterov(self.momentum) if self.nesterovs_momentum else Momentum(self.momentum)
+        elif self.momentum > 0:  # scikit-learn's v <- mu v - eta g form (the learning-rate modes change eta)
+            rule = _SklearnMomentum(self.momentum, self.nesterovs_momentum)
         else:
             rule = SGD()
         schedule = self.learning_rate if self.solver == "sgd" else "constant"
@@ -471,9 +509,10 @@ class _BaseMLP(BaseEstimator):
         for name, vector in state.items():  # (read-only after a joblib memory-mapped load)
             if not vector.flags.writeable:
                 state[name] = np.array(vector)
-        work = getattr(self._optimizer.rule, "_work", None)  # the optimizer's scratch vector: read-only too
-        if work is not None and not work.flags.writeable:
-            self._optimizer.rule._work = None  # (made anew by the next step)
+        for scratch in ("_work", "_step"):  # the optimizer's scratch vectors: read-only too
+            vector = getattr(self._optimizer.rule, scratch, None)
+            if vector is not None and not vector.flags.writeable:
+                setattr(self._optimizer.rule, scratch, None)  # (made anew by the next step)
         if self.early_stopping and incremental:
             raise ConfigError("partial_fit does not support early_stopping=True")
         validation = None
