@@ -229,3 +229,22 @@ def test_a_damaged_preprocessing_record_is_a_one_line_error(tmp_path, capsys, re
         err = capsys.readouterr().err
         assert err.startswith("handgrad: error:") and err.count("\n") == 1, err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_poisson_regressors_exp_output_is_exported(tmp_path):
+    """MLPRegressor(loss='poisson') ends in exp (the log link): the graph ends in an Exp node, and
+    onnxruntime gives the estimator's predictions (the export used to refuse the activation)."""
+    pytest.importorskip("sklearn")
+    import warnings
+
+    from handgrad.sklearn import MLPRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    counts = rng.poisson(np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a ConvergenceWarning at 30 epochs)
+        model = MLPRegressor(loss="poisson", hidden_layer_sizes=(5,), max_iter=30, random_state=0).fit(X, counts)
+    graph = to_onnx(model.net_, tmp_path / "poisson.onnx")
+    assert "Exp" in {node.op_type for node in onnx.load(graph).graph.node}
+    np.testing.assert_allclose(_onnx(graph, X)["Y"][:, 0], model.predict(X), rtol=1e-12)

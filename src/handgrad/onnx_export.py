@@ -8,7 +8,7 @@ The graph is the forward pass written with standard operators, one block per lay
                                                                    Sub, Mul, Sqrt, Div below 17)]
     H_k = f_k(Z_k or Zhat_k)
 
-    relu -> Relu   leaky_relu -> LeakyRelu(alpha=slope)   sigmoid -> Sigmoid   tanh -> Tanh
+    relu -> Relu   leaky_relu -> LeakyRelu(alpha=slope)   sigmoid -> Sigmoid   tanh -> Tanh   exp -> Exp
     softmax -> Softmax(axis=1) (in any layer)   softplus -> Softplus     elu -> Elu(alpha)    identity -> nothing
     (float64 nets: softplus as Relu(z) + Log(1 + Exp(-Abs(z))) and elu as Relu(z) + alpha (Exp(-Relu(-z)) - 1),
     because onnxruntime has float32 kernels only for Softplus and Elu)
@@ -87,7 +87,7 @@ def _activation(graph, activation, Z, k):
     out = f"H{k}"
     if name == "identity":
         return Z
-    simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+    simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp"}  # exp: the poisson output
     if name in simple:
         return graph.node(simple[name], [Z], out)
     if name == "leaky_relu":
@@ -122,7 +122,8 @@ def _activation(graph, activation, Z, k):
         gate = graph.node("Mul", [half, graph.node("Add", [one, t], f"gelu{k}_1pt")], f"gelu{k}_gate")
         return graph.node("Mul", [Z, gate], out)
     raise ConfigError(f"activation '{name}' cannot be exported to ONNX; supported: identity, relu, leaky_relu, "
-                      "sigmoid, tanh, softmax, softplus, elu, gelu, silu.")
+                      "sigmoid, tanh, softmax, softplus, elu, gelu, silu (and exp, the output of "
+                      "MLPRegressor(loss='poisson')).")
 
 
 def _standardizer(net, preprocessing):
