@@ -88,7 +88,7 @@ def test_parameter_names_and_defaults_match_scikit_learn():
         reference = theirs.get_params()
         mine = ours.get_params()
         assert {k: mine[k] for k in reference} == reference
-        assert set(mine) - set(reference) == {"dtype", "init"}
+        assert set(mine) - set(reference) == {"dtype", "init", "dropout"}
 
 
 def test_string_and_noncontiguous_labels(breast_cancer):
@@ -411,3 +411,27 @@ def test_sgd_learning_rate_modes_with_momentum_give_scikit_learns_weights(learni
     assert b.n_iter_ == a.n_iter_ and b.validation_scores_ == a.validation_scores_
     for ours, theirs in zip(b.coefs_ + b.intercepts_, a.coefs_ + a.intercepts_):
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+
+
+def test_dropout_is_an_extra_parameter_of_the_stochastic_solvers(breast_cancer):
+    """The issue's 'what goes beyond scikit-learn stays': dropout=0 (the default) changes nothing; a rate (or
+    one per hidden layer) trains with inverted dropout, reproducibly from random_state, and predicts without."""
+    X, y = breast_cancer
+    options = dict(hidden_layer_sizes=(16, 8), max_iter=15, random_state=0, learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = MLPClassifier(**options).fit(X, y)
+        theirs = neural_network.MLPClassifier(**options).fit(X, y)
+        dropped = MLPClassifier(dropout=[0.5, 0.2], **options).fit(X, y)
+        again = MLPClassifier(dropout=[0.5, 0.2], **options).fit(X, y)
+        other = MLPClassifier(dropout=[0.5, 0.2], **dict(options, random_state=1)).fit(X, y)
+    np.testing.assert_allclose(plain.coefs_[0], theirs.coefs_[0], rtol=0, atol=1e-12)
+    assert dropped.net_.dropout == [0.5, 0.2]
+    assert dropped.loss_curve_[-1] > plain.loss_curve_[-1]  # the dropped-out nets fit the batches worse
+    np.testing.assert_array_equal(again.net_.params, dropped.net_.params)
+    assert not np.array_equal(other.net_.params, dropped.net_.params)
+    np.testing.assert_array_equal(dropped.predict_proba(X), dropped.predict_proba(X))  # no masks at inference
+    assert dropped.score(X, y) > 0.9
+    for bad in (dict(dropout=1.0), dict(dropout=[0.1]), dict(dropout="half"), dict(dropout=0.2, solver="lbfgs")):
+        with pytest.raises(ConfigError):
+            MLPClassifier(hidden_layer_sizes=(4, 4), max_iter=2, **bad).fit(X, y)

@@ -34,9 +34,10 @@ deviance with an exp output (its log link), dJ/dZ = (exp(Z) - Y)/N.
 
 Beyond scikit-learn, with defaults that change nothing: ``dtype`` (None: float32 data trains in
 float32, as scikit-learn does), ``init`` ('sklearn': scikit-learn's Glorot uniform, from the same
-random draws; or handgrad's 'auto', 'he', 'glorot', 'lecun'), solvers 'adamw' and 'rmsprop', and any
-handgrad activation ('gelu', 'elu', ...). Sparse inputs are accepted and made dense (mind the memory
-for very wide data).
+random draws; or handgrad's 'auto', 'he', 'glorot', 'lecun'), ``dropout`` (0: none; a rate, or one per
+hidden layer: inverted dropout after the hidden layers while the stochastic solvers train, masks drawn
+from random_state), solvers 'adamw' and 'rmsprop', and any handgrad activation ('gelu', 'elu', ...).
+Sparse inputs are accepted and made dense (mind the memory for very wide data).
 """
 
 import math
@@ -242,7 +243,8 @@ class _BaseMLP(BaseEstimator):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn",
+                 dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -268,6 +270,7 @@ class _BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.dtype = dtype
         self.init = init
+        self.dropout = dropout
 
     # ------------------------------------------------------------------ checks
     def _hidden_sizes(self):
@@ -282,9 +285,26 @@ class _BaseMLP(BaseEstimator):
             _check_number("each of hidden_layer_sizes", size, low=1, integer=True)
         return [int(size) for size in sizes]
 
+    def _dropout_rates(self, n_hidden):
+        """``dropout`` as one rate per hidden layer (a number is every hidden layer's rate)."""
+        rates = self.dropout
+        if isinstance(rates, numbers.Real) and not isinstance(rates, bool):
+            rates = [rates] * n_hidden
+        elif isinstance(rates, (str, bytes)) or not np.iterable(rates):
+            raise ConfigError(f"dropout must be a rate in [0, 1) or one rate per hidden layer, got {rates!r}.")
+        rates = list(rates)
+        if len(rates) != n_hidden:
+            raise ConfigError(f"dropout needs one rate per hidden layer ({n_hidden}), got {len(rates)}.")
+        for rate in rates:
+            _check_number("each dropout rate", rate, low=0, high=1, high_open=True)
+        return [float(rate) for rate in rates]
+
     def _check_params(self):
         if self.solver not in _SOLVERS:
             raise ConfigError(f"solver must be one of {', '.join(_SOLVERS)}, got {self.solver!r}.")
+        if any(self._dropout_rates(len(self._hidden_sizes()))) and self.solver == "lbfgs":
+            raise ConfigError("dropout applies to the stochastic solvers (sgd, adam, ...): solver='lbfgs' minimizes "
+                              "one deterministic full-batch objective; set dropout=0 or choose another solver.")
         if self.learning_rate not in _LEARNING_RATES:
             raise ConfigError(f"learning_rate must be one of {', '.join(_LEARNING_RATES)}, got {self.learning_rate!r}.")
         if isinstance(self.activation, str) and self.activation.lower() == "softmax":
@@ -314,16 +334,22 @@ class _BaseMLP(BaseEstimator):
         """A handgrad MLP for layer_units [n_features, hidden..., n_outputs], initialized as ``init`` says."""
         hidden = [(size, self.activation) for size in layer_units[1:-1]]
         output = self._output_layer(Y)
+        rates = self._dropout_rates(len(hidden))
+        options = dict(loss=self._loss(), dtype=dtype, dropout=rates if any(rates) else 0.0)
         if self.init == "sklearn":  # scikit-learn's draws: W and b ~ U(-r, r), r = sqrt(factor / (fan_in + fan_out))
-            net = MLP(layer_units[0], hidden + [output], loss=self._loss(), seed=0, init="glorot", dtype=dtype)
+            net = MLP(layer_units[0], hidden + [output], seed=0, init="glorot", **options)
             factor = 2.0 if str(self.activation).lower() in ("logistic", "sigmoid") else 6.0
             for layer in net.layers:
                 bound = np.sqrt(factor / (layer.n_in + layer.n_out))
                 layer.W[...] = self._random_state.uniform(-bound, bound, (layer.n_in, layer.n_out))
                 layer.b[...] = self._random_state.uniform(-bound, bound, layer.n_out)
+            if any(net.dropout):  # the masks' stream from random_state too (drawn only then: without dropout
+                # the draws stay scikit-learn's)
+                seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+                net.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
         else:
             seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-            net = MLP(layer_units[0], hidden + [output], loss=self._loss(), seed=seed, init=self.init, dtype=dtype)
+            net = MLP(layer_units[0], hidden + [output], seed=seed, init=self.init, **options)
         return net
 
     def _bind_views(self):
@@ -417,6 +443,9 @@ class _BaseMLP(BaseEstimator):
         elif [layer.n_out for layer in self.net_.layers[:-1]] != hidden and not incremental:
             raise ConfigError(f"warm_start: hidden_layer_sizes changed to {hidden} from "
                               f"{[layer.n_out for layer in self.net_.layers[:-1]]}; fit without warm_start.")
+        elif self._dropout_rates(len(hidden)) != list(self.net_.dropout):
+            raise ConfigError(f"dropout changed to {self.dropout!r} since the network was built with "
+                              f"{list(self.net_.dropout)}; fit without warm_start.")
         net = self._synced_network()
         self.n_outputs_ = Y.shape[1]
         X = np.ascontiguousarray(X, dtype=net.dtype)
@@ -590,7 +619,8 @@ class _BaseMLP(BaseEstimator):
                 return 0.0
             net.l2 = float(self.alpha) / total_weight
             wb = (wb * (n / total_weight)).astype(net.dtype)
-        J = self._report(net.backprop(xb, yb, wb, training=False), net)  # (before the step changes the weights)
+        # training mode draws dropout masks (the only thing it changes here); J is before the step changes the weights
+        J = self._report(net.backprop(xb, yb, wb, training=any(net.dropout)), net)
         self._optimizer.step(net.params, net.grads)
         return J * n
 
@@ -657,7 +687,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Parameters are those of ``sklearn.neural_network.MLPClassifier`` (same defaults), plus ``dtype``
     (None: float32 inputs train in float32, anything else in float64), ``init`` ('sklearn' or handgrad's
-    'auto', 'he', 'glorot', 'lecun'), solvers 'adamw' and 'rmsprop', and handgrad's other activations.
+    'auto', 'he', 'glorot', 'lecun'), ``dropout`` (a rate, or one per hidden layer; stochastic solvers),
+    solvers 'adamw' and 'rmsprop', and handgrad's other activations.
 
     Attributes: classes_, n_features_in_, n_outputs_, n_layers_, out_activation_, loss_, loss_curve_,
     best_loss_, validation_scores_, best_validation_score_, n_iter_, t_, coefs_, intercepts_ (views into
@@ -670,14 +701,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn",
+                 dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
             batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
             power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
             verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init)
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init,
+            dropout=dropout)
 
     def _output_layer(self, Y):
         if self._label_binarizer.y_type_ == "multiclass":
@@ -779,8 +812,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multilayer perceptron regressor: identity outputs and squared error (or exp outputs and the
     Poisson deviance, ``loss='poisson'``), one output per target column.
 
-    Parameters are those of ``sklearn.neural_network.MLPRegressor``, plus ``dtype`` and ``init`` as in
-    :class:`MLPClassifier`.
+    Parameters are those of ``sklearn.neural_network.MLPRegressor``, plus ``dtype``, ``init`` and ``dropout``
+    as in :class:`MLPClassifier`.
     """
 
     _is_clf = False
@@ -789,14 +822,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn",
+                 dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
             batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
             power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
             verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init)
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init,
+            dropout=dropout)
         self.loss = loss
 
     def _output_layer(self, Y):
