@@ -84,6 +84,10 @@ def test_resume_refuses_another_network_and_checkpoint_needs_force(capsys, tmp_p
     status, _, err = run(capsys, "train", "--csv", weighted_csv, *BASE, "--epochs", "4", "--resume", checkpoint,
                          "--layers", "4:relu,1:sigmoid")
     assert status == 2 and "another network" in err and err.count("\n") == 1
+    # another optimizer: the trainer would silently go on with the checkpoint's Adam
+    status, _, err = run(capsys, "train", "--csv", weighted_csv, *BASE, "--epochs", "4", "--resume", checkpoint,
+                         "--optimizer", "sgd")
+    assert status == 2 and "made with --optimizer adam, not sgd" in err and err.count("\n") == 1
     before = checkpoint.read_bytes()
     status, _, err = run(capsys, "train", "--csv", weighted_csv, *BASE, "--epochs", "2", "--checkpoint", checkpoint)
     assert status == 2 and "--force" in err and checkpoint.read_bytes() == before
@@ -218,6 +222,11 @@ BAD = [
     (["--layers", "8:relu(1),1:sigmoid"], "relu takes 0 parameter"),
     (["--layers", "8:leaky_relu(0.1,1:sigmoid"], "Parameters go in parentheses"),
     (["--config", "{tmp}/bad.toml"], "--patience must be a whole number"),
+    (["--sample-weight-column", "w", "--csv", "{tmp}/zerow.csv"], "are all zero"),
+    (["--optimizer", "lbfgs", "--patience", "3"], "--patience does not apply to --optimizer lbfgs"),
+    (["--optimizer", "lbfgs", "--dropout", "0.2"], "--dropout does not apply to --optimizer lbfgs"),
+    (["--optimizer", "lbfgs", "--metrics", "accuracy", "--clip-norm", "1"], "--metrics, --clip-norm do not apply"),
+    (["--optimizer", "LBFGS", "--schedule", "cosine"], "--schedule does not apply"),
 ]
 
 
@@ -231,6 +240,7 @@ def test_bad_trainer_values_print_one_line_and_exit_2(capsys, tmp_path, weighted
     (tmp_path / "w.txt.yaml").write_text("0: 1\n")
     (tmp_path / "negw.csv").write_text("a,w,label\n1,1,0\n2,-1,1\n3,1,0\n4,1,1\n5,1,0\n")
     (tmp_path / "bad.toml").write_text('patience = "soon"\n')
+    (tmp_path / "zerow.csv").write_text("a,w,label\n" + "".join(f"{i},0,{i % 2}\n" for i in range(20)))
     flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
     out = tmp_path / "model.npz"
     status, _, err = run(capsys, "train", "--csv", weighted_csv, "--target", "label", "--epochs", "2", "--quiet",

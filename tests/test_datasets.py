@@ -249,3 +249,30 @@ def test_split_is_seeded_and_disjoint():
     np.testing.assert_array_equal(a.X_train[:, 0], a.y_train * 2)  # rows stay with their targets
     with pytest.raises(hg.DataError, match="leave no training data"):
         datasets.train_validation_test_split(X, y, 0.5, 0.5)
+
+
+def test_a_gzipped_idx_file_is_never_inflated_past_what_its_header_announces(tmp_path):
+    """A 0.25 MB gzip file whose header announces 3 bytes of labels but which inflates to 256 MB (a gzip
+    bomb, or damage after the header): the reader stops one byte past the announced size and reports the
+    file as damaged, instead of decompressing it whole into memory first."""
+    import tracemalloc
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip format
+    zeros = bytes(1 << 24)
+    parts = [compressor.compress(struct.pack(">BBBBI", 0, 0, 0x08, 1, 3))]
+    parts += [compressor.compress(zeros) for _ in range(16)]
+    bomb = tmp_path / "labels-idx1-ubyte.gz"
+    bomb.write_bytes(b"".join(parts) + compressor.flush())
+    del zeros, parts
+    tracemalloc.start()
+    try:
+        with pytest.raises(hg.errors.DataError, match="damaged"):
+            datasets.read_idx(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2 ** 20, f"reading used {peak / 2 ** 20:.0f} MiB"
+    good = tmp_path / "good.gz"
+    good.write_bytes(gzip.compress(struct.pack(">BBBBI", 0, 0, 0x08, 1, 3) + b"\x01\x02\x03"))
+    np.testing.assert_array_equal(datasets.read_idx(good), [1, 2, 3])

@@ -392,3 +392,22 @@ def test_replacing_a_file_keeps_its_mode(tmp_path, umask):
         os.chmod(path, 0o664)
         write(path)
         assert oct(os.stat(path).st_mode & 0o777) == oct(0o664), name
+
+
+@pytest.mark.parametrize("where", ["layer", "inputs"])
+def test_a_sealed_file_with_a_huge_layer_size_is_refused_before_anything_is_allocated(tmp_path, where):
+    """A correctly sealed file (damaged before sealing, or crafted) whose config names a layer of 10^12
+    units: load used to build that network first and died with MemoryError (36 TiB); a smaller size would
+    allocate gigabytes. The weight count is compared with what the file stores before building."""
+    net = hg.MLP(4, [(3, "tanh"), (2, "softmax")], seed=0)
+    config = json.loads(json.dumps(net.config()))
+    if where == "layer":
+        config["layers"][0][0] = 10 ** 12
+    else:
+        config["n_inputs"] = 10 ** 12
+    record = {"kind": io.MODEL_KIND, "handgrad_version": hg.__version__, "config": config, "user": {}}
+    io.write_archive(tmp_path / "huge.npz", dict(net.parameters()), record)
+    with pytest.raises(hg.errors.ModelFileError, match="damaged"):
+        hg.load(tmp_path / "huge.npz")
+    io.write_archive(tmp_path / "fine.npz", dict(net.parameters()), {**record, "config": net.config()})
+    np.testing.assert_array_equal(hg.load(tmp_path / "fine.npz").params, net.params)

@@ -159,3 +159,23 @@ def test_batch_norm_minimizes_the_full_batch_objective_and_keeps_the_data_statis
     np.testing.assert_allclose(norm.running_mean, Z.mean(axis=0), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(norm.running_var, Z.var(axis=0, ddof=1), rtol=1e-12)
     assert norm.momentum == 0.1  # restored after the pass that set the statistics
+
+
+def test_streamed_data_is_refused_with_a_message_in_python_and_on_the_command_line(tmp_path, capsys):
+    """Memory-mapped files are streamed block by block by the stochastic optimizers; L-BFGS needs the whole
+    data set at every evaluation, and used to crash inside the first matmul (an object array)."""
+    from handgrad.cli import main
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, size=40)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    net = hg.MLP(3, [(4, "tanh"), (1, "sigmoid")], seed=0)
+    with pytest.raises(ConfigError, match="in memory"):
+        net.fit(np.load(tmp_path / "X.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r"),
+                optimizer="lbfgs", epochs=3)
+    status = main(["train", "--npy", str(tmp_path / "X.npy"), "--npy-targets", str(tmp_path / "y.npy"), "--layers",
+                   "4:tanh,1:sigmoid", "--optimizer", "lbfgs", "--epochs", "3", "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("handgrad: error:") and err.count("\n") == 1, err
+    net.fit(np.load(tmp_path / "X.npy"), y, optimizer="lbfgs", epochs=3)  # the same data in memory trains

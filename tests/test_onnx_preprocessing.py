@@ -173,3 +173,78 @@ def test_multilabel_sigmoid_and_custom_classes(tmp_path):
         build_model(binary, classes=[1, 2, 3])
     with pytest.raises(ConfigError, match="features"):
         build_model(binary, preprocessing=datasets.Standardizer.constant(5, 2.0))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_a_scikit_learn_estimators_string_classes_become_the_onnx_labels(tmp_path, n_classes):
+    """handgrad.sklearn's classes_ may be strings: the graph's label output is then a STRING tensor, and
+    onnxruntime gives what the estimator's predict gives (predict_proba for the probabilities)."""
+    pytest.importorskip("sklearn")
+    import warnings
+
+    from handgrad.sklearn import MLPClassifier
+
+    X, y = _data("softmax")
+    X = (X - OFFSET) / SCALE
+    names = np.array(["cat", "dog", "emu"])[:n_classes]
+    labels = names[np.minimum(y, n_classes - 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a ConvergenceWarning at 30 epochs)
+        model = MLPClassifier(hidden_layer_sizes=(6,), max_iter=30, random_state=0).fit(X, labels)
+    path = to_onnx(model.net_, tmp_path / "strings.onnx", classes=model.classes_)
+    got = _onnx(path, X)
+    np.testing.assert_array_equal(got["label"].astype(str), model.predict(X))
+    np.testing.assert_allclose(got["probabilities"], model.predict_proba(X), rtol=1e-10, atol=1e-12)
+    metadata = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert json.loads(metadata["classes"]) == list(names)
+    with pytest.raises(ConfigError, match="all integers or all strings"):
+        build_model(model.net_, classes=[0, "dog", "emu"][:n_classes])
+
+
+DAMAGED_PREPROCESSING = {
+    "no-scale": {"kind": "standardize", "mean": [0.0, 0.0, 0.0, 0.0]},
+    "words": {"kind": "standardize", "mean": [0.0, 0.0, 0.0, 0.0], "scale": ["a", 1, 1, 1]},
+    "nested": {"kind": "standardize", "mean": [[0, 0], [0, 0]], "scale": [[1, 1], [1, 1]]},
+    "text": {"kind": "standardize", "mean": "0", "scale": "1"},
+    "a-list": [1, 2],
+    "a-string": "yes",
+}
+
+
+@pytest.mark.parametrize("record", DAMAGED_PREPROCESSING.values(), ids=DAMAGED_PREPROCESSING.keys())
+def test_a_damaged_preprocessing_record_is_a_one_line_error(tmp_path, capsys, record):
+    """A model file whose stored standardization is damaged (sealed again, or saved with odd metadata):
+    predict, export and info print one line and exit 2, and Standardizer.from_dict raises a DataError."""
+    from handgrad.errors import DataError
+
+    with pytest.raises(DataError):
+        datasets.Standardizer.from_dict(record)
+    net = hg.MLP(4, [(3, "tanh"), (2, "softmax")], seed=0)
+    model = tmp_path / "damaged.npz"
+    net.save(model, preprocessing=record)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("1,2,3,4\n5,6,7,8\n")
+    for argv in (["predict", model, rows], ["export", model, "--onnx", tmp_path / "m.onnx"], ["info", model]):
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("handgrad: error:") and err.count("\n") == 1, err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_poisson_regressors_exp_output_is_exported(tmp_path):
+    """MLPRegressor(loss='poisson') ends in exp (the log link): the graph ends in an Exp node, and
+    onnxruntime gives the estimator's predictions (the export used to refuse the activation)."""
+    pytest.importorskip("sklearn")
+    import warnings
+
+    from handgrad.sklearn import MLPRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    counts = rng.poisson(np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a ConvergenceWarning at 30 epochs)
+        model = MLPRegressor(loss="poisson", hidden_layer_sizes=(5,), max_iter=30, random_state=0).fit(X, counts)
+    graph = to_onnx(model.net_, tmp_path / "poisson.onnx")
+    assert "Exp" in {node.op_type for node in onnx.load(graph).graph.node}
+    np.testing.assert_allclose(_onnx(graph, X)["Y"][:, 0], model.predict(X), rtol=1e-12)

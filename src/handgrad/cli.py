@@ -308,17 +308,23 @@ def _checkpoint_options(args):
     return options
 
 
-def _check_resume(net, path):
-    """The checkpoint must hold this network: the same layers, loss, dropout and dtype as the flags build."""
+def _check_resume(net, path, optimizer="sgd"):
+    """The checkpoint must hold this network (the same layers, loss, dropout and dtype as the flags build)
+    and this optimizer: the trainer would go on with the checkpoint's own, whatever --optimizer says."""
     from .checkpoints import read_checkpoint
     from .io import plain_json
 
-    saved = read_checkpoint(path).get("config")
+    state = read_checkpoint(path)
+    saved = state.get("config")
     if saved is not None and saved != plain_json(net.config()):
         different = sorted(key for key in set(saved) | set(net.config())
                            if saved.get(key) != plain_json(net.config()).get(key))
         raise ConfigError(f"the checkpoint '{path}' was made for another network ({', '.join(different)} differ); "
                           "resume with the flags (or --config) of the run that wrote it.")
+    used = (state.get("optimizer") or {}).get("name") if isinstance(state.get("optimizer"), dict) else None
+    if isinstance(optimizer, str) and used is not None and used != optimizer.strip().lower():
+        raise ConfigError(f"the checkpoint '{path}' was made with --optimizer {used}, not {optimizer.strip()}; resume "
+                          "with the flags (or --config) of the run that wrote it.")
 
 
 def _csv_with_weights(args):
@@ -401,6 +407,9 @@ def _training_data(args):
     split = datasets.train_validation_test_split(X, y, args.validation, args.test, seed=args.seed)
     if "sample_weight_column" in description:
         weights = (split.X_train[:, -1], split.X_val[:, -1], split.X_test[:, -1])
+        if not weights[0].sum() > 0:  # every loss term times 0: training would change nothing, silently
+            raise DataError(f"the sample weights (column {args.sample_weight_column!r}) of the training rows are all "
+                            "zero, so there is nothing to learn from; give some rows a positive weight.")
         split = split._replace(X_train=split.X_train[:, :-1], X_val=split.X_val[:, :-1], X_test=split.X_test[:, :-1])
         X = X[:, :-1]
     if description["source"] == "mnist":
@@ -447,7 +456,7 @@ def _cmd_train(args):
     if not description.get("streamed"):  # streamed targets are checked block by block by the trainer
         _check_targets_for(net, y, "the data")
     if "resume" in options:
-        _check_resume(net, options["resume"])
+        _check_resume(net, options["resume"], options.get("optimizer", "sgd"))
 
     fit_options = dict(options)
     # L-BFGS minimizes one full-batch objective: no epochs to validate or record (the validation part is
@@ -456,6 +465,8 @@ def _cmd_train(args):
     if lbfgs and getattr(args, "sharpness", None):
         raise ConfigError("--sharpness measures after every epoch, and L-BFGS has none; run 'handgrad curvature' on "
                           "the trained model instead.")
+    if lbfgs:
+        _refuse_per_epoch_flags(options, net)
     if weights is not None:
         fit_options["sample_weight"] = weights[0]
     if len(split.y_val) and not lbfgs:
@@ -504,6 +515,23 @@ def _cmd_train(args):
         if not args.quiet:
             print(f"history and pictures written to {run_dir}")
     return 0
+
+
+# The trainer's options that L-BFGS refuses, by the flag a command-line user gave (fit names the option).
+_PER_EPOCH_FLAGS = {"early_stopping": "--patience", "metrics": "--metrics", "clip_norm": "--clip-norm",
+                    "checkpoint": "--checkpoint", "resume": "--resume", "schedule": "--schedule"}
+
+
+def _refuse_per_epoch_flags(options, net):
+    """--optimizer lbfgs: one full-batch objective, without epochs, batches or dropout; name the flag that
+    does not apply (the trainer would name its option, or, for --metrics and --dropout, ignore it)."""
+    given = [flag for name, flag in _PER_EPOCH_FLAGS.items() if options.get(name) is not None]
+    if any(getattr(layer, "rate", 0) for layer in net.sequence):
+        given.append("--dropout")
+    if given:
+        raise ConfigError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --optimizer lbfgs "
+                          "(one full-batch objective: no epochs, batches or dropout); remove "
+                          f"{'it' if len(given) == 1 else 'them'}, or choose a stochastic optimizer such as adam.")
 
 
 _SHARPNESS_PROBE = 1000  # rows of the training data the sharpness is measured on
@@ -684,6 +712,7 @@ def cmd_info(args):
     print(net.summary())
     preprocessing = metadata.pop("preprocessing", None)
     if preprocessing:
+        _preprocessor(net)  # a damaged record is a one-line error, as in evaluate and predict
         print(f"preprocessing: {preprocessing.get('kind')} over {len(preprocessing.get('mean', []))} features "
               "(applied automatically by evaluate and predict)")
     for key, value in metadata.items():

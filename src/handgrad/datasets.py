@@ -369,6 +369,29 @@ def load_file(path, target=None):
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def _gunzip_idx(file):
+    """The decompressed bytes of a gzipped IDX file, never more than its header announces plus one byte
+    (enough to tell that the data is too long): a small file that inflates to gigabytes (a gzip bomb, or
+    damage after the header) is not decompressed whole into memory."""
+    with gzip.GzipFile(fileobj=file) as stream:
+        data = stream.read(4)
+        if len(data) < 4 or data[2] not in _IDX_TYPES:
+            return data  # (read_idx names the problem)
+        data += stream.read(4 * data[3])
+        if len(data) < 4 + 4 * data[3]:
+            return data
+        shape = np.frombuffer(data, ">u4", count=data[3], offset=4)
+        wanted = math.prod(int(v) for v in shape) * np.dtype(_IDX_TYPES[data[2]]).itemsize + 1
+        chunks = [data]  # read in chunks: read(n) would reserve n bytes at once, and a damaged header's n is huge
+        while wanted > 0:
+            chunk = stream.read(min(wanted, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(chunks)
+
+
 def read_idx(path):
     """An array from an IDX file (the MNIST format), gzipped or not.
 
@@ -378,9 +401,9 @@ def read_idx(path):
     path = _open_check(path, "IDX file")
     try:
         with open(path, "rb") as file:
-            data = file.read()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+            gzipped = file.read(2) == b"\x1f\x8b"
+            file.seek(0)
+            data = _gunzip_idx(file) if gzipped else file.read()
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:  # zlib.error: found by tests/test_fuzz.py
         raise DataError(f"'{path}' cannot be read (a damaged gzip file?): {error}; download it again.") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
@@ -551,9 +574,21 @@ class Standardizer:
 
     @classmethod
     def from_dict(cls, record):
+        """The Standardizer that :meth:`to_dict` stored; a DataError for anything else (a damaged record)."""
         if not isinstance(record, dict) or record.get("kind") != "standardize":
             raise DataError(f"not a stored Standardizer: {str(record)[:80]}.")
-        return cls(record["mean"], record["scale"])
+        arrays = []
+        for name in ("mean", "scale"):
+            values = record.get(name)
+            try:
+                array = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                array = None
+            if array is None or array.ndim != 1 or array.size == 0:
+                raise DataError(f"the stored standardization is damaged: its {name} must be a list of numbers, got "
+                                f"{str(values)[:80]}. Save the model again.")
+            arrays.append(array)
+        return cls(*arrays)
 
     def __repr__(self):
         return "Standardizer(unfitted)" if self.mean is None else f"Standardizer({self.mean.size} features)"

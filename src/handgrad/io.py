@@ -401,4 +401,32 @@ def read_model(path):
                              "belongs); save the model again.")
     parameters = {name: array for name, array in arrays.items() if not name.startswith("extra.")}
     extra = {name[len("extra."):]: array for name, array in arrays.items() if name.startswith("extra.")}
+    _check_weight_count(record["config"], parameters, f"'{os.fspath(path)}'")
     return dict(record["config"]), parameters, dict(user), extra
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_weight_count(config, parameters, where):
+    """Refuse a configuration whose weight matrices alone hold more numbers than the file stores: the
+    network is built before its arrays are compared with the file's, so a damaged (or crafted) layer size
+    would otherwise make loading allocate gigabytes or terabytes. Layers that do not parse are left to the
+    network's own checks."""
+    layers, fan_in = config.get("layers"), config.get("n_inputs")
+    if not isinstance(layers, list) or not _whole(fan_in) or fan_in < 1:
+        return
+    needed = 0
+    for entry in layers:
+        if isinstance(entry, dict):
+            size = entry.get("size")
+        else:
+            size = entry[0] if isinstance(entry, (list, tuple)) and entry else None
+        if not _whole(size) or size < 1:
+            return
+        needed, fan_in = needed + fan_in * size, size
+    stored = sum(int(array.size) for array in parameters.values())
+    if needed > stored:
+        raise ModelFileError(f"{where} describes layers with {needed} weights but stores {stored} numbers; the file "
+                             "is damaged. Use an intact copy or save the model again.")

@@ -8,7 +8,7 @@ The graph is the forward pass written with standard operators, one block per lay
                                                                    Sub, Mul, Sqrt, Div below 17)]
     H_k = f_k(Z_k or Zhat_k)
 
-    relu -> Relu   leaky_relu -> LeakyRelu(alpha=slope)   sigmoid -> Sigmoid   tanh -> Tanh
+    relu -> Relu   leaky_relu -> LeakyRelu(alpha=slope)   sigmoid -> Sigmoid   tanh -> Tanh   exp -> Exp
     softmax -> Softmax(axis=1) (in any layer)   softplus -> Softplus     elu -> Elu(alpha)    identity -> nothing
     (float64 nets: softplus as Relu(z) + Log(1 + Exp(-Abs(z))) and elu as Relu(z) + alpha (Exp(-Relu(-z)) - 1),
     because onnxruntime has float32 kernels only for Softplus and Elu)
@@ -69,6 +69,13 @@ class _Graph:
         self.initializers.append(self.numpy_helper.from_array(np.asarray(value, dtype=np.int64), name=name))
         return name
 
+    def labels(self, name, classes):
+        """The class labels as a constant: int64, or STRING for string labels. Returns (name, element type)."""
+        if classes and isinstance(classes[0], str):
+            self.initializers.append(self.numpy_helper.from_array(np.array(classes, dtype=object), name=name))
+            return name, self.helper.np_dtype_to_tensor_dtype(np.dtype(object))
+        return self.integers(name, classes), self.helper.np_dtype_to_tensor_dtype(np.dtype(np.int64))
+
     def node(self, op, inputs, output, **attributes):
         self.nodes.append(self.helper.make_node(op, inputs, [output], name=f"{output}_{op}", **attributes))
         return output
@@ -80,7 +87,7 @@ def _activation(graph, activation, Z, k):
     out = f"H{k}"
     if name == "identity":
         return Z
-    simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+    simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp"}  # exp: the poisson output
     if name in simple:
         return graph.node(simple[name], [Z], out)
     if name == "leaky_relu":
@@ -115,7 +122,8 @@ def _activation(graph, activation, Z, k):
         gate = graph.node("Mul", [half, graph.node("Add", [one, t], f"gelu{k}_1pt")], f"gelu{k}_gate")
         return graph.node("Mul", [Z, gate], out)
     raise ConfigError(f"activation '{name}' cannot be exported to ONNX; supported: identity, relu, leaky_relu, "
-                      "sigmoid, tanh, softmax, softplus, elu, gelu, silu.")
+                      "sigmoid, tanh, softmax, softplus, elu, gelu, silu (and exp, the output of "
+                      "MLPRegressor(loss='poisson')).")
 
 
 def _standardizer(net, preprocessing):
@@ -156,14 +164,18 @@ def _input_nodes(graph, X, standardizer):
 
 
 def _check_classes(net, classes):
+    """The label of each class: integers (default 0..K-1) or strings (e.g. a scikit-learn estimator's classes_)."""
     count = net.n_outputs if net.output_activation.name == "softmax" else 2
     if classes is None:
         return list(range(count))
     values = list(classes) if isinstance(classes, (list, tuple, np.ndarray)) else None
-    if values is None or len(values) != count or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        raise ConfigError(f"classes must be a list of {count} integers (the label of each class), got {classes!r}.")
-    return [int(v) for v in values]
+    integers = values is not None and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                          for v in values)
+    strings = values is not None and all(isinstance(v, str) for v in values)
+    if values is None or len(values) != count or not (integers or strings):
+        raise ConfigError(f"classes must be a list of {count} labels, all integers or all strings (the label of "
+                          f"each class), got {classes!r}.")
+    return [int(v) for v in values] if integers else [str(v) for v in values]
 
 
 def _classifier_outputs(graph, net, logits, A, classes):
@@ -173,13 +185,13 @@ def _classifier_outputs(graph, net, logits, A, classes):
     constant tensor of the classes (Gather). One sigmoid output gives the probabilities of both
     classes, (1 - p, p). Returns [(name, elem_type, shape)] of the outputs it wrote."""
     elem, int64 = (graph.helper.np_dtype_to_tensor_dtype(np.dtype(t)) for t in (graph.dtype, np.int64))
-    labels = graph.integers("classes", classes)
+    labels, label_type = graph.labels("classes", classes)
     K = net.n_outputs
     if net.output_activation.name == "softmax":
         index = graph.node("ArgMax", [logits], "class_index", axis=1, keepdims=0)
         graph.node("Gather", [labels, index], "label", axis=0)
         graph.node("Identity", [A], "probabilities")
-        return [("label", int64, ["N"]), ("probabilities", elem, ["N", K])]
+        return [("label", label_type, ["N"]), ("probabilities", elem, ["N", K])]
     positive = graph.node("GreaterOrEqual", [logits, graph.constant("zero", np.zeros(1))], "logit_nonnegative")
     index = graph.node("Cast", [positive], "class_index", to=int64)
     if K == 1:  # one binary classifier: labels (N,), probabilities (1 - p, p)
@@ -187,10 +199,10 @@ def _classifier_outputs(graph, net, logits, A, classes):
         complement = graph.node("Sub", [graph.constant("one", np.ones(1)), A], "probability_0")
         graph.node("Concat", [complement, A], "probabilities", axis=1)
         graph.node("Gather", [labels, index], "label", axis=0)
-        return [("label", int64, ["N"]), ("probabilities", elem, ["N", 2])]
+        return [("label", label_type, ["N"]), ("probabilities", elem, ["N", 2])]
     graph.node("Gather", [labels, index], "label", axis=0)  # K independent sigmoid outputs (multi-label)
     graph.node("Identity", [A], "probabilities")
-    return [("label", int64, ["N", K]), ("probabilities", elem, ["N", K])]
+    return [("label", label_type, ["N", K]), ("probabilities", elem, ["N", K])]
 
 
 def _metadata(net, standardizer, classes, outputs):
@@ -233,7 +245,8 @@ def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y", prepr
 
     ``preprocessing``: "auto" puts the standardization stored in the model (by ``handgrad train``) in
     front of the graph, so the input is raw rows; None leaves it out; or give a Standardizer.
-    ``classes``: a classifier's label for each class (integers; default 0..K-1).
+    ``classes``: a classifier's label for each class (integers, default 0..K-1, or strings: a scikit-learn
+    estimator's ``classes_``).
     """
     onnx, helper, numpy_helper = _import_onnx()
     if not all(hasattr(net, name) for name in ("layers", "n_inputs", "n_outputs", "dtype")):

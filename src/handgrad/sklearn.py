@@ -17,7 +17,8 @@ The network is a :class:`handgrad.MLP` (``self.net_``); ``coefs_`` and ``interce
 into its parameter vector ``net_.params`` (assign new arrays to them and the next fit, partial_fit or
 predict copies them in). Solvers: 'lbfgs' is handgrad.lbfgs on the full-batch objective; 'sgd' and 'adam'
 (and handgrad's 'adamw', 'rmsprop') run scikit-learn's epoch loop below, each batch one ``net_.backprop``
-and one ``optimizer.step`` on the parameter vector.
+and one ``optimizer.step`` on the parameter vector. 'sgd' with momentum and 'adam' step in scikit-learn's
+forms (_SklearnMomentum, _SklearnAdam), so the weights equal scikit-learn's to rounding.
 
 scikit-learn's objective for a batch B (all of the data for lbfgs), with weights w_i (1 by default):
 
@@ -33,9 +34,10 @@ deviance with an exp output (its log link), dJ/dZ = (exp(Z) - Y)/N.
 
 Beyond scikit-learn, with defaults that change nothing: ``dtype`` (None: float32 data trains in
 float32, as scikit-learn does), ``init`` ('sklearn': scikit-learn's Glorot uniform, from the same
-random draws; or handgrad's 'auto', 'he', 'glorot', 'lecun'), solvers 'adamw' and 'rmsprop', and any
-handgrad activation ('gelu', 'elu', ...). Sparse inputs are accepted and made dense (mind the memory
-for very wide data).
+random draws; or handgrad's 'auto', 'he', 'glorot', 'lecun'), ``dropout`` (0: none; a rate, or one per
+hidden layer: inverted dropout after the hidden layers while the stochastic solvers train, masks drawn
+from random_state), solvers 'adamw' and 'rmsprop', and any handgrad activation ('gelu', 'elu', ...).
+Sparse inputs are accepted and made dense (mind the memory for very wide data).
 """
 
 import math
@@ -57,7 +59,7 @@ from .activations import Activation
 from .errors import ConfigError, DataError, TrainingError
 from .losses import Loss, get_loss
 from .network import MLP
-from .optimizers import SGD, Adam, AdamW, Momentum, Nesterov, RMSprop
+from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -171,6 +173,62 @@ class _Solver:
         return False
 
 
+class _SklearnMomentum(Optimizer):
+    """SGD with momentum as scikit-learn's SGDOptimizer writes it, the velocity holding steps:
+
+        v <- mu v - eta g;     p <- p + v                (classical)
+                               p <- p + mu v - eta g     (Nesterov, with the new v)
+
+    handgrad's Momentum and Nesterov (torch's form) keep b <- mu b + g and step by eta b: the same steps
+    while eta is constant, but when 'adaptive' or 'invscaling' changes eta, torch's form rescales the
+    momentum already gathered and scikit-learn's keeps its old size. This one reproduces scikit-learn's."""
+
+    name = "sklearn_momentum"
+    state_names = ("velocity",)
+
+    def __init__(self, momentum=0.9, nesterov=True):
+        super().__init__()
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self._step = None  # the Nesterov step mu v - eta g (scratch, as _work)
+
+    def hyperparameters(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _update(self, p, g, learning_rate, work):
+        v = self.state["velocity"]
+        np.multiply(g, learning_rate, out=work)  # eta g
+        v *= self.momentum
+        v -= work  # v = mu v - eta g
+        if not self.nesterov:
+            p += v
+            return
+        if self._step is None or self._step.shape != p.shape or self._step.dtype != p.dtype:
+            self._step = np.empty_like(p)
+        np.multiply(v, self.momentum, out=self._step)
+        self._step -= work  # mu v - eta g
+        p += self._step
+
+
+class _SklearnAdam(Adam):
+    """Adam with epsilon where scikit-learn's AdamOptimizer puts it, outside the bias correction:
+
+        p <- p - eta sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+
+    handgrad's Adam (torch's form) divides by sqrt(v / (1 - b2^t)) + eps instead: the same step with
+    eps / sqrt(1 - b2^t) in place of eps, so this runs it with that epsilon. The two differ most in the
+    first steps (sqrt(1 - b2) = 0.03 at t = 1), where small gradients make the difference visible: on
+    iris the weights of the two forms part by 0.06 within 50 epochs. This one reproduces scikit-learn's."""
+
+    def _update(self, p, g, learning_rate, work):
+        eps = self.eps
+        self.eps = eps / math.sqrt(1.0 - self.beta2 ** self.t)
+        try:
+            super()._update(p, g, learning_rate, work)
+        finally:
+            self.eps = eps
+
+
 def _partial_fit_available(estimator):
     if estimator.solver not in _STOCHASTIC:
         raise AttributeError(f"partial_fit is only available for stochastic optimizers. {estimator.solver} is not "
@@ -185,7 +243,8 @@ class _BaseMLP(BaseEstimator):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn",
+                 dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -211,10 +270,14 @@ class _BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.dtype = dtype
         self.init = init
+        self.dropout = dropout
 
     # ------------------------------------------------------------------ checks
     def _hidden_sizes(self):
         sizes = self.hidden_layer_sizes
+        if isinstance(sizes, (str, bytes)) or not (isinstance(sizes, numbers.Integral) or np.iterable(sizes)):
+            raise ConfigError(f"hidden_layer_sizes must be an integer or a sequence of integers such as (100,) or "
+                              f"[64, 32], got {sizes!r}.")
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
         for size in sizes:
             if isinstance(size, numbers.Integral) and not isinstance(size, bool) and size <= 0:
@@ -222,9 +285,26 @@ class _BaseMLP(BaseEstimator):
             _check_number("each of hidden_layer_sizes", size, low=1, integer=True)
         return [int(size) for size in sizes]
 
+    def _dropout_rates(self, n_hidden):
+        """``dropout`` as one rate per hidden layer (a number is every hidden layer's rate)."""
+        rates = self.dropout
+        if isinstance(rates, numbers.Real) and not isinstance(rates, bool):
+            rates = [rates] * n_hidden
+        elif isinstance(rates, (str, bytes)) or not np.iterable(rates):
+            raise ConfigError(f"dropout must be a rate in [0, 1) or one rate per hidden layer, got {rates!r}.")
+        rates = list(rates)
+        if len(rates) != n_hidden:
+            raise ConfigError(f"dropout needs one rate per hidden layer ({n_hidden}), got {len(rates)}.")
+        for rate in rates:
+            _check_number("each dropout rate", rate, low=0, high=1, high_open=True)
+        return [float(rate) for rate in rates]
+
     def _check_params(self):
         if self.solver not in _SOLVERS:
             raise ConfigError(f"solver must be one of {', '.join(_SOLVERS)}, got {self.solver!r}.")
+        if any(self._dropout_rates(len(self._hidden_sizes()))) and self.solver == "lbfgs":
+            raise ConfigError("dropout applies to the stochastic solvers (sgd, adam, ...): solver='lbfgs' minimizes "
+                              "one deterministic full-batch objective; set dropout=0 or choose another solver.")
         if self.learning_rate not in _LEARNING_RATES:
             raise ConfigError(f"learning_rate must be one of {', '.join(_LEARNING_RATES)}, got {self.learning_rate!r}.")
         if isinstance(self.activation, str) and self.activation.lower() == "softmax":
@@ -254,16 +334,22 @@ class _BaseMLP(BaseEstimator):
         """A handgrad MLP for layer_units [n_features, hidden..., n_outputs], initialized as ``init`` says."""
         hidden = [(size, self.activation) for size in layer_units[1:-1]]
         output = self._output_layer(Y)
+        rates = self._dropout_rates(len(hidden))
+        options = dict(loss=self._loss(), dtype=dtype, dropout=rates if any(rates) else 0.0)
         if self.init == "sklearn":  # scikit-learn's draws: W and b ~ U(-r, r), r = sqrt(factor / (fan_in + fan_out))
-            net = MLP(layer_units[0], hidden + [output], loss=self._loss(), seed=0, init="glorot", dtype=dtype)
+            net = MLP(layer_units[0], hidden + [output], seed=0, init="glorot", **options)
             factor = 2.0 if str(self.activation).lower() in ("logistic", "sigmoid") else 6.0
             for layer in net.layers:
                 bound = np.sqrt(factor / (layer.n_in + layer.n_out))
                 layer.W[...] = self._random_state.uniform(-bound, bound, (layer.n_in, layer.n_out))
                 layer.b[...] = self._random_state.uniform(-bound, bound, layer.n_out)
+            if any(net.dropout):  # the masks' stream from random_state too (drawn only then: without dropout
+                # the draws stay scikit-learn's)
+                seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+                net.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
         else:
             seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-            net = MLP(layer_units[0], hidden + [output], loss=self._loss(), seed=seed, init=self.init, dtype=dtype)
+            net = MLP(layer_units[0], hidden + [output], seed=seed, init=self.init, **options)
         return net
 
     def _bind_views(self):
@@ -357,6 +443,9 @@ class _BaseMLP(BaseEstimator):
         elif [layer.n_out for layer in self.net_.layers[:-1]] != hidden and not incremental:
             raise ConfigError(f"warm_start: hidden_layer_sizes changed to {hidden} from "
                               f"{[layer.n_out for layer in self.net_.layers[:-1]]}; fit without warm_start.")
+        elif self._dropout_rates(len(hidden)) != list(self.net_.dropout):
+            raise ConfigError(f"dropout changed to {self.dropout!r} since the network was built with "
+                              f"{list(self.net_.dropout)}; fit without warm_start.")
         net = self._synced_network()
         self.n_outputs_ = Y.shape[1]
         X = np.ascontiguousarray(X, dtype=net.dtype)
@@ -429,13 +518,13 @@ class _BaseMLP(BaseEstimator):
 
     def _make_solver(self):
         if self.solver == "adam":
-            rule = Adam(self.beta_1, self.beta_2, self.epsilon)
+            rule = _SklearnAdam(self.beta_1, self.beta_2, self.epsilon)
         elif self.solver == "adamw":
             rule = AdamW(self.beta_1, self.beta_2, self.epsilon)
         elif self.solver == "rmsprop":
             rule = RMSprop(eps=self.epsilon)
-        elif self.momentum > 0:  # scikit-learn's v <- mu v - eta g form; the same steps at a constant rate
-            rule = Nesterov(self.momentum) if self.nesterovs_momentum else Momentum(self.momentum)
+        elif self.momentum > 0:  # scikit-learn's v <- mu v - eta g form (the learning-rate modes change eta)
+            rule = _SklearnMomentum(self.momentum, self.nesterovs_momentum)
         else:
             rule = SGD()
         schedule = self.learning_rate if self.solver == "sgd" else "constant"
@@ -449,6 +538,10 @@ class _BaseMLP(BaseEstimator):
         for name, vector in state.items():  # (read-only after a joblib memory-mapped load)
             if not vector.flags.writeable:
                 state[name] = np.array(vector)
+        for scratch in ("_work", "_step"):  # the optimizer's scratch vectors: read-only too
+            vector = getattr(self._optimizer.rule, scratch, None)
+            if vector is not None and not vector.flags.writeable:
+                setattr(self._optimizer.rule, scratch, None)  # (made anew by the next step)
         if self.early_stopping and incremental:
             raise ConfigError("partial_fit does not support early_stopping=True")
         validation = None
@@ -526,7 +619,8 @@ class _BaseMLP(BaseEstimator):
                 return 0.0
             net.l2 = float(self.alpha) / total_weight
             wb = (wb * (n / total_weight)).astype(net.dtype)
-        J = self._report(net.backprop(xb, yb, wb, training=False), net)  # (before the step changes the weights)
+        # training mode draws dropout masks (the only thing it changes here); J is before the step changes the weights
+        J = self._report(net.backprop(xb, yb, wb, training=any(net.dropout)), net)
         self._optimizer.step(net.params, net.grads)
         return J * n
 
@@ -593,7 +687,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Parameters are those of ``sklearn.neural_network.MLPClassifier`` (same defaults), plus ``dtype``
     (None: float32 inputs train in float32, anything else in float64), ``init`` ('sklearn' or handgrad's
-    'auto', 'he', 'glorot', 'lecun'), solvers 'adamw' and 'rmsprop', and handgrad's other activations.
+    'auto', 'he', 'glorot', 'lecun'), ``dropout`` (a rate, or one per hidden layer; stochastic solvers),
+    solvers 'adamw' and 'rmsprop', and handgrad's other activations.
 
     Attributes: classes_, n_features_in_, n_outputs_, n_layers_, out_activation_, loss_, loss_curve_,
     best_loss_, validation_scores_, best_validation_score_, n_iter_, t_, coefs_, intercepts_ (views into
@@ -606,14 +701,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn",
+                 dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
             batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
             power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
             verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init)
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init,
+            dropout=dropout)
 
     def _output_layer(self, Y):
         if self._label_binarizer.y_type_ == "multiclass":
@@ -715,8 +812,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multilayer perceptron regressor: identity outputs and squared error (or exp outputs and the
     Poisson deviance, ``loss='poisson'``), one output per target column.
 
-    Parameters are those of ``sklearn.neural_network.MLPRegressor``, plus ``dtype`` and ``init`` as in
-    :class:`MLPClassifier`.
+    Parameters are those of ``sklearn.neural_network.MLPRegressor``, plus ``dtype``, ``init`` and ``dropout``
+    as in :class:`MLPClassifier`.
     """
 
     _is_clf = False
@@ -725,14 +822,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn"):
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn",
+                 dropout=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
             batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
             power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
             verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init)
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init,
+            dropout=dropout)
         self.loss = loss
 
     def _output_layer(self, Y):
