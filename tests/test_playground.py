@@ -25,7 +25,8 @@ pytest.importorskip("uvicorn")
 import handgrad as hg
 from handgrad.datasets import load_csv
 from handgrad.errors import ConfigError, DataError
-from handgrad.playground.session import MAX_UPLOAD_BYTES, PRESETS, Session, hidden_layer, network_spec
+from handgrad.playground.session import (MAX_UPLOAD_BYTES, PRESETS, Session, features, hidden_layer,
+                                         network_spec)
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
@@ -235,6 +236,57 @@ def test_the_seed_000_preset_is_seed_000s_network():
     session = Session({key: value for key, value in PRESETS["seed000"].items() if key != "title"})
     assert repr(session.net) == ("MLP(2, [(2, 'relu'), (2, 'relu'), (1, 'sigmoid')], loss='half_squared_error', "
                                  "bias=False, dtype='float64')")
+
+
+def test_xor_is_learned_promptly_at_the_default_settings():
+    # TensorFlow Playground's users expect the default net to learn xor in a few hundred epochs or less. Learned:
+    # every point of a 4 x 4 grid in each quadrant (0.2 to 0.9 from the axes) on its right side. At the old
+    # learning rate 0.3 init seeds 0 and 1 needed 146 and 213 epochs (a plateau with three quadrants right).
+    grid = np.array([(sx * a, sy * b) for sx in (-1, 1) for sy in (-1, 1) for a in np.linspace(0.2, 0.9, 4)
+                     for b in np.linspace(0.2, 0.9, 4)])
+    labels = (grid[:, 0] > 0) != (grid[:, 1] > 0)
+    for seed in range(6):
+        session = Session({"seed": seed})
+        assert session.data.task == "binary" and session.config["data"]["name"] == "xor"
+        while session.epoch < 120:
+            session.run_epoch()
+            if np.array_equal(session.net.predict(features(grid, session.feature_names)).ravel(), labels):
+                break
+        assert session.epoch < 120, f"init seed {seed}: xor not learned in 120 epochs"
+
+
+def test_malformed_settings_and_too_many_layers_get_messages():
+    session = Session()
+    for config, message in (([1, 2], "must be a JSON object"), ({"data": "xor"}, "data must be an object"),
+                            ({"hidden": "abc"}, "hidden must be a list of layers"),
+                            ({"hidden": [5]}, "hidden must be a list of layers"),
+                            ({"features": "x1"}, "features must be a list of names"),
+                            ({"hidden": [{"size": 2}] * 9}, "9 hidden layers: the playground shows at most 8")):
+        with pytest.raises(ConfigError, match=message):
+            session.configure(config)
+
+
+def test_a_model_file_brings_its_features_and_one_the_editor_cannot_show_is_refused(tmp_path):
+    session = Session({"features": ["x1", "x2", "x1x2"]})
+    session.run_epoch()
+    other = Session()
+    other.load_model(session.model_bytes(), "mine.npz")  # the features it was trained on come with it
+    assert other.feature_names == ["x1", "x2", "x1x2"] and other.config["features"] == ["x1", "x2", "x1x2"]
+    np.testing.assert_array_equal(other.net.params, session.net.params)
+
+    def saved(net):
+        net.save(tmp_path / "model.npz")
+        return (tmp_path / "model.npz").read_bytes()
+
+    with pytest.raises(ConfigError, match="takes 784 inputs, more than the 7 input features"):
+        other.load_model(saved(hg.MLP(784, [(16, "relu"), (10, "softmax")])), "mnist.npz")
+    with pytest.raises(ConfigError, match="'wide.npz' is a network the playground's editor cannot show: layer 1: "
+                                          "size must be between 1 and 64, got 100"):
+        other.load_model(saved(hg.MLP(3, [(100, "relu"), (1, "sigmoid")])), "wide.npz")
+    with pytest.raises(ConfigError, match="cannot show: 12 hidden layers"):
+        other.load_model(saved(hg.MLP(3, [(3, "relu")] * 12 + [(1, "sigmoid")])), "deep.npz")
+    other.reset()  # the refused files left the session as it was: reset rebuilds its own network
+    assert other.feature_names == ["x1", "x2", "x1x2"] and len(other.net.layers) == 3
 
 
 def test_the_shown_gradient_is_loss_and_grad_on_the_current_batch():

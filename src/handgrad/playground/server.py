@@ -25,7 +25,7 @@ from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import HandgradError
-from .session import DATA_SETS, FEATURES, PRESETS, Session
+from .session import DATA_SETS, FEATURES, MAX_HIDDEN_LAYERS, PRESETS, Session
 
 WS_MAX_BYTES = 4 << 20
 FRAME_SECONDS = 0.05  # one frame every 50 ms while playing
@@ -141,7 +141,8 @@ async def play_socket(websocket):
     await websocket.accept()
     session = Session()
     await websocket.send_text(json.dumps({"type": "hello", "presets": PRESETS, "data_sets": list(DATA_SETS),
-                                          "features": list(FEATURES), "actions": list(ACTIONS)}))
+                                          "features": list(FEATURES), "actions": list(ACTIONS),
+                                          "max_hidden_layers": MAX_HIDDEN_LAYERS}))
     await _send_network(websocket, session)
     try:
         await _loop(websocket, session)

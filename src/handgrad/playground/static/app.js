@@ -43,6 +43,7 @@ function receive(message) {
 
 function hello(message) {
   state.presets = message.presets;
+  state.maxHidden = message.max_hidden_layers;
   const data = $('[data-field="data"]');
   data.innerHTML = "";
   for (const name of [...message.data_sets, "csv"]) data.add(new Option(name === "csv" ? "your CSV" : name, name));
@@ -516,6 +517,7 @@ function wire() {
   $('[data-action="download-history"]').addEventListener("click", () => send({ type: "download", what: "history" }));
   $('[data-action="download-batch"]').addEventListener("click", () => send({ type: "download", what: "batch" }));
   $('[data-action="add-layer"]').addEventListener("click", () => {
+    if (state.hidden.length >= state.maxHidden) return showMessage(`The playground shows at most ${state.maxHidden} hidden layers.`);
     state.hidden.push(newLayer());
     drawLayerEditor();
     configure();
