@@ -534,7 +534,7 @@ def test_xor_trains_in_the_browser_and_a_clicked_weight_shows_loss_and_grad(page
     for _ in range(40):
         page.click('[data-action="epoch"]')
     page.wait_for_selector('[data-value="epoch"]:text-is("40")')
-    page.mouse.click(svg_box["x"] + x1 + at * (x2 - x1), svg_box["y"] + y1 + at * (y2 - y1))
+    click_weight(page, 2, 1, 2)
     page.locator('[data-panel="diagram"] [data-neuron="2,1"]').click()
     page.locator('[data-panel="neuron"]').wait_for(state="visible")
     page.wait_for_selector('[data-panel="weight"]:not([hidden])')
@@ -659,3 +659,16 @@ def test_a_weight_under_the_pointer_updates_live(page):
     page.wait_for_selector('[data-value="batch"]:text-is("2 of 10")')
     assert hover.is_visible()
     assert hover.inner_text() != before  # one step later: a new weight and a new batch's gradient
+
+
+def test_the_page_does_not_jump_when_the_numbers_change(page):
+    # The numbers in the header change width as they change (a loss of 0.7 or 1.23457e-05); the header must
+    # keep its height, so the diagram, the weights and the heat map stay where the pointer is.
+    where = page.locator('[data-panel="diagram"]').bounding_box()
+    rate = page.locator('[data-field="learning_rate"]')
+    rate.fill("0.000123457")
+    rate.dispatch_event("change")
+    page.wait_for_selector('[data-value="learning-rate"]:text-is("0.000123457")')
+    page.click('[data-action="step"]')
+    page.wait_for_selector('[data-value="batch"]:text-is("2 of 10")')
+    assert page.locator('[data-panel="diagram"]').bounding_box() == where
