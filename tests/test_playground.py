@@ -672,3 +672,19 @@ def test_the_page_does_not_jump_when_the_numbers_change(page):
     page.click('[data-action="step"]')
     page.wait_for_selector('[data-value="batch"]:text-is("2 of 10")')
     assert page.locator('[data-panel="diagram"]').bounding_box() == where
+
+
+def test_a_thin_connection_can_be_clicked_a_little_beside_it(page):
+    # Lines are 0.6 px wide for the smallest weights; a person clicks within a few pixels of them.
+    widths = {line.get_attribute("data-weight"): float(line.get_attribute("stroke-width"))
+              for line in page.locator('[data-panel="diagram"] line[data-weight^="1,"]').all()}
+    k, i, j = map(int, min(widths, key=widths.get).split(","))
+    assert widths[f"{k},{i},{j}"] < 1.5
+    line = page.locator(f'[data-panel="diagram"] line[data-weight="{k},{i},{j}"]')
+    x1, y1, x2, y2 = (float(line.get_attribute(name)) for name in ("x1", "y1", "x2", "y2"))
+    length = math.hypot(x2 - x1, y2 - y1)
+    svg_box = page.locator('[data-panel="diagram"]').bounding_box()
+    beside = 2.5 / length  # 2.5 px off the line, at right angles to it
+    page.mouse.click(svg_box["x"] + x1 + 0.2 * (x2 - x1) - beside * (y2 - y1),
+                     svg_box["y"] + y1 + 0.2 * (y2 - y1) + beside * (x2 - x1))
+    page.wait_for_selector(f'[data-panel="weight"][data-weight="{k},{i},{j}"]:not([hidden])')

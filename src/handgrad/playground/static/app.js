@@ -208,9 +208,10 @@ function buildDiagram() {
   NODE = Math.max(7, Math.min(30, GAP_Y - 6));
   svg.setAttribute("width", LEFT + (sizes.length - 1) * GAP_X + NODE + 40);
   svg.setAttribute("height", TOP + tallest * GAP_Y + 10);
+  const hits = document.createElementNS(SVG, "g");  // a wide, invisible band under each line: a thin one is clickable too
   const lines = document.createElementNS(SVG, "g");
   const nodes = document.createElementNS(SVG, "g");
-  svg.append(lines, nodes);
+  svg.append(hits, lines, nodes);
   for (let k = 1; k < sizes.length; k++) {
     for (let i = 0; i < sizes[k - 1]; i++) {
       for (let j = 0; j < sizes[k]; j++) {
@@ -219,11 +220,17 @@ function buildDiagram() {
         line.setAttribute("x1", from.x + NODE); line.setAttribute("y1", from.y + NODE / 2);
         line.setAttribute("x2", to.x); line.setAttribute("y2", to.y + NODE / 2);
         line.dataset.weight = `${k},${i},${j}`;
-        line.addEventListener("click", () => send({ type: "select_weight", layer: k, i, j }));
-        line.addEventListener("mouseenter", (event) => { state.hover = line.dataset.weight; showHover(event); });
-        line.addEventListener("mousemove", showHover);
-        line.addEventListener("mouseleave", () => { state.hover = null; $('[data-panel="hover"]').hidden = true; });
+        const hit = document.createElementNS(SVG, "path");
+        hit.setAttribute("d", `M${from.x + NODE},${from.y + NODE / 2}L${to.x},${to.y + NODE / 2}`);
+        hit.setAttribute("class", "hit");
+        for (const element of [line, hit]) {
+          element.addEventListener("click", () => send({ type: "select_weight", layer: k, i, j }));
+          element.addEventListener("mouseenter", (event) => { state.hover = line.dataset.weight; showHover(event); });
+          element.addEventListener("mousemove", showHover);
+          element.addEventListener("mouseleave", () => { state.hover = null; $('[data-panel="hover"]').hidden = true; });
+        }
         lines.append(line);
+        hits.append(hit);
       }
     }
   }
