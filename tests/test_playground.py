@@ -266,6 +266,16 @@ def test_malformed_settings_and_too_many_layers_get_messages():
             session.configure(config)
 
 
+def test_a_refused_setting_leaves_the_session_as_it_was():
+    session = Session()  # xor, two features; the regression's targets do not suit the sigmoid + cross-entropy
+    with pytest.raises(DataError, match="needs targets in"):
+        session.configure({"data": {"name": "regression1d"}})
+    assert session.feature_names == ["x1", "x2"] and session.X.shape[1] == session.X_test.shape[1] == 2
+    assert session.config["data"]["name"] == "xor" and session.net.n_inputs == 2
+    session.one_step()  # it trains on as before
+    assert session.step_count == 1
+
+
 def test_a_model_file_brings_its_features_and_one_the_editor_cannot_show_is_refused(tmp_path):
     session = Session({"features": ["x1", "x2", "x1x2"]})
     session.run_epoch()

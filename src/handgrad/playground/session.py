@@ -360,11 +360,11 @@ class Session:
                               "set the batch size to 2 or more (and keep 2 or more training samples), or "
                               "choose norm none or layer.")
         config = {**config, "features": names}  # the features in use (x2's drop out for 1-D data)
+        T = net.check_targets(data.y, len(data.y))  # a DataError here leaves the session as it was
+        T_test = net.check_targets(data.test_y, len(data.test_y)) if len(data.test_y) else None
         self.config, self.data, self.feature_names, self.net = config, data, names, net
-        self.X = features(data.points, names)
-        self.T = net.check_targets(data.y, len(data.y))
-        self.X_test = features(data.test_points, names) if len(data.test_y) else None
-        self.T_test = net.check_targets(data.test_y, len(data.test_y)) if len(data.test_y) else None
+        self.X, self.T = features(data.points, names), T
+        self.X_test, self.T_test = (features(data.test_points, names) if len(data.test_y) else None), T_test
         self.batch_size = min(batch_size, len(self.X))
         self.steps_per_epoch = -(-len(self.X) // self.batch_size)
         if has_batch_norm(net) and len(self.X) % self.batch_size == 1:
