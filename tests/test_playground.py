@@ -25,8 +25,7 @@ pytest.importorskip("uvicorn")
 import handgrad as hg
 from handgrad.datasets import load_csv
 from handgrad.errors import ConfigError, DataError
-from handgrad.playground.session import (MAX_UPLOAD_BYTES, PRESETS, Session, features, hidden_layer,
-                                         network_spec)
+from handgrad.playground.session import MAX_UPLOAD_BYTES, PRESETS, Session, features, hidden_layer, network_spec
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
@@ -290,8 +289,8 @@ def test_a_model_file_brings_its_features_and_one_the_editor_cannot_show_is_refu
 
     with pytest.raises(ConfigError, match="takes 784 inputs, more than the 7 input features"):
         other.load_model(saved(hg.MLP(784, [(16, "relu"), (10, "softmax")])), "mnist.npz")
-    with pytest.raises(ConfigError, match="'wide.npz' is a network the playground's editor cannot show: layer 1: "
-                                          "size must be between 1 and 64, got 100"):
+    with pytest.raises(ConfigError, match=r"'wide\.npz' is a network the playground's editor cannot show: layer 1: "
+                                          r"size must be between 1 and 64, got 100"):
         other.load_model(saved(hg.MLP(3, [(100, "relu"), (1, "sigmoid")])), "wide.npz")
     with pytest.raises(ConfigError, match="cannot show: 12 hidden layers"):
         other.load_model(saved(hg.MLP(3, [(3, "relu")] * 12 + [(1, "sigmoid")])), "deep.npz")
@@ -698,3 +697,17 @@ def test_a_thin_connection_can_be_clicked_a_little_beside_it(page):
     page.mouse.click(svg_box["x"] + x1 + 0.2 * (x2 - x1) - beside * (y2 - y1),
                      svg_box["y"] + y1 + 0.2 * (y2 - y1) + beside * (x2 - x1))
     page.wait_for_selector(f'[data-panel="weight"][data-weight="{k},{i},{j}"]:not([hidden])')
+
+
+def test_the_weight_and_neuron_panels_close(page):
+    click_weight(page, 1, 0, 0)
+    page.locator('[data-panel="diagram"] [data-neuron="1,1"]').click()
+    page.locator('[data-panel="neuron"]').wait_for(state="visible")
+    page.click('[data-panel="weight"] [data-action="close-panel"]')
+    page.click('[data-action="step"]')  # the next frames carry no weight panel: it stays closed
+    page.wait_for_selector('[data-value="batch"]:text-is("2 of 10")')
+    assert page.locator('[data-panel="weight"]').is_hidden() and page.locator('[data-panel="neuron"]').is_visible()
+    page.click('[data-panel="neuron"] [data-action="close-panel"]')
+    page.click('[data-action="step"]')
+    page.wait_for_selector('[data-value="batch"]:text-is("3 of 10")')
+    assert page.locator('[data-panel="neuron"]').is_hidden()

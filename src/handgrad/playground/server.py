@@ -256,8 +256,12 @@ async def _handle(websocket, session, text):
         await _guarded(websocket, session, lambda: session.select_weight(*_ints(message, "layer", "i", "j")))
     elif kind == "select_neuron":
         await _guarded(websocket, session, lambda: session.select_neuron(*_ints(message, "layer", "unit")))
-    elif kind == "close_panel":
-        session.selected_weight = session.selected_neuron = None
+    elif kind == "close_panel":  # "panel": "weight" or "neuron" closes that one; none given closes both
+        panel = message.get("panel")
+        if panel in (None, "weight"):
+            session.selected_weight = None
+        if panel in (None, "neuron"):
+            session.selected_neuron = None
     elif kind == "upload_csv":
         if await _guarded(websocket, session, lambda: session.load_csv(str(message.get("text", "")),
                                                                         _filename(message))):

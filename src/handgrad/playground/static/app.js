@@ -489,7 +489,8 @@ function showNeuron(neuron) {
   const unit = neuron.norm ? `<p data-value="norm-numbers">${neuron.norm} norm of this unit: \u03b3 = ${neuron.gamma}, \u03b2 = ${neuron.beta}` +
     (neuron.mean !== undefined ? `; over the batch \u03bc = ${neuron.mean}, \u03c3 = ${neuron.std}` : "") + "</p>" +
     `<p class="hint">dZ comes from d\u1e90 through the norm's backward, which ${neuron.norm === "batch" ? "mixes the batch's rows" : "mixes the units of each row"}: it is no elementwise product (the weight panel's trace writes it out).</p>` : "";
-  panel.innerHTML = `<h3>layer ${neuron.layer}, unit ${neuron.unit} (${neuron.activation})</h3>${unit}
+  panel.innerHTML = `<button data-action="close-panel" data-close="neuron" class="close" title="close this panel">&#x2715;</button>
+    <h3>layer ${neuron.layer}, unit ${neuron.unit} (${neuron.activation})</h3>${unit}
     <p class="hint">Rows of the current batch (first ${neuron.rows.length} of ${neuron.n_rows}), dropout off.</p>
     <table><tr><th>row</th>${neuron.rows.map((r) => `<th>${r}</th>`).join("")}</tr>
     ${rows.map((name) => `<tr data-row="${name}"><th>${names[name] || name}</th>${neuron[name].map((v) => `<td>${v}</td>`).join("")}</tr>`).join("")}</table>`;
@@ -523,6 +524,13 @@ function wire() {
   $('[data-action="download-model"]').addEventListener("click", () => send({ type: "download", what: "model" }));
   $('[data-action="download-history"]').addEventListener("click", () => send({ type: "download", what: "history" }));
   $('[data-action="download-batch"]').addEventListener("click", () => send({ type: "download", what: "batch" }));
+  document.addEventListener("click", (event) => {  // the panels' close buttons (the neuron panel's is redrawn)
+    const button = event.target.closest('[data-action="close-panel"]');
+    if (!button) return;
+    send({ type: "close_panel", panel: button.dataset.close });
+    $(`[data-panel="${button.dataset.close}"]`).hidden = true;
+    if (button.dataset.close === "weight") for (const line of $$('[data-panel="diagram"] line.selected')) line.classList.remove("selected");
+  });
   $('[data-action="add-layer"]').addEventListener("click", () => {
     if (state.hidden.length >= state.maxHidden) return showMessage(`The playground shows at most ${state.maxHidden} hidden layers.`);
     state.hidden.push(newLayer());
