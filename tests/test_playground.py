@@ -332,6 +332,25 @@ def test_bad_uploads_get_messages_not_tracebacks():
     assert session.data.task == "binary" and len(session.X) == 10
 
 
+def test_a_compressed_model_file_is_refused_before_it_inflates():
+    import hashlib
+    import io
+    import zipfile
+
+    from handgrad import io as model_io
+
+    buffer = io.BytesIO()  # metadata.json: 20 MB of spaces deflated to about 20 KB, sealed as handgrad seals
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metadata.json", b"{" + b" " * (20 << 20) + b"}")
+    body = buffer.getvalue()
+    assert len(body) < MAX_UPLOAD_BYTES
+    raw = body + model_io._SEAL_PREFIX + hashlib.sha256(body).hexdigest().encode()
+    with pytest.raises(DataError, match=r"'bomb\.npz' has compressed members"):
+        Session().load_model(raw, "bomb.npz")
+    session = Session()  # handgrad's own files are stored: they load
+    session.load_model(Session().model_bytes(), "fine.npz")
+
+
 def test_the_curves_stay_small_and_the_history_keeps_every_epoch():
     session = Session()
     for _ in range(1100):

@@ -12,10 +12,12 @@ set, in the epoch's permutation. Its gradient is shown at the current weights wi
 inputs and targets, as CSV) and the model, so anyone can recompute the number.
 """
 
+import io
 import math
 import os
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 
@@ -324,6 +326,19 @@ def _layer_outputs(net, X):
     return outputs
 
 
+def _refuse_compressed_members(raw, filename):
+    """handgrad writes model files uncompressed (ZIP_STORED); a member that is compressed could inflate a
+    1 MiB upload to a gigabyte inside the reader, so the page's files must be stored, and small, as written."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a zip at all: hg.load says what it is
+    if any(member.compress_type != zipfile.ZIP_STORED or member.file_size > MAX_UPLOAD_BYTES for member in members):
+        raise DataError(f"'{filename}' has compressed members; handgrad's model files are stored uncompressed, so "
+                        "this one was not written by handgrad (save the model again with handgrad).")
+
+
 def _fmt(value):
     return format(float(value) + 0.0, ".6g")
 
@@ -393,6 +408,7 @@ class Session:
         """Train a model file from here on (handgrad's format: checked, no code runs on load)."""
         if len(raw) > MAX_UPLOAD_BYTES:
             raise DataError(f"'{filename}' is larger than {MAX_UPLOAD_BYTES // 1024} KiB.")
+        _refuse_compressed_members(raw, filename)
         with tempfile.TemporaryDirectory(prefix="handgrad-upload-") as folder:
             path = os.path.join(folder, "model.npz")
             with open(path, "wb") as file:
