@@ -175,6 +175,27 @@ def test_closed_and_slow_tabs_leave_no_threads_and_do_not_stop_the_server(server
     assert threads() == before
 
 
+def test_while_playing_frames_wait_until_the_page_has_drawn_them(server):
+    from websockets.sync.client import connect
+
+    def frames_within(socket, seconds):
+        count, end = 0, time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                count += json.loads(socket.recv(timeout=left))["type"] == "frame"
+            except TimeoutError:
+                break
+        return count
+
+    with connect(ws_url(server)) as socket:
+        receive_until(socket, "frame")
+        socket.send(json.dumps({"type": "action", "action": "play"}))
+        assert frames_within(socket, 1.0) <= 2  # the play action's own frame, then one undrawn at most (not 20)
+        socket.send(json.dumps({"type": "drawn"}))
+        assert frames_within(socket, 0.5) == 1  # one drawn: one more
+        socket.send(json.dumps({"type": "action", "action": "pause"}))
+
+
 def test_an_upload_over_the_limit_gets_a_message_from_the_server(server):
     from websockets.sync.client import connect
 

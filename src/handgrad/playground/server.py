@@ -10,7 +10,9 @@ Safety (docs/playground.md, "Safety"):
   larger than ``WS_MAX_BYTES`` closes that connection only;
 - each page's training runs on the event loop in short slices (a frame's worth of steps, about 30 ms),
   so there are no training threads to leak: a closed tab ends its loop, a slow tab only slows its own
-  loop (sending waits for it), and the other tabs go on.
+  loop (sending waits for it), and the other tabs go on;
+- while playing, at most ``FRAMES_IN_FLIGHT`` frame is on its way that the page has not said it drew
+  (``{"type": "drawn"}``): a page slow to draw a big network is not flooded, and pause answers sooner.
 """
 
 import asyncio
@@ -29,6 +31,7 @@ from .session import DATA_SETS, FEATURES, MAX_HIDDEN_LAYERS, PRESETS, Session
 
 WS_MAX_BYTES = 4 << 20
 FRAME_SECONDS = 0.05  # one frame every 50 ms while playing
+FRAMES_IN_FLIGHT = 1  # while playing, at most this many frames the page has not yet said it drew ("drawn")
 LOCAL_NAMES = {"127.0.0.1", "localhost", "::1"}
 ACTIONS = ("play", "pause", "step", "epoch", "reset")
 
@@ -161,9 +164,11 @@ async def _loop(websocket, session):
     reader = asyncio.create_task(_read(websocket, inbox))
     clock = asyncio.get_running_loop().time
     next_frame = clock()
+    session.in_flight = 0  # play frames sent that the page has not acknowledged: a slow page slows the play
     try:
         while True:
-            timeout = max(next_frame - clock(), 0.0) if session.playing else None
+            due = session.playing and session.in_flight < FRAMES_IN_FLIGHT
+            timeout = max(next_frame - clock(), 0.0) if due else None
             try:
                 text = await asyncio.wait_for(inbox.get(), timeout)
             except asyncio.TimeoutError:
@@ -172,7 +177,8 @@ async def _loop(websocket, session):
                 return
             if text is not None:
                 await _handle(websocket, session, text)
-            if session.playing and clock() >= next_frame:
+            if session.playing and session.in_flight < FRAMES_IN_FLIGHT and clock() >= next_frame:
+                session.in_flight += 1
                 await _guarded(websocket, session, session.advance)
                 next_frame = clock() + FRAME_SECONDS
     finally:
@@ -247,7 +253,9 @@ async def _handle(websocket, session, text):
     except (ValueError, AttributeError):
         await _send(websocket, {"type": "error", "message": "the server got a message that is not a JSON object."})
         return
-    if kind == "action":
+    if kind == "drawn":  # the page drew a frame: the next one may come (a page that draws slowly is not flooded)
+        session.in_flight = max(session.in_flight - 1, 0)
+    elif kind == "action":
         await _action(websocket, session, message.get("action"))
     elif kind == "configure":  # the reply names the request, so the page can tell a stale reply
         if await _guarded(websocket, session, lambda: session.configure(message.get("config") or {})):
@@ -277,7 +285,7 @@ async def _handle(websocket, session, text):
 
 async def _action(websocket, session, action):
     if action == "play":
-        session.playing = True
+        session.playing, session.in_flight = True, 0
         await _send(websocket, session.frame())
     elif action == "pause":
         session.playing = False

@@ -188,6 +188,7 @@ function frame(message) {
   drawLoss(message.history);
   if (message.weight) showWeight(message.weight);
   if (message.neuron) showNeuron(message.neuron);
+  if (message.playing) send({ type: "drawn" });  // the server sends the next frame only when this one is drawn
 }
 
 // ------------------------------------------------------------------ the network diagram
