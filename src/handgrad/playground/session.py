@@ -363,7 +363,13 @@ class Session:
         data = make_data(config, self.csv_points)
         names = feature_names(config, data.dims)
         net, config = build_network(config, data, len(names))
-        self._start(config, data, names, net)
+        try:
+            self._start(config, data, names, net)
+        except DataError as error:  # the targets do not suit the output: say which output suits the task
+            if data.task != "regression" or net.output_activation.name == "identity":
+                raise
+            raise DataError(f"{error} This data set is a regression: choose the identity output (loss auto).") \
+                from None
 
     def _start(self, config, data, names, net):
         batch_size = _number(config, "batch_size", 10, 1, MAX_SAMPLES, int)
