@@ -196,6 +196,26 @@ def test_while_playing_frames_wait_until_the_page_has_drawn_them(server):
         socket.send(json.dumps({"type": "action", "action": "pause"}))
 
 
+def test_the_history_of_a_diverged_run_downloads(server):
+    from websockets.sync.client import connect
+
+    with connect(ws_url(server), max_size=None) as socket:
+        receive_until(socket, "frame")
+        socket.send(json.dumps({"type": "configure", "config": {
+            "data": {"name": "regression1d"}, "hidden": [{"size": 4, "activation": "relu"}], "output": "identity",
+            "learning_rate": 5, "batch_size": 100}}))
+        receive_until(socket, "network")
+        for _ in range(60):  # epochs until the whole-set loss overflows (the epoch's history holds inf)
+            socket.send(json.dumps({"type": "action", "action": "epoch"}))
+            message = json.loads(socket.recv(timeout=20))
+            if message["type"] == "error":
+                break
+        assert "lower the learning rate" in message["message"]
+        socket.send(json.dumps({"type": "download", "what": "history"}))
+        saved = json.loads(receive_until(socket, "file")["text"])
+        assert saved["loss"][-1] is None and all(math.isfinite(v) for v in saved["loss"][:-1])
+
+
 def test_an_upload_over_the_limit_gets_a_message_from_the_server(server):
     from websockets.sync.client import connect
 

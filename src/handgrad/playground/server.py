@@ -335,7 +335,8 @@ async def _download(websocket, session, what):
         await _send(websocket, {"type": "file", "name": "playground-model.npz", "mime": "application/octet-stream",
                                 "base64": data})
     elif what == "history":
-        text = json.dumps(session.history_json(), indent=1, allow_nan=False, default=_json_default)
+        # a diverged run's last epochs may hold inf or NaN, which JSON lacks: they are saved as null
+        text = json.dumps(_finite(session.history_json()), indent=1, allow_nan=False, default=_json_default)
         await _send(websocket, {"type": "file", "name": "playground-history.json", "mime": "application/json",
                                 "text": text})
     elif what == "batch":
