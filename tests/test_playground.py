@@ -620,12 +620,17 @@ def test_a_csv_with_a_bad_row_shows_a_message(page):
 
 
 def test_a_seed_preset_is_one_click_away_and_a_model_file_loads(page):
+    page.select_option('[data-field="schedule"]', "cosine")  # what the page had before does not leak into it
+    page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="learning-rate"]:text-matches("^0[.]99")')
     page.select_option('[data-field="preset"]', "seed000")
     page.wait_for_function("() => document.querySelectorAll('[data-panel=\"diagram\"] line').length === 10")
     for layer in (1, 2):  # seed 000 has no biases at all: every layer's box is off, and no bias is drawn
         assert page.locator(f'[data-layer="{layer}"] [data-field="bias"]').is_checked() is False
     assert page.locator('[data-field="output_bias"]').is_checked() is False
     assert page.locator('[data-panel="diagram"] [data-bias]').count() == 0
+    assert page.locator('[data-field="schedule"]').input_value() == "constant"
+    page.wait_for_selector('[data-value="learning-rate"]:text-is("2")')  # seed 000's constant rate
     assert "bias=False" in page.locator('[data-panel="equations"]').inner_text()
     assert page.locator('[data-panel="equations"] math').count() > 10
 
