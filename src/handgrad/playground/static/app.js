@@ -176,6 +176,14 @@ function configure(config = readConfig()) {
 
 // ------------------------------------------------------------------ a frame
 function frame(message) {
+  try {
+    drawFrame(message);
+  } finally {  // the server sends the next play frame only when this one is drawn (or failed to draw)
+    if (message.playing) send({ type: "drawn" });
+  }
+}
+
+function drawFrame(message) {
   state.frame = message;
   setText("state", message.playing ? "playing" : "paused");
   setText("epoch", String(message.epoch));
@@ -188,7 +196,6 @@ function frame(message) {
   drawLoss(message.history);
   if (message.weight) showWeight(message.weight);
   if (message.neuron) showNeuron(message.neuron);
-  if (message.playing) send({ type: "drawn" });  // the server sends the next frame only when this one is drawn
 }
 
 // ------------------------------------------------------------------ the network diagram
