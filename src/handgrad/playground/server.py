@@ -197,9 +197,11 @@ async def _read(websocket, inbox):
         await inbox.put(_CLOSED)
 
 
-async def _guarded(websocket, session, work):
-    """Run a piece of session work, then send a frame. A handgrad error becomes a message on the page; any
-    other exception is a bug: its traceback goes to the server's stderr and the page is told so."""
+async def _guarded(websocket, session, work, network=None):
+    """Run a piece of session work, then send a frame, after the ``network()`` message when the work built a
+    new network (so the page never draws a frame of the new data with the old network's task and shape).
+    A handgrad error becomes a message on the page; any other exception is a bug: its traceback goes to
+    the server's stderr and the page is told so."""
     try:
         work()
     except HandgradError as error:
@@ -212,6 +214,8 @@ async def _guarded(websocket, session, work):
         await _send(websocket, {"type": "error", "message": f"internal error ({type(error).__name__}: {error}); "
                                                             "this is a bug in handgrad, please report it."})
         return False
+    if network is not None:
+        await _send(websocket, network())
     await _send(websocket, session.frame())
     return True
 
@@ -258,8 +262,8 @@ async def _handle(websocket, session, text):
     elif kind == "action":
         await _action(websocket, session, message.get("action"))
     elif kind == "configure":  # the reply names the request, so the page can tell a stale reply
-        if await _guarded(websocket, session, lambda: session.configure(message.get("config") or {})):
-            await _send(websocket, {**session.network_message(), "request": message.get("id")})
+        await _guarded(websocket, session, lambda: session.configure(message.get("config") or {}),
+                       network=lambda: {**session.network_message(), "request": message.get("id")})
     elif kind == "select_weight":
         await _guarded(websocket, session, lambda: session.select_weight(*_ints(message, "layer", "i", "j")))
     elif kind == "select_neuron":
@@ -271,12 +275,11 @@ async def _handle(websocket, session, text):
         if panel in (None, "neuron"):
             session.selected_neuron = None
     elif kind == "upload_csv":
-        if await _guarded(websocket, session, lambda: session.load_csv(str(message.get("text", "")),
-                                                                        _filename(message))):
-            await _send(websocket, session.network_message())
+        await _guarded(websocket, session, lambda: session.load_csv(str(message.get("text", "")), _filename(message)),
+                       network=session.network_message)
     elif kind == "load_model":
-        if await _guarded(websocket, session, lambda: session.load_model(_decode(message), _filename(message))):
-            await _send(websocket, session.network_message())
+        await _guarded(websocket, session, lambda: session.load_model(_decode(message), _filename(message)),
+                       network=session.network_message)
     elif kind == "download":
         await _download(websocket, session, message.get("what"))
     else:
@@ -297,8 +300,7 @@ async def _action(websocket, session, action):
         session.playing = False
         await _guarded(websocket, session, session.run_epoch)
     elif action == "reset":
-        if await _guarded(websocket, session, session.reset):
-            await _send(websocket, session.network_message())
+        await _guarded(websocket, session, session.reset, network=session.network_message)
     else:
         await _send(websocket, {"type": "error", "message": f"unknown action {action!r}; use {', '.join(ACTIONS)}."})
 
