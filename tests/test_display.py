@@ -101,6 +101,10 @@ def test_a_trace_and_an_explanation_display_their_numbers_and_math():
     assert len(maths) == 2 * sum(len(section.equations) for section in derivation(net, 4))
     for block in maths:
         parse(block)
+    assert repr(tr).startswith(f"<Trace of {net!r} on N = {len(tr.X)} samples, J = ") and "array(" not in repr(tr)
+    assert f"dW2[1,0] = {tr.engine_value:.6g}" in repr(tr)
+    assert repr(shown) == (f"<explained {shown.title}: {len(maths) // 2} equations; print() it, or show it in "
+                           "Jupyter>") and " at 0x" not in repr(shown)
     with pytest.raises(hg.ConfigError):
         explained("not a network")
     assert np.isfinite(tr.engine_value)

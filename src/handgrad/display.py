@@ -244,6 +244,10 @@ class Explanation:
     def __str__(self):
         return self.markdown
 
+    def __repr__(self):  # a plain Python prompt: what this is and how to see it (not an object address)
+        count = sum(len(section.equations) for section in self.sections)
+        return f"<explained {self.title}: {count} equations; print() it, or show it in Jupyter>"
+
 
 # ------------------------------------------------------------------------------------------ the network
 def network_svg(sizes, activations, width=None, height=160, max_units=8):

@@ -520,6 +520,11 @@ class Trace:
     def __str__(self):
         return self.render()
 
+    def __repr__(self):  # a plain Python prompt: a summary, not every array of the dataclass
+        k, i, j = self.weight
+        return (f"<Trace of {self.net!r} on N = {len(self.X)} samples, J = {self.J:.6g}, dW{k}[{i},{j}] = "
+                f"{self.engine_value:.6g}; print() it, or show it in Jupyter>")
+
     def render(self, format="text", precision=4):
         """The trace as terminal text ('text') or a Markdown code block ('markdown')."""
         if format not in ("text", "markdown"):

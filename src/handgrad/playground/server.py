@@ -10,7 +10,9 @@ Safety (docs/playground.md, "Safety"):
   larger than ``WS_MAX_BYTES`` closes that connection only;
 - each page's training runs on the event loop in short slices (a frame's worth of steps, about 30 ms),
   so there are no training threads to leak: a closed tab ends its loop, a slow tab only slows its own
-  loop (sending waits for it), and the other tabs go on.
+  loop (sending waits for it), and the other tabs go on;
+- while playing, at most ``FRAMES_IN_FLIGHT`` frame is on its way that the page has not said it drew
+  (``{"type": "drawn"}``): a page slow to draw a big network is not flooded, and pause answers sooner.
 """
 
 import asyncio
@@ -25,10 +27,11 @@ from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import HandgradError
-from .session import DATA_SETS, FEATURES, PRESETS, Session
+from .session import DATA_SETS, FEATURES, MAX_HIDDEN_LAYERS, PRESETS, Session
 
 WS_MAX_BYTES = 4 << 20
 FRAME_SECONDS = 0.05  # one frame every 50 ms while playing
+FRAMES_IN_FLIGHT = 1  # while playing, at most this many frames the page has not yet said it drew ("drawn")
 LOCAL_NAMES = {"127.0.0.1", "localhost", "::1"}
 ACTIONS = ("play", "pause", "step", "epoch", "reset")
 
@@ -141,7 +144,8 @@ async def play_socket(websocket):
     await websocket.accept()
     session = Session()
     await websocket.send_text(json.dumps({"type": "hello", "presets": PRESETS, "data_sets": list(DATA_SETS),
-                                          "features": list(FEATURES), "actions": list(ACTIONS)}))
+                                          "features": list(FEATURES), "actions": list(ACTIONS),
+                                          "max_hidden_layers": MAX_HIDDEN_LAYERS}))
     await _send_network(websocket, session)
     try:
         await _loop(websocket, session)
@@ -160,9 +164,11 @@ async def _loop(websocket, session):
     reader = asyncio.create_task(_read(websocket, inbox))
     clock = asyncio.get_running_loop().time
     next_frame = clock()
+    session.in_flight = 0  # play frames sent that the page has not acknowledged: a slow page slows the play
     try:
         while True:
-            timeout = max(next_frame - clock(), 0.0) if session.playing else None
+            due = session.playing and session.in_flight < FRAMES_IN_FLIGHT
+            timeout = max(next_frame - clock(), 0.0) if due else None
             try:
                 text = await asyncio.wait_for(inbox.get(), timeout)
             except asyncio.TimeoutError:
@@ -171,7 +177,8 @@ async def _loop(websocket, session):
                 return
             if text is not None:
                 await _handle(websocket, session, text)
-            if session.playing and clock() >= next_frame:
+            if session.playing and session.in_flight < FRAMES_IN_FLIGHT and clock() >= next_frame:
+                session.in_flight += 1
                 await _guarded(websocket, session, session.advance)
                 next_frame = clock() + FRAME_SECONDS
     finally:
@@ -190,9 +197,11 @@ async def _read(websocket, inbox):
         await inbox.put(_CLOSED)
 
 
-async def _guarded(websocket, session, work):
-    """Run a piece of session work, then send a frame. A handgrad error becomes a message on the page; any
-    other exception is a bug: its traceback goes to the server's stderr and the page is told so."""
+async def _guarded(websocket, session, work, network=None):
+    """Run a piece of session work, then send a frame, after the ``network()`` message when the work built a
+    new network (so the page never draws a frame of the new data with the old network's task and shape).
+    A handgrad error becomes a message on the page; any other exception is a bug: its traceback goes to
+    the server's stderr and the page is told so."""
     try:
         work()
     except HandgradError as error:
@@ -205,6 +214,8 @@ async def _guarded(websocket, session, work):
         await _send(websocket, {"type": "error", "message": f"internal error ({type(error).__name__}: {error}); "
                                                             "this is a bug in handgrad, please report it."})
         return False
+    if network is not None:
+        await _send(websocket, network())
     await _send(websocket, session.frame())
     return True
 
@@ -246,24 +257,29 @@ async def _handle(websocket, session, text):
     except (ValueError, AttributeError):
         await _send(websocket, {"type": "error", "message": "the server got a message that is not a JSON object."})
         return
-    if kind == "action":
+    if kind == "drawn":  # the page drew a frame: the next one may come (a page that draws slowly is not flooded)
+        session.in_flight = max(session.in_flight - 1, 0)
+    elif kind == "action":
         await _action(websocket, session, message.get("action"))
     elif kind == "configure":  # the reply names the request, so the page can tell a stale reply
-        if await _guarded(websocket, session, lambda: session.configure(message.get("config") or {})):
-            await _send(websocket, {**session.network_message(), "request": message.get("id")})
+        await _guarded(websocket, session, lambda: session.configure(message.get("config") or {}),
+                       network=lambda: {**session.network_message(), "request": message.get("id")})
     elif kind == "select_weight":
         await _guarded(websocket, session, lambda: session.select_weight(*_ints(message, "layer", "i", "j")))
     elif kind == "select_neuron":
         await _guarded(websocket, session, lambda: session.select_neuron(*_ints(message, "layer", "unit")))
-    elif kind == "close_panel":
-        session.selected_weight = session.selected_neuron = None
+    elif kind == "close_panel":  # "panel": "weight" or "neuron" closes that one; none given closes both
+        panel = message.get("panel")
+        if panel in (None, "weight"):
+            session.selected_weight = None
+        if panel in (None, "neuron"):
+            session.selected_neuron = None
     elif kind == "upload_csv":
-        if await _guarded(websocket, session, lambda: session.load_csv(str(message.get("text", "")),
-                                                                        _filename(message))):
-            await _send(websocket, session.network_message())
+        await _guarded(websocket, session, lambda: session.load_csv(str(message.get("text", "")), _filename(message)),
+                       network=session.network_message)
     elif kind == "load_model":
-        if await _guarded(websocket, session, lambda: session.load_model(_decode(message), _filename(message))):
-            await _send(websocket, session.network_message())
+        await _guarded(websocket, session, lambda: session.load_model(_decode(message), _filename(message)),
+                       network=session.network_message)
     elif kind == "download":
         await _download(websocket, session, message.get("what"))
     else:
@@ -272,7 +288,7 @@ async def _handle(websocket, session, text):
 
 async def _action(websocket, session, action):
     if action == "play":
-        session.playing = True
+        session.playing, session.in_flight = True, 0
         await _send(websocket, session.frame())
     elif action == "pause":
         session.playing = False
@@ -284,8 +300,7 @@ async def _action(websocket, session, action):
         session.playing = False
         await _guarded(websocket, session, session.run_epoch)
     elif action == "reset":
-        if await _guarded(websocket, session, session.reset):
-            await _send(websocket, session.network_message())
+        await _guarded(websocket, session, session.reset, network=session.network_message)
     else:
         await _send(websocket, {"type": "error", "message": f"unknown action {action!r}; use {', '.join(ACTIONS)}."})
 
@@ -322,7 +337,8 @@ async def _download(websocket, session, what):
         await _send(websocket, {"type": "file", "name": "playground-model.npz", "mime": "application/octet-stream",
                                 "base64": data})
     elif what == "history":
-        text = json.dumps(session.history_json(), indent=1, allow_nan=False, default=_json_default)
+        # a diverged run's last epochs may hold inf or NaN, which JSON lacks: they are saved as null
+        text = json.dumps(_finite(session.history_json()), indent=1, allow_nan=False, default=_json_default)
         await _send(websocket, {"type": "file", "name": "playground-history.json", "mime": "application/json",
                                 "text": text})
     elif what == "batch":

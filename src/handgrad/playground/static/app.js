@@ -43,6 +43,7 @@ function receive(message) {
 
 function hello(message) {
   state.presets = message.presets;
+  state.maxHidden = message.max_hidden_layers;
   const data = $('[data-field="data"]');
   data.innerHTML = "";
   for (const name of [...message.data_sets, "csv"]) data.add(new Option(name === "csv" ? "your CSV" : name, name));
@@ -175,6 +176,14 @@ function configure(config = readConfig()) {
 
 // ------------------------------------------------------------------ a frame
 function frame(message) {
+  try {
+    drawFrame(message);
+  } finally {  // the server sends the next play frame only when this one is drawn (or failed to draw)
+    if (message.playing) send({ type: "drawn" });
+  }
+}
+
+function drawFrame(message) {
   state.frame = message;
   setText("state", message.playing ? "playing" : "paused");
   setText("epoch", String(message.epoch));
@@ -207,9 +216,10 @@ function buildDiagram() {
   NODE = Math.max(7, Math.min(30, GAP_Y - 6));
   svg.setAttribute("width", LEFT + (sizes.length - 1) * GAP_X + NODE + 40);
   svg.setAttribute("height", TOP + tallest * GAP_Y + 10);
+  const hits = document.createElementNS(SVG, "g");  // a wide, invisible band under each line: a thin one is clickable too
   const lines = document.createElementNS(SVG, "g");
   const nodes = document.createElementNS(SVG, "g");
-  svg.append(lines, nodes);
+  svg.append(hits, lines, nodes);
   for (let k = 1; k < sizes.length; k++) {
     for (let i = 0; i < sizes[k - 1]; i++) {
       for (let j = 0; j < sizes[k]; j++) {
@@ -218,11 +228,17 @@ function buildDiagram() {
         line.setAttribute("x1", from.x + NODE); line.setAttribute("y1", from.y + NODE / 2);
         line.setAttribute("x2", to.x); line.setAttribute("y2", to.y + NODE / 2);
         line.dataset.weight = `${k},${i},${j}`;
-        line.addEventListener("click", () => send({ type: "select_weight", layer: k, i, j }));
-        line.addEventListener("mouseenter", (event) => { state.hover = line.dataset.weight; showHover(event); });
-        line.addEventListener("mousemove", showHover);
-        line.addEventListener("mouseleave", () => { state.hover = null; $('[data-panel="hover"]').hidden = true; });
+        const hit = document.createElementNS(SVG, "path");
+        hit.setAttribute("d", `M${from.x + NODE},${from.y + NODE / 2}L${to.x},${to.y + NODE / 2}`);
+        hit.setAttribute("class", "hit");
+        for (const element of [line, hit]) {
+          element.addEventListener("click", () => send({ type: "select_weight", layer: k, i, j }));
+          element.addEventListener("mouseenter", (event) => { state.hover = line.dataset.weight; showHover(event); });
+          element.addEventListener("mousemove", showHover);
+          element.addEventListener("mouseleave", () => { state.hover = null; $('[data-panel="hover"]').hidden = true; });
+        }
         lines.append(line);
+        hits.append(hit);
       }
     }
   }
@@ -481,7 +497,8 @@ function showNeuron(neuron) {
   const unit = neuron.norm ? `<p data-value="norm-numbers">${neuron.norm} norm of this unit: \u03b3 = ${neuron.gamma}, \u03b2 = ${neuron.beta}` +
     (neuron.mean !== undefined ? `; over the batch \u03bc = ${neuron.mean}, \u03c3 = ${neuron.std}` : "") + "</p>" +
     `<p class="hint">dZ comes from d\u1e90 through the norm's backward, which ${neuron.norm === "batch" ? "mixes the batch's rows" : "mixes the units of each row"}: it is no elementwise product (the weight panel's trace writes it out).</p>` : "";
-  panel.innerHTML = `<h3>layer ${neuron.layer}, unit ${neuron.unit} (${neuron.activation})</h3>${unit}
+  panel.innerHTML = `<button data-action="close-panel" data-close="neuron" class="close" title="close this panel">&#x2715;</button>
+    <h3>layer ${neuron.layer}, unit ${neuron.unit} (${neuron.activation})</h3>${unit}
     <p class="hint">Rows of the current batch (first ${neuron.rows.length} of ${neuron.n_rows}), dropout off.</p>
     <table><tr><th>row</th>${neuron.rows.map((r) => `<th>${r}</th>`).join("")}</tr>
     ${rows.map((name) => `<tr data-row="${name}"><th>${names[name] || name}</th>${neuron[name].map((v) => `<td>${v}</td>`).join("")}</tr>`).join("")}</table>`;
@@ -515,7 +532,15 @@ function wire() {
   $('[data-action="download-model"]').addEventListener("click", () => send({ type: "download", what: "model" }));
   $('[data-action="download-history"]').addEventListener("click", () => send({ type: "download", what: "history" }));
   $('[data-action="download-batch"]').addEventListener("click", () => send({ type: "download", what: "batch" }));
+  document.addEventListener("click", (event) => {  // the panels' close buttons (the neuron panel's is redrawn)
+    const button = event.target.closest('[data-action="close-panel"]');
+    if (!button) return;
+    send({ type: "close_panel", panel: button.dataset.close });
+    $(`[data-panel="${button.dataset.close}"]`).hidden = true;
+    if (button.dataset.close === "weight") for (const line of $$('[data-panel="diagram"] line.selected')) line.classList.remove("selected");
+  });
   $('[data-action="add-layer"]').addEventListener("click", () => {
+    if (state.hidden.length >= state.maxHidden) return showMessage(`The playground shows at most ${state.maxHidden} hidden layers.`);
     state.hidden.push(newLayer());
     drawLayerEditor();
     configure();
