@@ -212,13 +212,13 @@ def test_flipped_weight_byte_message(saved):
         hg.load(saved)
 
 
-def rewrite_members(path, change):
+def rewrite_members(path, change, compression=zipfile.ZIP_STORED):
     """Rebuild the zip with ``change(members)`` applied, then reseal it (a forger who knows the format)."""
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     change(members)
     buffer = stdio.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
         archive.comment = b"\0" * io._SEAL_LENGTH
@@ -264,6 +264,24 @@ def test_pickle_inside_is_refused(saved):
     rewrite_members(saved, add_pickle)
     with pytest.raises(hg.ModelFileError, match="pickle"):
         hg.load(saved)
+
+
+def test_a_compressed_member_is_refused_before_it_is_inflated(saved, monkeypatch):
+    """A zip bomb: a sealed file whose weights member is deflated (here 8 MB of zeros in a few kB) would
+    inflate far past the file's size. handgrad writes members stored, so it refuses compressed ones before
+    reading any (a spy on ZipFile.read shows nothing was inflated)."""
+    def bomb(members):
+        buffer = stdio.BytesIO()
+        np.lib.format.write_array(buffer, np.zeros((1000, 1000)))
+        members["W1.npy"] = buffer.getvalue()
+
+    rewrite_members(saved, bomb, compression=zipfile.ZIP_DEFLATED)
+    assert saved.stat().st_size < 100_000
+    reads = []
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda self, name, pwd=None: reads.append(name))
+    with pytest.raises(hg.ModelFileError, match="compressed member"):
+        hg.load(saved)
+    assert reads == []
 
 
 def test_extra_member_is_refused(saved):

@@ -304,6 +304,11 @@ def decode_archive(data, path="<bytes>"):
                              "or corrupted in transfer). Use an intact copy or save the model again.")
     try:
         archive = zipfile.ZipFile(_stdio.BytesIO(data))
+        packed = [info.filename for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+        if packed:  # handgrad stores members as they are; a compressed one could inflate far past the file's size
+            raise ModelFileError(f"{where} has a compressed member ({packed[0]!r}); handgrad writes model files "
+                                 "uncompressed and refuses compressed ones (they can inflate to far more memory "
+                                 "than the file's size). Save the model again with handgrad.")
         names = archive.namelist()
         if METADATA_MEMBER not in names:
             raise ModelFileError(f"{where} has no {METADATA_MEMBER}; it is not a handgrad model file.")
