@@ -1,4 +1,4 @@
-"""Layers: the contract every layer follows, then Dense (the seeds' layer) and Dropout.
+"""Layers: the contract every layer follows, then Dense (the seeds' layer), Dropout, and the normalization layers.
 
 Start reading here: :class:`Dense` is the backpropagation of the seeds, one layer at a time
 (batch-first, docs/derivations.md sections "One layer" and "The whole network"):
