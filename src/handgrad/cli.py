@@ -462,11 +462,8 @@ def _cmd_train(args):
     # L-BFGS minimizes one full-batch objective: no epochs to validate or record (the validation part is
     # evaluated after training, as the test part is), and no per-epoch sharpness.
     lbfgs = str(options.get("optimizer", "")).strip().lower() == "lbfgs"
-    if lbfgs and getattr(args, "sharpness", None):
-        raise ConfigError("--sharpness measures after every epoch, and L-BFGS has none; run 'handgrad curvature' on "
-                          "the trained model instead.")
     if lbfgs:
-        _refuse_per_epoch_flags(options, net)
+        _refuse_per_epoch_flags(options, net, getattr(args, "sharpness", None))
     if weights is not None:
         fit_options["sample_weight"] = weights[0]
     if len(split.y_val) and not lbfgs:
@@ -522,9 +519,12 @@ _PER_EPOCH_FLAGS = {"early_stopping": "--patience", "metrics": "--metrics", "cli
                     "checkpoint": "--checkpoint", "resume": "--resume", "schedule": "--schedule"}
 
 
-def _refuse_per_epoch_flags(options, net):
+def _refuse_per_epoch_flags(options, net, sharpness):
     """--optimizer lbfgs: one full-batch objective, without epochs, batches or dropout; name the flag that
     does not apply (the trainer would name its option, or, for --metrics and --dropout, ignore it)."""
+    if sharpness:
+        raise ConfigError("--sharpness measures after every epoch, and L-BFGS has none; run 'handgrad curvature' on "
+                          "the trained model instead.")
     given = [flag for name, flag in _PER_EPOCH_FLAGS.items() if options.get(name) is not None]
     if any(getattr(layer, "rate", 0) for layer in net.sequence):
         given.append("--dropout")

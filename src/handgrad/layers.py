@@ -241,12 +241,17 @@ class Dense(Layer):
         self.Zhat = None if self.norm is None else H
         return A
 
+    @property
+    def activation_input(self):
+        """What f was applied to in the last forward: Z, or Zhat with a norm."""
+        return self.Z if self.norm is None else self.Zhat
+
     # ------------------------------------------------------------------ backward
     def backward(self, dA, need_dX=True):
         """From dA = dJ/dA (overwritten: it becomes dZ, or dZhat) to dW, db (dgamma, dbeta); returns
         dX = dJ/dX when ``need_dX``."""
         D = self._current.D
-        H = self.Z if self.norm is None else self.Zhat  # the activation's input
+        H = self.activation_input
         if D is None:
             dH = self.activation.backward(dA, H, self.A, out=dA)  # dA * f'(Z), or softmax's Jacobian
         else:
@@ -280,13 +285,13 @@ class Dense(Layer):
             RZ += direction["b"]
         RH = RZ if self.norm is None else self.norm.r_forward(RZ, direction)  # R{} of the activation's input
         self._r = (RX, RH, direction)
-        return self.activation.r_forward(RH, self.Z if self.norm is None else self.Zhat, self.A)
+        return self.activation.r_forward(RH, self.activation_input, self.A)
 
     def r_backward(self, dA, RdA, out, need_dX=True):
         """R{dZ} = R{dA} * f'(Z) + dA * f''(Z) * R{Z} (softmax: its own form), then :meth:`r_backward_from_dZ`.
         With a norm the same gives R{dZhat} (f at Zhat), and the norm's r_backward turns it into R{dZ},
         writing R{dgamma}, R{dbeta} into ``out``."""
-        H = self.Z if self.norm is None else self.Zhat  # the activation's input
+        H = self.activation_input
         RdH = self.activation.r_backward(dA, RdA, self._r[1], H, self.A)
         if self.norm is not None:
             RdH = self.norm.r_backward(self.dZhat, RdH, out)  # R{dZ} from R{dZhat}

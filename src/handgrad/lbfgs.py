@@ -335,7 +335,8 @@ def data_statistics(net, X):
 
 
 def fit(net, X, T, w=None, *, solver="lbfgs", max_iter=200, record=None, unused=None):
-    """What ``training.fit(..., optimizer="lbfgs", epochs=max_iter)`` runs: L-BFGS on the checked arrays;
+    """What ``training.fit(..., optimizer="lbfgs", epochs=max_iter)`` runs: L-BFGS on the checked arrays
+    (in memory: training.fit refuses streamed data before it reads any);
     ``record(iteration, seconds, loss=J)`` is called after each iteration (the trainer's History.record).
     ``unused``: the trainer's options that have no meaning here; any that is set is refused."""
     for name, value in (unused or {}).items():
@@ -343,10 +344,6 @@ def fit(net, X, T, w=None, *, solver="lbfgs", max_iter=200, record=None, unused=
                 and not (isinstance(value, (list, tuple)) and not value):
             raise ConfigError(f"{name} is not used by L-BFGS (one full-batch objective, no epochs or batches); "
                               "remove it, or choose a stochastic optimizer such as 'adam'.")
-    if not (isinstance(X, np.ndarray) and isinstance(T, np.ndarray)):  # a handgrad.streaming.Stream
-        raise ConfigError("L-BFGS evaluates the whole data set at every step, so it needs X and T in memory: "
-                          "memory-mapped, Zarr or Dask data is streamed by the stochastic optimizers only. Load "
-                          "it (np.asarray(X)) or choose an optimizer such as 'adam'.")
     started = [time.perf_counter()]
 
     def callback(k, x, f):

@@ -695,22 +695,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     the network's parameter vector), net_ (the handgrad MLP).
     """
 
-    _is_clf = True
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
-                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
-                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, init="sklearn",
-                 dropout=0.0):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
-            batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
-            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
-            verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, init=init,
-            dropout=dropout)
+    _is_clf = True  # (its parameters and __init__ are _BaseMLP's, scikit-learn's MLPClassifier's)
 
     def _output_layer(self, Y):
         if self._label_binarizer.y_type_ == "multiclass":

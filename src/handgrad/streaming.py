@@ -189,6 +189,14 @@ class Stream:
         rng.shuffle(order[1:])
 
 
+def batch_rows(number, n_batches, batch_size, n):
+    """Rows of batch ``number`` (from 1) of n_batches over n samples, for the in-memory batches
+    (training._Batches) and these alike: batch_size, except the last, which runs to the end of the data
+    (shorter, or one longer when fit merged a lone last sample into it)."""
+    first = (number - 1) * batch_size
+    return n - first if number == n_batches else min(batch_size, n - first)
+
+
 class StreamBatches:
     """The batches of one epoch of a :class:`Stream`, as training._Batches gives them for in-memory data:
     ``get(number, order)`` gathers this process's rows of batch ``number`` into buffers made once."""
@@ -197,7 +205,7 @@ class StreamBatches:
         self.stream, self.batch_size, self.n_batches = stream, batch_size, n_batches
         self.shard = shard or (lambda n: (0, n))
         self.n = stream.shape[0]
-        rows = max(batch_size, self.n - (n_batches - 1) * batch_size)  # the last batch may hold one more
+        rows = max(batch_size, batch_rows(n_batches, n_batches, batch_size, self.n))  # the last may hold one more
         self.X = np.empty((rows, stream.shape[1]), dtype)
         self.T = np.empty((rows, stream.net.n_outputs), dtype)
         self.w = np.empty(rows, dtype) if stream.weighted else None
@@ -208,8 +216,7 @@ class StreamBatches:
         self.stream.shuffle(order, rng)
 
     def rows(self, number):
-        first = (number - 1) * self.batch_size  # (as training.batch_rows: the last batch runs to the end)
-        return self.n - first if number == self.n_batches else min(self.batch_size, self.n - first)
+        return batch_rows(number, self.n_batches, self.batch_size, self.n)
 
     def _block(self, block, key):
         entry = self.cache.get((block, key))

@@ -279,13 +279,6 @@ def _prepare_stream(net, X, T, sample_weight, class_weight, validation_data, val
     return data
 
 
-def batch_rows(number, n_batches, batch_size, n):
-    """Rows of batch ``number`` (from 1) of n_batches over n samples: batch_size, except the last, which runs
-    to the end of the data (shorter, or one longer when fit merged a lone last sample into it)."""
-    first = (number - 1) * batch_size
-    return n - first if number == n_batches else min(batch_size, n - first)
-
-
 class _Batches:
     """The batches of one epoch: slices of the data in the order given, gathered into buffers made once
     (or, without shuffling, views of the data: nothing to copy)."""
@@ -293,7 +286,7 @@ class _Batches:
     def __init__(self, data, batch_size, dtype, n_batches, shard=None):
         self.data, self.batch_size, self.n_batches = data, batch_size, n_batches
         self.shard = shard or (lambda n: (0, n))  # this process's rows lo..hi of a batch of n (data-parallel)
-        rows = max(batch_size, data.X.shape[0] - (n_batches - 1) * batch_size)  # the last batch may hold one more
+        rows = max(batch_size, streaming.batch_rows(n_batches, n_batches, batch_size, data.X.shape[0]))
         self.X = np.empty((rows, data.X.shape[1]), dtype)
         self.T = np.empty((rows, data.T.shape[1]), dtype)
         self.w = np.empty(rows, dtype) if data.w is not None else None
@@ -305,7 +298,7 @@ class _Batches:
 
     def rows(self, number):
         """The number of rows of batch ``number`` (all processes' together); the last runs to the end of the data."""
-        return batch_rows(number, self.n_batches, self.batch_size, self.data.X.shape[0])
+        return streaming.batch_rows(number, self.n_batches, self.batch_size, self.data.X.shape[0])
 
     def get(self, number, order, in_order):
         """Batch ``number`` (from 1), or this process's shard of it: (X, T, w or None)."""
