@@ -429,3 +429,12 @@ def test_a_sealed_file_with_a_huge_layer_size_is_refused_before_anything_is_allo
         hg.load(tmp_path / "huge.npz")
     io.write_archive(tmp_path / "fine.npz", dict(net.parameters()), {**record, "config": net.config()})
     np.testing.assert_array_equal(hg.load(tmp_path / "fine.npz").params, net.params)
+
+
+def test_json_safe_turns_numpy_values_and_non_finite_numbers_into_plain_json():
+    value = {1: np.float32(0.5), "a": [np.inf, float("nan"), np.int64(3)], "m": np.array([[1.0, -np.inf]]),
+             "o": hg.activations.LeakyReLU(0.1), "t": (True, None, "x")}
+    safe = io.json_safe(value)
+    assert safe == {"1": 0.5, "a": [None, None, 3], "m": [[1.0, None]], "o": repr(value["o"]),
+                    "t": [True, None, "x"]}
+    json.dumps(safe, allow_nan=False)  # accepted as it is

@@ -167,6 +167,23 @@ def plain_json(value, what="metadata"):
         raise ConfigError(f"{what} must be JSON-serializable (numbers, strings, lists, dicts): {error}.") from None
 
 
+def json_safe(value):
+    """A copy that ``json.dumps(..., allow_nan=False)`` accepts: NumPy scalars and arrays become numbers and
+    lists, NaN and infinity None (null, as JSON has neither), dict keys strings, other objects their repr
+    (for reports such as a sweep's results and the playground's messages; model files use plain_json)."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
 def content_digest(arrays, metadata):
     """SHA-256 over the metadata (canonical JSON) and every array's name, dtype, shape and bytes, by name."""
     digest = hashlib.sha256()

@@ -65,6 +65,7 @@ import numpy as np
 
 from .callbacks import Callback
 from .errors import ConfigError, DataError, HandgradError, TrainingError, suggest
+from .io import atomic_write_text, json_safe
 
 # Every name a sweep can vary, and which object takes it.
 NETWORK_PARAMETERS = ("layers", "units", "activation", "loss", "bias", "l2", "l1", "dropout", "init", "dtype", "seed")
@@ -597,9 +598,9 @@ def _finish(driver, interrupted, out, base, metadata, plot):
     result.files["results.csv"], result.files["results.json"] = write_results(out, result, base)
     if result.best_model is not None:
         trial = driver.best[0]
-        record = {"sweep": {"trial": trial.number, "params": _plain(trial.params), "metric": result.metric,
+        record = {"sweep": {"trial": trial.number, "params": json_safe(trial.params), "metric": result.metric,
                             "value": trial.value, "epochs": trial.epochs},
-                  "training": _plain(fit_options(trial.settings))}
+                  "training": json_safe(fit_options(trial.settings))}
         path = os.path.join(out, "best_model.npz")
         result.files["best_model.npz"] = result.best_model.save(path, **record, **(metadata or {}))
     if plot:
@@ -723,22 +724,6 @@ def _local_cluster(distributed, workers):
 
 
 # ---------------------------------------------------------------------------- files
-def _plain(value):
-    """A JSON-able copy: NumPy scalars and arrays become numbers and lists, NaN and infinity None (null),
-    other objects their repr."""
-    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
-
-
 def _cell(value):
     if value is None:
         return ""
@@ -755,19 +740,17 @@ def write_results(out, result, base=None):
     import csv
     import io as _stdio
 
-    from .io import atomic_write_text
-
     header = ["trial", *result.parameters, "status", result.metric, "epochs", "seconds", "error"]
     text = _stdio.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([[_cell(_plain(row[name])) for name in header] for row in result.rows])
+    writer.writerows([[_cell(json_safe(row[name])) for name in header] for row in result.rows])
     csv_path, json_path = os.path.join(out, "results.csv"), os.path.join(out, "results.json")
     atomic_write_text(csv_path, text.getvalue())
     record = {"metric": result.metric, "goal": result.goal, "parameters": result.parameters,
-              "base": _plain(base or {}), "rungs": result.rungs, "interrupted": result.interrupted,
+              "base": json_safe(base or {}), "rungs": result.rungs, "interrupted": result.interrupted,
               "counts": result.counts(),
-              "trials": [{**_plain(row), "curve": _plain(result.curves[row["trial"]])} for row in result.rows]}
+              "trials": [{**json_safe(row), "curve": json_safe(result.curves[row["trial"]])} for row in result.rows]}
     atomic_write_text(json_path, json.dumps(record, indent=1, allow_nan=False, default=str) + "\n")
     return csv_path, json_path
 

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import math
 import os
 import secrets
 import traceback
@@ -27,6 +26,7 @@ from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import HandgradError
+from ..io import json_safe
 from .session import DATA_SETS, FEATURES, MAX_HIDDEN_LAYERS, PRESETS, Session
 
 WS_MAX_BYTES = 4 << 20
@@ -221,27 +221,11 @@ async def _guarded(websocket, session, work, network=None):
 
 
 async def _send(websocket, message):
-    try:
-        text = json.dumps(message, allow_nan=False, default=_json_default)
+    try:  # the common case in one pass; NumPy values (json_safe as default) as numbers and lists
+        text = json.dumps(message, allow_nan=False, default=json_safe)
     except ValueError:  # a NaN or infinity somewhere (a diverging run): JSON has none, so they go as null
-        text = json.dumps(_finite(message), allow_nan=False, default=_json_default)
+        text = json.dumps(json_safe(message), allow_nan=False)
     await websocket.send_text(text)
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 async def _send_network(websocket, session):
@@ -338,7 +322,7 @@ async def _download(websocket, session, what):
                                 "base64": data})
     elif what == "history":
         # a diverged run's last epochs may hold inf or NaN, which JSON lacks: they are saved as null
-        text = json.dumps(_finite(session.history_json()), indent=1, allow_nan=False, default=_json_default)
+        text = json.dumps(json_safe(session.history_json()), indent=1, allow_nan=False)
         await _send(websocket, {"type": "file", "name": "playground-history.json", "mime": "application/json",
                                 "text": text})
     elif what == "batch":
