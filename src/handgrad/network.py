@@ -263,13 +263,21 @@ class MLP:
 
     def _bind_layers(self):
         """Give each layer its views into ``params`` and ``grads`` (after allocation and after unpickling)."""
-        views = {name: (self.params[offset:offset + int(np.prod(shape))].reshape(shape),
-                        self.grads[offset:offset + int(np.prod(shape))].reshape(shape))
-                 for name, offset, shape in self.layout}
+        for layer, values, gradients in zip(self.layers, self._cut(self.params), self._cut(self.grads)):
+            layer.bind(values, gradients)
+
+    def _cut(self, vector):
+        """A vector in the layout of ``params`` cut as each layer's parameters are: one {name: view} per layer
+        of ``layers`` (``W``, ``b``, ``gamma``, ``beta`` as the layer names them)."""
+        where = {name: (offset, shape) for name, offset, shape in self.layout}
+        cuts = []
         for k, layer in enumerate(self.layers, 1):
-            names = [name for name, _ in layer.parameter_shapes()]
-            layer.bind({name: views[f"{name}{k}"][0] for name in names},
-                       {name: views[f"{name}{k}"][1] for name in names})
+            views = {}
+            for name, _ in layer.parameter_shapes():
+                offset, shape = where[f"{name}{k}"]
+                views[name] = vector[offset:offset + int(np.prod(shape))].reshape(shape)
+            cuts.append(views)
+        return cuts
 
     def __setstate__(self, state):  # pickle and deepcopy copy each view on its own: make them views again
         self.__dict__.update(state)
@@ -403,13 +411,12 @@ class MLP:
         if len(arrays) != len(names):
             raise ConfigError(f"expected {len(names)} arrays (one per parameter array), got {len(arrays)}.")
         vector = np.empty_like(self.params)
-        where = {name: (offset, shape) for name, offset, shape in self.layout}
-        for (name, _), array in zip(names, arrays):
-            offset, shape = where[name]
+        views = [view for cut in self._cut(vector) for view in cut.values()]  # in the order of parameters()
+        for (name, _), view, array in zip(names, views, arrays):
             array = np.asarray(array)
-            if array.shape != shape:
-                raise ConfigError(f"{name} has shape {shape}, got an array of shape {array.shape}.")
-            vector[offset:offset + array.size] = array.reshape(-1)
+            if array.shape != view.shape:
+                raise ConfigError(f"{name} has shape {view.shape}, got an array of shape {array.shape}.")
+            view[...] = array
         return vector
 
     def copy(self):
@@ -842,14 +849,9 @@ class MLP:
         return type(norm) in NORMS.values() or all(name in vars(type(norm)) for name in names)
 
     def _views_by_layer(self, vector):
-        """id(layer) -> {name: view into ``vector``} for every layer of ``sequence`` (empty without parameters):
-        a vector in the layout of ``params`` cut as each layer's parameters are."""
+        """id(layer) -> {name: view into ``vector``} for every layer of ``sequence`` (empty without parameters)."""
         views = {id(layer): {} for layer in self.sequence}
-        where = {name: (offset, shape) for name, offset, shape in self.layout}
-        for k, layer in enumerate(self.layers, 1):
-            for name, _ in layer.parameter_shapes():
-                offset, shape = where[f"{name}{k}"]
-                views[id(layer)][name] = vector[offset:offset + int(np.prod(shape))].reshape(shape)
+        views.update((id(layer), cut) for layer, cut in zip(self.layers, self._cut(vector)))
         return views
 
     def forward_backward(self, X, T, sample_weight=None):
