@@ -368,3 +368,16 @@ def test_general_path_stays_finite_at_saturated_outputs(strict_numerics, output,
     T = np.array([[1.0, 0.0]])
     J, [(dW, db)] = net.loss_and_grad(np.array([[1.0]]), T)
     assert np.isfinite(J) and np.isfinite(dW).all() and np.isfinite(db).all()
+
+
+def test_astype_copies_weights_and_running_statistics_into_another_dtype():
+    net = hg.MLP(3, ["5:tanh:batchnorm", "4:leaky_relu(0.2)", (2, "softmax")], seed=1, dtype="float32", l2=0.1)
+    X = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    net.fit(X, np.arange(16) % 2, epochs=2, batch_size=8, verbose=False)  # running statistics move
+    wide = net.astype("float64")
+    assert wide.dtype == np.float64 and wide.params.dtype == np.float64 and wide is not net
+    assert wide.config() == {**net.config(), "dtype": "float64"}
+    np.testing.assert_array_equal(wide.params, net.params.astype(np.float64))
+    for (name, a), (_, b) in zip(wide.running_statistics(), net.running_statistics()):
+        assert a.dtype == np.float64 and np.array_equal(a, b.astype(np.float64)), name
+    np.testing.assert_allclose(wide.predict_proba(X), net.predict_proba(X), rtol=1e-5)

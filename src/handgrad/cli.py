@@ -729,15 +729,9 @@ def cmd_info(args):
 
 def cmd_gradcheck(args):
     from .gradcheck import gradcheck
-    from .network import MLP
 
     if args.model:
-        loaded = _load_model(args.model)
-        config = loaded.config()
-        config.update(dtype="float64", init="auto")
-        layers = [item if isinstance(item, dict) else tuple(item) for item in config.pop("layers")]  # (norm: a dict)
-        net = MLP(layers=layers, **config)  # a float64 copy: float32 rounding would swamp the differences
-        net.set_weights(loaded.get_weights())
+        net = _load_model(args.model).astype("float64")  # float32 rounding would swamp the differences
     else:
         net = network_from_args(args)
     samples = _positive("--samples", args.samples)

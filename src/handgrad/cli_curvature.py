@@ -37,17 +37,6 @@ def register(subparsers, add_data_arguments, load_data, features_for):
     return parser
 
 
-def _float64_copy(net):
-    """The model in float64 (float32 rounding would blur the eigenvalues), weights copied."""
-    from .network import MLP
-
-    config = net.config()
-    config.update(dtype="float64", init="auto")
-    layers = [item if isinstance(item, dict) else tuple(item) for item in config.pop("layers")]  # (norm: a dict)
-    copy = MLP(layers=layers, **config).set_weights(net.get_weights())
-    return copy.set_running_statistics(dict(net.running_statistics()))
-
-
 def cmd_curvature(args, load_data, features_for):
     from .curvature import sharpness
     from .network import load
@@ -56,7 +45,7 @@ def cmd_curvature(args, load_data, features_for):
     X, y, description = load_data(args)
     source = description.get("name") or description.get("path") or description["source"]
     X = features_for(saved, X, f"the data ({source})")
-    net = _float64_copy(saved)
+    net = saved.astype("float64")  # float32 rounding would blur the eigenvalues
     result = sharpness(net, X, y, args.k, args.method, tol=args.tol, max_iter=args.max_iter,
                        seed=0 if args.seed is None else args.seed, batch_size=args.batch_size, warn=False)
     rate = (saved.metadata.get("training") or {}).get("learning_rate")

@@ -419,6 +419,14 @@ class MLP:
             view[...] = array
         return vector
 
+    def astype(self, dtype):
+        """An independent network in ``dtype`` ("float32" or "float64") with these weights and batch norm's
+        running statistics (no training state, no metadata): e.g. a float64 copy for gradient checks and
+        curvature, where float32 rounding would swamp what is measured."""
+        copy = from_config({**self.config(), "dtype": np.dtype(dtype).name})
+        copy.params[...] = self.params
+        return copy.set_running_statistics(dict(self.running_statistics()))
+
     def copy(self):
         """An independent network with the same architecture, weights and dropout stream (no training state)."""
         state, self.training_state = self.training_state, None
@@ -914,7 +922,7 @@ class MLP:
         from .io import plain_json, save
 
         try:  # a file that cannot be read back is refused before anything is written
-            _rebuild(plain_json(self.config(), "the network's configuration"))
+            from_config(plain_json(self.config(), "the network's configuration"))
         except (ConfigError, TypeError, ValueError) as error:
             raise ConfigError(f"this network cannot be saved: its configuration does not rebuild it ({error}). "
                               "Custom activation or loss objects cannot be stored; use built-in names.") from None
@@ -933,8 +941,8 @@ class MLP:
 
 
 # ---------------------------------------------------------------------------- model files
-def _rebuild(config):
-    """An MLP from :meth:`MLP.config` (its weights are then overwritten by the caller)."""
+def from_config(config):
+    """An MLP from :meth:`MLP.config` (freshly initialized: the caller copies the weights in)."""
     config = dict(config)
     if config.get("init") not in ("auto", "he", "glorot", "lecun"):
         config["init"] = "auto"  # a custom initializer is not stored; the weights come from the file anyway
@@ -957,7 +965,7 @@ def load(path):
     config, arrays, user_metadata, extra_arrays = read_model(path)
     where = f"'{os.fspath(path)}'"
     try:
-        net = _rebuild(config)
+        net = from_config(config)
     except (ConfigError, TypeError, ValueError, KeyError) as error:
         raise ModelFileError(f"{where} describes a network this handgrad cannot build: {error}.") from None
     expected = dict(net.parameters())

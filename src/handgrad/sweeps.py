@@ -615,11 +615,9 @@ def _finish(driver, interrupted, out, base, metadata, plot):
 
 def _network_from(config, params, running=None):
     """The trial's network from its config, parameter vector and batch norm's running statistics."""
-    from .network import MLP
+    from .network import from_config
 
-    config = dict(config)
-    layers = [entry if isinstance(entry, dict) else tuple(entry) for entry in config.pop("layers")]
-    net = MLP(layers=layers, **config)
+    net = from_config(config)
     net.params[...] = params
     if running:
         net.set_running_statistics(running)
