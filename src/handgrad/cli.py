@@ -124,17 +124,23 @@ def load_data(args, default=None):
 
 def _npy_pair(args, source, target):
     """--npy X.npy --npy-targets y.npy read into memory (evaluate, predict, curvature, ...; train streams them)."""
-    from . import streaming
-
     if source != "npy" or target is not None:
         raise ConfigError("--npy-targets goes with --npy X.npy holding the features only (no --target), e.g. "
                           "--npy X.npy --npy-targets y.npy.")
+    X, y, description = _mapped_npy_pair(args)
+    return np.array(X), np.array(y), description
+
+
+def _mapped_npy_pair(args):
+    """--npy X.npy and --npy-targets y.npy memory-mapped (checked: a 2-D table, one target row per sample),
+    and their description."""
+    from . import streaming
+
     X, y = streaming.open_npy(args.npy, "--npy"), streaming.open_npy(args.npy_targets, "--npy-targets")
     if X.ndim != 2 or y.shape[:1] != X.shape[:1]:
         raise DataError(f"--npy must be a 2-D table and --npy-targets have one row per sample; got shapes {X.shape} "
                         f"and {y.shape}.")
-    description = {"source": "npy", "path": os.path.abspath(args.npy), "targets": os.path.abspath(args.npy_targets)}
-    return np.array(X), np.array(y), description
+    return X, y, {"source": "npy", "path": os.path.abspath(args.npy), "targets": os.path.abspath(args.npy_targets)}
 
 
 def _default_layers(y, source):
@@ -365,7 +371,7 @@ def _streamed_training_data(args):
     """--npy X.npy --npy-targets y.npy: both memory-mapped and streamed by the trainer (handgrad.streaming).
     The validation and test parts (none by default) are the files' last rows, read into memory; the
     features are used as they are (no standardization)."""
-    from . import datasets, streaming
+    from . import datasets
 
     if args.npy is None:
         raise ConfigError("--npy-targets goes with --npy X.npy (the features), e.g. --npy X.npy --npy-targets y.npy.")
@@ -373,10 +379,7 @@ def _streamed_training_data(args):
         raise ConfigError("--target and --limit do not apply to --npy-targets: the targets are their own file.")
     if args.layers is None:
         raise ConfigError("--npy-targets needs --layers: the network is not guessed from data that stays on disk.")
-    X, y = streaming.open_npy(args.npy, "--npy"), streaming.open_npy(args.npy_targets, "--npy-targets")
-    if X.ndim != 2 or y.shape[:1] != X.shape[:1]:
-        raise DataError(f"--npy must be a 2-D table and --npy-targets have one row per sample; got shapes {X.shape} "
-                        f"and {y.shape}.")
+    X, y, description = _mapped_npy_pair(args)
     N = X.shape[0]
     n_test, n_val = int(round(N * args.test)), int(round(N * args.validation))
     n_train = N - n_val - n_test
@@ -385,8 +388,7 @@ def _streamed_training_data(args):
     val, test = slice(n_train, n_train + n_val), slice(n_train + n_val, N)  # held out: read into memory
     split = datasets.Split(X[:n_train], y[:n_train], np.asarray(X[val]), np.asarray(y[val]), np.asarray(X[test]),
                            np.asarray(y[test]))
-    description = {"source": "npy", "path": os.path.abspath(args.npy), "targets": os.path.abspath(args.npy_targets),
-                   "streamed": True, "n_samples": int(N), "n_features": int(X.shape[1])}
+    description.update(streamed=True, n_samples=int(N), n_features=int(X.shape[1]))
     return X, y, description, split, None, None  # (no standardizer, no sample weights)
 
 
