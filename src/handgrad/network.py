@@ -83,20 +83,13 @@ def layer_dict(spec, index=0):
 def _parse_layer(spec, index):
     """(size, activation, norm, bias) from a tuple, a list, a dict or a 'size:activation[:norm]' string.
     ``norm`` is None, 'batch' or 'layer'; ``bias`` None means the network's default."""
-    if isinstance(spec, str):
-        spec = _parse_string(spec, index)
-    if isinstance(spec, dict):
-        unknown = sorted(set(spec) - set(_SPEC_KEYS), key=str)
-        if unknown:
-            raise ConfigError(f"layer {index + 1}: unknown key {unknown[0]!r} in {spec!r}; a layer dict takes "
-                              f"{', '.join(repr(key) for key in _SPEC_KEYS)}.")
-        norm, bias = spec.get("norm"), spec.get("bias")
-        spec = (spec.get("size"), spec.get("activation", "identity"))
-    else:
-        norm = bias = None
-    if not isinstance(spec, (tuple, list)) or len(spec) != 2:
-        raise ConfigError(f"layer {index + 1}: expected (size, activation), e.g. (16, 'relu'); got {spec!r}.")
-    size, activation = spec
+    spec = layer_dict(spec, index)
+    unknown = sorted(set(spec) - set(_SPEC_KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"layer {index + 1}: unknown key {unknown[0]!r} in {spec!r}; a layer dict takes "
+                          f"{', '.join(repr(key) for key in _SPEC_KEYS)}.")
+    size, activation = spec.get("size"), spec.get("activation", "identity")
+    norm, bias = spec.get("norm"), spec.get("bias")
     try:
         size_int = int(size)
     except (TypeError, ValueError):
