@@ -5,9 +5,11 @@ tests pass its client, the command line reaches it through --scheduler. The data
 """
 
 import csv
+import gc
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +153,31 @@ def test_a_grid_sweep_records_diverging_and_crashing_trials_and_stops_weak_ones(
     assert best.metadata["sweep"]["trial"] == survivor["trial"]
     assert best.loss(X_val, y_val) == pytest.approx(survivor["val_loss"], rel=1e-12)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_sweep_frees_the_data_it_sent_to_the_workers_when_it_returns(client):
+    # Before, the scattered data stayed on the workers until garbage collection reached the driver, and were named
+    # by their content: a second sweep of the same data could reuse the key while the first one's release was on
+    # its way, and its trials then failed on "lost data" (seen once in CI).
+    def scheduler_keys(dask_scheduler):
+        return sorted(str(key) for key in dask_scheduler.tasks)
+
+    X, y, X_val, y_val = regression_data(seed=3)
+    before = client.run_on_scheduler(scheduler_keys)
+    collecting = gc.isenabled()
+    gc.disable()  # the release must not depend on a collection happening to run
+    try:
+        for _ in range(2):  # the same data twice in one client
+            result = hg.sweep(X, y, {"batch_size": [8, 16]}, base={"layers": "4:tanh,1:identity", "epochs": 2},
+                              validation_data=(X_val, y_val), halving=False, client=client)
+            assert [row["status"] for row in result.rows] == ["ok", "ok"]
+        deadline = time.monotonic() + 10
+        while client.run_on_scheduler(scheduler_keys) != before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.run_on_scheduler(scheduler_keys) == before
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def test_training_in_chunks_between_rungs_equals_one_uninterrupted_run(client):

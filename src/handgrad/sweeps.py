@@ -569,7 +569,11 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
     if out is not None:
         out = _output_folder(out)
     with _connect(client, scheduler, workers) as dask_client:
-        shared = dask_client.scatter([data], broadcast=True)[0]  # the data travel to each worker once
+        # The data travel to each worker once, under a key of this sweep's own (hash=False): by default scatter names
+        # data by their content, so a second sweep of the same data in one client would reuse the key while the
+        # first sweep's release of it may still be on its way to the scheduler, which then forgets the data
+        # that the second sweep's tasks need ("computation on lost data").
+        shared = dask_client.scatter([data], broadcast=True, hash=False)[0]
 
         def report(trial):
             if out is not None:
@@ -584,6 +588,10 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
         except KeyboardInterrupt:  # keep what has finished; the pending trials are cancelled
             driver.cancel()
             interrupted = True
+        finally:
+            driver.data = None
+            with contextlib.suppress(Exception):  # a cluster that has gone away has nothing left to free
+                shared.release()  # free the workers' copies now, not when garbage collection gets to the future
     return _finish(driver, interrupted, out, base, metadata, plot)
 
 
