@@ -9,7 +9,8 @@ A case is a dict: "problem" (see :func:`problem`), "dtype", "net" (MLP options) 
 files (streamed). With "fail_on_rank": r, a callback raises on rank r at the end of epoch 2; with
 "interrupt_on_rank": [r, epoch, batch], rank r sends itself a Ctrl-C (SIGINT) after that batch;
 "stop_on_rank": r, a callback asks to stop on rank r alone at the end of epoch 2;
-"out" saves the model on rank 0 after fit. "unseeded": true builds the network without a seed (other
+"out" saves the model on rank 0 after fit. "layers": a layer list in place of the problem's (e.g. with
+"8:tanh:batchnorm"); every rank's batch-norm running statistics are written too. "unseeded": true builds the network without a seed (other
 initial weights on every rank); "short_on_rank": r drops the last row on rank r (the ranks' data differ).
 """
 
@@ -43,6 +44,7 @@ def build(case):
     if case.get("short_on_rank") == MPI.COMM_WORLD.Get_rank():
         X, y = X[:-1], y[:-1]
     seed = None if case.get("unseeded") else 3
+    layers = case.get("layers", layers)
     net = hg.MLP(X.shape[1], layers, dtype=case["dtype"], seed=seed, **case.get("net", {}))
     options = dict(case.get("fit", {}))
     if options.pop("sample_weight", False):
@@ -78,6 +80,11 @@ class InterruptOn(hg.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def running_statistics(net):
+    """Every batch-norm running mean and variance of ``net``, one vector (empty without batch norm)."""
+    return np.concatenate([array.ravel() for _, array in net.running_statistics()] or [np.zeros(0, net.dtype)])
+
+
 def main(cases_path, out_path):
     with open(cases_path) as file:
         cases = json.load(file)
@@ -93,10 +100,12 @@ def main(cases_path, out_path):
             options["callbacks"] = [InterruptOn(*case["interrupt_on_rank"])]
         history = net.fit(X, y, distributed=True, verbose=False, **options)
         every = comm.gather(net.params.copy(), root=0)
+        running = comm.gather(running_statistics(net), root=0)
         reasons = comm.gather(history.stop_reason, root=0)
         if is_root():
             results[name] = net.params
             results[name + "/ranks"] = np.stack(every)
+            results[name + "/running"] = np.stack(running)  # (K, ...): every rank's batch-norm running statistics
             results[name + "/loss"] = np.array(history.loss)
             results[name + "/stop_reasons"] = np.array(reasons)
             if "out" in case:

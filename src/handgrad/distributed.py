@@ -19,6 +19,12 @@ Dropout: rank 0 draws its masks from the network's own stream (net.rng), rank r 
 jumped ahead r times (PCG64.jumped: streams that do not overlap). With K = 1 the run is therefore the
 single-process run, bit for bit. Why K > 1 equals it only to rounding: docs/scaling.md.
 
+Batch normalization is synchronized: every rank's BatchNorm normalizes by the global batch's mean and
+biased variance and backpropagates with the global batch's sums (its ``reduce`` is
+:meth:`Group.sum_over_ranks` during each step: two small Allreduces per batch-norm layer forward, one
+backward; docs/derivations.md, "Batch norm over K processes"), so every rank folds the same statistics
+into its running ones and the ranks' models stay identical.
+
 A rank that fails ends the whole job (MPI Abort) after printing its error: the others would otherwise
 wait forever in the next Allreduce. Files are written atomically, so no file is left half-written.
 
@@ -34,6 +40,7 @@ import sys
 import numpy as np
 
 from .errors import ConfigError, TrainingError
+from .layers import BatchNorm
 
 _INSTALL = "pip install handgrad[mpi] (mpi4py and the mpich wheel), or mpi4py over a system MPI"
 
@@ -93,10 +100,14 @@ class Group:
         """(lo, hi): this rank's rows of a batch of n rows."""
         return shard_bounds(n, self.rank, self.size)
 
-    def gradient(self, net, X, T, w, n_total):
-        """The whole batch's J, and its gradient in net.grads on every rank, from this rank's shard (X, T, w)."""
-        if X.shape[0]:
-            J = net.backprop(X, T, w, training=True, n_total=n_total, penalty=self.is_root)
+    def gradient(self, net, X, T, w, n_total, training=True):
+        """The whole batch's J, and its gradient in net.grads on every rank, from this rank's shard (X, T, w).
+        Batch norm normalizes by the global batch's statistics: its sums go over the ranks (sum_over_ranks),
+        and a rank without rows of this batch still takes part in them, adding nothing."""
+        synchronized = self.size > 1 and bool(net.batch_norms())
+        if X.shape[0] or synchronized:
+            with net.synchronized_batch_norm(self.sum_over_ranks if synchronized else None):
+                J = net.backprop(X, T, w, training=training, n_total=n_total, penalty=self.is_root)
         else:  # a last batch shorter than K rows leaves some ranks without rows
             net.grads.fill(0)
             J = 0.0
@@ -106,6 +117,12 @@ class Group:
         self.comm.Allreduce(self.MPI.IN_PLACE, self.status, op=self.MPI.SUM)
         self.raised = bool(self.status[1] > 0)
         return float(self.status[0])
+
+    def sum_over_ranks(self, array):
+        """``array`` (float64) summed over the ranks, in place, the same on every rank: batch norm's sums
+        over the global batch (layers.BatchNorm.reduce)."""
+        self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        return array
 
     def agree_on(self, interrupt):
         """Send this rank's Ctrl-C flag (``interrupt.raised``) with every step's sum; the group's own
@@ -119,11 +136,7 @@ class Group:
         weights on every rank); rank r > 0 draws from that stream jumped r times, or from the stream a
         checkpoint (``state``) saved for it. Every rank must have ``n_samples`` rows, or the ranks would
         take different numbers of steps and wait for each other forever."""
-        running = getattr(net, "running_statistics", None)  # batch normalization, where the network has it
-        if running is not None and running():
-            raise ConfigError("data-parallel training does not support batch normalization: each rank would "
-                              "normalize by its own shard's statistics, not the global batch's. Train in one "
-                              "process, or use a normalization per sample (layer normalization).")
+        _check_norms(net)
         saved = (state or {}).get("distributed", {"ranks": 1, "dropout_streams": []})
         if state is not None and saved["ranks"] != self.size:
             raise ConfigError(f"the checkpoint was written by {saved['ranks']} rank(s); resume it with the same "
@@ -134,6 +147,8 @@ class Group:
             raise ConfigError(f"the ranks hold different data ({held}); every rank must load the same training "
                               "data (the same file, split and seed).")
         self.comm.Bcast(net.params, root=0)  # the weights, in place (net.params is the one parameter vector)
+        for _, array in net.running_statistics():  # batch norm's running statistics: rank 0's too
+            self.comm.Bcast(array, root=0)
         net.rng.bit_generator.state = self.comm.bcast(net.rng.bit_generator.state, root=0)
         if self.is_root:
             self.dropout = net.rng
@@ -167,12 +182,33 @@ class Group:
                      if why is not None), None)
 
     def check_same_weights(self, net, epoch):
-        """Every rank must hold the same theta (each takes the same step from the same sum); a TrainingError if not."""
-        digests = self.comm.allgather(hashlib.sha256(net.params.tobytes()).hexdigest())
+        """Every rank must hold the same theta (each takes the same step from the same sum) and the same batch
+        norm running statistics (each folds in the same global statistics); a TrainingError if not."""
+        digest = hashlib.sha256(net.params.tobytes())
+        for _, array in net.running_statistics():
+            digest.update(array.tobytes())
+        digests = self.comm.allgather(digest.hexdigest())
         if len(set(digests)) > 1:
             raise TrainingError(f"after epoch {epoch} the ranks' weights differ: this MPI's Allreduce did not give "
                                 "every rank the same sum, so the ranks drifted apart; use an MPI (or an "
                                 "Allreduce algorithm) that does, such as MPICH's (docs/scaling.md).")
+
+
+def _check_norms(net):
+    """Refuse a normalization whose statistics run over the batch but that does not take its sums over the
+    ranks (a BatchNorm subclass with a forward or backward of its own): each rank would normalize by its
+    own shard's statistics, not the global batch's. Layer norm is per sample and needs nothing."""
+    for k, layer in enumerate(getattr(net, "layers", ()), 1):
+        norm = getattr(layer, "norm", None)
+        if norm is None or getattr(norm, "axis", None) != 0:
+            continue
+        kind = type(norm)
+        if not (isinstance(norm, BatchNorm) and kind.forward is BatchNorm.forward
+                and kind.backward is BatchNorm.backward):
+            raise ConfigError(f"layer {k}'s normalization ({kind.__name__}) computes statistics over the batch but "
+                              "not over the ranks' shards together: under data-parallel training each rank would "
+                              "normalize by its own shard's statistics. Use handgrad's BatchNorm ('batch'), a "
+                              "per-sample norm ('layer'), or train in one process.")
 
 
 def single_process(state):

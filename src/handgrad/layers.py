@@ -72,8 +72,10 @@ class Mode:
     * ``batch_statistics``: batch normalization uses the batch's own mean and variance (the training
       objective J, and everything that differentiates it) instead of its running statistics (predict).
     * ``dropout``: dropout layers draw masks.
-    * ``update_running``: batch normalization folds the batch statistics into its running ones. Only a
-      real training step does this; a gradient check, loss_and_grad or a trace leave them alone.
+    * ``update_running``: batch normalization folds the batch statistics into its running ones, in the
+      forward pass. Only a real training step does this; a gradient check, loss_and_grad or a trace leave
+      them alone. (The trainer's own step runs OBJECTIVE_WITH_DROPOUT and commits the statistics after its
+      loss is known to be finite: ``MLP.update_running_statistics``, training.train_step.)
 
     ``forward(X, training)`` takes a Mode or a bool: True is :data:`TRAINING` (a trainer's step, torch's
     ``train()``), False is :data:`INFERENCE` (torch's ``eval()``).
@@ -87,7 +89,7 @@ class Mode:
         raise TypeError("a Mode has three switches; test mode.batch_statistics, mode.dropout or mode.update_running.")
 
 
-TRAINING = Mode(batch_statistics=True, dropout=True, update_running=True)  # a trainer's step
+TRAINING = Mode(batch_statistics=True, dropout=True, update_running=True)  # a training step in one call (backprop)
 OBJECTIVE = Mode(batch_statistics=True, dropout=False, update_running=False)  # J and its gradient, no dropout
 OBJECTIVE_WITH_DROPOUT = Mode(batch_statistics=True, dropout=True, update_running=False)  # the same, fixed masks
 INFERENCE = Mode(batch_statistics=False, dropout=False, update_running=False)  # predict, validation
@@ -552,10 +554,21 @@ class BatchNorm(_Norm):
 
     In inference (``batch_statistics`` off) mean and std come from the running statistics, constants,
     and backward is dX = dY * gamma / std.
+
+    The running statistics are updated in the forward pass when the Mode says so (``update_running``), or
+    later by :meth:`update_running`, from the statistics the last forward kept: the trainer's step commits
+    them only once its loss is known to be finite (training.train_step).
+
+    Data-parallel training (handgrad.distributed, docs/derivations.md "Batch norm over K processes"): each
+    process holds a shard of the batch, and ``reduce`` (None in one process) sums an array over the
+    processes. With it, the mean and variance are the global batch's (two sums: [sum_i z_i, N], then
+    sum_i (z_i - mean)^2), and backward's dbeta/N and dgamma/N are the global batch's too (one sum); the
+    layer's own dgamma, dbeta stay this shard's part, which the network's gradient sum completes.
     """
 
     kind = "batch"
     axis = 0  # statistics over the batch, per feature
+    _SCRATCH = _Norm._SCRATCH + ("reduce",)  # a copy or a pickle never carries a communicator's sum
 
     def __init__(self, n_features, *, eps=_NORM_EPS, momentum=0.1, dtype=np.float64):
         super().__init__(n_features, eps=eps, dtype=dtype)
@@ -563,21 +576,18 @@ class BatchNorm(_Norm):
         self.running_mean = np.zeros(self.n_features, self.dtype)
         self.running_var = np.ones(self.n_features, self.dtype)
         self.batch_statistics = None  # whether the last forward used the batch's statistics
+        self.count = None  # N, the rows the last batch statistics ran over (data-parallel: every process's)
+        self.reduce = None  # data-parallel: array -> its sum over the processes (handgrad.distributed sets it)
 
     def forward(self, X, training=False):
         mode = as_mode(training)
-        N = X.shape[0]
         buffers = self._buffers_for(X.shape, (1, self.n_features))
         if mode.batch_statistics:
-            if N < 2:
-                raise DataError("batch normalization with batch statistics (training, loss_and_grad, curvature) needs "
-                                "at least 2 samples per batch: the variance of one sample is 0, so its normalized "
-                                "value carries nothing. Give at least 2 samples (in training, a batch_size that leaves "
-                                "no batch of one sample), or use the running statistics (predict, or "
-                                "loss(X, T, batch_statistics=False)).")
-            self._standardize(X, 0, buffers)
-            if mode.update_running:
-                self._update_running(buffers.mean[0], buffers.var[0], N)
+            if self.reduce is None:
+                self.count = _check_batch_rows(X.shape[0])
+                self._standardize(X, 0, buffers)
+            else:  # data-parallel: the global batch's statistics
+                self.count = self._standardize_over_processes(X, buffers)
         else:  # the running statistics, constants
             np.copyto(buffers.mean[0], self.running_mean)
             np.copyto(buffers.var[0], self.running_var)
@@ -586,32 +596,65 @@ class BatchNorm(_Norm):
             np.subtract(X, buffers.mean, out=buffers.xhat)
             buffers.xhat /= buffers.std
         self.batch_statistics = mode.batch_statistics
-        return self._keep(X, buffers)
+        Y = self._keep(X, buffers)
+        if mode.batch_statistics and mode.update_running:
+            self.update_running()
+        return Y
 
-    def _update_running(self, mean, var, N):
-        """PyTorch's rule: running = (1 - m) running + m batch, with the unbiased variance var * N/(N-1)."""
-        m = self.momentum
+    def _standardize_over_processes(self, X, buffers):
+        """Data-parallel: mean and biased variance over every process's rows, as :meth:`_standardize` computes
+        them over one batch: two sums over the processes, accumulated in float64. Returns the global N."""
+        n = self.n_features
+        sums = np.empty(n + 1)  # [sum_i z_i over this process's rows, its number of rows]
+        np.sum(X, axis=0, dtype=np.float64, out=sums[:n])
+        sums[n] = X.shape[0]
+        sums = self.reduce(sums)  # sum 1: the global batch's column sums and N
+        N = _check_batch_rows(int(sums[n]))  # (a process may hold no rows of this batch)
+        buffers.mean[0] = sums[:n] / N
+        np.subtract(X, buffers.mean, out=buffers.xhat)  # centered on the global mean
+        np.multiply(buffers.xhat, buffers.xhat, out=buffers.G)  # (G as scratch, as in _standardize)
+        squares = self.reduce(np.sum(buffers.G, axis=0, dtype=np.float64))  # sum 2: sum_i (z_i - mean)^2
+        buffers.var[0] = squares / N  # biased variance of the global batch
+        np.add(buffers.var, self.eps, out=buffers.std)
+        np.sqrt(buffers.std, out=buffers.std)
+        buffers.xhat /= buffers.std
+        return N
+
+    def update_running(self):
+        """Fold the batch statistics of the last forward pass into the running ones, PyTorch's rule:
+        running = (1 - m) running + m batch, with the unbiased variance var * N/(N-1) (N: ``count``)."""
+        if not self.batch_statistics:
+            raise ConfigError("update_running folds in the batch statistics of the last forward pass, and it used "
+                              "the running statistics; run a forward pass with batch statistics first.")
+        m, N = self.momentum, self.count
         self.running_mean *= 1 - m
-        self.running_mean += m * mean
+        self.running_mean += m * self.mean[0]
         self.running_var *= 1 - m
-        self.running_var += (m * N / (N - 1)) * var
+        self.running_var += (m * N / (N - 1)) * self.var[0]
 
     def backward(self, dY, need_dX=True):
         b = self._current
-        np.sum(dY, axis=0, out=self.dbeta)  # dbeta = sum_i dY_i
+        np.sum(dY, axis=0, out=self.dbeta)  # dbeta = sum_i dY_i  (data-parallel: this shard's part)
         np.multiply(dY, b.xhat, out=b.dX)
-        np.sum(b.dX, axis=0, out=self.dgamma)  # dgamma = sum_i dY_i * xhat_i
+        np.sum(b.dX, axis=0, out=self.dgamma)  # dgamma = sum_i dY_i * xhat_i  (idem)
         if not need_dX:
             return None
         np.divide(self.gamma, b.std, out=b.scratch)  # gamma / std  (1, n)
         if not self.batch_statistics:  # constant mean and std: a per-feature scaling
             return np.multiply(dY, b.scratch, out=b.dX)
-        N = dY.shape[0]
-        np.multiply(b.xhat, self.dgamma / N, out=b.dX)  # xhat * dgamma/N
+        N, dbeta, dgamma = self.count, self.dbeta, self.dgamma
+        if self.reduce is not None:  # data-parallel: the global batch's dbeta and dgamma (one sum)
+            dbeta, dgamma = self._sums_over_processes(dbeta, dgamma)
+        np.multiply(b.xhat, dgamma / N, out=b.dX)  # xhat * dgamma/N
         np.subtract(dY, b.dX, out=b.dX)
-        b.dX -= self.dbeta / N  # dY - dbeta/N - xhat * dgamma/N
+        b.dX -= dbeta / N  # dY - dbeta/N - xhat * dgamma/N
         b.dX *= b.scratch
         return b.dX
+
+    def _sums_over_processes(self, dbeta, dgamma):
+        """(sum of dbeta, sum of dgamma) over the processes, in float64, returned in the layer's dtype."""
+        total = self.reduce(np.concatenate([dbeta, dgamma]).astype(np.float64))
+        return total[:self.n_features].astype(self.dtype), total[self.n_features:].astype(self.dtype)
 
     def statistics_move(self):
         """True after a forward with batch statistics; False with the running ones (constants)."""
@@ -623,6 +666,17 @@ class BatchNorm(_Norm):
 
     def __repr__(self):
         return f"BatchNorm({self.n_features}, eps={self.eps:g}, momentum={self.momentum:g})"
+
+
+def _check_batch_rows(N):
+    """N, or a DataError when a batch of N < 2 rows would be standardized over itself (variance 0)."""
+    if N < 2:
+        raise DataError("batch normalization with batch statistics (training, loss_and_grad, curvature) needs "
+                        "at least 2 samples per batch: the variance of one sample is 0, so its normalized "
+                        "value carries nothing. Give at least 2 samples (in training, a batch_size that leaves "
+                        "no batch of one sample), or use the running statistics (predict, or "
+                        "loss(X, T, batch_statistics=False)).")
+    return N
 
 
 def _check_momentum(momentum):

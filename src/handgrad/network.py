@@ -325,6 +325,31 @@ class MLP:
         return [(f"{name}{k}", getattr(layer.norm, name)) for k, layer in enumerate(self.layers, 1)
                 if layer.norm is not None and layer.norm.kind == "batch" for name in ("running_mean", "running_var")]
 
+    def batch_norms(self):
+        """The BatchNorm layers, in order (the norms whose statistics run over the batch)."""
+        return [layer.norm for layer in self.layers if layer.norm is not None and layer.norm.kind == "batch"]
+
+    def update_running_statistics(self):
+        """Fold every batch norm's statistics of the last forward pass into its running ones (BatchNorm.update_running).
+        The trainer calls it once per step, after the step's loss is known to be finite (training.train_step),
+        having run the pass without updating them (layers.OBJECTIVE_WITH_DROPOUT)."""
+        for norm in self.batch_norms():
+            norm.update_running()
+
+    @contextlib.contextmanager
+    def synchronized_batch_norm(self, reduce):
+        """Inside the block, every batch norm takes its statistics and backward sums over the global batch:
+        ``reduce(array)`` returns the sum of ``array`` over the processes (handgrad.distributed's Allreduce;
+        docs/derivations.md, "Batch norm over K processes"). ``reduce=None``: the batch is this process's."""
+        norms = self.batch_norms()
+        for norm in norms:
+            norm.reduce = reduce
+        try:
+            yield self
+        finally:
+            for norm in norms:
+                norm.reduce = None
+
     def set_running_statistics(self, arrays):
         """Copy ``{name: array}`` (names of :meth:`running_statistics`) into the layers, checking every name,
         shape and value (finite; a variance >= 0) before any is copied."""
@@ -663,7 +688,7 @@ class MLP:
             dY = np.subtract(A, T, out=buffer)
             dY *= 1.0 / n
         else:  # dJ/dA_L; the output layer multiplies by f'(Z_L) (or softmax's Jacobian)
-            dY = self.loss_fn.gradient(A, T, out=buffer)  # divided by the shard's N
+            dY = self.loss_fn.gradient(A, T, out=buffer) if N else buffer  # divided by the shard's N (if any rows)
             if n != N:
                 dY *= N / n
         if sample_weight is not None:

@@ -41,6 +41,7 @@ from .checkpoints import (
     write_checkpoint,
 )
 from .errors import ConfigError, DataError, TrainingError, check_fraction
+from .layers import Mode
 from .optimizers import Optimizer, from_state_dict, get_optimizer
 from .schedules import get_schedule
 
@@ -398,6 +399,10 @@ class _InterruptFlag:
 
 
 # ---------------------------------------------------------------------------- one step
+# A training step's pass: batch statistics and dropout as in training, batch norm's running statistics left
+# for train_step to commit (a Mode equal to OBJECTIVE_WITH_DROPOUT, named for what the trainer runs).
+_STEP = Mode(batch_statistics=True, dropout=True, update_running=False)
+
 class _NonFinite(Exception):
     def __init__(self, epoch, batch, value):
         super().__init__(epoch, batch, value)
@@ -405,25 +410,25 @@ class _NonFinite(Exception):
 
 
 def train_step(net, optimizer, X, T, w, rate, clip_norm=None, work=None, group=None, n_total=None):
-    """One batch: J and dJ/dtheta (net.backprop), then one optimizer step on net.params; returns J.
+    """One batch: J and dJ/dtheta (net.backprop), then, when J is finite, batch norm's running statistics
+    and one optimizer step on net.params; returns J.
 
+    The forward pass computes batch norm's batch statistics without folding them into the running ones
+    (_STEP); net.update_running_statistics() folds them in once J is known to be finite, so a diverged
+    batch changes nothing: no step, and running statistics as they were before it.
     With ``clip_norm`` the optimizer gets g * min(1, c / ||g||), ||g|| the norm of the whole gradient
-    vector, computed in ``work`` (net.grads keeps the true gradient). A non-finite J takes no step, and
-    puts back batch norm's running statistics, which its forward pass had already updated with the
-    diverged batch's (possibly non-finite) statistics.
+    vector, computed in ``work`` (net.grads keeps the true gradient).
     Data-parallel (``group``, handgrad.distributed): X, T, w are this rank's shard of a batch of
-    ``n_total`` rows, and the group sums the shards' J and gradients over the ranks first.
+    ``n_total`` rows, and the group sums the shards' J and gradients over the ranks first (and batch
+    norm's statistics are the global batch's, the same on every rank).
     """
-    running = [array for _, array in net.running_statistics()]  # (empty without batch norm)
-    before = [array.copy() for array in running]
     if group is None:
-        J = net.backprop(X, T, w, training=True)
+        J = net.backprop(X, T, w, training=_STEP)
     else:
-        J = group.gradient(net, X, T, w, n_total)
+        J = group.gradient(net, X, T, w, n_total, training=_STEP)
     if not math.isfinite(J):
-        for array, kept in zip(running, before):
-            np.copyto(array, kept)
         return J
+    net.update_running_statistics()  # batch norm: this batch's statistics, now that its loss is finite
     g = net.grads
     if clip_norm is not None:
         norm = math.sqrt(float(np.dot(g, g)))
