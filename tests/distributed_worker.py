@@ -10,8 +10,9 @@ files (streamed). With "fail_on_rank": r, a callback raises on rank r at the end
 "interrupt_on_rank": [r, epoch, batch], rank r sends itself a Ctrl-C (SIGINT) after that batch;
 "stop_on_rank": r, a callback asks to stop on rank r alone at the end of epoch 2;
 "out" saves the model on rank 0 after fit. "layers": a layer list in place of the problem's (e.g. with
-"8:tanh:batchnorm"); every rank's batch-norm running statistics are written too. "unseeded": true builds the network without a seed (other
-initial weights on every rank); "short_on_rank": r drops the last row on rank r (the ranks' data differ).
+"8:tanh:batchnorm"); every rank's batch-norm running statistics are written too. "unseeded": true builds
+the network without a seed (other initial weights on every rank); "short_on_rank": r drops the last row on
+rank r (the ranks' data differ).
 """
 
 import json

@@ -147,11 +147,17 @@ def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
 
 
 @needs_mpi
-def test_batch_normalization_is_refused_with_a_clear_error():
-    """Each rank would normalize by its own shard's statistics, not the global batch's: refused before any step
-    (run in a child process, so that this process never initializes MPI)."""
+def test_a_batch_norm_that_does_not_sum_over_the_ranks_is_refused_with_a_clear_error():
+    """handgrad's BatchNorm takes its sums over the ranks; a subclass with a forward of its own would normalize by
+    its shard's statistics: refused before any step (run in a child process, so that this process never
+    initializes MPI)."""
     code = ("import numpy as np, handgrad as hg\n"
+            "from handgrad.layers import BatchNorm\n"
+            "class OwnForward(BatchNorm):\n"
+            "    def forward(self, X, training=False):\n"
+            "        return super().forward(X, training)\n"
             "net = hg.MLP(3, ['8:relu:batchnorm', '1:sigmoid'], seed=0)\n"
+            "net.layers[0].norm.__class__ = OwnForward\n"
             "X = np.random.default_rng(0).normal(size=(32, 3)); y = (X[:, 0] > 0).astype(float)\n"
             "before = net.params.copy()\n"
             "try:\n"
@@ -160,7 +166,7 @@ def test_batch_normalization_is_refused_with_a_clear_error():
             "    print('refused:', error, np.array_equal(before, net.params))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "refused: data-parallel training does not support batch normalization" in result.stdout
+    assert "refused: layer 1's normalization (OwnForward) computes statistics over the batch but not" in result.stdout
     assert result.stdout.strip().endswith("True")  # no step was taken
 
 
@@ -295,3 +301,125 @@ def test_the_command_line_under_mpiexec_trains_like_one_process(tmp_path):
     assert two.stdout.count("model written to") == 1  # rank 0 alone prints and writes
     difference = np.abs(hg.load(tmp_path / "one.npz").params - hg.load(tmp_path / "two.npz").params).max()
     assert difference <= 1e-12
+
+
+# ---------------------------------------------------------------------------- synchronized batch norm
+# Batch norm normalizes by the global batch's statistics, summed over the ranks (docs/derivations.md, "Batch norm
+# over K processes"): the same training as one process, weights and running statistics both. The cases join
+# CASES, so the one mpiexec run per K of the `runs` fixture trains them too.
+BN_TRAINING = {"epochs": 3, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.01, "sample_weight": True}
+BN_CASES = {
+    # two batch norms and a layer norm, Adam, sample weights, L2, clipping, validation, shuffling
+    "bn64": {"problem": "classes", "dtype": "float64", "net": {"l2": 1e-3},
+             "layers": ["8:tanh:batchnorm", "6:relu:layernorm", "5:relu:batchnorm", [3, "softmax"]],
+             "fit": {**BN_TRAINING, "clip_norm": 1.0, "validation": True}},
+    # 203 = 3 * 67 + 2: the last batch has 2 rows, so with K = 3 rank 2 holds none (it still takes part in the sums)
+    "bn_idle": {"problem": "regression", "dtype": "float64", "layers": ["8:tanh:batchnorm", [2, "identity"]],
+                "fit": {"epochs": 2, "batch_size": 67, "optimizer": "momentum", "learning_rate": 0.05}},
+    # 203 = 2 * 101 + 1: the lone last sample joins the batch before (102 rows), on every rank alike
+    "bn_merge": {"problem": "classes", "dtype": "float64", "layers": ["8:relu:batchnorm", [3, "softmax"]],
+                 "fit": {"epochs": 3, "batch_size": 101, "optimizer": "sgd", "learning_rate": 0.1}},
+    "bn32": {"problem": "classes", "dtype": "float32", "layers": ["8:tanh:batchnorm", [3, "softmax"]],
+             "fit": {**BN_TRAINING, "class_weight": "balanced"}},
+    # layer norm alone: per sample, nothing to synchronize
+    "ln64": {"problem": "classes", "dtype": "float64", "layers": ["8:tanh:layernorm", [3, "softmax"]],
+             "fit": BN_TRAINING},
+    # dropout: one stream per rank, against the per-shard reference with the global batch's norms
+    "bn_dropout64": {"problem": "classes", "dtype": "float64", "net": {"dropout": 0.3},
+                     "layers": ["8:tanh:batchnorm", "6:relu:batchnorm", [3, "softmax"]],
+                     "fit": {**BN_TRAINING, "shuffle": False}},
+}
+CASES.update(BN_CASES)
+BN_NAMES = [name for name in BN_CASES if name != "bn_dropout64"]
+
+
+def single_process_with_running(name):
+    net, X, y, options = worker.build(CASES[name])
+    net.fit(X, y, verbose=False, **options)
+    return net.params, worker.running_statistics(net)
+
+
+def sharded_batch_norm_reference(name, K):
+    """One process descending what K ranks descend with dropout and batch norm: per global batch, K threads (the
+    ranks, tests/test_sync_batchnorm.py) each run its shard with its rank's dropout stream and the global batch's
+    norm statistics; the sum of their gradients takes the step, and the global statistics are committed."""
+    from test_sync_batchnorm import on_threads
+
+    from handgrad.layers import OBJECTIVE_WITH_DROPOUT
+
+    net, X, y, options = worker.build(CASES[name])
+    T, w, B = net.check_targets(y, len(X)), options["sample_weight"], options["batch_size"]
+    streams = [net.rng] + [np.random.Generator(net.rng.bit_generator.jumped(r)) for r in range(1, K)]
+    ranks = [net] + [net.copy() for _ in range(1, K)]
+    optimizer = get_optimizer(options["optimizer"])
+    for _ in range(options["epochs"]):
+        for start in range(0, len(X), B):
+            n = min(B, len(X) - start)
+
+            def shard(r, reduce, start=start, n=n):
+                lo, hi = shard_bounds(n, r, K)
+                rows, mine = slice(start + lo, start + hi), ranks[r]
+                mine.params[...] = net.params
+                with mine.dropout_stream(streams[r]), mine.synchronized_batch_norm(reduce if K > 1 else None):
+                    mine.backprop(X[rows], T[rows], w[rows], training=OBJECTIVE_WITH_DROPOUT, n_total=n,
+                                  penalty=r == 0)
+                return mine.grads.copy()
+
+            grads = on_threads(K, shard)
+            net.update_running_statistics()  # rank 0's statistics: the global batch's
+            optimizer.step(net.params, sum(grads[1:], grads[0].copy()), options["learning_rate"])
+    return net.params, worker.running_statistics(net)
+
+
+@needs_mpi
+@pytest.mark.parametrize("name", list(BN_CASES))
+def test_batch_norm_on_one_rank_is_bit_identical_to_one_process(runs, name):
+    params, running = single_process_with_running(name)
+    assert np.array_equal(runs[1][name], params)
+    assert np.array_equal(runs[1][name + "/running"][0], running)
+
+
+@needs_mpi
+@pytest.mark.parametrize("K", [2, 3])
+@pytest.mark.parametrize("name", BN_NAMES)
+def test_synchronized_batch_norm_on_k_ranks_equals_one_process(runs, K, name):
+    """Weights AND running statistics, to rounding; every rank holds the same bits of both."""
+    params, running = single_process_with_running(name)
+    tolerance = TOLERANCE[CASES[name]["dtype"]]
+    assert np.abs(runs[K][name] - params).max() <= tolerance
+    assert np.abs(params).max() > 0.1
+    if name != "ln64":
+        assert np.abs(runs[K][name + "/running"][0] - running).max() <= tolerance * max(1.0, np.abs(running).max())
+        assert np.abs(running - worker.running_statistics(worker.build(CASES[name])[0])).max() > 0.01  # they moved
+    every_rank, every_running = runs[K][name + "/ranks"], runs[K][name + "/running"]
+    assert all(np.array_equal(every_rank[0], theirs) for theirs in every_rank)
+    assert all(np.array_equal(every_running[0], theirs) for theirs in every_running)
+
+
+@needs_mpi
+@pytest.mark.parametrize("K", [2, 3])
+def test_batch_norm_with_dropout_equals_the_sharded_reference(runs, K):
+    params, running = sharded_batch_norm_reference("bn_dropout64", K)
+    assert np.abs(runs[K]["bn_dropout64"] - params).max() <= TOLERANCE["float64"]
+    assert np.abs(runs[K]["bn_dropout64/running"][0] - running).max() <= TOLERANCE["float64"]
+    # the reference is not the single-process run (rank r > 0 draws other masks), and with K = 1 it is
+    assert np.abs(params - single_process_with_running("bn_dropout64")[0]).max() > 1e-6
+    one_rank = sharded_batch_norm_reference("bn_dropout64", 1)[0]
+    assert np.array_equal(one_rank, single_process_with_running("bn_dropout64")[0])
+
+
+@needs_mpi
+def test_the_command_line_under_mpiexec_trains_batch_norm_like_one_process(tmp_path):
+    flags = ["train", "--data", "moons", "--samples", "300", "--layers", "8:tanh:batchnorm,1:sigmoid", "--epochs", "3",
+             "--optimizer", "adam", "--learning-rate", "0.01"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "handgrad", *flags]
+    one = subprocess.run([*command, "--out", str(tmp_path / "one.npz"), "--quiet"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    three = subprocess.run([str(MPIEXEC), "-n", "3", *command, "--distributed", "--out", str(tmp_path / "three.npz")],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert one.returncode == 0 and three.returncode == 0, one.stderr + three.stderr
+    first, second = hg.load(tmp_path / "one.npz"), hg.load(tmp_path / "three.npz")
+    assert np.abs(first.params - second.params).max() <= 1e-12
+    for (name, a), (_, b) in zip(first.running_statistics(), second.running_statistics()):
+        assert np.abs(a - b).max() <= 1e-12, name

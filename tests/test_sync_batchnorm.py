@@ -50,7 +50,7 @@ def on_threads(K, work):
     def run(rank):
         try:
             results[rank] = work(rank, sums.for_rank(rank))
-        except BaseException as error:  # noqa: BLE001 (handed to the caller)
+        except BaseException as error:  # (handed to the caller)
             errors[rank] = error
             sums.barrier.abort()  # the others would wait for this one forever
 
@@ -59,8 +59,8 @@ def on_threads(K, work):
         thread.start()
     for thread in threads:
         thread.join()
-    first = next((error for error in errors if error is not None and not isinstance(error, threading.BrokenBarrierError)),
-                 None)
+    raised = [error for error in errors if error is not None and not isinstance(error, threading.BrokenBarrierError)]
+    first = raised[0] if raised else None
     if first is not None:
         raise first
     return results
