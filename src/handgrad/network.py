@@ -26,8 +26,9 @@ A layer spec may carry a normalization: ``{"size": 64, "activation": "relu", "no
 Zhat = gamma * xhat + beta, A = f(Zhat) (layers.py, Dense and BatchNorm). Batch norm's running
 statistics are state beside theta (:meth:`MLP.running_statistics`), changed only by training steps;
 which passes use batch statistics, dropout, or update the running ones is a
-:class:`handgrad.layers.Mode` (TRAINING for the trainer's step, OBJECTIVE for loss_and_grad and
-gradcheck, INFERENCE for predict).
+:class:`handgrad.layers.Mode` (TRAINING for a training step in one call, OBJECTIVE for loss_and_grad and
+gradcheck, INFERENCE for predict; the trainer's step runs OBJECTIVE_WITH_DROPOUT and then commits the
+batch statistics with :meth:`MLP.update_running_statistics` once its loss is finite).
 
 so the regularized entries are one slice, ``params[:net.n_weights]``. Each layer's ``W``, ``b``
 are views into ``params`` and its ``dW``, ``db`` views into ``grads`` (``net.layout`` lists the
@@ -321,7 +322,8 @@ class MLP:
     def running_statistics(self):
         """[(name, array)]: ``running_mean{k}``, ``running_var{k}`` of every batch-norm layer k (the arrays
         themselves). They are state, not parameters: no gradient, not in ``params``; only a training step
-        (:data:`handgrad.layers.TRAINING`) changes them. Model files and checkpoints store them."""
+        (:data:`handgrad.layers.TRAINING`, or the trainer's :meth:`update_running_statistics`) changes them.
+        Model files and checkpoints store them."""
         return [(f"{name}{k}", getattr(layer.norm, name)) for k, layer in enumerate(self.layers, 1)
                 if layer.norm is not None and layer.norm.kind == "batch" for name in ("running_mean", "running_var")]
 
@@ -665,7 +667,8 @@ class MLP:
         X, T and sample_weight must be checked arrays of the network's dtype (:meth:`check_inputs`,
         :meth:`check_targets`, :meth:`check_sample_weight`); ``training`` (a bool or a Mode, see
         :meth:`run_forward`) turns dropout on and makes batch norm update its running statistics: True is
-        what the trainer runs for every batch, and only it should pass True. ``observe(layer, dY)``, if
+        a training step's pass (the trainer runs it without the update, which it commits after checking J:
+        :meth:`update_running_statistics`); only a training step should pass True. ``observe(layer, dY)``, if
         given, is called with the gradient each layer receives, before the layer's backward overwrites it
         (explain uses it).
 
