@@ -423,3 +423,17 @@ def test_the_command_line_under_mpiexec_trains_batch_norm_like_one_process(tmp_p
     assert np.abs(first.params - second.params).max() <= 1e-12
     for (name, a), (_, b) in zip(first.running_statistics(), second.running_statistics()):
         assert np.abs(a - b).max() <= 1e-12, name
+
+
+@needs_mpi
+def test_batch_norm_resumes_bit_identically_with_the_same_ranks(tmp_path):
+    """The checkpoint holds rank 0's running statistics, which are every rank's: a resumed run is the same bits."""
+    path = str(tmp_path / "run.ckpt")
+    base = {**CASES["bn_dropout64"], "fit": {**CASES["bn_dropout64"]["fit"], "shuffle": True, "epochs": 4}}
+    first = {**base, "fit": {**base["fit"], "epochs": 2, "checkpoint": path}}
+    second = {**base, "fit": {**base["fit"], "checkpoint": path, "resume": True}}
+    done, results = mpirun(3, {"whole": base, "first": first, "second": second}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(results["whole"], results["second"])
+    assert np.array_equal(results["whole/running"], results["second/running"])
+    assert not np.array_equal(results["first/running"], results["second/running"])  # epochs 3-4 moved them
