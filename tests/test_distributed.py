@@ -303,6 +303,101 @@ def test_the_command_line_under_mpiexec_trains_like_one_process(tmp_path):
     assert difference <= 1e-12
 
 
+# ---------------------------------------------------------------------------- bad input under mpiexec: one line
+class _FakeComm:
+    """Rank ``rank`` of a group whose other ranks' prepare ended as ``others`` (None, an error or "crashed")."""
+
+    def __init__(self, rank, others):
+        self.rank, self.others, self.aborted = rank, list(others), None
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return len(self.others) + 1
+
+    def allgather(self, mine):
+        import pickle
+
+        return pickle.loads(pickle.dumps([*self.others[:self.rank], mine, *self.others[self.rank:]]))
+
+    def Abort(self, code):
+        self.aborted = code
+
+
+def test_prepare_together_agrees_on_every_ranks_outcome():
+    from handgrad.distributed import prepare_together
+
+    assert prepare_together(_FakeComm(0, [None, None]), lambda: 42) == (42, None)
+    # another rank's bad input: no result anywhere, the error names that rank
+    result, error = prepare_together(_FakeComm(0, [None, hg.DataError("no such file")]), lambda: 42)
+    assert result is None and isinstance(error, hg.DataError) and str(error) == "on rank 2 of 3: no such file"
+    missing = FileNotFoundError(2, "No such file or directory", "x.csv")
+    _, error = prepare_together(_FakeComm(0, [missing]), lambda: 42)
+    assert isinstance(error, FileNotFoundError) and error.strerror == "on rank 1 of 2: No such file or directory"
+    # this rank's own: the error object itself (its traceback), the first failing rank's on every rank
+    own = hg.ConfigError("--epochs must be a positive integer")
+
+    def fails():
+        raise own
+
+    assert prepare_together(_FakeComm(0, [hg.DataError("later")]), fails) == (None, own)
+    assert str(prepare_together(_FakeComm(1, [hg.DataError("first")]), lambda: 1)[1]) == "first"
+    # a bug on another rank: that rank aborts the job; here nothing to report
+    assert prepare_together(_FakeComm(0, ["crashed"]), lambda: 1) == (None, None)
+    comm = _FakeComm(1, [None])
+
+    def bug():
+        raise TypeError("a bug")
+
+    with pytest.raises(TypeError, match="a bug"):
+        prepare_together(comm, bug)
+    assert comm.aborted == 2
+
+
+def _mpi_train(K_commands, tmp_path):
+    """mpiexec with one command line per group of ranks (MPMD: 'mpiexec -n 1 A : -n 1 B')."""
+    line = [str(MPIEXEC)]
+    for K, flags in K_commands:
+        line += [":"] * (len(line) > 1) + ["-n", str(K), sys.executable, "-m", "handgrad", "train", *flags]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(line, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+
+
+@needs_mpi
+def test_bad_input_under_mpiexec_is_one_line_and_exit_status_2(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    rows = "".join(f"{a},{b},{int(a > 0)}\n" for a, b in X)
+    (tmp_path / "good.csv").write_text("a,b,label\n" + rows)
+    (tmp_path / "bad.csv").write_text("a,b,label\n" + rows + "1.0,oops,1\n")
+    flags = ["--target", "label", "--layers", "4:tanh,1:sigmoid", "--epochs", "2", "--distributed", "--out", "m.npz"]
+    cases = {  # (ranks, flags) groups -> the one line rank 0 prints
+        "every rank": ([(2, ["--csv", "missing.csv", *flags])], "handgrad: error: CSV file 'missing.csv' does not"),
+        "rank 1 alone": ([(1, ["--csv", "good.csv", *flags]), (1, ["--csv", "missing.csv", *flags])],
+                         "handgrad: error: on rank 1 of 2: CSV file 'missing.csv' does not exist"),
+        "rank 2 of 3": ([(2, ["--csv", "good.csv", *flags]), (1, ["--csv", "bad.csv", *flags])],
+                        "handgrad: error: on rank 2 of 3: 'bad.csv' line 62, column 2: 'oops' is not a number"),
+        "rank 0 alone": ([(1, ["--csv", "bad.csv", *flags]), (1, ["--csv", "good.csv", *flags])],
+                         "handgrad: error: 'bad.csv' line 62"),
+    }
+    for name, (groups, line) in cases.items():
+        done = _mpi_train(groups, tmp_path)
+        assert done.returncode == 2, (name, done.stderr)
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(line), (name, done.stderr)
+        assert not (tmp_path / "m.npz").exists() and done.stdout == ""
+    # rank 0 alone refuses to replace a model file (the other ranks write none): one line, the file untouched
+    (tmp_path / "m.npz").write_bytes(b"earlier")
+    done = _mpi_train([(2, ["--csv", "good.csv", *flags])], tmp_path)
+    assert done.returncode == 2 and done.stderr == ("handgrad: error: model file 'm.npz' already exists; pass --force "
+                                                    "to replace it, or choose another name.\n")
+    assert (tmp_path / "m.npz").read_bytes() == b"earlier"
+    # the same command with good input trains (and a failure while training still ends the job, as above)
+    done = _mpi_train([(2, ["--csv", "good.csv", *flags, "--force", "--quiet"])], tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert hg.load(tmp_path / "m.npz").n_inputs == 2
+
+
 # ---------------------------------------------------------------------------- synchronized batch norm
 # Batch norm normalizes by the global batch's statistics, summed over the ranks (docs/derivations.md, "Batch norm
 # over K processes"): the same training as one process, weights and running statistics both. The cases join

@@ -64,6 +64,10 @@ class EarlyStopping(Callback):
 
     ``monitor`` defaults to "val_loss" when there is validation data, else "loss". Metrics
     where larger is better (accuracy, r2) are maximized, losses and errors minimized.
+
+    The best epoch is kept as one copy of the parameter vector, ``best_params`` (every layer's W and b
+    are views into ``net.params``), and ``best_running`` ({name: array}); each improvement copies into
+    them with np.copyto, without allocating.
     """
 
     def __init__(self, patience=5, monitor=None, min_delta=0.0, restore_best=True):
@@ -76,8 +80,22 @@ class EarlyStopping(Callback):
         self.best = None
         self.best_epoch = 0
         self.wait = 0
-        self.best_weights = None
+        self.best_params = None  # a copy of net.params at the best epoch
         self.best_running = None  # {name: array}: batch norm's running statistics at the best epoch
+
+    def on_train_begin(self, net):
+        """Fit a state loaded from a checkpoint to ``net``: checked, in its dtype (and an older checkpoint's list of
+        per-array weights laid out as one vector)."""
+        super().on_train_begin(net)
+        if isinstance(self.best_params, list):
+            self.best_params = net.vector_from(self.best_params)
+        elif self.best_params is not None:
+            if np.shape(self.best_params) != net.params.shape:
+                raise ConfigError(f"the early-stopping state holds {np.size(self.best_params)} parameters; this "
+                                  f"network has {net.params.size}. Resume with the network it was made with.")
+            self.best_params = np.asarray(self.best_params, dtype=net.params.dtype)
+        if self.best_running is not None:
+            self.best_running = net.check_running_statistics(self.best_running)
 
     def _larger_is_better(self):
         return self.monitor is not None and self.monitor.split("_")[-1] in ("accuracy", "r2")
@@ -93,39 +111,50 @@ class EarlyStopping(Callback):
         if math.isfinite(value) and (self.best is None or sign * value < sign * self.best - self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best:
-                if self.best_weights is None:
-                    self.best_weights = self.net.get_weights()
-                else:  # reuse the arrays: one copy per improvement, no allocation
-                    for saved, (_, current) in zip(self.best_weights, self.net.parameters()):
-                        np.copyto(saved, current)
-                self.best_running = {name: array.copy() for name, array in self.net.running_statistics()}
+                self._keep(self.net)
             return False
         self.wait += 1
         return self.wait > self.patience
 
+    def _keep(self, net):
+        """Copy the weights and running statistics of now into the best epoch's arrays (made once)."""
+        if self.best_params is None:
+            self.best_params = np.empty_like(net.params)
+        if self.best_running is None:
+            self.best_running = {name: np.empty_like(array) for name, array in net.running_statistics()}
+        np.copyto(self.best_params, net.params)
+        for name, array in net.running_statistics():
+            np.copyto(self.best_running[name], array)
+
     def restore(self):
         """Put the best epoch's weights back into the network (called by the trainer when training ends)."""
-        if self.restore_best and self.best_weights is not None:
-            self.net.set_weights(self.best_weights)
-            if self.best_running:
-                self.net.set_running_statistics(self.best_running)
-            return True
-        return False
+        if not self.restore_best or self.best_params is None:
+            return False
+        np.copyto(self.net.params, self.best_params)
+        if self.best_running is not None:  # (None: a checkpoint from before they were kept)
+            for name, array in self.net.running_statistics():
+                np.copyto(array, self.best_running[name])
+        return True
 
     def state_dict(self):
         return {"monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
-                "best_weights": None if self.best_weights is None else [w.copy() for w in self.best_weights],
+                "best_params": None if self.best_params is None else self.best_params.copy(),
                 "best_running": None if self.best_running is None else
                 {name: array.copy() for name, array in self.best_running.items()}}
 
     def load_state_dict(self, d):
+        """A state from :meth:`state_dict`, or from an older checkpoint: "best_weights" (a list of per-array
+        weights, laid out as one vector once the network is known) and no "best_running"."""
         self.monitor = d.get("monitor")
         self.best = d.get("best")
         self.best_epoch = int(d.get("best_epoch", 0))
         self.wait = int(d.get("wait", 0))
-        weights = d.get("best_weights")
-        self.best_weights = None if weights is None else [np.array(w, copy=True) for w in weights]
-        running = d.get("best_running")  # (absent from checkpoints written before it was kept)
+        params, weights = d.get("best_params"), d.get("best_weights")
+        if params is not None:
+            self.best_params = np.array(params, copy=True)
+        else:
+            self.best_params = None if weights is None else [np.array(w, copy=True) for w in weights]
+        running = d.get("best_running")
         self.best_running = None if running is None else {name: np.array(a, copy=True) for name, a in running.items()}
 
 
@@ -133,13 +162,14 @@ class Sharpness(Callback):
     """Measure the sharpness lambda_1 (the largest eigenvalue of the Hessian of the objective, see
     handgrad.curvature) on a fixed probe set ``(X, T)`` every ``every`` epochs, and record it.
 
-    Each measured epoch gets ``logs["sharpness"]`` (the progress line shows it; callbacks after this
-    one see it), and when training ends ``history.sharpness`` holds one value per epoch (NaN where
-    none was measured). ``self.epochs``, ``self.values`` (lambda_1) and ``self.eigenvalues`` (the top
-    k) keep the measurements. The objective is that of ``net.loss_and_grad`` on the probe set, dropout
-    off (batch norm with the probe set's own statistics, as one batch; its running statistics are left
-    alone). Gradient descent near a minimum diverges when the learning rate exceeds 2 / lambda_1;
-    ``plotting.plot_sharpness(history)`` draws both.
+    Each measured epoch gets ``logs["sharpness"]``: the progress line shows it, callbacks after this
+    one see it, and the history records it with the epoch's other figures, so ``history.sharpness``
+    holds one value per epoch (NaN where none was measured). ``self.epochs``, ``self.values``
+    (lambda_1) and ``self.eigenvalues`` (the top k) keep the measurements. The objective is that of
+    ``net.loss_and_grad`` on the probe set, dropout off (batch norm with the probe set's own
+    statistics, as one batch; its running statistics are left alone). Gradient descent near a
+    minimum diverges when the learning rate exceeds 2 / lambda_1; ``plotting.plot_sharpness(history)``
+    draws both.
 
     It measures with Hessian-vector products on the network itself, so it leaves ``net.grads`` (and
     the layers' buffers) holding the probe set's gradient: the next training step recomputes them.
@@ -167,10 +197,6 @@ class Sharpness(Callback):
         self.eigenvalues.append([float(value) for value in result.eigenvalues])
         logs["sharpness"] = result.sharpness
         return False
-
-    def on_train_end(self, net, history):
-        measured = dict(zip(self.epochs, self.values))
-        history.metrics["sharpness"] = [measured.get(epoch, math.nan) for epoch in history.epochs]
 
     def state_dict(self):
         return {"epochs": list(self.epochs), "values": list(self.values), "eigenvalues": list(self.eigenvalues)}

@@ -88,12 +88,11 @@ def parameter_vector(net, state):
 def restore_running_statistics(net, state):
     """Copy a checkpoint's batch-norm running statistics into ``net`` (a checkpoint from before they
     existed has none, and fits only a network without batch norm)."""
-    saved = state.get("running", {})
-    expected = [name for name, _ in net.running_statistics()]
-    if sorted(saved) != sorted(expected):
-        raise ConfigError(f"the checkpoint holds running statistics {sorted(saved)}; this network has "
-                          f"{sorted(expected)}. Resume with the network the checkpoint was made with.")
-    net.set_running_statistics(saved)
+    try:
+        net.set_running_statistics(state.get("running", {}))  # checks the names, shapes and values
+    except ConfigError as error:
+        raise ConfigError(f"the checkpoint does not fit this network: {error} Resume with the network the "
+                          "checkpoint was made with.") from None
 
 
 def optimizer_state(net, saved):

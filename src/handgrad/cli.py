@@ -19,7 +19,6 @@ file; an existing model file is replaced only with ``--force``. See docs/cli.md.
 """
 
 import argparse
-import contextlib
 import csv
 import io as _stdio
 import json
@@ -438,17 +437,30 @@ def cmd_train(args):
         args.validation = 0.0 if args.validation is None else args.validation
         args.test = 0.0 if args.test is None else args.test
     if not getattr(args, "distributed", False):
-        return _cmd_train(args)
+        return _train_and_write(args, _prepare_training(args))
     from . import distributed
 
     comm = distributed.communicator(True)
     if comm.Get_rank() != 0:
         args.quiet, args.out, args.run_dir = True, None, None
-    with distributed.abort_on_error(comm) if comm.Get_size() > 1 else contextlib.nullcontext():
-        return _cmd_train(args)
+    if comm.Get_size() == 1:
+        return _train_and_write(args, _prepare_training(args))
+    # Every rank prepares; one allgather tells all whether any rank's input was bad. Then all stop together
+    # (rank 0 prints the one error line, every rank exits with status 2), or all train.
+    run, failure = distributed.prepare_together(comm, lambda: _prepare_training(args))
+    if failure is not None:
+        if comm.Get_rank() == 0:
+            raise failure
+        return 2
+    with distributed.abort_on_error(comm):  # from here on, a failing rank ends the job (MPI Abort)
+        return _train_and_write(args, run)
 
 
-def _cmd_train(args):
+def _prepare_training(args):
+    """The checks and the set-up of train, before any step: flags, output paths, data, network, callbacks.
+    Every error of the user's input is raised here."""
+    from types import SimpleNamespace
+
     options, out, run_dir = _training_settings(args)
     X, y, description, split, standardizer, weights = _training_data(args)
     prepare = standardizer.transform if standardizer is not None else (lambda A: A)
@@ -482,7 +494,16 @@ def _cmd_train(args):
         fit_options["verbose"] = True
     if getattr(args, "distributed", False):
         fit_options["distributed"] = True
-    history = net.fit(prepare(split.X_train), split.y_train, **fit_options)
+    return SimpleNamespace(options=options, out=out, run_dir=run_dir, description=description, split=split,
+                           standardizer=standardizer, prepare=prepare, net=net, fit_options=fit_options,
+                           recorder=recorder, lbfgs=lbfgs)
+
+
+def _train_and_write(args, run):
+    """Train the prepared network, print the evaluation, write the model and the run folder."""
+    options, out, run_dir, description, split = run.options, run.out, run.run_dir, run.description, run.split
+    standardizer, prepare, net, recorder, lbfgs = run.standardizer, run.prepare, run.net, run.recorder, run.lbfgs
+    history = net.fit(prepare(split.X_train), split.y_train, **run.fit_options)
 
     losses = history.metrics.get("loss", [])
     if not args.quiet:

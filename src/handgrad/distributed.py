@@ -35,11 +35,12 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import pickle
 import sys
 
 import numpy as np
 
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, HandgradError, TrainingError
 from .layers import BatchNorm
 
 _INSTALL = "pip install handgrad[mpi] (mpi4py and the mpich wheel), or mpi4py over a system MPI"
@@ -246,3 +247,53 @@ def abort_on_error(comm):
               flush=True)
         comm.Abort(2)
         raise
+
+
+def prepare_together(comm, prepare, bad_input=(HandgradError, OSError)):
+    """``prepare()`` on every rank of ``comm``, then one allgather of how it ended, so that the ranks go on
+    together or stop together (a rank that stopped alone would leave the others waiting forever).
+
+    Returns ``(prepare()'s result, None)`` when every rank succeeded. When some rank's prepare raised one
+    of ``bad_input`` (the user's input: a flag, a file), every rank gets ``(None, error)``: the first such
+    rank's error, its message saying which rank when that is not rank 0, to be reported once (by rank 0).
+    Any other error (a bug) ends the job as one during training does: that rank prints it and aborts
+    (:func:`abort_on_error`); the other ranks get ``(None, None)``.
+    """
+    result, error = None, None
+    try:
+        result = prepare()
+    except BaseException as caught:  # every rank must reach the allgather, whatever happened
+        error = caught
+    outcome = None if error is None else _portable(error) if isinstance(error, bad_input) else "crashed"
+    outcomes = comm.allgather(outcome)
+    if outcome == "crashed":
+        with abort_on_error(comm):
+            raise error
+    failed = [(rank, what) for rank, what in enumerate(outcomes) if what is not None]
+    if not failed:
+        return result, None
+    rank, first = failed[0]
+    if rank == comm.Get_rank():
+        first = error  # this rank's own error object (its traceback, for --debug)
+    if first == "crashed":
+        return None, None
+    return None, first if rank == 0 else _on_rank(first, rank, comm.Get_size())
+
+
+def _portable(error):
+    """``error`` if it survives pickling (to travel to the other ranks), else a HandgradError with its message."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return HandgradError(str(error))
+
+
+def _on_rank(error, rank, size):
+    """``error`` with "on rank r of K: " before its message (an OSError's strerror, another error's first argument)."""
+    where = f"on rank {rank} of {size}: "
+    if isinstance(error, OSError) and error.strerror:
+        error.strerror = where + error.strerror
+    else:
+        error.args = (where + str(error),)
+    return error

@@ -352,23 +352,30 @@ class MLP:
             for norm in norms:
                 norm.reduce = None
 
-    def set_running_statistics(self, arrays):
-        """Copy ``{name: array}`` (names of :meth:`running_statistics`) into the layers, checking every name,
-        shape and value (finite; a variance >= 0) before any is copied."""
+    def check_running_statistics(self, arrays):
+        """``{name: array}`` checked against :meth:`running_statistics`: every name, shape and value (finite; a
+        variance >= 0). Returns copies in the network's dtype, or raises a ConfigError naming what does not fit."""
         targets = dict(self.running_statistics())
         if set(arrays) != set(targets):
             raise ConfigError(f"expected running statistics {sorted(targets)}, got {sorted(arrays)}.")
-        values = {name: np.asarray(arrays[name]) for name in targets}
+        checked = {}
         for name, target in targets.items():
-            value = values[name]
+            value = np.asarray(arrays[name])
             if value.shape != target.shape:
                 raise ConfigError(f"{name} has shape {target.shape}, got an array of shape {value.shape}.")
             variance = name.startswith("running_var")
             if value.dtype.kind not in "iuf" or not np.all(np.isfinite(value)) or (variance and np.any(value < 0)):
                 rule = "finite real numbers" + (" >= 0 (it is a variance)" if variance else "")
                 raise ConfigError(f"{name} must hold {rule}, got {value!r}.")
-        for name, target in targets.items():
-            target[...] = values[name]
+            checked[name] = value.astype(target.dtype)
+        return checked
+
+    def set_running_statistics(self, arrays):
+        """Copy ``{name: array}`` (names of :meth:`running_statistics`) into the layers, checking every name,
+        shape and value (:meth:`check_running_statistics`) before any is copied."""
+        checked = self.check_running_statistics(arrays)
+        for name, target in self.running_statistics():
+            np.copyto(target, checked[name])
         return self
 
     def config(self):

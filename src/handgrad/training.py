@@ -67,10 +67,16 @@ class History:
         self.stop_reason = None
 
     def record(self, epoch, seconds, **values):
+        """One epoch's row. Every column keeps one value per epoch: a metric missing from this row (a callback
+        that measures every other epoch, say) gets NaN, and a new one gets NaN for the epochs before."""
         self.epochs.append(epoch)
         self.seconds.append(seconds)
+        for name in self.metrics.keys() - values.keys():
+            values[name] = math.nan
         for name, value in values.items():
-            self.metrics.setdefault(name, []).append(value)
+            column = self.metrics.setdefault(name, [])
+            column.extend([math.nan] * (len(self.epochs) - 1 - len(column)))
+            column.append(value)
 
     def __getattr__(self, name):
         metrics = self.__dict__.get("metrics", {})
@@ -509,7 +515,8 @@ def _restore_callbacks(hooks, saved):
 
 # ---------------------------------------------------------------------------- end of an epoch
 def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, val_out=None, group=None):
-    """Validation, the history, the schedule's epoch hook, progress and callbacks; returns a stop reason or None.
+    """Validation, the schedule's epoch hook, the callbacks, then the history (with what callbacks added to
+    ``logs``); returns (a stop reason or None, logs).
     Data-parallel (``group``): rank 0 evaluates and every rank gets its figures, so all decide alike."""
     logs = {"loss": position.epoch_total / position.epoch_seen}
     if data.X_val is not None:
@@ -522,16 +529,18 @@ def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, 
         group.check_same_weights(net, epoch)
     logs["lr"] = rate
     settings.schedule.end_epoch(logs.get("val_loss", logs["loss"]))
-    position.history.record(epoch, seconds, **logs)
     stop_reason = None
-    for hook in settings.callbacks:
-        if hook.on_epoch_end(epoch, logs) and stop_reason is None:
-            if hook is settings.stopper:
-                stopper = settings.stopper
-                stop_reason = (f"early stopping at epoch {epoch}: {stopper.monitor} has not improved "
-                               f"since epoch {stopper.best_epoch}")
-            else:
-                stop_reason = f"stopped by {type(hook).__name__} at epoch {epoch}"
+    try:
+        for hook in settings.callbacks:
+            if hook.on_epoch_end(epoch, logs) and stop_reason is None:
+                if hook is settings.stopper:
+                    stopper = settings.stopper
+                    stop_reason = (f"early stopping at epoch {epoch}: {stopper.monitor} has not improved "
+                                   f"since epoch {stopper.best_epoch}")
+                else:
+                    stop_reason = f"stopped by {type(hook).__name__} at epoch {epoch}"
+    finally:  # after the callbacks, so that what they add to logs (a "sharpness") is this epoch's row too
+        position.history.record(epoch, seconds, **logs)
     if group is not None:  # one decision for every rank, also when a callback stopped on one rank only
         stop_reason = group.agree_to_stop(stop_reason)
     if interrupted and stop_reason is None:
