@@ -41,7 +41,7 @@ from .checkpoints import (
     write_checkpoint,
 )
 from .errors import ConfigError, DataError, TrainingError, check_fraction
-from .layers import Mode
+from .layers import OBJECTIVE_WITH_DROPOUT
 from .optimizers import Optimizer, from_state_dict, get_optimizer
 from .schedules import get_schedule
 
@@ -405,10 +405,6 @@ class _InterruptFlag:
 
 
 # ---------------------------------------------------------------------------- one step
-# A training step's pass: batch statistics and dropout as in training, batch norm's running statistics left
-# for train_step to commit (a Mode equal to OBJECTIVE_WITH_DROPOUT, named for what the trainer runs).
-_STEP = Mode(batch_statistics=True, dropout=True, update_running=False)
-
 class _NonFinite(Exception):
     def __init__(self, epoch, batch, value):
         super().__init__(epoch, batch, value)
@@ -420,8 +416,8 @@ def train_step(net, optimizer, X, T, w, rate, clip_norm=None, work=None, group=N
     and one optimizer step on net.params; returns J.
 
     The forward pass computes batch norm's batch statistics without folding them into the running ones
-    (_STEP); net.update_running_statistics() folds them in once J is known to be finite, so a diverged
-    batch changes nothing: no step, and running statistics as they were before it.
+    (layers.OBJECTIVE_WITH_DROPOUT); net.update_running_statistics() folds them in once J is known to be
+    finite, so a diverged batch changes nothing: no step, and running statistics as they were before it.
     With ``clip_norm`` the optimizer gets g * min(1, c / ||g||), ||g|| the norm of the whole gradient
     vector, computed in ``work`` (net.grads keeps the true gradient).
     Data-parallel (``group``, handgrad.distributed): X, T, w are this rank's shard of a batch of
@@ -429,9 +425,9 @@ def train_step(net, optimizer, X, T, w, rate, clip_norm=None, work=None, group=N
     norm's statistics are the global batch's, the same on every rank).
     """
     if group is None:
-        J = net.backprop(X, T, w, training=_STEP)
+        J = net.backprop(X, T, w, training=OBJECTIVE_WITH_DROPOUT)
     else:
-        J = group.gradient(net, X, T, w, n_total, training=_STEP)
+        J = group.gradient(net, X, T, w, n_total, training=OBJECTIVE_WITH_DROPOUT)
     if not math.isfinite(J):
         return J
     net.update_running_statistics()  # batch norm: this batch's statistics, now that its loss is finite
