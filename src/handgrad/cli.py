@@ -468,6 +468,8 @@ def _cmd_train(args):
         _refuse_per_epoch_flags(options, net, getattr(args, "sharpness", None))
     if weights is not None:
         fit_options["sample_weight"] = weights[0]
+    if standardizer is not None:  # checkpoints record it: a resume with another standardization is refused
+        fit_options["preprocessing"] = standardizer.to_dict()
     if len(split.y_val) and not lbfgs:
         fit_options["validation_data"] = (prepare(split.X_val), split.y_val) + ((weights[1],) if weights else ())
     recorder = None

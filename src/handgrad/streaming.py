@@ -32,6 +32,7 @@ import numpy as np
 from .errors import DataError
 
 BLOCK_BYTES = 64 * 2 ** 20  # the default block: about this many bytes of X
+FINGERPRINT_ROWS = 64  # rows of the training data a checkpoint's fingerprint of it is made from
 
 
 def kind(array):
@@ -59,6 +60,11 @@ def open_npy(path, what="X"):
     return array
 
 
+def sample_rows(n, k=FINGERPRINT_ROWS):
+    """k row numbers of 0..n-1 evenly spread, the first and the last included (all n when n <= k)."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64))
+
+
 def _address(array):
     return array.__array_interface__["data"][0]
 
@@ -79,7 +85,7 @@ def _file_position(array):
 
 
 class _Reader:
-    """Rows a..b of one array as a new in-memory ndarray."""
+    """Rows a..b of one array as a new in-memory ndarray (:func:`row_reader`)."""
 
     def __init__(self, array, name):
         self.array, self.name = array, name
@@ -103,6 +109,13 @@ class _Reader:
                     raise DataError(f"{self.name}: the file '{name}' is shorter than its header says.")
             return out
         return np.asarray(self.array[a:b])  # Zarr reads the chunks, Dask computes them
+
+
+def row_reader(array, name="X"):
+    """An object whose ``read(a, b)`` gives rows a..b of a 1-D or 2-D ``array`` as a new in-memory ndarray:
+    a whole-file memory map with plain file reads (its pages stay out of resident memory), anything else
+    by slicing (a Zarr or Dask array reads or computes its chunks). ``name`` names the array in errors."""
+    return _Reader(array, name)
 
 
 def default_block_rows(X):
@@ -145,6 +158,8 @@ class Stream:
         self.block_sizes = np.full(self.n_blocks, self.block_rows, np.int64)
         self.block_sizes[-1] = N - (self.n_blocks - 1) * self.block_rows
         self.class_weights = None  # set by the trainer: a function T_block -> per-sample class weights
+        self.sample = None  # the rows at sample_rows(N) as scan read them: X, T, w or None, and whether w has
+        # the class weights
 
     @property
     def weighted(self):
@@ -171,11 +186,26 @@ class Stream:
         return X, T, w
 
     def scan(self, each=None):
-        """Read and check every block in order, before training; ``each(X, T, w)`` sees each one."""
+        """Read and check every block in order, before training; ``each(X, T, w)`` sees each one. Keeps the
+        rows at sample_rows(N) in ``sample`` (for the checkpoint's fingerprint of the data)."""
+        wanted, parts = sample_rows(self.shape[0]), []
         for block in range(self.n_blocks):
             X, T, w = self.block(block)
+            a, b = self.bounds(block)
+            mine = wanted[(wanted >= a) & (wanted < b)] - a
+            parts.append((X[mine], T[mine], None if w is None else w[mine]))
             if each is not None:
                 each(X, T, w)
+        X, T, w = (np.concatenate(part) if part[0] is not None else None for part in zip(*parts))
+        self.sample = X, T, w, self.class_weights is not None
+
+    def sampled_rows(self):
+        """The rows at sample_rows(N) as the trainer sees them: (X, T, w), w with the class weights (or None)."""
+        X, T, w, with_class_weights = self.sample
+        if self.class_weights is not None and not with_class_weights:
+            by_class = self.class_weights(T)
+            w = by_class if w is None else w * by_class
+        return X, T, w
 
     # ------------------------------------------------------------------ an epoch's order
     def initial_order(self):
