@@ -141,7 +141,8 @@ def _block_rows_text(block_rows):
 def check_same_data(state, block_rows, fingerprint, preprocessing):
     """Refuse (ConfigError) to resume a run on data other than its own: another block size of streamed data
     (the blocks' shuffled order would differ), other data (its :func:`data_fingerprint`), or another
-    preprocessing. A checkpoint written before these were recorded is not checked (the sample count is)."""
+    preprocessing; the message names every difference. A checkpoint written before these were recorded
+    is not checked (its sample count is)."""
     if "block_rows" in state and state["block_rows"] != block_rows:
         saved = state["block_rows"]
         raise ConfigError(f"the checkpoint's run read its data {_block_rows_text(saved)}, this call "
@@ -149,15 +150,17 @@ def check_same_data(state, block_rows, fingerprint, preprocessing):
                           f"so it cannot continue bit for bit. Resume with block_rows={saved}"
                           + (" and the data in memory." if saved is None else " (and the same data)."))
     saved = state.get("data")
+    differ = []
     if saved is not None and fingerprint is not None and saved != fingerprint:
         differ = [text for key, text in _FINGERPRINT_PARTS if saved.get(key) != fingerprint.get(key)]
-        raise ConfigError(f"the checkpoint was made on other training data: {', '.join(differ) or 'the sample'} "
-                          f"differ ({saved['rows']} evenly spread rows of its {saved['samples']} compared). Resume "
-                          "with the data the run was started on, or start a new run.")
+        differ = [f"{' and '.join(differ) or 'the rows'} (compared on {saved['rows']} evenly spread rows of its "
+                  f"{saved['samples']})"]
     if "preprocessing" in state and state["preprocessing"] != preprocessing:
-        raise ConfigError(f"the checkpoint's run prepared its inputs with {_preprocessing_text(state['preprocessing'])}"
-                          f", this call with {_preprocessing_text(preprocessing)}. Resume with the data and settings "
-                          "of that run (on the command line: the same data, --limit, --validation, --test, --seed "
+        differ.append(f"the preprocessing (the run's: {_preprocessing_text(state['preprocessing'])}; this call's: "
+                      f"{_preprocessing_text(preprocessing)})")
+    if differ:
+        raise ConfigError(f"the checkpoint was made on other training data: {'; '.join(differ)} differ. Resume with "
+                          "the data of that run (on the command line also its --limit, --validation, --test, --seed "
                           "and --no-standardize), or start a new run.")
 
 
