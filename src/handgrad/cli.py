@@ -751,7 +751,7 @@ def _read_features(net, path, target):
         raise DataError(f"'{path}': unknown input file type '{extension}'; use .csv, .npy or .npz.")
     where = f"'{path}'"
     if extension == ".npy":
-        table = streaming.open_npy(path, where)
+        table = streaming.open_npy(path, "the input")
         if target is None:
             return _MappedRows(net, table, None, where)
         if table.ndim != 2 or table.shape[1] < 2:

@@ -54,10 +54,22 @@ def open_npy(path, what="X"):
     except FileNotFoundError:
         raise DataError(f"{what}: the file '{path}' does not exist; check the path.") from None
     except (OSError, ValueError) as error:
+        if not _starts_as_npy(path):  # (np.load takes any other file for a pickle, and names that)
+            raise DataError(f"{what}: '{path}' is not a .npy file (it does not start as one); give a .npy array.") \
+                from None
         raise DataError(f"{what}: '{path}' cannot be memory-mapped as a numeric .npy array ({error}).") from None
     if not isinstance(array, np.memmap):
         raise DataError(f"{what}: '{path}' is not a .npy array (an .npz archive?); give a .npy file.")
     return array
+
+
+def _starts_as_npy(path):
+    """Whether the file begins with .npy's magic string (or cannot be read: then np.load's error says why)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(6) == b"\x93NUMPY"
+    except OSError:
+        return True
 
 
 def sample_rows(n, k=FINGERPRINT_ROWS):
