@@ -19,7 +19,9 @@ the map, so the file's pages stay in the page cache and out of the process's res
 copy-on-write map, mmap_mode="c", whose changes live in memory only: it is read through the map).
 
 The input checks (NaN, inf, the labels, the weights) run block by block: a pass over every block
-before training (which also counts the classes for class_weight), and again as each block is read.
+before training (which also counts the classes for class_weight, sums the weights, and keeps the 64
+evenly spread rows of :func:`sample_rows` for a checkpoint's fingerprint of the data), and again as each
+block is read.
 zarr and dask are not imported here: their arrays are recognised by their type's module.
 """
 
