@@ -12,11 +12,17 @@ temporary file and renamed) of kind ``handgrad-checkpoint`` holding the training
     order             the current epoch's order of the samples
     epochs_done, batch_done, step, epoch_total, epoch_seen    where the run stands
     history, callbacks, config, seed, n_samples, batch_size, epochs
+    block_rows        the rows per block of streamed data (handgrad.streaming); None for data in memory
+    data              the training data's fingerprint (:func:`data_fingerprint`)
+    preprocessing     what was done to X before fit (the CLI's standardization), or None
 
 Arrays are stored as .npy members and the rest as JSON that refers to them. Checkpoints written by
-handgrad 0.1 (a list of weight arrays, and optimizer state per array) are converted when read.
+handgrad 0.1 (a list of weight arrays, and optimizer state per array) are converted when read; those
+written before block_rows, data and preprocessing were recorded resume without these checks
+(:func:`check_same_data`).
 """
 
+import hashlib
 import os
 
 import numpy as np
@@ -106,3 +112,66 @@ def optimizer_state(net, saved):
         if name != "scratch" and all(len(per_array) > position for per_array in state):
             vectors[name] = net.vector_from([per_array[position] for per_array in state])
     return {**saved, "state": vectors}
+
+
+# ---------------------------------------------------------------------------- the same data?
+def data_fingerprint(n_samples, X, T, w):
+    """A cheap fingerprint of the training data, from a few of its rows: ``X``, ``T`` and ``w`` (or None)
+    are the rows at handgrad.streaming.sample_rows(n_samples), as the trainer sees them (checked, the
+    network's dtype, class weights included). It tells another file, other targets or other weights from
+    the run's own, without reading the data again (a 4 GB memory-mapped file included); a change to rows
+    outside the sample goes unseen."""
+    def digest(rows):
+        return None if rows is None else hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()[:32]
+
+    return {"samples": int(n_samples), "features": int(X.shape[1]), "outputs": int(T.shape[1]),
+            "dtype": np.dtype(X.dtype).name, "rows": int(X.shape[0]), "X": digest(X), "T": digest(T), "w": digest(w)}
+
+
+_FINGERPRINT_PARTS = (("features", "the number of features"), ("outputs", "the number of target columns"),
+                      ("dtype", "the data's dtype"), ("X", "the features X"), ("T", "the targets"),
+                      ("w", "the sample weights (times the class weights)"))
+
+
+def _block_rows_text(block_rows):
+    return "in memory (block_rows None)" if block_rows is None else f"streamed in blocks of {block_rows} rows"
+
+
+def check_same_data(state, block_rows, fingerprint, preprocessing):
+    """Refuse (ConfigError) to resume a run on data other than its own: another block size of streamed data
+    (the blocks' shuffled order would differ), other data (its :func:`data_fingerprint`), or another
+    preprocessing; the message names every difference. A checkpoint written before these were recorded
+    is not checked (its sample count is)."""
+    if "block_rows" in state and state["block_rows"] != block_rows:
+        saved = state["block_rows"]
+        raise ConfigError(f"the checkpoint's run read its data {_block_rows_text(saved)}, this call "
+                          f"{_block_rows_text(block_rows)}: the shuffled order of the blocks would not be the run's, "
+                          f"so it cannot continue bit for bit. Resume with block_rows={saved}"
+                          + (" and the data in memory." if saved is None else " (and the same data)."))
+    saved = state.get("data")
+    differ = []
+    if saved is not None and fingerprint is not None and saved != fingerprint:
+        differ = [text for key, text in _FINGERPRINT_PARTS if saved.get(key) != fingerprint.get(key)]
+        differ = [f"{' and '.join(differ) or 'the rows'} (compared on {saved['rows']} evenly spread rows of its "
+                  f"{saved['samples']})"]
+    if "preprocessing" in state and state["preprocessing"] != preprocessing:
+        differ.append(f"the preprocessing (the run's: {_preprocessing_text(state['preprocessing'])}; this call's: "
+                      f"{_preprocessing_text(preprocessing)})")
+    if differ:
+        raise ConfigError(f"the checkpoint was made on other training data: {'; '.join(differ)} differ. Resume with "
+                          "the data of that run (on the command line also its --limit, --validation, --test, --seed "
+                          "and --no-standardize), or start a new run.")
+
+
+def _preprocessing_text(record):
+    if record is None:
+        return "nothing (raw features)"
+    if isinstance(record, dict) and record.get("kind") == "standardize":
+        mean, scale = np.asarray(record.get("mean", [])), np.asarray(record.get("scale", []))
+        return f"a standardization of {mean.size} features (mean {_few(mean)}, scale {_few(scale)})"
+    return str(record)[:60]
+
+
+def _few(values, shown=3):
+    text = ", ".join(f"{v:.6g}" for v in values[:shown])
+    return f"[{text}{', ...' if values.size > shown else ''}]"

@@ -173,10 +173,14 @@ def _preprocessor(net):
     return Standardizer.from_dict(record) if record else None
 
 
-def _features_for(net, X, where):
-    if X.shape[1] != net.n_inputs:
-        raise DataError(f"{where} has {X.shape[1]} features but the model expects {net.n_inputs}; give data with "
+def _check_feature_count(net, n_features, where):
+    if n_features != net.n_inputs:
+        raise DataError(f"{where} has {n_features} features but the model expects {net.n_inputs}; give data with "
                         "the same columns the model was trained on (use --target to drop the target column).")
+
+
+def _features_for(net, X, where):
+    _check_feature_count(net, X.shape[1], where)
     standardizer = _preprocessor(net)
     return standardizer.transform(X) if standardizer is not None else X
 
@@ -184,14 +188,16 @@ def _features_for(net, X, where):
 # ============================================================================ metrics (handgrad.metrics)
 def evaluate_network(net, X, y):
     """Loss, then handgrad.metrics' figures: accuracy and the confusion matrix for classifiers, MSE, MAE and R^2
-    for regressors. The same definitions as the trainer's validation metrics, on the same outputs."""
-    from . import metrics
+    for regressors. The same definitions as the trainer's validation metrics, on the same outputs: computed
+    by training.evaluate, a few thousand rows at a time, from X in memory or a memory-mapped file's rows
+    (:class:`_MappedRows`), with batch norm's running statistics (as predict)."""
+    from . import metrics, training
 
-    T = net.check_targets(y, len(X))  # one-hot rows for a softmax output
-    A = net.forward(X)
+    T = net.check_targets(y, len(y))  # one-hot rows for a softmax output
+    A = np.empty((len(y), net.n_outputs), net.dtype)
+    figures = training.evaluate(net, X if isinstance(X, _MappedRows) else net.check_inputs(X), T, out=A)
+    report = {"samples": len(y), "loss": float(figures.pop("loss")), **figures}
     name = net.output_activation.name
-    report = {"samples": len(X), "loss": float(net.loss(X, y, batch_statistics=False))}  # (batch norm: as predict)
-    report.update(metrics.compute(metrics.default_metrics(net.is_classifier), A, T, name))
     if name == "softmax" or (name == "sigmoid" and net.n_outputs == 1):  # one class per sample
         if name == "softmax":
             true, predicted = T.argmax(axis=1), A.argmax(axis=1)
@@ -480,6 +486,8 @@ def _prepare_training(args):
         _refuse_per_epoch_flags(options, net, getattr(args, "sharpness", None))
     if weights is not None:
         fit_options["sample_weight"] = weights[0]
+    if standardizer is not None:  # checkpoints record it: a resume with another standardization is refused
+        fit_options["preprocessing"] = standardizer.to_dict()
     if len(split.y_val) and not lbfgs:
         fit_options["validation_data"] = (prepare(split.X_val), split.y_val) + ((weights[1],) if weights else ())
     recorder = None
@@ -648,23 +656,131 @@ def _load_model(path):
     return load(path)
 
 
+# A memory-mapped .npy is read this many rows at a time by evaluate and predict: the network's own forward chunk
+# (network.MLP.forward, training.evaluate), so each pass sees the rows it sees with the whole table in memory.
+_READ_ROWS = 4096
+
+
+class _MappedRows:
+    """The features of a memory-mapped .npy table for ``net``, read a slice of rows at a time (with plain file
+    reads, handgrad.streaming.row_reader) and prepared as the in-memory path prepares the whole table: the
+    column ``drop`` (the target's, or None) taken out, checked as datasets.check_dataset checks (finite
+    float64), standardized as in training, in the model's dtype. ``shape`` and row slices are what
+    training.evaluate asks of its X; :meth:`blocks` gives them all in order."""
+
+    def __init__(self, net, table, drop, where):
+        from . import streaming
+
+        if table.dtype.kind not in "biuf" or table.ndim not in (1, 2):
+            raise DataError(f"{where} holds a {table.ndim}-D array of dtype {table.dtype}; give a 2-D table of "
+                            "numbers.")
+        if table.shape[0] == 0:
+            raise DataError(f"{where}: the data set is empty (0 samples); give a file with at least one row of values.")
+        _check_feature_count(net, 1 if table.ndim == 1 else table.shape[1] - (drop is not None), where)
+        self.net, self.reader, self.drop, self.where = net, streaming.row_reader(table, where), drop, where
+        self.shape = (int(table.shape[0]), net.n_inputs)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        from . import datasets
+
+        a, b = rows.start, min(rows.stop, self.shape[0])
+        block = self.reader.read(a, b)
+        if self.drop is not None:
+            block = np.delete(block, self.drop, axis=1)
+        try:
+            X = datasets.check_dataset(block, name=self.where)
+        except DataError:
+            bad = np.argwhere(~np.isfinite(block.reshape(len(block), -1)))
+            if not bad.size:
+                raise
+            raise DataError(f"{self.where}: NaN or infinity in the features (first at sample {a + bad[0][0]}, column "
+                            f"{bad[0][1]}); remove or impute those values first.") from None
+        return self.net.check_inputs(_features_for(self.net, X, self.where))
+
+    def blocks(self):
+        for a in range(0, self.shape[0], _READ_ROWS):
+            yield self[a:a + _READ_ROWS]
+
+
+def _mapped_targets(y, where):
+    """Targets read from a .npy (in memory: one value or row per sample), converted as datasets.check_dataset
+    converts them (integer-valued floats become class ids); a zero-width stand-in for X costs no memory."""
+    from . import datasets
+
+    return datasets.check_dataset(np.broadcast_to(0.0, (len(y), 1)), y, name=where)[1]
+
+
+def _mapped_table(args, net):
+    """evaluate's --npy, memory-mapped: (rows, y, description), with --npy-targets or the table's --target column
+    (default the last); --limit keeps the first rows."""
+    from . import datasets, streaming
+
+    limit = None if args.limit is None else _positive("--limit", args.limit)
+    if args.npy_targets is not None:
+        if args.target is not None:
+            raise ConfigError("--npy-targets goes with --npy X.npy holding the features only (no --target), e.g. "
+                              "--npy X.npy --npy-targets y.npy.")
+        X, y, description = _mapped_npy_pair(args)
+        where = _describe(description)
+        return _MappedRows(net, X[:limit], None, where), _mapped_targets(np.array(y[:limit]), where), description
+    table = streaming.open_npy(args.npy, "--npy")[:limit]
+    description = {"source": "npy", "path": os.path.abspath(args.npy), "target": args.target}
+    where = _describe(description)
+    if table.ndim != 2 or table.shape[1] < 2:
+        raise DataError(f"'{args.npy}' holds an array of shape {table.shape}; a table with targets needs 2-D data with "
+                        "at least 2 columns (features and the target column).")
+    column = datasets.column_index(args.target, None, table.shape[1], args.npy)
+    rows = _MappedRows(net, table, column, where)
+    reader = streaming.row_reader(table, where)
+    y = np.concatenate([reader.read(a, min(a + _READ_ROWS, len(table)))[:, column]
+                        for a in range(0, len(table), _READ_ROWS)])
+    return rows, _mapped_targets(y, where), description
+
+
+def _row_blocks(X):
+    """X's rows a few thousand at a time from a memory-mapped file (:class:`_MappedRows`), else X whole."""
+    return X.blocks() if isinstance(X, _MappedRows) else iter([X])
+
+
 def cmd_evaluate(args):
+    """evaluate; a --npy table is memory-mapped and read block by block (with any other data source, or none,
+    load_data names the problem)."""
     net = _load_model(args.model)
-    X, y, description = load_data(args)
-    _check_targets_for(net, y, _describe(description))
-    report = evaluate_network(net, _features_for(net, X, _describe(description)), y)
+    others = [flag for flag in ("data", "csv", "npz", "mnist") if getattr(args, flag, None) is not None]
+    if args.npy is not None and not others:
+        X, y, description = _mapped_table(args, net)
+        _check_targets_for(net, y, _describe(description))
+    else:
+        X, y, description = load_data(args)
+        _check_targets_for(net, y, _describe(description))
+        X = _features_for(net, X, _describe(description))
+    report = evaluate_network(net, X, y)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 
 
-def _read_features(path, target):
-    from . import datasets
+def _read_features(net, path, target):
+    """predict's input, prepared for ``net``: a .npy memory-mapped (:class:`_MappedRows`, read block by block),
+    a .csv or .npz read whole."""
+    from . import datasets, streaming
 
     extension = os.path.splitext(os.fspath(path))[1].lower()
     if extension not in (".csv", ".txt", ".npy", ".npz"):
         raise DataError(f"'{path}': unknown input file type '{extension}'; use .csv, .npy or .npz.")
+    where = f"'{path}'"
+    if extension == ".npy":
+        table = streaming.open_npy(path, "the input")
+        if target is None:
+            return _MappedRows(net, table, None, where)
+        if table.ndim != 2 or table.shape[1] < 2:
+            raise DataError(f"{where} holds an array of shape {table.shape}; a table with a --target column needs 2-D "
+                            "data with at least 2 columns.")
+        return _MappedRows(net, table, datasets.column_index(target, None, table.shape[1], path), where)
     X, _ = datasets.load_file(path, target if target is not None else False)
-    return X
+    return _features_for(net, X, where)
 
 
 def cmd_predict(args):
@@ -672,13 +788,14 @@ def cmd_predict(args):
     out = _check_output_path(args.out, True, "output file") if args.out else None
     if args.proba and not net.is_classifier:
         raise ConfigError("--proba needs a classifier (sigmoid or softmax output); this model is a regressor.")
-    X = _features_for(net, _read_features(args.input, args.target), f"'{args.input}'")
-    prediction = net.predict(X)
-    prediction = prediction.reshape(len(X), -1)
+    X = _read_features(net, args.input, args.target)
+    parts = [(net.predict(Xb).reshape(len(Xb), -1), net.predict_proba(Xb) if args.proba else None)
+             for Xb in _row_blocks(X)]  # a memory-mapped .npy: a few thousand rows at a time
+    prediction = np.concatenate([part[0] for part in parts])
     header = ["prediction"] if prediction.shape[1] == 1 else [f"prediction_{j}" for j in range(prediction.shape[1])]
     columns = [prediction]
     if args.proba:
-        probabilities = net.predict_proba(X)
+        probabilities = np.concatenate([part[1] for part in parts])
         if probabilities.shape[1] == 1:
             probabilities = np.column_stack([1 - probabilities[:, 0], probabilities[:, 0]])
         header += [f"p_{j}" for j in range(probabilities.shape[1])]

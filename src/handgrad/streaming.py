@@ -19,7 +19,9 @@ the map, so the file's pages stay in the page cache and out of the process's res
 copy-on-write map, mmap_mode="c", whose changes live in memory only: it is read through the map).
 
 The input checks (NaN, inf, the labels, the weights) run block by block: a pass over every block
-before training (which also counts the classes for class_weight), and again as each block is read.
+before training (which also counts the classes for class_weight, sums the weights, and keeps the 64
+evenly spread rows of :func:`sample_rows` for a checkpoint's fingerprint of the data), and again as each
+block is read.
 zarr and dask are not imported here: their arrays are recognised by their type's module.
 """
 
@@ -32,6 +34,7 @@ import numpy as np
 from .errors import DataError
 
 BLOCK_BYTES = 64 * 2 ** 20  # the default block: about this many bytes of X
+FINGERPRINT_ROWS = 64  # rows of the training data a checkpoint's fingerprint of it is made from
 
 
 def kind(array):
@@ -53,10 +56,27 @@ def open_npy(path, what="X"):
     except FileNotFoundError:
         raise DataError(f"{what}: the file '{path}' does not exist; check the path.") from None
     except (OSError, ValueError) as error:
+        if not _starts_as_npy(path):  # (np.load takes any other file for a pickle, and names that)
+            raise DataError(f"{what}: '{path}' is not a .npy file (it does not start as one); give a .npy array.") \
+                from None
         raise DataError(f"{what}: '{path}' cannot be memory-mapped as a numeric .npy array ({error}).") from None
     if not isinstance(array, np.memmap):
         raise DataError(f"{what}: '{path}' is not a .npy array (an .npz archive?); give a .npy file.")
     return array
+
+
+def _starts_as_npy(path):
+    """Whether the file begins with .npy's magic string (or cannot be read: then np.load's error says why)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(6) == b"\x93NUMPY"
+    except OSError:
+        return True
+
+
+def sample_rows(n, k=FINGERPRINT_ROWS):
+    """k row numbers of 0..n-1 evenly spread, the first and the last included (all n when n <= k)."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64))
 
 
 def _address(array):
@@ -79,7 +99,7 @@ def _file_position(array):
 
 
 class _Reader:
-    """Rows a..b of one array as a new in-memory ndarray."""
+    """Rows a..b of one array as a new in-memory ndarray (:func:`row_reader`)."""
 
     def __init__(self, array, name):
         self.array, self.name = array, name
@@ -103,6 +123,13 @@ class _Reader:
                     raise DataError(f"{self.name}: the file '{name}' is shorter than its header says.")
             return out
         return np.asarray(self.array[a:b])  # Zarr reads the chunks, Dask computes them
+
+
+def row_reader(array, name="X"):
+    """An object whose ``read(a, b)`` gives rows a..b of a 1-D or 2-D ``array`` as a new in-memory ndarray:
+    a whole-file memory map with plain file reads (its pages stay out of resident memory), anything else
+    by slicing (a Zarr or Dask array reads or computes its chunks). ``name`` names the array in errors."""
+    return _Reader(array, name)
 
 
 def default_block_rows(X):
@@ -145,6 +172,8 @@ class Stream:
         self.block_sizes = np.full(self.n_blocks, self.block_rows, np.int64)
         self.block_sizes[-1] = N - (self.n_blocks - 1) * self.block_rows
         self.class_weights = None  # set by the trainer: a function T_block -> per-sample class weights
+        self.sample = None  # the rows at sample_rows(N) as scan read them: X, T, w or None, and whether w has
+        # the class weights
 
     @property
     def weighted(self):
@@ -171,11 +200,26 @@ class Stream:
         return X, T, w
 
     def scan(self, each=None):
-        """Read and check every block in order, before training; ``each(X, T, w)`` sees each one."""
+        """Read and check every block in order, before training; ``each(X, T, w)`` sees each one. Keeps the
+        rows at sample_rows(N) in ``sample`` (for the checkpoint's fingerprint of the data)."""
+        wanted, parts = sample_rows(self.shape[0]), []
         for block in range(self.n_blocks):
             X, T, w = self.block(block)
+            a, b = self.bounds(block)
+            mine = wanted[(wanted >= a) & (wanted < b)] - a
+            parts.append((X[mine], T[mine], None if w is None else w[mine]))
             if each is not None:
                 each(X, T, w)
+        X, T, w = (np.concatenate(part) if part[0] is not None else None for part in zip(*parts))
+        self.sample = X, T, w, self.class_weights is not None
+
+    def sampled_rows(self):
+        """The rows at sample_rows(N) as the trainer sees them: (X, T, w), w with the class weights (or None)."""
+        X, T, w, with_class_weights = self.sample
+        if self.class_weights is not None and not with_class_weights:
+            by_class = self.class_weights(T)
+            w = by_class if w is None else w * by_class
+        return X, T, w
 
     # ------------------------------------------------------------------ an epoch's order
     def initial_order(self):

@@ -18,6 +18,7 @@ Per-sample weights w_i (``sample_weight`` times ``class_weight[class of i]``) en
 objective as J = (1/N) sum_i w_i l_i (docs/training.md, "Sample and class weights").
 """
 
+import copy
 import math
 import os
 import signal
@@ -34,6 +35,8 @@ from . import metrics as _metrics
 from . import streaming
 from .callbacks import Callback, EarlyStopping, as_callback
 from .checkpoints import (
+    check_same_data,
+    data_fingerprint,
     optimizer_state,
     parameter_vector,
     read_checkpoint,
@@ -41,6 +44,7 @@ from .checkpoints import (
     write_checkpoint,
 )
 from .errors import ConfigError, DataError, TrainingError, check_fraction
+from .io import plain_json
 from .layers import OBJECTIVE_WITH_DROPOUT
 from .optimizers import Optimizer, from_state_dict, get_optimizer
 from .schedules import get_schedule
@@ -145,6 +149,10 @@ class Settings:
     resume: object = None
     verbose: object = "auto"
     seed: object = None
+    # what a checkpoint records of the data, so that a resume on other data is refused (_restore):
+    block_rows: int = None  # rows per block of streamed data; None in memory
+    data_fingerprint: dict = None  # checkpoints.data_fingerprint of the training data
+    preprocessing: object = None  # fit's ``preprocessing``: what was done to X before fit
 
     @classmethod
     def check(cls, net, *, epochs, batch_size, optimizer, learning_rate, schedule, shuffle, validation_split,
@@ -254,7 +262,21 @@ def prepare_data(net, X, T, sample_weight=None, class_weight=None, validation_da
         split = np.random.default_rng([split_seed, 1]).permutation(X.shape[0])
         held, kept = np.sort(split[:n_val]), np.sort(split[n_val:])
         data = Data(X[kept], T[kept], None if w is None else w[kept], X[held], T[held], None if w is None else w[held])
+    if data.w is not None:
+        _check_some_weight(float(data.w.sum()), sample_weight, class_weight)
     return data
+
+
+def _check_some_weight(total, sample_weight, class_weight):
+    """A DataError when the training samples' weights sum to zero: every loss term times 0, so training would
+    change nothing (or only drift with momentum), silently."""
+    if total > 0:
+        return
+    given = " times ".join(name for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight))
+                           if value is not None)
+    raise DataError(f"the training samples' weights ({given}) sum to zero, so there is nothing to learn from: every "
+                    "loss term is multiplied by 0. Give some samples (or classes present in the data) a positive "
+                    "weight.")
 
 
 def _validation_arrays(net, validation_data):
@@ -273,13 +295,23 @@ def _prepare_stream(net, X, T, sample_weight, class_weight, validation_data, val
                           "validation_data=(X_val, T_val) instead.")
     stream = streaming.Stream(net, X, T, sample_weight, block_rows)
     if class_weight is None:
-        stream.scan()
+        sums = []  # each block's sum of sample weights
+        stream.scan(None if sample_weight is None else lambda Xb, Tb, wb: sums.append(float(wb.sum())))
+        if sample_weight is not None:
+            _check_some_weight(math.fsum(sums), sample_weight, class_weight)
     else:
-        counts = np.zeros(max(net.n_outputs, 2), np.int64)
-        stream.scan(lambda Xb, Tb, wb: np.add(counts, np.bincount(_class_ids(net, Tb), minlength=counts.size),
-                                              out=counts))
+        K = max(net.n_outputs, 2)
+        counts, weights = np.zeros(K, np.int64), np.zeros(K)  # per class: samples, and their sample weights' sum
+
+        def count(Xb, Tb, wb):
+            ids = _class_ids(net, Tb)
+            np.add(counts, np.bincount(ids, minlength=K), out=counts)
+            np.add(weights, np.bincount(ids, weights=wb, minlength=K), out=weights)
+
+        stream.scan(count)
         table = class_weight_table(net, counts, class_weight)
         stream.class_weights = lambda Tb: table[_class_ids(net, Tb)]
+        _check_some_weight(float(np.dot(table, weights)), sample_weight, class_weight)
     data = Data(stream, None)
     if validation_data is not None:
         data.X_val, data.T_val, data.w_val = _validation_arrays(net, validation_data)
@@ -459,6 +491,7 @@ def _snapshot(net, settings, position, seed, n_samples):
     p = position
     return {
         "seed": seed, "n_samples": n_samples, "batch_size": settings.batch_size, "epochs": settings.epochs,
+        "block_rows": settings.block_rows, "data": settings.data_fingerprint, "preprocessing": settings.preprocessing,
         "epochs_done": p.epochs_done, "batch_done": p.batch_done, "step": p.step, "epoch_total": p.epoch_total,
         "epoch_seen": p.epoch_seen, "order": p.order.copy(), "params": net.params.copy(),
         "running": {name: array.copy() for name, array in net.running_statistics()},
@@ -470,12 +503,63 @@ def _snapshot(net, settings, position, seed, n_samples):
     }
 
 
-def _restore(net, settings, position, state, n_samples):
-    """Continue from a checkpoint's state: weights, optimizer, schedule, random streams, position."""
+def _record_data(settings, data, preprocessing):
+    """What a checkpoint keeps of the data, for a resume to compare (_restore): the block size of streamed
+    data, a fingerprint of the training data (from handgrad.streaming.sample_rows' few rows; a stream kept
+    them as it read its blocks), and the ``preprocessing`` fit was told of."""
+    if isinstance(data.X, streaming.Stream):
+        settings.block_rows = data.X.block_rows
+        rows = data.X.sampled_rows()
+    else:
+        index = streaming.sample_rows(data.X.shape[0])
+        rows = data.X[index], data.T[index], None if data.w is None else data.w[index]
+    settings.data_fingerprint = data_fingerprint(data.X.shape[0], *rows)
+    settings.preprocessing = None if preprocessing is None else plain_json(preprocessing, "preprocessing")
+
+
+def _check_resumable(settings, position, state, n_samples, n_batches):
+    """Refuse (ConfigError) what the checkpoint's run cannot continue bit for bit, before anything is restored."""
     if state["n_samples"] != n_samples or state["batch_size"] != settings.batch_size:
         raise ConfigError(f"the checkpoint was made with {state['n_samples']} training samples and batch_size "
                           f"{state['batch_size']}; this call has {n_samples} and {settings.batch_size}. Resume with "
                           "the same data and arguments.")
+    if np.shape(state["order"]) != position.order.shape:  # N rows in memory; m + 1 numbers for m blocks streamed
+        raise ConfigError(f"the checkpoint's order of the data has {np.size(state['order'])} entries, this run's "
+                          f"needs {position.order.size}: resume with the data as before (in memory, or memory-mapped/"
+                          "Zarr/Dask) and the same block_rows.")
+    check_same_data(state, settings.block_rows, settings.data_fingerprint, settings.preprocessing)
+    _check_schedule_total(settings, state, n_batches)
+
+
+def _check_schedule_total(settings, state, n_batches):
+    """Another ``epochs`` changes the total number of steps S; a schedule whose rate depends on S (cosine,
+    one_cycle) would then jump to another rate at the resumed step. The two plans' rates are compared at
+    up to 64 of the steps still to take (any schedule, also one of the user's)."""
+    planned, total = state.get("epochs"), settings.epochs * n_batches
+    if planned is None or planned == settings.epochs or state["step"] >= total:
+        return
+    steps = np.unique(np.linspace(state["step"], total - 1, 64).round().astype(np.int64))
+    rates = []
+    for epochs in (planned, settings.epochs):
+        schedule = copy.deepcopy(settings.schedule)
+        schedule.load_state_dict(state["schedule"])
+        schedule.start(settings.learning_rate, epochs * n_batches, n_batches)
+        rates.append([float(schedule.rate(int(step))) for step in steps])
+    changed = [i for i, (old, new) in enumerate(zip(*rates)) if old != new]
+    if changed:
+        i = changed[0]
+        raise ConfigError(
+            f"the checkpoint's run was planned for {planned} epochs, and its '{settings.schedule.name}' schedule "
+            f"sets the learning rate from the total number of steps: with epochs={settings.epochs} the rate at step "
+            f"{steps[i]} would be {rates[1][i]:.6g} instead of {rates[0][i]:.6g}, so the run would not go on as "
+            f"planned. Resume with epochs={planned} (handgrad train --epochs {planned}); to train longer, start a "
+            "new run from the trained weights (net.fit(...) on the network it returns, or handgrad.load(model "
+            "file).fit(...)), with a schedule of its own.")
+
+
+def _restore(net, settings, position, state, n_samples, n_batches):
+    """Continue from a checkpoint's state: weights, optimizer, schedule, random streams, position."""
+    _check_resumable(settings, position, state, n_samples, n_batches)
     net.params[...] = parameter_vector(net, state)
     restore_running_statistics(net, state)
     settings.optimizer = from_state_dict(optimizer_state(net, state["optimizer"]))
@@ -485,12 +569,7 @@ def _restore(net, settings, position, state, n_samples):
     position.history = History.from_dict(state["history"])
     for name in ("epochs_done", "batch_done", "step", "epoch_total", "epoch_seen"):
         setattr(position, name, state[name])
-    order = np.array(state["order"], dtype=np.int64)
-    if order.shape != position.order.shape:  # N rows in memory; m + 1 numbers for m blocks streamed (streaming)
-        raise ConfigError(f"the checkpoint's order of the data has {order.size} entries, this run's needs "
-                          f"{position.order.size}: resume with the data as before (in memory, or memory-mapped/"
-                          "Zarr/Dask) and the same block_rows.")
-    position.order = order
+    position.order = np.array(state["order"], dtype=np.int64)
     _restore_callbacks(settings.callbacks, state["callbacks"])
 
 
@@ -568,13 +647,14 @@ def _save_checkpoint(net, settings, position, seed, n_samples, group):
 def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0.1, schedule=None, shuffle=True,
         validation_data=None, validation_split=0.0, early_stopping=None, callbacks=(), checkpoint=None,
         resume=None, verbose="auto", seed=None, sample_weight=None, class_weight=None, clip_norm=None,
-        metrics=None, distributed=None, block_rows=None):
+        metrics=None, distributed=None, block_rows=None, preprocessing=None):
     """Train ``net`` on (X, T) with mini-batches; returns a :class:`History`.
 
     Parameters
     ----------
     epochs : int
-        Total number of passes over the data (also when resuming: a resumed run stops at the same total).
+        Total number of passes over the data (also when resuming: a resumed run stops at this total; another
+        total than the run's is refused when the schedule depends on it, as cosine and one_cycle do).
     batch_size : int
         Samples per update; the last batch of an epoch is shorter when N is not a multiple. With batch
         norm, a last batch of one sample (N = k batch_size + 1) is merged into the batch before it, which then
@@ -603,7 +683,9 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         position, random states, epochs done and the history.
     resume : path or True, optional
         Continue from a checkpoint file (True: from ``checkpoint`` if that file exists). With the same
-        arguments, the result is bit-identical to a run that was never interrupted.
+        arguments, the result is bit-identical to a run that was never interrupted. What cannot be continued
+        so is refused (ConfigError): other data (sample count, a fingerprint of a few rows, block_rows,
+        preprocessing), another batch_size, or another epochs under a schedule that depends on it.
     verbose : 'auto', True or False
         'auto': a progress bar when tqdm is installed and stderr is a terminal, else quiet.
         True: the bar, or one line per epoch on stderr. False: quiet.
@@ -625,6 +707,9 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     block_rows : int, optional
         For memory-mapped, Zarr or Dask X/T (handgrad.streaming): rows per block read from disk
         (default: about 64 MiB of X).
+    preprocessing : JSON-like, optional
+        What was done to X before fit (the CLI passes its standardization, ``Standardizer.to_dict()``):
+        checkpoints record it, and a resume with another one is refused.
     """
     if _lbfgs.is_lbfgs(optimizer):  # full batch, quasi-Newton: handgrad.lbfgs (docs/training.md, "L-BFGS")
         if any(streaming.is_streamed(array) for array in (X, T, sample_weight)):
@@ -653,6 +738,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         run_seed = group.agree(run_seed)  # one shuffled order and one split on every rank
     data = prepare_data(net, X, T, sample_weight, class_weight, validation_data, settings.validation_split, run_seed,
                         block_rows)
+    _record_data(settings, data, preprocessing)
     N = data.X.shape[0]
     settings.batch_size = min(settings.batch_size, N)
     n_batches = -(-N // settings.batch_size)
@@ -662,7 +748,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     position = Position(order=data.X.initial_order() if streamed else np.arange(N),
                         shuffle_rng=np.random.default_rng(run_seed))
     if state is not None:
-        _restore(net, settings, position, state, N)
+        _restore(net, settings, position, state, N, n_batches)
     dropout_streams = group.start(net, state, N) if group is not None else _distributed.single_process(state)
     settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
     for hook in settings.callbacks:
