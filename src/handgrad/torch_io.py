@@ -12,6 +12,12 @@ Each handgrad layer becomes ``Linear`` followed by its activation module (none f
     sigmoid -> Sigmoid()        tanh -> Tanh()            softmax -> Softmax(dim=1)
     softplus -> Softplus()      elu(alpha) -> ELU(alpha)  gelu -> GELU(approximate='tanh')
     silu -> SiLU()              identity -> (nothing; Identity() is accepted on the way back)
+    exp -> handgrad.torch_io.Exp()   (PyTorch has no exp module: a two-line one, y = torch.exp(x))
+
+``from_torch`` reads exp back from ``handgrad.torch_io.Exp`` only: a user's own module that may compute
+anything cannot be recognized safely by its name or class name, so any other module is refused by name.
+``Exp`` is created on first use (``from handgrad.torch_io import Exp``), so importing this module needs no
+torch; it pickles with ``torch.save`` like PyTorch's own modules.
 
 A layer with a normalization becomes ``Linear(bias=False)``, then ``BatchNorm1d`` or ``LayerNorm`` (its
 ``weight`` is gamma, its ``bias`` beta; BatchNorm1d's ``running_mean`` and ``running_var`` copied), then the
@@ -52,6 +58,31 @@ def _import_torch():
     return torch
 
 
+_EXP_CLASS = []
+
+
+def _exp_class():
+    """The ``torch.nn.Module`` computing y = e^x element by element (made once, when first needed)."""
+    if not _EXP_CLASS:
+        nn = _import_torch().nn
+
+        class Exp(nn.Module):
+            """y = e^x, element by element: handgrad's 'exp' activation (the output of a Poisson regression)."""
+
+            def forward(self, x):
+                return x.exp()
+
+        Exp.__module__, Exp.__qualname__ = __name__, "Exp"  # pickles as handgrad.torch_io.Exp
+        _EXP_CLASS.append(Exp)
+    return _EXP_CLASS[0]
+
+
+def __getattr__(name):  # ``from handgrad.torch_io import Exp`` creates the class on first use (PEP 562)
+    if name == "Exp":
+        return _exp_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _activation_module(activation, nn):
     """The torch.nn module for a handgrad activation, or None for identity."""
     name = activation.name
@@ -65,10 +96,12 @@ def _activation_module(activation, nn):
         return nn.GELU(approximate="tanh")
     if name == "softmax":
         return nn.Softmax(dim=1)
+    if name == "exp":
+        return _exp_class()()
     simple = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softplus": nn.Softplus, "silu": nn.SiLU}
     if name not in simple:
         raise ConfigError(f"activation '{name}' has no PyTorch counterpart here; use one of "
-                          f"identity, relu, leaky_relu, sigmoid, tanh, softmax, softplus, elu, gelu, silu.")
+                          f"identity, relu, leaky_relu, sigmoid, tanh, softmax, softplus, elu, gelu, silu, exp.")
     return simple[name]()
 
 
@@ -191,10 +224,13 @@ def _activation_spec(module, nn):
         return "gelu"
     if isinstance(module, nn.SiLU):
         return "silu"
+    if isinstance(module, _exp_class()):
+        return "exp"
     raise ConfigError(
         f"unsupported module {type(module).__name__} ({module!r}); from_torch reads a Sequential of Linear layers, "
         "each followed by an optional BatchNorm1d or LayerNorm, at most one of ReLU, LeakyReLU, Sigmoid, Tanh, "
-        "Softmax(dim=1), Softplus, ELU, GELU(approximate='tanh'), SiLU or Identity, and (hidden layers) an "
+        "Softmax(dim=1), Softplus, ELU, GELU(approximate='tanh'), SiLU, handgrad.torch_io.Exp or Identity, and "
+        "(hidden layers) an "
         "optional Dropout."
     )
 
