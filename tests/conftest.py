@@ -29,7 +29,7 @@ INVALID_PAIRS = [(out, loss) for out in OUTPUT_ACTIVATIONS for loss in CROSS_ENT
 # Cases 0-119 draw from the activations and pairs that came before exp and the Poisson deviance (so they stay the
 # same networks); the cases after them cover exp (first hidden layer in every other one) and the pairs it brought.
 _FIRST_HIDDEN = [name for name in HIDDEN_ACTIVATIONS if name != "exp"]
-_FIRST_PAIRS = [(out, loss) for out, loss in VALID_PAIRS if "exp" not in (out, loss) and loss != "half_poisson_deviance"]
+_FIRST_PAIRS = [(out, loss) for out, loss in VALID_PAIRS if out != "exp" and loss != "half_poisson_deviance"]
 _EXP_PAIRS = [pair for pair in VALID_PAIRS if pair not in _FIRST_PAIRS]
 
 

@@ -239,8 +239,8 @@ def _scalar_activation(activation, z_row):
         return [z.leaky_relu(activation.slope) for z in z_row]
     if name == "elu":
         return [z.elu(activation.alpha) for z in z_row]
-    if name in ("identity", "relu", "sigmoid", "tanh", "softplus", "gelu", "silu", "exp") and type(activation).__module__ \
-            == "handgrad.activations":
+    builtin = type(activation).__module__ == "handgrad.activations"
+    if name in ("identity", "relu", "sigmoid", "tanh", "softplus", "gelu", "silu", "exp") and builtin:
         return [getattr(z, name)() for z in z_row]
     if not getattr(activation, "elementwise", True):
         raise ConfigError(f"the scalar engine cannot expand the non-element-wise activation '{name}'.")
