@@ -251,3 +251,17 @@ def test_the_command_line_trains_and_predicts_with_an_exp_output(tmp_path, capsy
     assert "A2 = exp(Z2)" in capsys.readouterr().out
     assert main(["train", "--csv", str(csv), "--target", "count", "--layers", "6:tanh,1:exp",
                  "--loss", "cross_entropy", "--epochs", "1", "--quiet"]) == 2
+
+
+def test_check_activation_and_check_loss_judge_exp_and_the_poisson_deviance():
+    """The checkers feed a positive-output loss positive outputs and counts: the built-in ones are right, and a
+    planted mistake (the 2 of a wrong derivative of t ln(t/a)) is caught."""
+
+    class WrongPoisson(HalfPoissonDeviance):
+        name = "wrong_poisson"
+
+        def gradient(self, A, T, out=None):
+            return (1 - 2 * T / A) / A.shape[0]
+
+    assert hg.check_activation("exp").ok and hg.check_loss("poisson").ok
+    assert not hg.check_loss(WrongPoisson()).ok
