@@ -179,3 +179,17 @@ def test_a_loaded_model_is_finite_or_refused(tmp_path, edits):
     assert np.isfinite(loaded.params).all()
     assert all(np.isfinite(a).all() for _, a in loaded.running_statistics())
     assert all((a >= 0).all() for name, a in loaded.running_statistics() if name.startswith("running_var"))
+
+
+def test_save_refuses_a_network_that_load_would_refuse(tmp_path):
+    net = _net()
+    net.layers[1].W[0, 0] = np.inf
+    with pytest.raises(hg.ConfigError, match=r"W2 \(the weights of layer 2\).*Restore finite weights"):
+        net.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    net.layers[1].W[0, 0] = 0.5
+    net.layers[0].norm.running_var[1] = -1.0
+    with pytest.raises(hg.ConfigError, match="running_var1"):
+        net.save(tmp_path / "m.npz")
+    net.layers[0].norm.running_var[1] = 1.0
+    assert np.array_equal(hg.load(net.save(tmp_path / "m.npz")).params, net.params)

@@ -394,6 +394,9 @@ def save(net, path, extra_arrays=None, **metadata):
     """
     arrays = dict(net.parameters())
     arrays.update(getattr(net, "running_statistics", list)())  # batch norm's running_mean1, running_var1, ...
+    for name, array in arrays.items():  # load would refuse them: such a file is never written
+        refuse_non_finite(array, name, f"cannot save to '{os.fspath(path)}'", ConfigError,
+                          "Restore finite weights first (e.g. train again with a lower learning rate or clip_norm).")
     for name, array in (extra_arrays or {}).items():
         arrays["extra." + name] = _check_array(name, array, "as an extra array")
     user = dict(getattr(net, "metadata", None) or {})
@@ -443,7 +446,11 @@ def describe_array(name):
     return f"{name} ({_ARRAY_ROLES[match.group(1)]} of layer {match.group(2)})" if match else name
 
 
-def refuse_non_finite(array, name, where, error=ModelFileError):
+_FILE_FIX = ("The file was saved from a diverged network or damaged: retrain (e.g. with a lower learning rate or "
+             "clip_norm) and save again, or use an intact copy.")
+
+
+def refuse_non_finite(array, name, where, error=ModelFileError, fix=_FILE_FIX):
     """Raise ``error`` (a ModelFileError by default) when ``array`` holds NaN or infinity, or when a running
     variance is negative, naming the array, its layer, the first bad entry and the fix. Model files and
     checkpoints are written from finite networks only (training stops on a non-finite loss and keeps finite
@@ -462,9 +469,7 @@ def refuse_non_finite(array, name, where, error=ModelFileError):
         return
     first = tuple(int(i) for i in np.argwhere(bad)[0])
     raise error(f"{where}: {describe_array(name)} holds {int(bad.sum())} {problem}, the first at index "
-                f"{list(first)} ({array[first]!r}); a network with them gives NaN predictions. The file was "
-                "saved from a diverged network or damaged: retrain (e.g. with a lower learning rate or "
-                "clip_norm) and save again, or use an intact copy.")
+                f"{list(first)} ({array[first]!r}); a network with them gives NaN predictions. {fix}")
 
 
 def _check_preprocessing(record, where):
