@@ -12,16 +12,25 @@ import handgrad as hg
 from handgrad.activations import ELU, LeakyReLU
 
 # Every activation in every position: softmax in a hidden layer backpropagates through its Jacobian.
-HIDDEN_ACTIVATIONS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "silu", "softmax"]
+HIDDEN_ACTIVATIONS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "silu", "softmax",
+                      "exp"]
 OUTPUT_ACTIVATIONS = list(HIDDEN_ACTIVATIONS)
-LOSSES = ["half_squared_error", "mse", "binary_cross_entropy", "cross_entropy"]
+LOSSES = ["half_squared_error", "mse", "binary_cross_entropy", "cross_entropy", "half_poisson_deviance"]
 CROSS_ENTROPIES = ("binary_cross_entropy", "cross_entropy")
 PROBABILITY_OUTPUTS = ("sigmoid", "softmax")  # the outputs in (0, 1), the only ones a cross-entropy accepts
+# The Poisson deviance takes ln a: outputs that are never 0 (relu's can be, and its loss is then infinite).
+POSITIVE_OUTPUTS = ("exp", "softplus", "sigmoid", "softmax")
 
 VALID_PAIRS = [(out, loss) for out in OUTPUT_ACTIVATIONS for loss in LOSSES
-               if loss not in CROSS_ENTROPIES or out in PROBABILITY_OUTPUTS]
+               if (loss not in CROSS_ENTROPIES or out in PROBABILITY_OUTPUTS)
+               and (loss != "half_poisson_deviance" or out in POSITIVE_OUTPUTS)]
 INVALID_PAIRS = [(out, loss) for out in OUTPUT_ACTIVATIONS for loss in CROSS_ENTROPIES
                  if out not in PROBABILITY_OUTPUTS]
+# Cases 0-119 draw from the activations and pairs that came before exp and the Poisson deviance (so they stay the
+# same networks); the cases after them cover exp (first hidden layer in every other one) and the pairs it brought.
+_FIRST_HIDDEN = [name for name in HIDDEN_ACTIVATIONS if name != "exp"]
+_FIRST_PAIRS = [(out, loss) for out, loss in VALID_PAIRS if out != "exp" and loss != "half_poisson_deviance"]
+_EXP_PAIRS = [pair for pair in VALID_PAIRS if pair not in _FIRST_PAIRS]
 
 
 # ---------------------------------------------------------------------- comparing gradients
@@ -112,6 +121,8 @@ def make_targets(rng, loss, output, N, K):
             return rng.integers(0, K, size=N)  # class ids
         P = rng.random((N, K)) + 0.1
         return P / P.sum(axis=1, keepdims=True)  # soft targets, rows sum to 1
+    if loss == "half_poisson_deviance":
+        return rng.poisson(1.5, size=(N, K)).astype(float)  # counts, zeros included
     if loss in CROSS_ENTROPIES:
         T = rng.random((N, K))
         T[: N // 2] = np.round(T[: N // 2])  # half hard 0/1 labels, half soft
@@ -129,10 +140,12 @@ def make_case(i):
     """
     rng = np.random.default_rng(1000 + i)
     depth = 1 + i % 5
-    output, loss = VALID_PAIRS[i % len(VALID_PAIRS)]
+    pairs, names = (_FIRST_PAIRS, _FIRST_HIDDEN) if i < _N_FIRST else (_EXP_PAIRS, HIDDEN_ACTIVATIONS)
+    output, loss = pairs[i % len(pairs)]
     hidden = []
     for j in range(depth - 1):
-        name = HIDDEN_ACTIVATIONS[i % len(HIDDEN_ACTIVATIONS)] if j == 0 else str(rng.choice(HIDDEN_ACTIVATIONS))
+        first = names[i % len(names)] if i < _N_FIRST else ("exp" if i % 2 == 0 else names[i % len(names)])
+        name = first if j == 0 else str(rng.choice(names))
         if name == "leaky_relu" and (i // 10) % 2:
             name = LeakyReLU(slope=0.2)  # a non-default slope
         if name == "elu" and (i // 10) % 2:
@@ -153,6 +166,10 @@ def make_case(i):
     for layer in net.layers:
         if layer.b is not None:
             layer.b[...] = rng.normal(scale=0.5, size=layer.b.shape)
+        if layer.activation.name == "exp":  # small pre-activations: exp after exp grows as e^(e^z)
+            layer.W *= 0.3
+            if layer.b is not None:
+                layer.b *= 0.3
     X = rng.normal(size=(N, n_in))
     T = make_targets(rng, loss, output, N, K)
     sample_weight = rng.uniform(0.2, 2.0, size=N) if i % 5 == 2 else None
@@ -166,7 +183,8 @@ def make_case(i):
             "output": output, "loss": loss, "options": options}
 
 
-N_CASES = 120  # a multiple of len(VALID_PAIRS) = 24 and of len(HIDDEN_ACTIVATIONS) = 10
+_N_FIRST = 120  # a multiple of len(_FIRST_PAIRS) = 24 and of len(_FIRST_HIDDEN) = 10
+N_CASES = _N_FIRST + 12  # and each of the 6 _EXP_PAIRS twice, exp first in the deep ones of every other case
 
 
 def objective_of(case):

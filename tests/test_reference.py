@@ -8,10 +8,11 @@ from conftest import LogCosh, Softsign
 import handgrad as hg
 from handgrad.reference import Value, per_sample_gradients, scalar_gradients
 
-HIDDEN = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "silu"]
+HIDDEN = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "silu", "exp"]
 OUTPUTS = [("sigmoid", "binary_cross_entropy", 2), ("softmax", "cross_entropy", 3),
            ("softmax", "half_squared_error", 3), ("softmax", "mse", 3), ("identity", "mse", 2),
-           ("identity", "half_squared_error", 1), ("sigmoid", "half_squared_error", 1), ("tanh", "mse", 2)]
+           ("identity", "half_squared_error", 1), ("sigmoid", "half_squared_error", 1), ("tanh", "mse", 2),
+           ("exp", "half_poisson_deviance", 2), ("softplus", "half_poisson_deviance", 2), ("exp", "mse", 1)]
 
 
 def _problem(hidden, output, loss, K, bias, l2=0.0, l1=0.0, seed=0, hidden_layers=None):

@@ -44,6 +44,8 @@ def torch_activation(activation, Z):
         return F.gelu(Z, approximate="tanh")
     if name == "silu":
         return F.silu(Z)
+    if name == "exp":
+        return torch.exp(Z)
     raise AssertionError(f"no torch counterpart for {name}")
 
 
@@ -61,6 +63,9 @@ def torch_per_sample_loss(loss, output, Z, A, T):
         if output == "softmax":
             return -(T * F.log_softmax(Z, dim=1)).sum(dim=1)
         return -(T * torch.log(A)).sum(dim=1)
+    if loss == "half_poisson_deviance":  # sum_k [t ln(t/a) - t + a], ln a = z after exp
+        log_a = Z if output == "exp" else torch.log(A)
+        return (torch.xlogy(T, T) - T * log_a - T + A).sum(dim=1)
     raise AssertionError(loss)
 
 

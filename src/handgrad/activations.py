@@ -441,6 +441,32 @@ class SiLU(Activation):
         return s * (1 - s) * (2 + Z * (1 - 2 * s))
 
 
+class Exp(Activation):
+    """f(z) = e^z;  f'(z) = e^z = a;  f''(z) = e^z = a (docs/derivations.md, "The exp activation").
+
+    The output of a Poisson regression (the log link: MLPRegressor(loss='poisson') pairs it with the half
+    Poisson deviance, whose closed form is dJ/dZ = (A - T)/N). Every derivative is the output itself, read
+    from A. e^z overflows to inf above z = ln(max float) (709.78 in float64, 88.72 in float32): a loss on
+    such an output is infinite and the trainer stops (it never takes that step).
+    """
+
+    name = "exp"
+    needs_z = False
+    output_range = (0.0, math.inf)
+
+    def forward(self, Z, out=None):
+        return np.exp(Z, out=out)
+
+    def derivative(self, Z, A):
+        return A
+
+    def second_derivative(self, Z, A):
+        return A
+
+    def backward(self, dA, Z, A, out=None):
+        return np.multiply(dA, A, out=out)
+
+
 ACTIVATIONS = {
     "identity": Identity,
     "relu": ReLU,
@@ -452,6 +478,7 @@ ACTIVATIONS = {
     "elu": ELU,
     "gelu": GELU,
     "silu": SiLU,
+    "exp": Exp,
 }
 ALIASES = {"linear": "identity", "logistic": "sigmoid", "swish": "silu", "leakyrelu": "leaky_relu", "none": "identity"}
 

@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from .errors import ConfigError, ModelFileError
-from .io import read_archive, write_archive
+from .io import read_archive, refuse_non_finite, write_archive
 
 CHECKPOINT_KIND = "handgrad-checkpoint"
 
@@ -70,7 +70,39 @@ def read_checkpoint(path):
     if metadata.get("kind") != CHECKPOINT_KIND:
         raise ModelFileError(f"'{os.fspath(path)}' is not a training checkpoint (kind {metadata.get('kind')!r}); "
                              "pass a file written by fit(checkpoint=...).")
-    return _unflatten(metadata["state"], arrays)
+    state = _unflatten(metadata["state"], arrays)
+    _refuse_non_finite_weights(state, f"'{os.fspath(path)}'")
+    return state
+
+
+def _refuse_non_finite_weights(state, where):
+    """A checkpoint's weights, running statistics, optimizer state vectors and early stopping's best weights
+    must be finite (io.refuse_non_finite). Its history, schedule and callbacks' numbers may be non-finite on
+    purpose (a NaN validation loss, ReduceOnPlateau's best = inf) and are not checked."""
+    if not isinstance(state, dict):
+        return
+    named = [("params", state.get("params"))]
+    named += [(f"weights.{i}", array) for i, array in enumerate(_items(state.get("weights")))]
+    named += list(_entries(state.get("running")))
+    optimizer = state.get("optimizer")
+    if isinstance(optimizer, dict):
+        named += [(f"optimizer state '{name}'", vector) for name, vector in _entries(optimizer.get("state"))]
+    for callback in _items(state.get("callbacks")):
+        saved = callback.get("state") if isinstance(callback, dict) else None
+        if isinstance(saved, dict):
+            named += [(f"best_weights.{i}", array) for i, array in enumerate(_items(saved.get("best_weights")))]
+            named += list(_entries(saved.get("best_running")))
+    for name, array in named:
+        if isinstance(array, np.ndarray):
+            refuse_non_finite(array, name, where)
+
+
+def _items(value):
+    return value if isinstance(value, list) else []
+
+
+def _entries(value):
+    return value.items() if isinstance(value, dict) else []
 
 
 # The per-array state names of handgrad 0.1's optimizers ("scratch" was work space, not state).

@@ -40,7 +40,8 @@ def add_architecture_arguments(parser):
                             "size comes from the data); parameters in parentheses: '16:leaky_relu(0.1)', "
                             "'16:elu(alpha=0.5)'; size:activation:batchnorm or :layernorm normalizes a hidden layer")
     group.add_argument("--inputs", type=int, metavar="N", help="number of inputs when there is no data (default 2)")
-    group.add_argument("--loss", help="half_squared_error, mse, binary_cross_entropy, cross_entropy "
+    group.add_argument("--loss", help="half_squared_error, mse, binary_cross_entropy, cross_entropy, "
+                                      "half_poisson_deviance (alias poisson; for counts, after 1:exp) "
                                       "(default: the natural loss of the output activation)")
     group.add_argument("--no-bias", action="store_const", const=True, dest="no_bias", help="layers without biases")
     group.add_argument("--l2", type=float, help="L2 penalty (l2/2) sum ||W||^2")

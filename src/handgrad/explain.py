@@ -36,6 +36,7 @@ _ACTIVATION_FORMULAS = {
     "elu": ("elu(z) = z if z > 0 else alpha (e^z - 1)", "elu'(z) = 1 if z > 0 else A + alpha"),
     "gelu": ("gelu(z) = z/2 (1 + tanh(c (z + 0.044715 z^3)))", "gelu'(z) = (1 + tanh u)/2 + z/2 (1 - tanh^2 u) u'"),
     "silu": ("silu(z) = z sigmoid(z)", "silu'(z) = s + z s (1 - s), s = sigmoid(z)"),
+    "exp": ("exp(z) = e^z", "exp'(z) = e^z = A"),
     "softmax": ("softmax row by row: A[n,k] = e^Z[n,k] / sum_j e^Z[n,j]",
                 "Jacobian of one row: da_k/dz_j = a_k (delta_kj - a_j)"),
 }
@@ -52,9 +53,13 @@ _LOSS_FORMULAS = {
                              r"\frac{<A> - T}{<A> \odot (1 - <A>)} / N"),
     "cross_entropy": ("-(1/N) sum_n sum_k T ln <A>", "-T / (<A> N)",
                       r"-\frac{1}{N}\sum_{n,k} T \ln <A>", r"-T \oslash (N <A>)"),
+    "half_poisson_deviance": ("(1/N) sum_n sum_k [T ln(T / <A>) - T + <A>]", "(1 - T / <A>) / N",
+                              r"\frac{1}{N}\sum_{n,k} [T \ln(T / <A>) - T + <A>]", r"(1 - T \oslash <A>)/N"),
 }
 
 _CLOSED_FORM_REASONS = {
+    "exp": ("closed form (exp + half Poisson deviance, the log link): dJ/dA = (1 - T/A)/N and exp'(Z) = A "
+            "multiply to (A - T)/N"),
     "sigmoid": ("closed form (sigmoid + binary cross-entropy): dJ/dA = (A - T)/(A (1 - A) N) and "
                 "sigmoid'(Z) = A (1 - A) cancel, leaving (A - T)/N"),
     "softmax": ("closed form (softmax + cross-entropy, seed 002): the row Jacobian diag(a) - a a^T times "

@@ -394,6 +394,9 @@ def save(net, path, extra_arrays=None, **metadata):
     """
     arrays = dict(net.parameters())
     arrays.update(getattr(net, "running_statistics", list)())  # batch norm's running_mean1, running_var1, ...
+    for name, array in arrays.items():  # load would refuse them: such a file is never written
+        refuse_non_finite(array, name, f"cannot save to '{os.fspath(path)}'", ConfigError,
+                          "Restore finite weights first (e.g. train again with a lower learning rate or clip_norm).")
     for name, array in (extra_arrays or {}).items():
         arrays["extra." + name] = _check_array(name, array, "as an extra array")
     user = dict(getattr(net, "metadata", None) or {})
@@ -424,7 +427,68 @@ def read_model(path):
     parameters = {name: array for name, array in arrays.items() if not name.startswith("extra.")}
     extra = {name[len("extra."):]: array for name, array in arrays.items() if name.startswith("extra.")}
     _check_weight_count(record["config"], parameters, f"'{os.fspath(path)}'")
+    for name, array in parameters.items():
+        refuse_non_finite(array, name, f"'{os.fspath(path)}'")
+    _check_preprocessing(user.get("preprocessing"), f"'{os.fspath(path)}'")
     return dict(record["config"]), parameters, dict(user), extra
+
+
+# ---------------------------------------------------------------------------- finite numbers
+_ARRAY_ROLES = {"W": "the weights", "b": "the biases", "gamma": "batch/layer norm's gamma",
+                "beta": "batch/layer norm's beta", "running_mean": "batch norm's running mean",
+                "running_var": "batch norm's running variance"}
+_LAYER_ARRAY = re.compile(r"^(W|b|gamma|beta|running_mean|running_var)(\d+)$")
+
+
+def describe_array(name):
+    """'W2' -> 'W2 (the weights of layer 2)'; a name of no layer is returned as it is."""
+    match = _LAYER_ARRAY.match(name)
+    return f"{name} ({_ARRAY_ROLES[match.group(1)]} of layer {match.group(2)})" if match else name
+
+
+_FILE_FIX = ("The file was saved from a diverged network or damaged: retrain (e.g. with a lower learning rate or "
+             "clip_norm) and save again, or use an intact copy.")
+
+
+def refuse_non_finite(array, name, where, error=ModelFileError, fix=_FILE_FIX):
+    """Raise ``error`` (a ModelFileError by default) when ``array`` holds NaN or infinity, or when a running
+    variance is negative, naming the array, its layer, the first bad entry and the fix. Model files and
+    checkpoints are written from finite networks only (training stops on a non-finite loss and keeps finite
+    weights), so such a file was damaged, crafted, or saved by hand from a diverged network; loading it
+    would only give NaN predictions later, far from the cause."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(array)
+    if name.startswith("running_var") and not bad.any():
+        bad = array < 0
+        problem = "negative values (a variance is >= 0)"
+    else:
+        problem = "NaN or infinite values"
+    if not bad.any():
+        return
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise error(f"{where}: {describe_array(name)} holds {int(bad.sum())} {problem}, the first at index "
+                f"{list(first)} ({array[first]!r}); a network with them gives NaN predictions. {fix}")
+
+
+def _check_preprocessing(record, where):
+    """A stored standardization's mean and scale must be finite numbers (scale > 0); a record that is not
+    a list of numbers at all is left to datasets.Standardizer.from_dict, which names it where it is used."""
+    if not isinstance(record, dict):
+        return
+    for key in ("mean", "scale"):
+        try:
+            values = np.asarray(record.get(key), dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        bad = ~np.isfinite(values) | ((values <= 0) if key == "scale" else False)
+        if values.ndim == 1 and bad.any():
+            first = int(np.argwhere(bad)[0][0])
+            rule = "finite and > 0" if key == "scale" else "finite"
+            raise ModelFileError(f"{where}: the stored input standardization's {key} must be {rule}, but "
+                                 f"feature {first} has {values[first]!r}. The file is damaged or was edited by "
+                                 "hand: train and save the model again (or fix its preprocessing record).")
 
 
 def _whole(value):

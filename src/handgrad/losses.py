@@ -217,11 +217,45 @@ class CrossEntropy(Loss):
         return float(np.vdot(lse, row_sums)) - float(np.vdot(T, Z))
 
 
+class HalfPoissonDeviance(Loss):
+    """l_i = sum_k [t ln(t/a) - t + a] (scikit-learn's 'poisson' loss; t ln t = 0 at t = 0);
+    dJ/da = (1 - t/a)/N;  R{dJ/da} = t/a^2 R{a} / N.
+
+    Its natural output is exp (the log link, docs/derivations.md "The exp activation"): with a = e^z,
+    dJ/dz = e^z (1 - t/e^z)/N = (A - T)/N, and l = sum_k [t ln t - t z - t + e^z], finite for any z.
+    """
+
+    name = "half_poisson_deviance"
+    pairs_with = "exp"
+    output_range = (0.0, math.inf)
+    target_range = (0.0, math.inf)
+
+    @staticmethod
+    def _t_ln_t(T):
+        return T * np.log(np.where(T > 0, T, 1))
+
+    def per_sample(self, A, T):
+        return (self._t_ln_t(T) - T * np.log(np.maximum(A, np.finfo(A.dtype).tiny)) - T + A).sum(axis=1)
+
+    def gradient(self, A, T, out=None):
+        out = np.divide(T, np.maximum(A, np.finfo(A.dtype).tiny), out=out)
+        np.subtract(1, out, out=out)
+        out *= 1.0 / A.shape[0]
+        return out
+
+    def r_gradient(self, A, T, RA):
+        return T / (A * A) * RA * (1.0 / A.shape[0])
+
+    def per_sample_from_logits(self, Z, T, lse=None):
+        return (self._t_ln_t(T) - T * Z - T + np.exp(Z)).sum(axis=1)
+
+
 LOSSES = {
     "half_squared_error": HalfSquaredError,
     "mse": MeanSquaredError,
     "binary_cross_entropy": BinaryCrossEntropy,
     "cross_entropy": CrossEntropy,
+    "half_poisson_deviance": HalfPoissonDeviance,
 }
 ALIASES = {
     "squared_error": "half_squared_error",
@@ -230,6 +264,7 @@ ALIASES = {
     "log_loss": "binary_cross_entropy",
     "categorical_cross_entropy": "cross_entropy",
     "ce": "cross_entropy",
+    "poisson": "half_poisson_deviance",
 }
 
 
@@ -250,4 +285,5 @@ def get_loss(spec):
 
 def default_loss_for(activation_name):
     """The loss users expect after an output activation: the one whose closed form it has."""
-    return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(activation_name, "half_squared_error")
+    return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy",
+            "exp": "half_poisson_deviance"}.get(activation_name, "half_squared_error")

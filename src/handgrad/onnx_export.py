@@ -87,7 +87,7 @@ def _activation(graph, activation, Z, k):
     out = f"H{k}"
     if name == "identity":
         return Z
-    simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp"}  # exp: the poisson output
+    simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp"}  # exp: e.g. the poisson output
     if name in simple:
         return graph.node(simple[name], [Z], out)
     if name == "leaky_relu":
@@ -122,8 +122,7 @@ def _activation(graph, activation, Z, k):
         gate = graph.node("Mul", [half, graph.node("Add", [one, t], f"gelu{k}_1pt")], f"gelu{k}_gate")
         return graph.node("Mul", [Z, gate], out)
     raise ConfigError(f"activation '{name}' cannot be exported to ONNX; supported: identity, relu, leaky_relu, "
-                      "sigmoid, tanh, softmax, softplus, elu, gelu, silu (and exp, the output of "
-                      "MLPRegressor(loss='poisson')).")
+                      "sigmoid, tanh, softmax, softplus, elu, gelu, silu, exp.")
 
 
 def _standardizer(net, preprocessing):

@@ -239,8 +239,8 @@ def _scalar_activation(activation, z_row):
         return [z.leaky_relu(activation.slope) for z in z_row]
     if name == "elu":
         return [z.elu(activation.alpha) for z in z_row]
-    if name in ("identity", "relu", "sigmoid", "tanh", "softplus", "gelu", "silu") and type(activation).__module__ \
-            == "handgrad.activations":
+    builtin = type(activation).__module__ == "handgrad.activations"
+    if name in ("identity", "relu", "sigmoid", "tanh", "softplus", "gelu", "silu", "exp") and builtin:
         return [getattr(z, name)() for z in z_row]
     if not getattr(activation, "elementwise", True):
         raise ConfigError(f"the scalar engine cannot expand the non-element-wise activation '{name}'.")
@@ -262,6 +262,9 @@ def _scalar_loss(loss, a_row, t_row):
     if name == "cross_entropy":  # -sum_k t ln a
         terms = [t * a.log() for a, t in zip(a_row, t_row, strict=True)]
         return -sum(terms[1:], terms[0])
+    if name == "half_poisson_deviance":  # sum_k [t ln(t/a) - t + a] = sum_k [t ln t - t ln a - t + a]
+        terms = [(t * math.log(t) if t > 0 else 0.0) - t * a.log() - t + a for a, t in zip(a_row, t_row, strict=True)]
+        return sum(terms[1:], terms[0])
     raise ConfigError(f"the scalar engine knows the built-in losses only, not '{name}'; "
                       "use per_sample_gradients for a user-defined loss.")
 
@@ -380,6 +383,7 @@ _DERIVATIVES = {
     "elu": lambda a, act: np.where(a > 0, 1.0, act.alpha * np.exp(np.minimum(a, 0))),
     "gelu": lambda a, act: _gelu_derivative(a),
     "silu": lambda a, act: _sigmoid(a) * (1 + a * (1 - _sigmoid(a))),
+    "exp": lambda a, act: np.exp(a),
 }
 
 
@@ -395,6 +399,7 @@ _LOSS_DERIVATIVES = {
     "mse": lambda h, t: 2 * (h - t),
     "binary_cross_entropy": lambda h, t: (h - t) / (h * (1 - h)),
     "cross_entropy": lambda h, t: -t / h,
+    "half_poisson_deviance": lambda h, t: 1 - t / h,
 }
 
 

@@ -499,6 +499,8 @@ def check_loss(obj, eps=1e-6, tolerance=1e-5):
     A = rng.uniform(0.1, 0.9, (N, K)) if tuple(loss.output_range) == probabilities else rng.normal(size=(N, K))
     # one-hot rows: right for every cross-entropy
     T = np.eye(K)[rng.integers(0, K, N)] if tuple(loss.target_range) == probabilities else rng.normal(size=(N, K))
+    if tuple(loss.output_range) == (0.0, np.inf):  # positive outputs and counts (the Poisson deviance)
+        A, T = rng.uniform(0.2, 3.0, (N, K)), rng.integers(0, 4, (N, K)).astype(np.float64)
     problems = []
     try:
         per_sample = np.asarray(loss.per_sample(A.copy(), T.copy()))

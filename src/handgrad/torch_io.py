@@ -12,6 +12,12 @@ Each handgrad layer becomes ``Linear`` followed by its activation module (none f
     sigmoid -> Sigmoid()        tanh -> Tanh()            softmax -> Softmax(dim=1)
     softplus -> Softplus()      elu(alpha) -> ELU(alpha)  gelu -> GELU(approximate='tanh')
     silu -> SiLU()              identity -> (nothing; Identity() is accepted on the way back)
+    exp -> handgrad.torch_io.Exp()   (PyTorch has no exp module: a two-line one, y = torch.exp(x))
+
+``from_torch`` reads exp back from ``handgrad.torch_io.Exp`` only: a user's own module that may compute
+anything cannot be recognized safely by its name or class name, so any other module is refused by name.
+``Exp`` is created on first use (``from handgrad.torch_io import Exp``), so importing this module needs no
+torch; it pickles with ``torch.save`` like PyTorch's own modules.
 
 A layer with a normalization becomes ``Linear(bias=False)``, then ``BatchNorm1d`` or ``LayerNorm`` (its
 ``weight`` is gamma, its ``bias`` beta; BatchNorm1d's ``running_mean`` and ``running_var`` copied), then the
@@ -19,6 +25,14 @@ activation. Both take eps = 1e-5 and BatchNorm1d momentum = 0.1, PyTorch's defau
 values are refused on the way back. A PyTorch ``Linear`` with a bias before ``BatchNorm1d`` is read exactly:
 batch statistics subtract the bias, and in eval mode ``(z + b - running_mean)`` is ``z - (running_mean - b)``,
 so the bias is folded into the running mean. A bias before ``LayerNorm`` cannot be folded and is refused.
+
+Dropout: handgrad's ``Dropout(p)`` after a hidden layer (in ``net.sequence``) becomes ``nn.Dropout(p)`` after
+that layer's activation, and ``from_torch`` reads it back as the layer's rate in ``dropout``. Both are inverted
+dropout (docs/derivations.md, "Dropout"): in training a unit is dropped with probability p and a kept one is
+scaled by 1/(1 - p); in eval mode (``seq.eval()``) and in handgrad's predict, dropout is the identity. The
+masks come from different random streams, so training-mode outputs agree in distribution, not bit for bit.
+``nn.Dropout`` must follow a hidden layer's activation (Linear -> [norm] -> [activation] -> Dropout -> Linear):
+dropout on the inputs, after the output layer, twice in a row or before an activation is refused.
 
 Softplus: handgrad computes ln(1 + e^z) exactly; PyTorch's ``Softplus(beta=1, threshold=20)``
 returns z itself once z > 20, which differs by ln(1 + e^-20) < 2.1e-9. Only beta=1 is accepted.
@@ -30,6 +44,7 @@ PyTorch is optional: ``pip install handgrad[torch]``. It is imported only when t
 import numpy as np
 
 from .errors import ConfigError
+from .layers import Dropout
 from .network import MLP
 
 _TORCH_DTYPES = {"float32": "float32", "float64": "float64"}
@@ -41,6 +56,31 @@ def _import_torch():
     except ImportError:
         raise ImportError("handgrad.torch_io needs PyTorch: pip install handgrad[torch]") from None
     return torch
+
+
+_EXP_CLASS = []
+
+
+def _exp_class():
+    """The ``torch.nn.Module`` computing y = e^x element by element (made once, when first needed)."""
+    if not _EXP_CLASS:
+        nn = _import_torch().nn
+
+        class Exp(nn.Module):
+            """y = e^x, element by element: handgrad's 'exp' activation (the output of a Poisson regression)."""
+
+            def forward(self, x):
+                return x.exp()
+
+        Exp.__module__, Exp.__qualname__ = __name__, "Exp"  # pickles as handgrad.torch_io.Exp
+        _EXP_CLASS.append(Exp)
+    return _EXP_CLASS[0]
+
+
+def __getattr__(name):  # ``from handgrad.torch_io import Exp`` creates the class on first use (PEP 562)
+    if name == "Exp":
+        return _exp_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _activation_module(activation, nn):
@@ -56,10 +96,12 @@ def _activation_module(activation, nn):
         return nn.GELU(approximate="tanh")
     if name == "softmax":
         return nn.Softmax(dim=1)
+    if name == "exp":
+        return _exp_class()()
     simple = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "softplus": nn.Softplus, "silu": nn.SiLU}
     if name not in simple:
         raise ConfigError(f"activation '{name}' has no PyTorch counterpart here; use one of "
-                          f"identity, relu, leaky_relu, sigmoid, tanh, softmax, softplus, elu, gelu, silu.")
+                          f"identity, relu, leaky_relu, sigmoid, tanh, softmax, softplus, elu, gelu, silu, exp.")
     return simple[name]()
 
 
@@ -75,7 +117,10 @@ def to_torch(net):
     nn = torch.nn
     dtype = getattr(torch, _TORCH_DTYPES[net.dtype.name])
     modules = []
-    for layer in net.layers:
+    for layer in net.sequence:  # Dense and Dropout layers, in the order forward runs them
+        if isinstance(layer, Dropout):
+            modules.append(nn.Dropout(p=layer.rate))
+            continue
         linear = nn.Linear(layer.n_in, layer.n_out, bias=layer.b is not None, dtype=dtype)
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer.W.T)))  # (out, in) = W^T
@@ -179,17 +224,37 @@ def _activation_spec(module, nn):
         return "gelu"
     if isinstance(module, nn.SiLU):
         return "silu"
+    if isinstance(module, _exp_class()):
+        return "exp"
     raise ConfigError(
         f"unsupported module {type(module).__name__} ({module!r}); from_torch reads a Sequential of Linear layers, "
-        "each followed by an optional BatchNorm1d or LayerNorm and at most one of ReLU, LeakyReLU, Sigmoid, Tanh, "
-        "Softmax(dim=1), Softplus, ELU, GELU(approximate='tanh'), SiLU or Identity."
+        "each followed by an optional BatchNorm1d or LayerNorm, at most one of ReLU, LeakyReLU, Sigmoid, Tanh, "
+        "Softmax(dim=1), Softplus, ELU, GELU(approximate='tanh'), SiLU, handgrad.torch_io.Exp or Identity, and "
+        "(hidden layers) an "
+        "optional Dropout."
     )
+
+
+def _dropout_rate(module, index, linears, rates):
+    """The rate p of an ``nn.Dropout`` after the last Linear read so far, or a ConfigError saying where handgrad's
+    dropout goes (after a hidden layer's activation, once)."""
+    if not linears:
+        raise ConfigError(f"module {index} ({module!r}) comes before any Linear layer; handgrad has no dropout on "
+                          "the inputs (its dropout follows a hidden layer). Remove it, or drop input columns yourself.")
+    if rates[-1] is not None:
+        raise ConfigError(f"module {index} ({module!r}) is a second Dropout after Linear layer {len(linears)}; "
+                          "handgrad has one dropout rate per hidden layer. Merge them into one Dropout.")
+    p = float(module.p)
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"module {index} ({module!r}): handgrad's dropout rate must be in [0, 1), got p={p}.")
+    return p
 
 
 def from_torch(sequential, loss="auto", *, dtype=None):
     """A handgrad MLP from a ``torch.nn.Sequential`` of Linear layers and activation modules, weights copied.
 
-    Each Linear may be followed by one activation module (none means identity). ``loss`` is as in
+    Each Linear may be followed by one activation module (none means identity), and a hidden one by an
+    ``nn.Dropout(p)`` after it (the network's ``dropout`` rate for that layer). ``loss`` is as in
     :class:`handgrad.MLP` ('auto' picks cross_entropy after softmax, binary_cross_entropy after sigmoid).
     ``dtype`` defaults to the Linear weights' dtype (float32 or float64).
     """
@@ -197,13 +262,22 @@ def from_torch(sequential, loss="auto", *, dtype=None):
     nn = torch.nn
     if not isinstance(sequential, nn.Sequential):
         raise ConfigError(f"from_torch needs a torch.nn.Sequential, got {type(sequential).__name__}.")
-    linears, activations, norms = [], [], []
+    linears, activations, norms, rates = [], [], [], []  # rates: None until a Dropout follows the layer
     for index, module in enumerate(sequential):
         if isinstance(module, nn.Linear):
             linears.append(module)
             activations.append("identity")
             norms.append(None)
+            rates.append(None)
             continue
+        if isinstance(module, nn.Dropout):
+            rate = _dropout_rate(module, index, linears, rates)
+            rates[-1] = rate
+            continue
+        if rates and rates[-1] is not None:
+            raise ConfigError(f"module {index} ({type(module).__name__}) comes after the Dropout of Linear layer "
+                              f"{len(linears)}; handgrad's dropout follows the layer's activation: Linear -> "
+                              "[BatchNorm1d/LayerNorm] -> [activation] -> Dropout -> Linear.")
         kind = _norm_kind(module, index, linears[-1], nn) if linears else None
         if kind is not None:
             if norms[-1] is not None or activations[-1] != "identity":
@@ -223,6 +297,9 @@ def from_torch(sequential, loss="auto", *, dtype=None):
         activations[-1] = spec
     if not linears:
         raise ConfigError("the Sequential has no Linear layer.")
+    if rates[-1] is not None:
+        raise ConfigError("the Sequential ends with a Dropout after its last Linear layer; handgrad's dropout follows "
+                          "hidden layers only (the outputs go to the loss as they are). Remove that Dropout.")
     with_bias = {linear.bias is not None for linear, norm in zip(linears, norms) if norm is None} or {True}
     if len(with_bias) > 1:
         raise ConfigError("some Linear layers have a bias and some do not; a handgrad MLP has biases in every "
@@ -240,7 +317,8 @@ def from_torch(sequential, loss="auto", *, dtype=None):
               {"size": linear.out_features, "activation": activation,
                "norm": "batch" if isinstance(norm, nn.BatchNorm1d) else "layer"}
               for linear, activation, norm in zip(linears, activations, norms)]
-    net = MLP(linears[0].in_features, layers, loss=loss, bias=with_bias.pop(), dtype=dtype)
+    dropout = [rate or 0.0 for rate in rates[:-1]]
+    net = MLP(linears[0].in_features, layers, loss=loss, bias=with_bias.pop(), dtype=dtype, dropout=dropout)
     weights, statistics = [], []
     for linear, norm in zip(linears, norms):
         weights.append(linear.weight.detach().cpu().numpy().T)  # W = weight^T, (in, out)
