@@ -151,6 +151,24 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path, where, words)
         again.fit(X, y, checkpoint=path, resume=path, **args)
 
 
+def test_a_checkpoint_whose_early_stopping_best_weights_are_not_finite_is_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    path = str(tmp_path / "run.ckpt")
+    hg.MLP(3, [(4, "tanh"), (2, "softmax")], seed=0).fit(X, y, epochs=2, batch_size=8, early_stopping=3,
+                                                         checkpoint=path, seed=1, verbose=False)
+    (stopper,) = [c["state"] for c in read_checkpoint(path)["callbacks"] if "best_params" in c.get("state", {})]
+    assert np.isfinite(stopper["best_params"]).all()
+
+    def edit(state):
+        for callback in state["callbacks"]:
+            if "best_params" in callback.get("state", {}):
+                callback["state"]["best_params"][1] = np.inf
+    _edit_checkpoint(path, edit)
+    with pytest.raises(ModelFileError, match=r"best_params.*NaN or infinite"):
+        read_checkpoint(path)
+
+
 # ---------------------------------------------------------------------------- fuzzing
 VALUES = st.sampled_from([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e-320, 2.0, -5.0])
 NET = _net()

@@ -90,6 +90,7 @@ def _refuse_non_finite_weights(state, where):
     for callback in _items(state.get("callbacks")):
         saved = callback.get("state") if isinstance(callback, dict) else None
         if isinstance(saved, dict):
+            named.append(("best_params", saved.get("best_params")))  # early stopping's best epoch (one vector)
             named += [(f"best_weights.{i}", array) for i, array in enumerate(_items(saved.get("best_weights")))]
             named += list(_entries(saved.get("best_running")))
     for name, array in named:
