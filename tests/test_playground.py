@@ -190,9 +190,10 @@ def test_while_playing_frames_wait_until_the_page_has_drawn_them(server):
     with connect(ws_url(server)) as socket:
         receive_until(socket, "frame")
         socket.send(json.dumps({"type": "action", "action": "play"}))
-        assert frames_within(socket, 1.0) <= 2  # the play action's own frame, then one undrawn at most (not 20)
-        socket.send(json.dumps({"type": "drawn"}))
-        assert frames_within(socket, 0.5) == 1  # one drawn: one more
+        assert frames_within(socket, 1.0) == 1  # the play action's own frame, and none more until it is drawn
+        for _ in range(3):
+            socket.send(json.dumps({"type": "drawn"}))
+            assert frames_within(socket, 0.5) == 1  # one drawn: one more
         socket.send(json.dumps({"type": "action", "action": "pause"}))
 
 
@@ -207,7 +208,7 @@ def test_a_new_network_comes_before_its_first_frame(server):
             socket.send(json.dumps(message))
             first, second = (json.loads(socket.recv(timeout=20)) for _ in range(2))
             assert (first["type"], second["type"]) == ("network", "frame")
-        assert first["dims"] == 1 and len(second["points"]["train"][0]) == 2
+        assert first["dims"] == 1 and len(first["points"]["train"][0]) == 2 and second["epoch"] == 0
 
 
 def test_the_history_of_a_diverged_run_downloads(server):
@@ -365,9 +366,11 @@ def test_the_shown_gradient_is_loss_and_grad_on_the_current_batch():
     assert detail["trace"].startswith("One weight: W2[3,1]")
     with pytest.raises(ConfigError, match="W2 has shape"):
         session.select_weight(2, 4, 0)
-    # what the hover box says: the next SGD step adds -lr * (the gradient shown) to the weight
+    # what the hover box says (exact numbers): the next SGD step adds -lr * (the gradient shown) to the weight
+    session.hover_weight(2, 3, 1)
     frame = session.frame()
-    w, g, rate = frame["weights"][1][3][1], frame["grads"][1][3][1], float(frame["learning_rate"])
+    w, g, rate = frame["hover"]["value"], frame["hover"]["grad"], float(frame["learning_rate"])
+    assert w == session.net.layers[1].W[3, 1] and g == grads[1][0][3, 1]
     assert g == pytest.approx(float(detail["grad"]), rel=1e-5)
     session.one_step()
     assert session.net.layers[1].W[3, 1] == pytest.approx(w - rate * g, rel=1e-12)
