@@ -424,7 +424,7 @@ def _codes(array, per_row=False):
     coloured by its own largest value). Not finite values (a diverged run) are drawn as 0."""
     a = np.where(np.isfinite(array), array, 0.0).astype(np.float64)
     scale = np.abs(a).max(axis=1 if per_row else None, keepdims=True, initial=0.0) if a.size else np.zeros((1, 1))
-    codes = np.sign(a) * np.ceil(127 * np.abs(a) / np.where(scale > 0, scale, 1.0))
+    codes = np.sign(a) * np.minimum(np.ceil(127 * np.abs(a) / np.where(scale > 0, scale, 1.0)), 127)  # (rounding)
     data = base64.b64encode(codes.astype(np.int8).tobytes()).decode("ascii")
     return {"codes": data, "scale": scale.ravel().tolist() if per_row else float(scale.ravel()[0])}
 

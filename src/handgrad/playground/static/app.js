@@ -395,7 +395,7 @@ function updateDiagram(message) {
     const code = W?.codes[entry.i * W.columns + entry.j];
     if (code === undefined) continue;
     const w = (code / 127) * W.scale;
-    const stroke = w >= 0 ? "#1f6fb4" : "#e8710a", width = (0.6 + 3.4 * Math.abs(w) / largest).toFixed(2);
+    const stroke = w >= 0 ? "#1f6fb4" : "#e8710a", width = (0.6 + 3.4 * Math.abs(w) / largest).toFixed(1);
     if (stroke !== entry.stroke) entry.line.setAttribute("stroke", entry.stroke = stroke);  // only what changed:
     if (width !== entry.width) entry.line.setAttribute("stroke-width", entry.width = width);  // fewer to repaint
   }
