@@ -1010,7 +1010,8 @@ def test_reset_keeps_a_loaded_models_dtype_and_settings_and_its_weights(page, tm
     net, raw = _odd_model(tmp_path)
     page.set_input_files('[data-field="model"]', files=[{"name": "odd.npz", "mimeType": "application/octet-stream",
                                                          "buffer": raw}])
-    page.wait_for_function("() => document.querySelectorAll('[data-panel=\"diagram\"] line').length === 28")
+    page.wait_for_selector('[data-panel="diagram"] [data-neuron="1,4"]')  # its first layer has 5 units (not 4)
+    assert page.locator('[data-panel="diagram"] line').count() == 2 * 5 + 5 * 3 + 3 * 1
     assert page.locator('[data-field="dtype"]').input_value() == "float32"
     assert page.locator('[data-field="init"]').input_value() == "glorot"
     output_slope = page.locator('[data-field="output_slope"]')
