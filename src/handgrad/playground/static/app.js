@@ -281,6 +281,7 @@ function drawFrame(message) {
 
 // ------------------------------------------------------------------ the network diagram
 const GAP_X = 110, TOP = 34, LEFT = 50, TALL = 440;
+const DENSE = 2000;  // connections above which the diagram trades anti-aliasing for speed
 let NODE = 30, GAP_Y = 42;  // shrink for wide layers, so the diagram stays about TALL pixels high
 
 function nodePosition(column, unit, count, tallest) {
@@ -298,6 +299,9 @@ function buildDiagram() {
   const tallest = Math.max(...sizes);
   GAP_Y = Math.max(10, Math.min(42, TALL / tallest));
   NODE = Math.max(7, Math.min(30, GAP_Y - 6));
+  let connections = 0;
+  for (let k = 1; k < sizes.length; k++) connections += sizes[k - 1] * sizes[k];
+  svg.classList.toggle("dense", connections > DENSE);  // thousands of lines: drawn without anti-aliasing (faster)
   svg.setAttribute("width", LEFT + (sizes.length - 1) * GAP_X + NODE + 40);
   svg.setAttribute("height", TOP + tallest * GAP_Y + 10);
   const hits = document.createElementNS(SVG, "g");  // a wide, invisible band under each line: a thin one is clickable too
