@@ -615,6 +615,9 @@ def test_the_frames_of_a_big_network_stay_small_and_the_numbers_read_stay_exact(
     assert frame["biases"][0] == session.net.layers[0].b.tolist()
     with pytest.raises(ConfigError, match=r"W2 has shape \(64, 64\): there is no W2\[64,0\]"):
         session.hover_weight(2, 64, 0)
+    session.hover_weight(2, 40, 40)
+    session.configure({"hidden": [{"size": 2}]})  # a new network: the connection under the pointer is gone
+    assert "hover" not in session.frame()
 
     small = Session()  # a small network keeps 16 x 16 heat maps; each unit's codes follow its own values
     frame = small.frame()

@@ -520,7 +520,7 @@ class Session:
         self.history = {"x": [], "loss": [], "test_loss": []}  # the curves: a point per frame
         self.epochs = History()  # one entry per finished epoch: what "download history" saves
         self.epoch_started = time.perf_counter()
-        self.selected_weight = self.selected_neuron = None
+        self.selected_weight = self.selected_neuron = self.hovered_weight = None  # the new network's lines are new
         self.playing = False
         self._record()
 
