@@ -290,9 +290,8 @@ async def _hover(websocket, session, message):
         return
     try:
         session.hover_weight(*_ints(message, "layer", "i", "j"))
-    except HandgradError as error:
+    except HandgradError:  # a line of the network before the last rebuild, still under the pointer: no box
         session.hovered_weight = None
-        await _send(websocket, {"type": "error", "message": str(error)})
         return
     await _send(websocket, {"type": "hover", **session.hover_detail(*session.hovered_weight)})
 
