@@ -212,6 +212,25 @@ def test_while_playing_frames_wait_until_the_page_has_drawn_them(server):
         socket.send(json.dumps({"type": "action", "action": "pause"}))
 
 
+def test_the_connection_under_the_pointer_gets_its_exact_numbers_on_demand(server):
+    from websockets.sync.client import connect
+
+    replica = Session()  # the page's first run, step for step (the seeds decide everything)
+    with connect(ws_url(server)) as socket:
+        receive_until(socket, "frame")
+        socket.send(json.dumps({"type": "hover", "layer": 1, "i": 0, "j": 2}))
+        hover = receive_until(socket, "hover")
+        assert hover == {"type": "hover", **replica.hover_detail(1, 0, 2)}
+        assert hover["value"] == replica.net.layers[0].W[0, 2]  # exact, not the frame's int8 code
+        socket.send(json.dumps({"type": "action", "action": "step"}))
+        replica.one_step()
+        assert receive_until(socket, "frame")["hover"] == replica.hover_detail(1, 0, 2)
+        socket.send(json.dumps({"type": "hover", "layer": 9, "i": 0, "j": 0}))  # no such line: no box, no error
+        socket.send(json.dumps({"type": "action", "action": "step"}))
+        message = json.loads(socket.recv(timeout=20))
+        assert message["type"] == "frame" and "hover" not in message
+
+
 def test_a_new_network_comes_before_its_first_frame(server):
     from websockets.sync.client import connect
 
