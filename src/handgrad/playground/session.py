@@ -105,7 +105,7 @@ DEFAULT_CONFIG = {
     "data": {"name": "xor", "n_samples": 200, "noise": 0.1, "test_fraction": 0.5, "seed": 0},
     "features": ["x1", "x2"],
     "hidden": [_layer(4, "tanh"), _layer(4, "tanh")],
-    "output": "sigmoid", "output_bias": True, "loss": "auto", "seed": 0, "dtype": "float64",
+    "output": "sigmoid", "output_bias": True, "loss": "auto", "seed": 0, "dtype": "float64", "init": "auto",
     "optimizer": "sgd", "learning_rate": 1.0, "schedule": "constant", "batch_size": 10, "l1": 0.0, "l2": 0.0,
 }
 # The learning rate 1.0: the inputs here lie in about [-1, 1] (TensorFlow Playground's in [-6, 6], with 0.03),
