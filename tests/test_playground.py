@@ -577,9 +577,17 @@ def _odd_model(tmp_path):
     return net, (tmp_path / "odd.npz").read_bytes()
 
 
-def test_reset_after_loading_a_model_keeps_its_settings_and_goes_back_to_its_weights(tmp_path):
+def test_reset_after_loading_a_model_keeps_its_settings_and_goes_back_to_its_weights(tmp_path, monkeypatch):
+    from handgrad.playground import session as playground
+
     net, raw = _odd_model(tmp_path)
     session = Session()
+    with monkeypatch.context() as patched:  # were ELU's alpha a setting the editor has no place for: refused
+        patched.delitem(playground.ACTIVATION_PARAMETERS, "elu")
+        with pytest.raises(ConfigError, match=r"'odd\.npz' has settings the playground's editor has no place for "
+                                              r"\(its layers\)"):
+            session.load_model(raw, "odd.npz")
+    assert session.net.dtype == np.float64 and session.origin is None  # the session as it was
     session.load_model(raw, "odd.npz")
     assert architecture(session.net) == architecture(net)
     assert session.net.dtype == np.float32 and session.net.output_activation.slope == 0.2

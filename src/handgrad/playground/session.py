@@ -553,9 +553,12 @@ class Session:
             built, _ = build_network(config, self.data, len(names))
         except ConfigError as error:
             raise ConfigError(f"'{filename}' is a network the playground's editor cannot show: {error}") from None
-        if architecture(built) != architecture(net):  # a setting the editor has no place for: refused, not lost
-            raise ConfigError(f"'{filename}' has settings the playground cannot keep ({architecture(net)}); look at "
-                              "it with handgrad info or handgrad explain, or in a notebook.")
+        wanted, got = architecture(net), architecture(built)
+        differ = [key for key in wanted if wanted[key] != got[key]]
+        if differ:  # a setting the editor has no place for: the file is refused, not changed
+            raise ConfigError(f"'{filename}' has settings the playground's editor has no place for (its "
+                              f"{', '.join(differ)}); look at it with handgrad info or handgrad explain, or in a "
+                              "notebook.")
         self.configure(config, origin={"net": net, "features": names, "seed": config["seed"]})
 
     def _model_features(self, net, filename):
