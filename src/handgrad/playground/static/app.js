@@ -8,7 +8,7 @@ const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selec
 const SVG = "http://www.w3.org/2000/svg";
 const MAX_UPLOAD = 1 << 20;
 const state = { hidden: [], network: null, frame: null, features: [], presets: {}, dims: 2, task: "binary",
-                request: 0, optimizerRates: {}, rateChosen: false, rateUndo: null, init: "auto",
+                request: 0, optimizerRates: {}, rateChosen: false, rateUndo: null,
                 points: { train: [], test: [] }, box: [0, 0, 1, 1], lines: [], units: [], dots: [],
                 hover: null, hoverDetail: null };
 let socket = null;
