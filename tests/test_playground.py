@@ -1,10 +1,12 @@
 """The playground: the server's safety checks, clean stops, the session's numbers, and the page in a real
 headless Chromium (Playwright, Debian's /usr/bin/chromium), as docs/playground.md describes its hooks.
 
-The browser tests skip when Playwright or Chromium is missing; CI installs both. The run saves a
-screenshot of the page to docs/images/playground.png (the README shows it).
+The browser tests skip when Playwright or Chromium is missing; CI installs both. The run takes a
+screenshot of the page into its temporary directory; with HANDGRAD_UPDATE_SCREENSHOT=1 it writes it to
+docs/images/playground.png (the README shows it) instead, so a plain test run leaves the tree as it was.
 """
 
+import base64
 import json
 import math
 import os
@@ -25,11 +27,24 @@ pytest.importorskip("uvicorn")
 import handgrad as hg
 from handgrad.datasets import load_csv
 from handgrad.errors import ConfigError, DataError
-from handgrad.playground.session import MAX_UPLOAD_BYTES, PRESETS, Session, features, hidden_layer, network_spec
+from handgrad.io import json_safe
+from handgrad.playground.session import (
+    DEFAULT_CONFIG,
+    MAX_UPLOAD_BYTES,
+    OPTIMIZER_RATES,
+    PRESETS,
+    RATE_WARNING_FACTOR,
+    Session,
+    architecture,
+    features,
+    hidden_layer,
+    network_spec,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 SCREENSHOT = os.path.join(ROOT, "docs", "images", "playground.png")
+UPDATE_SCREENSHOT = "HANDGRAD_UPDATE_SCREENSHOT"  # =1: the browser test writes the README's picture
 
 
 def start_server(log):
@@ -190,10 +205,30 @@ def test_while_playing_frames_wait_until_the_page_has_drawn_them(server):
     with connect(ws_url(server)) as socket:
         receive_until(socket, "frame")
         socket.send(json.dumps({"type": "action", "action": "play"}))
-        assert frames_within(socket, 1.0) <= 2  # the play action's own frame, then one undrawn at most (not 20)
-        socket.send(json.dumps({"type": "drawn"}))
-        assert frames_within(socket, 0.5) == 1  # one drawn: one more
+        assert frames_within(socket, 1.0) == 1  # the play action's own frame, and none more until it is drawn
+        for _ in range(3):
+            socket.send(json.dumps({"type": "drawn"}))
+            assert frames_within(socket, 0.5) == 1  # one drawn: one more
         socket.send(json.dumps({"type": "action", "action": "pause"}))
+
+
+def test_the_connection_under_the_pointer_gets_its_exact_numbers_on_demand(server):
+    from websockets.sync.client import connect
+
+    replica = Session()  # the page's first run, step for step (the seeds decide everything)
+    with connect(ws_url(server)) as socket:
+        receive_until(socket, "frame")
+        socket.send(json.dumps({"type": "hover", "layer": 1, "i": 0, "j": 2}))
+        hover = receive_until(socket, "hover")
+        assert hover == {"type": "hover", **replica.hover_detail(1, 0, 2)}
+        assert hover["value"] == replica.net.layers[0].W[0, 2]  # exact, not the frame's int8 code
+        socket.send(json.dumps({"type": "action", "action": "step"}))
+        replica.one_step()
+        assert receive_until(socket, "frame")["hover"] == replica.hover_detail(1, 0, 2)
+        socket.send(json.dumps({"type": "hover", "layer": 9, "i": 0, "j": 0}))  # no such line: no box, no error
+        socket.send(json.dumps({"type": "action", "action": "step"}))
+        message = json.loads(socket.recv(timeout=20))
+        assert message["type"] == "frame" and "hover" not in message
 
 
 def test_a_new_network_comes_before_its_first_frame(server):
@@ -207,7 +242,7 @@ def test_a_new_network_comes_before_its_first_frame(server):
             socket.send(json.dumps(message))
             first, second = (json.loads(socket.recv(timeout=20)) for _ in range(2))
             assert (first["type"], second["type"]) == ("network", "frame")
-        assert first["dims"] == 1 and len(second["points"]["train"][0]) == 2
+        assert first["dims"] == 1 and len(first["points"]["train"][0]) == 2 and second["epoch"] == 0
 
 
 def test_the_history_of_a_diverged_run_downloads(server):
@@ -365,9 +400,11 @@ def test_the_shown_gradient_is_loss_and_grad_on_the_current_batch():
     assert detail["trace"].startswith("One weight: W2[3,1]")
     with pytest.raises(ConfigError, match="W2 has shape"):
         session.select_weight(2, 4, 0)
-    # what the hover box says: the next SGD step adds -lr * (the gradient shown) to the weight
+    # what the hover box says (exact numbers): the next SGD step adds -lr * (the gradient shown) to the weight
+    session.hover_weight(2, 3, 1)
     frame = session.frame()
-    w, g, rate = frame["weights"][1][3][1], frame["grads"][1][3][1], float(frame["learning_rate"])
+    w, g, rate = frame["hover"]["value"], frame["hover"]["grad"], float(frame["learning_rate"])
+    assert w == session.net.layers[1].W[3, 1] and g == grads[1][0][3, 1]
     assert g == pytest.approx(float(detail["grad"]), rel=1e-5)
     session.one_step()
     assert session.net.layers[1].W[3, 1] == pytest.approx(w - rate * g, rel=1e-12)
@@ -506,6 +543,145 @@ def test_a_batch_norm_session_trains_and_its_numbers_are_the_engines():
     assert [float(v) for v in neuron["fprime"]] == pytest.approx(1 - np.tanh(record["Zhat"][:6, 2]) ** 2, rel=1e-5)
 
 
+def test_each_optimizer_starts_at_its_own_learning_rate_which_trains_xor():
+    # The page's default rate (SGD's 1.0) stalls Adam, RMSprop and momentum: each optimizer has its own rate
+    # (from a sweep, session.OPTIMIZER_RATES), used when the settings name no rate; a rate given stays.
+    assert OPTIMIZER_RATES["sgd"] == DEFAULT_CONFIG["learning_rate"] == 1.0
+    for name, rate in OPTIMIZER_RATES.items():
+        session = Session({"optimizer": name})
+        assert session.learning_rate == session.config["learning_rate"] == rate
+    assert Session({"optimizer": "adam", "learning_rate": 0.5}).learning_rate == 0.5
+
+    def accuracy(name, rate, seed):
+        session = Session({"optimizer": name, "learning_rate": rate, "seed": seed})
+        for _ in range(50):
+            session.run_epoch()
+        return np.mean(session.net.predict(session.X).ravel() == session.data.y)
+
+    for name in ("momentum", "nesterov", "adam", "adamw", "rmsprop"):
+        for seed in (1, 2):
+            assert accuracy(name, OPTIMIZER_RATES[name], seed) >= 0.9, (name, seed)
+    for name in ("adam", "adamw", "rmsprop"):  # at the page's old rate for every optimizer, 1.0, they stall
+        assert max(accuracy(name, 1.0, seed) for seed in (1, 2)) < 0.8, name
+    assert RATE_WARNING_FACTOR * OPTIMIZER_RATES["adam"] <= 1.0  # so the page warns about it
+
+
+def _odd_model(tmp_path):
+    """A model file with every setting the page's defaults lack: float32, Glorot init, an ELU layer with alpha
+    0.5, and a leaky ReLU output with slope 0.2; trained a little, so its weights are not any seed's draw."""
+    net = hg.MLP(2, [{"size": 5, "activation": {"name": "elu", "alpha": 0.5}}, (3, "tanh"),
+                     (1, {"name": "leaky_relu", "slope": 0.2})], dtype="float32", init="glorot", seed=3)
+    X, y = hg.datasets.make_dataset("xor", 100, 0.1, 0)
+    net.fit(X, y.astype(float), epochs=3, learning_rate=0.1, verbose=False)
+    net.save(tmp_path / "odd.npz")
+    return net, (tmp_path / "odd.npz").read_bytes()
+
+
+def test_reset_after_loading_a_model_keeps_its_settings_and_goes_back_to_its_weights(tmp_path, monkeypatch):
+    from handgrad.playground import session as playground
+
+    net, raw = _odd_model(tmp_path)
+    session = Session()
+    with monkeypatch.context() as patched:  # were ELU's alpha a setting the editor has no place for: refused
+        patched.delitem(playground.ACTIVATION_PARAMETERS, "elu")
+        with pytest.raises(ConfigError, match=r"'odd\.npz' has settings the playground's editor has no place for "
+                                              r"\(its layers\)"):
+            session.load_model(raw, "odd.npz")
+    assert session.net.dtype == np.float64 and session.origin is None  # the session as it was
+    session.load_model(raw, "odd.npz")
+    assert architecture(session.net) == architecture(net)
+    assert session.net.dtype == np.float32 and session.net.output_activation.slope == 0.2
+    config = session.config
+    assert (config["dtype"], config["init"], config["output"], config["output_slope"]) == ("float32", "glorot",
+                                                                                         "leaky_relu", 0.2)
+    assert config["hidden"][0]["activation"] == "elu" and config["hidden"][0]["alpha"] == 0.5
+    np.testing.assert_array_equal(session.net.params, net.params)
+    for _ in range(3):
+        session.run_epoch()
+    assert not np.array_equal(session.net.params, net.params)
+
+    session.reset()  # the same network (float32, slope 0.2, alpha 0.5, Glorot), epoch 0, the file's weights
+    assert session.epoch == 0 and architecture(session.net) == architecture(net)
+    np.testing.assert_array_equal(session.net.params, net.params)
+    session.configure({**session.config, "optimizer": "adam", "learning_rate": 0.03, "batch_size": 20})
+    np.testing.assert_array_equal(session.net.params, net.params)  # other training settings: the file's weights
+    assert session.optimizer.name == "adam" and architecture(session.net) == architecture(net)
+
+    session.configure({**session.config, "seed": 7})  # a new init seed: fresh weights for the same network
+    assert architecture(session.net) == architecture(net) and not np.array_equal(session.net.params, net.params)
+    fresh = session.net.params.copy()
+    session.run_epoch()
+    session.reset()  # now the run starts from the seed's draw
+    np.testing.assert_array_equal(session.net.params, fresh)
+    session.configure({**session.config, "seed": 0})  # the file is left behind: the seed's weights
+    assert not np.array_equal(session.net.params, net.params)
+
+
+def test_the_frames_of_a_big_network_stay_small_and_the_numbers_read_stay_exact():
+    # A frame of 6 hidden layers of 64 was about 1.6 MB of JSON (every W and dJ/dW as full numbers, 384 heat maps
+    # of 16 x 16); benchmarks/playground_frames.py measures it. Now the weights come as int8 codes, the heat
+    # maps on 8 x 8 when a layer is wider than 16, and the exact numbers only where a person reads them.
+    session = Session({"hidden": [{"size": 64, "activation": "tanh"}] * 6})
+    session.run_epoch()
+    session.select_weight(3, 5, 7)
+    session.select_neuron(4, 9)
+    session.hover_weight(2, 1, 1)
+    frame = session.frame()
+    assert len(json.dumps(frame, allow_nan=False, default=json_safe)) < 128 * 1024
+    assert "grads" not in frame and "points" not in frame and frame["neuron_grid"] == 8
+    for layer, W in zip(session.net.layers, frame["weights"]):  # the codes draw each weight's sign and size
+        codes = np.frombuffer(base64.b64decode(W["codes"]), np.int8).reshape(W["shape"])
+        assert W["scale"] == np.abs(layer.W).max()
+        np.testing.assert_allclose(codes / 127 * W["scale"], layer.W, rtol=0, atol=W["scale"] / 127)
+        assert np.array_equal(np.sign(codes), np.sign(layer.W))
+    _, X, T = session.current_batch()
+    _, grads = session.net.copy().loss_and_grad(X, T)
+    assert frame["hover"] == {"layer": 2, "i": 1, "j": 1, "value": session.net.layers[1].W[1, 1],
+                              "grad": grads[1][0][1, 1]}
+    assert float(frame["weight"]["grad"]) == pytest.approx(grads[2][0][5, 7], rel=1e-5)
+    assert frame["biases"][0] == session.net.layers[0].b.tolist()
+    with pytest.raises(ConfigError, match=r"W2 has shape \(64, 64\): there is no W2\[64,0\]"):
+        session.hover_weight(2, 64, 0)
+    session.hover_weight(2, 40, 40)
+    session.configure({"hidden": [{"size": 2}]})  # a new network: the connection under the pointer is gone
+    assert "hover" not in session.frame()
+
+    small = Session()  # a small network keeps 16 x 16 heat maps; each unit's codes follow its own values
+    frame = small.frame()
+    assert frame["neuron_grid"] == 16
+    grid = small._grid(16)
+    H = small.net.layers[0].activation.forward(features(grid, small.feature_names) @ small.net.layers[0].W
+                                               + small.net.layers[0].b)
+    codes = np.frombuffer(base64.b64decode(frame["neurons"][0]), np.int8).reshape(4, 256)
+    for j in range(4):
+        scale = np.abs(H[:, j]).max()
+        np.testing.assert_allclose(codes[j] / 127 * scale, H[:, j], rtol=0, atol=scale / 127 + 1e-12)
+
+
+def test_a_test_run_writes_the_readme_screenshot_only_when_asked(tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))  # one red pixel
+    with open(SCREENSHOT, "rb") as file:
+        readme_picture = file.read()
+    before = os.stat(SCREENSHOT).st_mtime_ns
+    monkeypatch.delenv(UPDATE_SCREENSHOT, raising=False)
+    path = save_screenshot(png, tmp_path)
+    assert os.path.dirname(path) == str(tmp_path) and os.path.exists(path)
+    assert os.stat(SCREENSHOT).st_mtime_ns == before
+    with open(SCREENSHOT, "rb") as file:
+        assert file.read() == readme_picture
+    monkeypatch.setenv(UPDATE_SCREENSHOT, "1")
+    monkeypatch.setattr(sys.modules[__name__], "SCREENSHOT", str(tmp_path / "readme.png"))
+    assert save_screenshot(png, tmp_path / "unused") == str(tmp_path / "readme.png")
+    assert (tmp_path / "readme.png").exists()
+
+
 # ---------------------------------------------------------------------------------------- the page
 def _shown_precision_equal(shown, value):
     """``value`` rounded as the page rounds (6 significant digits) gives the text shown."""
@@ -539,9 +715,10 @@ def page(browser, server):
     assert not errors, errors
 
 
-def save_screenshot(png):
-    """docs/images/playground.png, the README's picture, as this run saw the page (256 colours when Pillow
-    is there, which keeps the file small)."""
+def save_screenshot(png, folder):
+    """The README's picture as this run saw the page (256 colours when Pillow is there, which keeps the file
+    small), written to docs/images/playground.png when HANDGRAD_UPDATE_SCREENSHOT=1, else into ``folder``
+    (the test's temporary directory); returns the path written."""
     try:
         import io
 
@@ -553,8 +730,10 @@ def save_screenshot(png):
         png = buffer.getvalue()
     except ImportError:
         pass
-    with open(SCREENSHOT, "wb") as file:
+    path = SCREENSHOT if os.environ.get(UPDATE_SCREENSHOT) == "1" else os.path.join(folder, "playground.png")
+    with open(path, "wb") as file:
         file.write(png)
+    return path
 
 
 def value(page, name):
@@ -621,7 +800,9 @@ def test_xor_trains_in_the_browser_and_a_clicked_weight_shows_loss_and_grad(page
     page.locator('[data-panel="diagram"] [data-neuron="2,1"]').click()
     page.locator('[data-panel="neuron"]').wait_for(state="visible")
     page.wait_for_selector('[data-panel="weight"]:not([hidden])')
-    save_screenshot(page.screenshot(full_page=False))
+    path = save_screenshot(page.screenshot(full_page=False), tmp_path)
+    with open(path, "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_csv_with_a_bad_row_shows_a_message(page):
@@ -733,7 +914,7 @@ def test_bias_off_and_batch_norm_per_layer_in_the_browser(page, tmp_path):
     assert "batch norm needs at least 2 samples per batch" in message.inner_text()
 
 
-def test_a_weight_under_the_pointer_updates_live(page):
+def test_a_weight_under_the_pointer_updates_live(page, tmp_path):
     line = page.locator('[data-panel="diagram"] line[data-weight="1,0,0"]')
     x1, y1, x2, y2 = (float(line.get_attribute(name)) for name in ("x1", "y1", "x2", "y2"))
     svg_box = page.locator('[data-panel="diagram"]').bounding_box()
@@ -746,7 +927,18 @@ def test_a_weight_under_the_pointer_updates_live(page):
     page.keyboard.press("Enter")
     page.wait_for_selector('[data-value="batch"]:text-is("2 of 10")')
     assert hover.is_visible()
-    assert hover.inner_text() != before  # one step later: a new weight and a new batch's gradient
+    page.wait_for_function(f"() => document.querySelector('[data-panel=\"hover\"]').textContent !== {before!r}")
+    after = hover.inner_text()  # one step later: a new weight and a new batch's gradient, exact (not the frame's codes)
+    files = {}
+    for what in ("model", "batch"):  # asked for as the buttons do, without moving the pointer
+        with page.expect_download() as saved:
+            page.evaluate(f"() => send({{type: 'download', what: '{what}'}})")
+        files[what] = tmp_path / saved.value.suggested_filename
+        saved.value.save_as(files[what])
+    net, (X, T) = hg.load(files["model"]), load_csv(files["batch"])
+    w, grad = re.match(r"W1\[0,0\] = (\S+)\ndJ/dW1\[0,0\] = (\S+) on the current batch", after).groups()
+    _shown_precision_equal(w, float(net.layers[0].W[0, 0]))
+    _shown_precision_equal(grad, float(net.loss_and_grad(X, T)[1][0][0][0, 0]))
 
 
 def test_the_page_does_not_jump_when_the_numbers_change(page):
@@ -809,3 +1001,68 @@ def test_from_a_2d_regression_to_a_1d_classification_csv_draws_without_errors(pa
     page.wait_for_function("() => state.task === 'binary' && state.dims === 1")
     page.click('[data-action="step"]')
     page.wait_for_selector('[data-value="batch"]:text-is("2 of 2")')
+
+
+def test_the_learning_rate_follows_the_optimizer_visibly_and_undoably(page):
+    rate, hint = page.locator('[data-field="learning_rate"]'), page.locator('[data-panel="rate-hint"]')
+    assert rate.input_value() == "1" and hint.is_hidden()
+    page.select_option('[data-field="optimizer"]', "adam")  # SGD's 1.0 would stall Adam: the rate moves, visibly
+    hint.wait_for(state="visible")
+    assert rate.input_value() == "0.03"
+    assert "moved from 1 to 0.03, adam's usual rate" in hint.inner_text()
+    page.wait_for_selector('[data-value="learning-rate"]:text-is("0.03")')  # what the server trains with
+    page.click('[data-action="undo-rate"]')  # undone: the old rate, now the user's, with a warning
+    page.wait_for_selector('[data-value="learning-rate"]:text-is("1")')
+    assert rate.input_value() == "1" and "far above adam's usual rate here (0.03)" in hint.inner_text()
+    page.click('[data-action="use-rate"]')
+    page.wait_for_selector('[data-value="learning-rate"]:text-is("0.03")')
+    assert hint.is_hidden()
+
+    rate.fill("0.5")  # a rate the user typed stays theirs when the optimizer changes
+    rate.dispatch_event("change")
+    page.wait_for_selector('[data-value="learning-rate"]:text-is("0.5")')
+    page.select_option('[data-field="optimizer"]', "rmsprop")
+    hint.wait_for(state="visible")
+    assert rate.input_value() == "0.5" and "0.5 is far above rmsprop's usual rate here (0.03)" in hint.inner_text()
+    page.select_option('[data-field="optimizer"]', "sgd")
+    hint.wait_for(state="hidden")
+    page.wait_for_function("() => state.optimizer === 'sgd'")
+    assert rate.input_value() == "0.5" and value(page, "learning-rate") == "0.5"
+    page.select_option('[data-field="preset"]', "seed003")  # a preset's rate is the preset's: the next optimizer
+    page.wait_for_function("() => state.optimizer === 'adam'")  # moves it again
+    assert rate.input_value() == "0.01"
+    page.select_option('[data-field="optimizer"]', "momentum")
+    page.wait_for_selector('[data-value="learning-rate"]:text-is("0.1")')
+    assert "moved from 0.01 to 0.1" in hint.inner_text()
+
+
+def test_reset_keeps_a_loaded_models_dtype_and_settings_and_its_weights(page, tmp_path):
+    net, raw = _odd_model(tmp_path)
+    page.set_input_files('[data-field="model"]', files=[{"name": "odd.npz", "mimeType": "application/octet-stream",
+                                                         "buffer": raw}])
+    page.wait_for_selector('[data-panel="diagram"] [data-neuron="1,4"]')  # its first layer has 5 units (not 4)
+    assert page.locator('[data-panel="diagram"] line').count() == 2 * 5 + 5 * 3 + 3 * 1
+    assert page.locator('[data-field="dtype"]').input_value() == "float32"
+    assert page.locator('[data-field="init"]').input_value() == "glorot"
+    output_slope = page.locator('[data-field="output_slope"]')
+    assert output_slope.is_visible() and output_slope.input_value() == "0.2"
+    alpha = page.locator('[data-layer="1"] [data-field="alpha"]')
+    assert alpha.is_visible() and alpha.input_value() == "0.5"
+    for _ in range(3):
+        page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("3")')
+    page.click('[data-action="reset"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("0")')
+    assert page.locator('[data-field="dtype"]').input_value() == "float32" and output_slope.input_value() == "0.2"
+    again = hg.load(download(page, "download-model", tmp_path))  # what the page trains now: the file's network
+    assert architecture(again) == architecture(net)
+    np.testing.assert_array_equal(again.params, net.params)
+
+    page.select_option('[data-field="optimizer"]', "adam")  # a training setting: still the file's weights
+    page.wait_for_selector('[data-value="learning-rate"]:text-is("0.03")')
+    np.testing.assert_array_equal(hg.load(download(page, "download-model", tmp_path)).params, net.params)
+    seed = page.locator('[data-field="seed"]')
+    seed.fill("5")  # a new init seed: fresh weights, the same network (float32, slopes, alpha)
+    seed.dispatch_event("change")
+    fresh = hg.load(download(page, "download-model", tmp_path))
+    assert architecture(fresh) == architecture(net) and not np.array_equal(fresh.params, net.params)

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import HandgradError
 from ..io import json_safe
-from .session import DATA_SETS, FEATURES, MAX_HIDDEN_LAYERS, PRESETS, Session
+from .session import DATA_SETS, FEATURES, MAX_HIDDEN_LAYERS, OPTIMIZER_RATES, PRESETS, RATE_WARNING_FACTOR, Session
 
 WS_MAX_BYTES = 4 << 20
 FRAME_SECONDS = 0.05  # one frame every 50 ms while playing
@@ -143,9 +143,11 @@ async def play_socket(websocket):
 
     await websocket.accept()
     session = Session()
+    session.in_flight = 0  # frames sent while playing that the page has not said it drew (see _send_frame)
     await websocket.send_text(json.dumps({"type": "hello", "presets": PRESETS, "data_sets": list(DATA_SETS),
                                           "features": list(FEATURES), "actions": list(ACTIONS),
-                                          "max_hidden_layers": MAX_HIDDEN_LAYERS}))
+                                          "max_hidden_layers": MAX_HIDDEN_LAYERS, "optimizer_rates": OPTIMIZER_RATES,
+                                          "rate_warning_factor": RATE_WARNING_FACTOR}))
     await _send_network(websocket, session)
     try:
         await _loop(websocket, session)
@@ -164,7 +166,6 @@ async def _loop(websocket, session):
     reader = asyncio.create_task(_read(websocket, inbox))
     clock = asyncio.get_running_loop().time
     next_frame = clock()
-    session.in_flight = 0  # play frames sent that the page has not acknowledged: a slow page slows the play
     try:
         while True:
             due = session.playing and session.in_flight < FRAMES_IN_FLIGHT
@@ -178,7 +179,6 @@ async def _loop(websocket, session):
             if text is not None:
                 await _handle(websocket, session, text)
             if session.playing and session.in_flight < FRAMES_IN_FLIGHT and clock() >= next_frame:
-                session.in_flight += 1
                 await _guarded(websocket, session, session.advance)
                 next_frame = clock() + FRAME_SECONDS
     finally:
@@ -216,8 +216,18 @@ async def _guarded(websocket, session, work, network=None):
         return False
     if network is not None:
         await _send(websocket, network())
-    await _send(websocket, session.frame())
+    await _send_frame(websocket, session)
     return True
+
+
+async def _send_frame(websocket, session):
+    """A frame; one sent while playing counts as in flight until the page says it drew it ("drawn"): the page
+    answers every such frame once, so the count is exact, and the loop sends the next play frame only when
+    it is below FRAMES_IN_FLIGHT."""
+    frame = session.frame()
+    if frame["playing"]:
+        session.in_flight += 1
+    await _send(websocket, frame)
 
 
 async def _send(websocket, message):
@@ -230,7 +240,7 @@ async def _send(websocket, message):
 
 async def _send_network(websocket, session):
     await _send(websocket, session.network_message())
-    await _send(websocket, session.frame())
+    await _send_frame(websocket, session)
 
 
 async def _handle(websocket, session, text):
@@ -252,6 +262,8 @@ async def _handle(websocket, session, text):
         await _guarded(websocket, session, lambda: session.select_weight(*_ints(message, "layer", "i", "j")))
     elif kind == "select_neuron":
         await _guarded(websocket, session, lambda: session.select_neuron(*_ints(message, "layer", "unit")))
+    elif kind == "hover":  # the connection under the pointer (none: it left): its exact numbers, now and every frame
+        await _hover(websocket, session, message)
     elif kind == "close_panel":  # "panel": "weight" or "neuron" closes that one; none given closes both
         panel = message.get("panel")
         if panel in (None, "weight"):
@@ -270,13 +282,27 @@ async def _handle(websocket, session, text):
         await _send(websocket, {"type": "error", "message": f"unknown message type {kind!r}."})
 
 
+async def _hover(websocket, session, message):
+    """A small ``hover`` message with the exact weight and gradient of the connection under the pointer (the
+    frames, which carry the weights only as codes for drawing, then bring it along while it stays there)."""
+    if message.get("layer") is None:
+        session.hovered_weight = None
+        return
+    try:
+        session.hover_weight(*_ints(message, "layer", "i", "j"))
+    except HandgradError:  # a line of the network before the last rebuild, still under the pointer: no box
+        session.hovered_weight = None
+        return
+    await _send(websocket, {"type": "hover", **session.hover_detail(*session.hovered_weight)})
+
+
 async def _action(websocket, session, action):
     if action == "play":
-        session.playing, session.in_flight = True, 0
-        await _send(websocket, session.frame())
+        session.playing = True
+        await _send_frame(websocket, session)
     elif action == "pause":
         session.playing = False
-        await _send(websocket, session.frame())
+        await _send_frame(websocket, session)
     elif action == "step":
         session.playing = False
         await _guarded(websocket, session, session.one_step)

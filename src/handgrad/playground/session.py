@@ -12,6 +12,7 @@ set, in the epoch's permutation. Its gradient is shown at the current weights wi
 inputs and targets, as CSV) and the model, so anyone can recompute the number.
 """
 
+import base64
 import io
 import math
 import os
@@ -38,6 +39,8 @@ SHOWN_ROWS = 6  # rows of Z, A, dA, dZ shown for a clicked neuron
 SCHEDULE_HORIZON_EPOCHS = 200  # cosine and one-cycle decay over this many epochs
 MAX_CURVE_POINTS = 1000  # the loss curves keep every other point beyond this, so frames stay small
 NORMS = ("none", "batch", "layer")  # the layer editor's choice per hidden layer
+DTYPES = ("float64", "float32")
+INITS = ("auto", "he", "glorot", "lecun")  # the page draws with 'auto'; a model file may bring another
 MAX_HIDDEN_LAYERS = 8  # the editor's limit (TensorFlow Playground's is 6): the diagram and the frames stay small
 
 FEATURES = {
@@ -93,14 +96,16 @@ PRESETS = {
                 "optimizer": "sgd", "learning_rate": 0.05, "batch_size": 16, "l1": 0.0, "l2": 0.0},
 }
 
-for _preset in PRESETS.values():  # a preset trains as its seed does, whatever schedule the page had before
+for _preset in PRESETS.values():  # a preset trains as its seed does, whatever schedule, dtype or init the page had
     _preset.setdefault("schedule", "constant")
+    _preset.setdefault("dtype", "float64")
+    _preset.setdefault("init", "auto")
 
 DEFAULT_CONFIG = {
     "data": {"name": "xor", "n_samples": 200, "noise": 0.1, "test_fraction": 0.5, "seed": 0},
     "features": ["x1", "x2"],
     "hidden": [_layer(4, "tanh"), _layer(4, "tanh")],
-    "output": "sigmoid", "output_bias": True, "loss": "auto", "seed": 0,
+    "output": "sigmoid", "output_bias": True, "loss": "auto", "seed": 0, "dtype": "float64", "init": "auto",
     "optimizer": "sgd", "learning_rate": 1.0, "schedule": "constant", "batch_size": 10, "l1": 0.0, "l2": 0.0,
 }
 # The learning rate 1.0: the inputs here lie in about [-1, 1] (TensorFlow Playground's in [-6, 6], with 0.03),
@@ -108,6 +113,18 @@ DEFAULT_CONFIG = {
 # batch 5, 10, 20; tanh and relu; init seeds 0-4) found tanh, batch 10 and 1.0 the steadiest: xor and circles
 # reach 90% training accuracy within 35 epochs from every seed, moons within 160, and the 1-D regression and
 # the blobs train without diverging (tests/test_playground.py checks xor).
+
+# Each optimizer's learning rate on this page: picking an optimizer moves the rate there (unless the user typed
+# their own). From a sweep of the default net (two tanh layers of 4, batch 10; rates 0.001 to 3; init seeds 0-7;
+# xor, circles, moons, spirals, blobs, the 1-D regression; median epochs to 95% training accuracy): SGD 1.0
+# (xor 37, circles 16, moons 52); momentum and Nesterov (0.9) 0.1, the same step as SGD's 1.0 once the velocity
+# has built up (1 / (1 - 0.9) = 10): xor 36, circles 14, moons 40; Adam, AdamW and RMSprop 0.03 (xor 31, 18, 38 and
+# 23, 14, 46; at 0.01 Adam missed 95% on moons from 4 seeds of 8). At 10 times these rates the runs fail: SGD at 10
+# learned nothing from any seed and diverged on the regression, momentum at 1 and Adam, AdamW, RMSprop at 1 stalled
+# on xor, circles, moons and spirals from every seed (Adam at 0.3 already missed circles from 4 seeds of 8). So a
+# rate RATE_WARNING_FACTOR times the optimizer's or more gets a hint on the page.
+OPTIMIZER_RATES = {"sgd": 1.0, "momentum": 0.1, "nesterov": 0.1, "adam": 0.03, "adamw": 0.03, "rmsprop": 0.03}
+RATE_WARNING_FACTOR = 10
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -260,7 +277,7 @@ def network_spec(config, output_size):
             raise ConfigError(f"layer {index + 1}: {error}") from None
         layers.append(layer)
         rates.append(rate)
-    output = config.get("output", "sigmoid")
+    output = _activation(config, prefix="output_", name=config.get("output", "sigmoid"))
     layers.append({"size": output_size, "activation": output,
                    "bias": _flag(config, "output_bias", default_bias)})
     return layers, rates
@@ -285,18 +302,72 @@ def build_network(config, data, n_inputs):
         raise ConfigError(f"this data set has {data.n_classes} classes: choose a softmax output.")
     layers, rates = network_spec(config, data.n_classes if output == "softmax" else 1)
     plain = [layer["bias"] for layer in layers if "norm" not in layer]
+    dtype, init = config.get("dtype") or "float64", config.get("init") or "auto"
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be {' or '.join(DTYPES)}, got {dtype!r}.")
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {', '.join(INITS)}, got {init!r}.")
     net = MLP(n_inputs, layers, loss=config.get("loss") or "auto", bias=any(plain),  # (the default; each layer says)
               l2=_number(config, "l2", 0.0, 0.0, 10.0), l1=_number(config, "l1", 0.0, 0.0, 10.0),
-              dropout=rates, seed=_number(config, "seed", 0, 0, 2**31, int))
+              dropout=rates, seed=_number(config, "seed", 0, 0, 2**31, int), dtype=dtype, init=init)
     return net, editor_config(config, layers, rates)
 
 
-def _activation(spec):
-    """A hidden layer's activation: a name, or leaky ReLU's config with its slope."""
-    name = spec.get("activation", "tanh")
-    if name == "leaky_relu":
-        return {"name": name, "slope": _number(spec, "slope", 0.01, 0.0, 1.0)}
-    return name
+# The parameters of the activations the editor offers: leaky ReLU's slope and ELU's alpha. A hidden layer says
+# them as "slope" and "alpha", the output layer as "output_slope" and "output_alpha".
+ACTIVATION_PARAMETERS = {"leaky_relu": ("slope", 0.01, 0.0, 1.0), "elu": ("alpha", 1.0, 1e-6, 100.0)}
+
+
+def _activation(spec, prefix="", name=None):
+    """An activation of the editor: its name, or for leaky ReLU and ELU its config with the slope or alpha."""
+    name = spec.get("activation", "tanh") if name is None else name
+    if name not in ACTIVATION_PARAMETERS:
+        return name
+    key, default, low, high = ACTIVATION_PARAMETERS[name]
+    return {"name": name, key: _number(spec, prefix + key, default, low, high)}
+
+
+def _activation_settings(activation, prefix=""):
+    """The editor's keys for an activation's parameter: {"slope": 0.2} for leaky ReLU(0.2), {} for tanh."""
+    if activation.name not in ACTIVATION_PARAMETERS:
+        return {}
+    key = ACTIVATION_PARAMETERS[activation.name][0]
+    return {prefix + key: getattr(activation, key)}
+
+
+def model_config(net, config, names):
+    """The page's settings for a loaded network: its layers, output, loss, penalties, dtype and init as the
+    file has them (each activation's slope or alpha included); the rest (data, training) as ``config`` has it."""
+    layers = [{"size": layer.n_out, "activation": layer.activation.name, "slope": 0.01, "alpha": 1.0,
+               **_activation_settings(layer.activation), "dropout": rate, "bias": layer.has_bias,
+               "norm": "none" if layer.norm is None else layer.norm.kind}
+              for layer, rate in zip(net.layers[:-1], net.dropout)]
+    output = net.output_activation
+    config = {**config, "hidden": layers, "output": output.name, "output_slope": 0.01, "output_alpha": 1.0,
+              **_activation_settings(output, "output_"), "loss": net.loss_fn.name,
+              "output_bias": net.layers[-1].has_bias, "l1": net.l1, "l2": net.l2, "features": names,
+              "dtype": net.dtype.name, "init": net.init if net.init in INITS else "auto"}
+    config.pop("bias", None)  # every layer says its own (the file's network-wide flag is only their default)
+    return config
+
+
+def architecture(net):
+    """What makes a network the one it is, apart from its weights and seed: the inputs, every layer (size,
+    activation with its parameters, bias, norm), the loss, penalties, dropout, dtype and init scheme."""
+    layers = [(layer.n_out, layer.activation.config(), layer.has_bias, None if layer.norm is None else layer.norm.kind)
+              for layer in net.layers]
+    return {"n_inputs": net.n_inputs, "layers": layers, "loss": net.loss_fn.name, "l1": net.l1, "l2": net.l2,
+            "dropout": list(net.dropout), "dtype": net.dtype.name, "init": net.init}
+
+
+def _same_start(origin, net, names, config):
+    """Whether a run of ``net`` starts from the loaded file's weights: the same parameter shapes (and batch
+    norm's running statistics), the same input features and the same init seed."""
+    def shapes(network):
+        return [(name, array.shape) for name, array in network.parameters() + network.running_statistics()]
+
+    return (shapes(net) == shapes(origin["net"]) and names == origin["features"]
+            and config.get("seed") == origin["seed"])
 
 
 def has_batch_norm(net):
@@ -346,6 +417,35 @@ def _fmt(value):
     return format(float(value) + 0.0, ".6g")
 
 
+def _codes(array, per_row=False):
+    """An array as int8 codes for drawing, base64 (row after row), and its scale: code = 127 |a| / scale
+    rounded up, with a's sign, so code / 127 * scale is a to within scale / 127 and no nonzero value becomes 0
+    (it keeps its colour). scale is the largest |a|, or with ``per_row`` each row's own (a unit's heat map is
+    coloured by its own largest value). Not finite values (a diverged run) are drawn as 0."""
+    a = np.where(np.isfinite(array), array, 0.0).astype(np.float64)
+    scale = np.abs(a).max(axis=1 if per_row else None, keepdims=True, initial=0.0) if a.size else np.zeros((1, 1))
+    codes = np.sign(a) * np.minimum(np.ceil(127 * np.abs(a) / np.where(scale > 0, scale, 1.0)), 127)  # (rounding)
+    data = base64.b64encode(codes.astype(np.int8).tobytes()).decode("ascii")
+    return {"codes": data, "scale": scale.ravel().tolist() if per_row else float(scale.ravel()[0])}
+
+
+def neuron_grid(net):
+    """The side of the units' heat maps: NEURON_GRID, or half that when a layer has more than 16 units (the
+    page then draws each unit in 7 to 20 pixels, and the frames of a 64-unit layer stay small)."""
+    widest = max(layer.n_out for layer in net.layers)
+    return NEURON_GRID if widest <= 16 else NEURON_GRID // 2
+
+
+def _check_weight(net, k, i, j):
+    """A ConfigError unless W_k[i, j] exists."""
+    k, i, j = int(k), int(i), int(j)
+    if not 1 <= k <= len(net.layers):
+        raise ConfigError(f"there is no layer {k}; the network has layers 1 to {len(net.layers)}.")
+    rows, columns = net.layers[k - 1].W.shape
+    if not (0 <= i < rows and 0 <= j < columns):
+        raise ConfigError(f"W{k} has shape ({rows}, {columns}): there is no W{k}[{i},{j}].")
+
+
 # ---------------------------------------------------------------------------------------- the session
 class Session:
     """The state behind one open page. Nothing here blocks for long: one call does a step, an epoch or
@@ -355,17 +455,35 @@ class Session:
         self.csv_points = None
         self.selected_weight = None
         self.selected_neuron = None
+        self.hovered_weight = None
         self.playing = False
+        self.origin = None  # a loaded model file's network, its features and the init seed then (see configure)
         self.configure(config or {})
 
     # ------------------------------------------------------------------ building
-    def configure(self, config):
+    def configure(self, config, origin=None):
         """Rebuild data, network, optimizer and schedule from the page's settings (a ConfigError or
-        DataError leaves the session as it was)."""
-        config = {**DEFAULT_CONFIG, **check_config(config)}
+        DataError leaves the session as it was). Without ``learning_rate`` the optimizer's own rate
+        (OPTIMIZER_RATES).
+
+        The run starts from the seed's weights, or from a loaded model file's (``origin``, kept from
+        load_model) as long as the network has the same parameters (every W, b, gamma, beta of the same
+        shape), the same input features and the same init seed: so reset, or a new optimizer, learning
+        rate, batch size, schedule, penalty or data set, starts again from the file's weights; a new layer
+        size, bias, norm, feature or init seed draws fresh ones (and the file is left behind)."""
+        config = check_config(config)
+        if "learning_rate" not in config:
+            config = {**config, "learning_rate": OPTIMIZER_RATES.get(config.get("optimizer", "sgd"), 1.0)}
+        config = {**DEFAULT_CONFIG, **config}
         data = make_data(config, self.csv_points)
         names = feature_names(config, data.dims)
         net, config = build_network(config, data, len(names))
+        origin = self.origin if origin is None else origin
+        if origin is not None and not _same_start(origin, net, names, config):
+            origin = None
+        if origin is not None:
+            net.params[...] = origin["net"].params  # (converted to this dtype)
+            net.set_running_statistics(dict(origin["net"].running_statistics()))
         try:
             self._start(config, data, names, net)
         except DataError as error:  # the targets do not suit the output: say which output suits the task
@@ -373,6 +491,7 @@ class Session:
                 raise
             raise DataError(f"{error} This data set is a regression: choose the identity output (loss auto).") \
                 from None
+        self.origin = origin
 
     def _start(self, config, data, names, net):
         batch_size = _number(config, "batch_size", 10, 1, MAX_SAMPLES, int)
@@ -401,12 +520,13 @@ class Session:
         self.history = {"x": [], "loss": [], "test_loss": []}  # the curves: a point per frame
         self.epochs = History()  # one entry per finished epoch: what "download history" saves
         self.epoch_started = time.perf_counter()
-        self.selected_weight = self.selected_neuron = None
+        self.selected_weight = self.selected_neuron = self.hovered_weight = None  # the new network's lines are new
         self.playing = False
         self._record()
 
     def reset(self):
-        """The same settings, fresh weights (from the seed), epoch 0."""
+        """The same settings, epoch 0, the weights the run started from: the seed's, or a loaded model
+        file's (see configure), in the network's own dtype and settings."""
         self.configure(self.config)
 
     def load_csv(self, text, filename):
@@ -428,18 +548,18 @@ class Session:
                 raise type(error)(str(error).replace(path, filename)) from None
         names = self._model_features(net, filename)
         net.check_targets(self.data.y, len(self.data.y))  # its output must suit the data
-        layers = [{"size": layer.n_out, "activation": layer.activation.name,
-                   "slope": getattr(layer.activation, "slope", 0.01), "dropout": rate, "bias": layer.has_bias,
-                   "norm": "none" if layer.norm is None else layer.norm.kind}
-                  for layer, rate in zip(net.layers[:-1], net.dropout)]
-        config = {**self.config, "hidden": layers, "output": net.output_activation.name, "loss": net.loss_fn.name,
-                  "output_bias": net.layers[-1].has_bias, "l1": net.l1, "l2": net.l2, "features": names}
-        config.pop("bias", None)  # every layer says its own (the file's network-wide flag is only their default)
+        config = model_config(net, self.config, names)
         try:  # the editor must be able to show it, and reset must rebuild it
-            build_network(config, self.data, len(names))
+            built, _ = build_network(config, self.data, len(names))
         except ConfigError as error:
             raise ConfigError(f"'{filename}' is a network the playground's editor cannot show: {error}") from None
-        self._start(config, self.data, names, net)
+        wanted, got = architecture(net), architecture(built)
+        differ = [key for key in wanted if wanted[key] != got[key]]
+        if differ:  # a setting the editor has no place for: the file is refused, not changed
+            raise ConfigError(f"'{filename}' has settings the playground's editor has no place for (its "
+                              f"{', '.join(differ)}); look at it with handgrad info or handgrad explain, or in a "
+                              "notebook.")
+        self.configure(config, origin={"net": net, "features": names, "seed": config["seed"]})
 
     def _model_features(self, net, filename):
         """The input features of a model file: those the playground saved in it (download model), else the
@@ -543,36 +663,58 @@ class Session:
 
     # ------------------------------------------------------------------ what the page shows
     def network_message(self):
-
+        """What changes only with a new run: the network, the settings, the equations, and the data's points
+        (train and test, with their box), which the frames then draw over."""
         return {"type": "network", "network": network_description(self.net), "features": self.feature_names,
                 "config": self.config, "task": self.data.task, "dims": self.data.dims,
+                "points": self._points(), "box": self.data.box,
                 "equations": sections_mathml(derivation(self.net, self.batch_size))}
 
     def frame(self):
-        """Everything that changes while training: numbers, weights, pictures, and the open panels."""
+        """Everything that changes while training: numbers, weights, pictures, and the open panels.
+
+        Kept small for big networks (docs/playground.md, "Frames"): the weights come as int8 codes for
+        the connections' thickness and colour, the units' heat maps as int8 codes on a grid that shrinks
+        for wide layers, the curves to 5 significant digits. The numbers a person reads (the weight and
+        neuron panels, the connection under the pointer, the biases, the losses) are exact."""
         rows, _, _ = self.current_batch()
         frame = {
             "type": "frame", "epoch": self.epoch, "step": self.step_count, "playing": self.playing,
             "loss": _fmt(self.history["loss"][-1]), "test_loss": None if self.X_test is None else
-            _fmt(self.history["test_loss"][-1]), "history": self.history,
+            _fmt(self.history["test_loss"][-1]), "history": self._curves(),
             "learning_rate": _fmt(self.schedule.rate(self.step_count)),
-            "weights": [layer.W.tolist() for layer in self.net.layers],
-            "grads": self._batch_gradients(),
+            "weights": [{"shape": list(layer.W.shape), **_codes(layer.W)} for layer in self.net.layers],
             "biases": [None if layer.b is None else layer.b.tolist() for layer in self.net.layers],
             "batch": {"rows": rows.tolist(), "index": self.batch_index, "of": self.steps_per_epoch},
-            "points": self._points(), "box": self.data.box, **self._pictures(),
+            **self._pictures(),
         }
         if self.selected_weight is not None:
             frame["weight"] = self.weight_detail(*self.selected_weight)
         if self.selected_neuron is not None:
             frame["neuron"] = self.neuron_detail(*self.selected_neuron)
+        if self.hovered_weight is not None:
+            frame["hover"] = self.hover_detail(*self.hovered_weight)
         return frame
 
-    def _batch_gradients(self):
-        """dJ/dW_k on the current batch at the current weights, dropout off (net.loss_and_grad)."""
+    def _curves(self):
+        """The loss curves for drawing: every point, to 5 significant digits."""
+        def short(values):
+            return [None if v is None else float(f"{v:.5g}") for v in values]
+
+        return {name: short(values) for name, values in self.history.items()}
+
+    def hover_weight(self, k, i, j):
+        """The connection under the pointer: its exact numbers come with every frame (hover_detail)."""
+        _check_weight(self.net, k, i, j)
+        self.hovered_weight = (int(k), int(i), int(j))
+
+    def hover_detail(self, k, i, j):
+        """W_k[i, j] and dJ/dW_k[i, j] on the current batch at the current weights (dropout off), exact,
+        as net.loss_and_grad gives them: what the box under the pointer shows."""
         _, X, T = self.current_batch()
         _, grads = self.net.loss_and_grad(X, T)
-        return [dW.tolist() for dW, _ in grads]
+        return {"layer": k, "i": i, "j": j, "value": float(self.net.layers[k - 1].W[i, j]),
+                "grad": float(grads[k - 1][0][i, j])}
 
     def _points(self):
         d = self.data
@@ -591,7 +733,8 @@ class Session:
 
     def _pictures(self):
         """The output over the plane (probability of class 1, the class and its probability, or the value)
-        and every unit's activation on a coarser grid."""
+        and every unit's activation on a coarser grid, as int8 codes per layer (unit after unit, each scaled
+        to its own largest value, as the page colours it)."""
         outputs = _layer_outputs(self.net, features(self._grid(GRID), self.feature_names))
         A = outputs[-1]
         if self.net.output_activation.name == "softmax":
@@ -599,9 +742,10 @@ class Session:
         else:
             output = {"kind": "probability" if self.data.task == "binary" else "value",
                       "value": A[:, 0].round(4).tolist()}
-        units = _layer_outputs(self.net, features(self._grid(NEURON_GRID), self.feature_names))
-        neurons = [[column.round(3).tolist() for column in H.T] for H in units]
-        return {"output": output, "neurons": neurons, "grid": GRID, "neuron_grid": NEURON_GRID}
+        grid = neuron_grid(self.net)
+        units = _layer_outputs(self.net, features(self._grid(grid), self.feature_names))
+        neurons = [_codes(H.T, per_row=True)["codes"] for H in units]
+        return {"output": output, "neurons": neurons, "grid": GRID, "neuron_grid": grid}
 
     def weight_detail(self, k, i, j):
         """W_k[i, j] and dJ/dW_k[i, j] on the current batch, with the per-element sum that makes it (trace)."""

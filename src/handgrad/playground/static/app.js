@@ -8,7 +8,9 @@ const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selec
 const SVG = "http://www.w3.org/2000/svg";
 const MAX_UPLOAD = 1 << 20;
 const state = { hidden: [], network: null, frame: null, features: [], presets: {}, dims: 2, task: "binary",
-                request: 0 };
+                request: 0, optimizerRates: {}, rateChosen: false, rateUndo: null,
+                points: { train: [], test: [] }, box: [0, 0, 1, 1], lines: [], units: [], dots: [],
+                hover: null, hoverDetail: null };
 let socket = null;
 
 function connect() {
@@ -37,6 +39,7 @@ function receive(message) {
   if (message.type === "hello") return hello(message);
   if (message.type === "network") return network(message);
   if (message.type === "frame") return frame(message);
+  if (message.type === "hover") return hoverArrived(message);
   if (message.type === "error") return showMessage(message.message);
   if (message.type === "file") return saveFile(message);
 }
@@ -44,6 +47,8 @@ function receive(message) {
 function hello(message) {
   state.presets = message.presets;
   state.maxHidden = message.max_hidden_layers;
+  state.optimizerRates = message.optimizer_rates;
+  state.rateWarningFactor = message.rate_warning_factor;
   const data = $('[data-field="data"]');
   data.innerHTML = "";
   for (const name of [...message.data_sets, "csv"]) data.add(new Option(name === "csv" ? "your CSV" : name, name));
@@ -69,8 +74,11 @@ function network(message) {
   state.dims = message.dims;
   state.task = message.task;
   state.optimizer = message.config.optimizer;
+  state.points = message.points;
+  state.box = message.box;
   if (message.request == null) fillForm(message.config);
   else fillFeatures(message.features);
+  if (state.hover) leaveConnection();  // its line is drawn anew
   buildDiagram();
   const box = $('[data-value="equations"]');
   box.innerHTML = message.equations.map((section) =>
@@ -95,9 +103,12 @@ function fillForm(config) {
   $('[data-field="test_fraction"]').value = data.test_fraction ?? 0.5;
   $('[data-field="data_seed"]').value = data.seed ?? 0;
   fillFeatures(config.features || []);
-  for (const name of ["optimizer", "learning_rate", "schedule", "batch_size", "l1", "l2", "seed", "output", "loss"]) {
+  for (const name of ["optimizer", "learning_rate", "schedule", "batch_size", "l1", "l2", "seed", "output", "loss",
+                      "output_slope", "output_alpha", "dtype", "init"]) {
     if (config[name] !== undefined) $(`[data-field="${name}"]`).value = config[name];
   }
+  showOutputParameters();
+  rateWarning();
   const allBias = config.bias !== false;  // the one checkbox of earlier versions: the default of every layer
   $('[data-field="output_bias"]').checked = config.output_bias ?? allBias;
   state.hidden = (config.hidden || []).map((layer) => newLayer({ bias: allBias && !(layer.norm && layer.norm !== "none"), ...layer }));
@@ -109,7 +120,7 @@ function fillFeatures(names) {
 }
 
 function newLayer(settings = {}) {
-  return { size: 4, activation: "tanh", slope: 0.01, dropout: 0, bias: true, norm: "none", ...settings };
+  return { size: 4, activation: "tanh", slope: 0.01, alpha: 1, dropout: 0, bias: true, norm: "none", ...settings };
 }
 
 const BETA_REPLACES_BIAS = "A layer with a norm has no bias: the norm's \u03b2 (beta) replaces it.";
@@ -128,18 +139,22 @@ function drawLayerEditor() {
       <select data-field="activation">${["relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu", "softplus", "identity", "softmax"]
         .map((name) => `<option${name === layer.activation ? " selected" : ""}>${name}</option>`).join("")}</select>
       <label>slope <input data-field="slope" type="number" min="0" max="1" step="0.01" value="${layer.slope}"></label>
+      <label>alpha <input data-field="alpha" type="number" min="0.000001" max="100" step="0.1" value="${layer.alpha}"></label>
       <label>dropout <input data-field="dropout" type="number" min="0" max="0.9" step="0.1" value="${layer.dropout}"></label>
       <label title="${biasTip}"><input data-field="bias" type="checkbox"${layer.bias && !normed ? " checked" : ""}${normed ? " disabled" : ""} title="${biasTip}"> bias</label>
       <label title="normalize Z before the activation: batch (over the batch's rows) or layer (over the units)">norm
         <select data-field="norm">${["none", "batch", "layer"].map((name) => `<option${name === layer.norm ? " selected" : ""}>${name}</option>`).join("")}</select></label>
       <button data-action="remove-layer" title="remove this layer">&#x2715;</button>`;
     const slope = row.querySelector('[data-field="slope"]').parentElement;
+    const alpha = row.querySelector('[data-field="alpha"]').parentElement;
     slope.hidden = layer.activation !== "leaky_relu";
+    alpha.hidden = layer.activation !== "elu";
     for (const input of $$("input, select", row)) {
       input.addEventListener("change", () => {
         const field = input.dataset.field;
         layer[field] = input.type === "number" ? Number(input.value) : input.type === "checkbox" ? input.checked : input.value;
         slope.hidden = layer.activation !== "leaky_relu";
+        alpha.hidden = layer.activation !== "elu";
         if (field === "norm") {  // a norm switches the bias off (beta replaces it); no norm gives it back
           layer.bias = layer.norm === "none";
           drawLayerEditor();
@@ -164,14 +179,76 @@ function readConfig() {
             test_fraction: number("test_fraction"), seed: number("data_seed") },
     features: $$('[data-field="features"] input').filter((box) => box.checked).map((box) => box.value),
     hidden: state.hidden, output: value("output"), output_bias: $('[data-field="output_bias"]').checked, loss: value("loss"),
+    output_slope: number("output_slope"), output_alpha: number("output_alpha"),
     optimizer: value("optimizer"), learning_rate: number("learning_rate"), schedule: value("schedule"),
     batch_size: number("batch_size"), l1: number("l1"), l2: number("l2"), seed: number("seed"),
+    dtype: value("dtype"), init: value("init"),
   };
 }
 
 function configure(config = readConfig()) {
   state.request += 1;
   send({ type: "configure", id: state.request, config });
+}
+
+function showOutputParameters() {  // the output activation's slope (leaky ReLU) or alpha (ELU)
+  const output = $('[data-field="output"]').value;
+  $('[data-field="output_slope"]').parentElement.hidden = output !== "leaky_relu";
+  $('[data-field="output_alpha"]').parentElement.hidden = output !== "elu";
+}
+
+// ------------------------------------------------------------------ the learning rate follows the optimizer
+// Picking an optimizer moves the learning rate to that optimizer's (hello's optimizer_rates), with a line that
+// says so and an undo button, unless the rate is one the user typed (or kept with undo): that one stays, and
+// when it is far above the optimizer's (RATE_WARNING_FACTOR times or more) a line says so, with a button that
+// takes the optimizer's rate.
+function rateHint(text, button) {
+  const hint = $('[data-panel="rate-hint"]');
+  hint.hidden = !text;
+  setText("rate-hint", text || "");
+  $('[data-action="undo-rate"]').hidden = button !== "undo";
+  $('[data-action="use-rate"]').hidden = button !== "use";
+}
+
+function optimizerRate() {
+  const optimizer = $('[data-field="optimizer"]').value;
+  return [optimizer, state.optimizerRates[optimizer]];
+}
+
+function rateWarning() {
+  const [optimizer, usual] = optimizerRate();
+  const rate = Number($('[data-field="learning_rate"]').value);
+  if (usual === undefined || !(rate >= state.rateWarningFactor * usual)) return rateHint("");
+  $('[data-action="use-rate"]').textContent = `use ${usual}`;
+  rateHint(`The learning rate ${rate} is far above ${optimizer}'s usual rate here (${usual}): training will likely ` +
+           "stall or diverge.", "use");
+}
+
+function optimizerChanged() {
+  const [optimizer, usual] = optimizerRate();
+  const field = $('[data-field="learning_rate"]');
+  if (!state.rateChosen && usual !== undefined && Number(field.value) !== usual) {
+    state.rateUndo = field.value;
+    field.value = usual;
+    rateHint(`The learning rate moved from ${state.rateUndo} to ${usual}, ${optimizer}'s usual rate here.`, "undo");
+  } else {
+    rateWarning();
+  }
+  configure();
+}
+
+function undoRate() {  // the rate from before the optimizer moved it, now the user's own
+  $('[data-field="learning_rate"]').value = state.rateUndo;
+  state.rateChosen = true;
+  rateWarning();
+  configure();
+}
+
+function useOptimizerRate() {
+  $('[data-field="learning_rate"]').value = optimizerRate()[1];
+  state.rateChosen = false;
+  rateHint("");
+  configure();
 }
 
 // ------------------------------------------------------------------ a frame
@@ -191,7 +268,11 @@ function drawFrame(message) {
   setText("test-loss", message.test_loss ?? "-");
   setText("learning-rate", message.learning_rate);
   setText("batch", `${message.batch.index + 1} of ${message.batch.of}`);
+  if (message.hover && state.hover === `${message.hover.layer},${message.hover.i},${message.hover.j}`) {
+    state.hoverDetail = message.hover;
+  }
   updateDiagram(message);
+  if (state.hover) hoverText();
   drawOutput(message);
   drawLoss(message.history);
   if (message.weight) showWeight(message.weight);
@@ -200,6 +281,7 @@ function drawFrame(message) {
 
 // ------------------------------------------------------------------ the network diagram
 const GAP_X = 110, TOP = 34, LEFT = 50, TALL = 440;
+const DENSE = 2000;  // connections above which the diagram trades anti-aliasing for speed
 let NODE = 30, GAP_Y = 42;  // shrink for wide layers, so the diagram stays about TALL pixels high
 
 function nodePosition(column, unit, count, tallest) {
@@ -210,10 +292,16 @@ function nodePosition(column, unit, count, tallest) {
 function buildDiagram() {
   const svg = $('[data-panel="diagram"]');
   svg.innerHTML = "";
+  state.lines = [];  // every connection, unit picture and bias dot with what it shows: a frame updates them
+  state.units = [];  // without looking them up again (thousands in a big network)
+  state.dots = [];
   const sizes = state.network.sizes;
   const tallest = Math.max(...sizes);
   GAP_Y = Math.max(10, Math.min(42, TALL / tallest));
   NODE = Math.max(7, Math.min(30, GAP_Y - 6));
+  let connections = 0;
+  for (let k = 1; k < sizes.length; k++) connections += sizes[k - 1] * sizes[k];
+  svg.classList.toggle("dense", connections > DENSE);  // thousands of lines: drawn without anti-aliasing (faster)
   svg.setAttribute("width", LEFT + (sizes.length - 1) * GAP_X + NODE + 40);
   svg.setAttribute("height", TOP + tallest * GAP_Y + 10);
   const hits = document.createElementNS(SVG, "g");  // a wide, invisible band under each line: a thin one is clickable too
@@ -233,10 +321,11 @@ function buildDiagram() {
         hit.setAttribute("class", "hit");
         for (const element of [line, hit]) {
           element.addEventListener("click", () => send({ type: "select_weight", layer: k, i, j }));
-          element.addEventListener("mouseenter", (event) => { state.hover = line.dataset.weight; showHover(event); });
+          element.addEventListener("mouseenter", (event) => enterConnection(line.dataset.weight, event));
           element.addEventListener("mousemove", showHover);
-          element.addEventListener("mouseleave", () => { state.hover = null; $('[data-panel="hover"]').hidden = true; });
+          element.addEventListener("mouseleave", leaveConnection);
         }
+        state.lines.push({ line, k, i, j, stroke: null, width: null });
         lines.append(line);
         hits.append(hit);
       }
@@ -254,6 +343,7 @@ function buildDiagram() {
       box.setAttribute("width", NODE); box.setAttribute("height", NODE);
       box.setAttribute("class", "node");
       group.append(image, box);
+      if (column > 0) state.units.push({ image, k: column, j: unit, codes: null });
       if (column === 0) {
         const label = document.createElementNS(SVG, "text");
         label.setAttribute("x", at.x - 4); label.setAttribute("y", at.y + NODE / 2 + 4);
@@ -270,6 +360,7 @@ function buildDiagram() {
           dot.dataset.bias = `${column},${unit}`;
           dot.append(document.createElementNS(SVG, "title"));
           group.append(dot);
+          state.dots.push({ dot, k: column, j: unit });
         }
       }
       nodes.append(group);
@@ -291,37 +382,76 @@ function buildDiagram() {
   });
 }
 
+// int8 codes from base64 (session._codes): code / 127 * scale is the value, to within scale / 127.
+function decodeCodes(text) {
+  const raw = atob(text), codes = new Int8Array(raw.length);
+  for (let n = 0; n < raw.length; n++) codes[n] = raw.charCodeAt(n);  // 128..255 wrap to -128..-1
+  return codes;
+}
+
 function updateDiagram(message) {
-  let largest = 1e-12;
-  for (const W of message.weights) for (const row of W) for (const w of row) largest = Math.max(largest, Math.abs(w));
-  for (const line of $$('[data-panel="diagram"] line')) {
-    const [k, i, j] = line.dataset.weight.split(",").map(Number);
-    const w = message.weights[k - 1]?.[i]?.[j];
-    if (w === undefined) continue;
-    line.setAttribute("stroke", w >= 0 ? "#1f6fb4" : "#e8710a");
-    line.setAttribute("stroke-width", (0.6 + 3.4 * Math.abs(w) / largest).toFixed(2));
+  // The connections: colour by sign, thickness by |W| next to the largest |W| of the network. A frame brings
+  // the weights as codes for this (the exact numbers come with the hover box and the panels).
+  const layers = message.weights.map((W) => ({ codes: decodeCodes(W.codes), columns: W.shape[1], scale: W.scale }));
+  const largest = Math.max(1e-12, ...layers.map((W) => W.scale));
+  for (const entry of state.lines) {
+    const W = layers[entry.k - 1];
+    const code = W?.codes[entry.i * W.columns + entry.j];
+    if (code === undefined) continue;
+    const w = (code / 127) * W.scale;
+    const stroke = w >= 0 ? "#1f6fb4" : "#e8710a", width = (0.6 + 3.4 * Math.abs(w) / largest).toFixed(1);
+    if (stroke !== entry.stroke) entry.line.setAttribute("stroke", entry.stroke = stroke);  // only what changed:
+    if (width !== entry.width) entry.line.setAttribute("stroke-width", entry.width = width);  // fewer to repaint
   }
-  if (state.hover) hoverText();
   let largestBias = 1e-12;
   for (const b of message.biases) for (const v of b || []) largestBias = Math.max(largestBias, Math.abs(v));
-  for (const dot of $$('[data-panel="diagram"] [data-bias]')) {
-    const [k, j] = dot.dataset.bias.split(",").map(Number);
+  for (const { dot, k, j } of state.dots) {
     const b = message.biases[k - 1]?.[j];
     if (b === undefined) continue;
     dot.setAttribute("fill", b >= 0 ? "#1f6fb4" : "#e8710a");
     dot.setAttribute("r", (1.5 + 2.5 * Math.abs(b) / largestBias).toFixed(2));
     dot.firstChild.textContent = `b${k}[${j}] = ${b.toPrecision(5)}`;
   }
-  const grid = message.neuron_grid;
-  for (const group of $$('[data-panel="diagram"] [data-neuron]')) {
-    const [k, j] = group.dataset.neuron.split(",").map(Number);
-    const values = message.neurons[k - 1]?.[j];
-    if (values) group.querySelector("image").setAttribute("href", heatImage(values, grid, state.dims === 1));
+  const grid = message.neuron_grid, cells = state.dims === 1 ? 4 * grid : grid * grid;
+  const pictures = message.neurons.map(decodeCodes);
+  for (const unit of state.units) {
+    const codes = pictures[unit.k - 1]?.subarray(unit.j * cells, (unit.j + 1) * cells);
+    if (!codes || codes.length < cells || sameCodes(codes, unit.codes)) continue;  // unchanged: no new picture
+    unit.codes = codes;
+    unit.image.setAttribute("href", heatImage(codes, grid, state.dims === 1));
   }
 }
 
-// The hover box of a connection, updated with every frame while the pointer rests on it (so the weight
-// and its gradient change before your eyes), with the term it contributes written out.
+function sameCodes(a, b) {
+  if (!b || a.length !== b.length) return false;
+  for (let n = 0; n < a.length; n++) if (a[n] !== b[n]) return false;
+  return true;
+}
+
+// The hover box of a connection: its exact weight and gradient come from the server (a "hover" message at
+// once, then with every frame while the pointer rests on it, so they change before your eyes), with the
+// term it contributes written out.
+function enterConnection(name, event) {
+  state.hover = name;
+  state.hoverDetail = null;
+  const [layer, i, j] = name.split(",").map(Number);
+  send({ type: "hover", layer, i, j });
+  showHover(event);
+}
+
+function leaveConnection() {
+  state.hover = null;
+  state.hoverDetail = null;
+  send({ type: "hover" });
+  $('[data-panel="hover"]').hidden = true;
+}
+
+function hoverArrived(detail) {
+  if (state.hover !== `${detail.layer},${detail.i},${detail.j}`) return;  // the pointer has moved on
+  state.hoverDetail = detail;
+  hoverText();
+}
+
 function showHover(event) {
   const box = $('[data-panel="hover"]');
   box.style.left = `${event.pageX + 14}px`;
@@ -337,13 +467,10 @@ function nextStep(grad) {
 }
 
 function hoverText() {
-  const box = $('[data-panel="hover"]');
-  const [k, i, j] = state.hover.split(",").map(Number);
-  const frame = state.frame;
-  const w = frame?.weights[k - 1]?.[i]?.[j];
-  if (w === undefined) return;
+  const box = $('[data-panel="hover"]'), detail = state.hoverDetail;
+  if (!state.hover || !detail || !state.frame) return;
+  const { layer: k, i, j, value: w, grad } = detail;
   const below = k === 1 ? `X[n,${i}] (${state.features[i]})` : `A${k - 1}[n,${i}]`;
-  const grad = frame.grads[k - 1][i][j];
   box.textContent = `W${k}[${i},${j}] = ${w.toPrecision(5)}\n` +
     `dJ/dW${k}[${i},${j}] = ${grad.toPrecision(5)} on the current batch\n` +
     `It adds ${below} \u00d7 ${w.toPrecision(5)} to Z${k}[n,${j}]` +
@@ -364,8 +491,10 @@ function diverging(t) {  // t in [-1, 1]: orange, white, blue
   return t < 0 ? mix(WHITE, ORANGE, Math.min(-t, 1)) : mix(WHITE, BLUE, Math.min(t, 1));
 }
 
+const heatCanvas = document.createElement("canvas");  // one canvas draws every unit's picture in turn
+
 function heatImage(values, grid, oneDimensional) {
-  const canvas = document.createElement("canvas");
+  const canvas = heatCanvas;
   let largest = 1e-12;
   for (const v of values) largest = Math.max(largest, Math.abs(v));
   if (oneDimensional) {  // a unit of a 1-D input: its curve
@@ -394,7 +523,7 @@ function drawOutput(message) {
   const g = canvas.getContext("2d");
   const { width, height } = canvas;
   g.clearRect(0, 0, width, height);
-  const all = message.points.train.concat(message.points.test);
+  const points = state.points, all = points.train.concat(points.test);
   if (state.dims === 1) return drawCurve(g, width, height, message, all);
   const grid = message.grid, out = message.output;
   const image = g.createImageData(grid, grid);
@@ -412,8 +541,8 @@ function drawOutput(message) {
   small.getContext("2d").putImageData(image, 0, 0);
   g.imageSmoothingEnabled = true;
   g.drawImage(small, 0, 0, width, height);
-  const bounds = message.box;
-  for (const [set, stroke] of [[message.points.train, "#fff"], [message.points.test, "#000"]]) {
+  const bounds = state.box;
+  for (const [set, stroke] of [[points.train, "#fff"], [points.test, "#000"]]) {
     for (const [x1, x2, y] of set) {
       const [px, py] = toPixel(bounds, x1, x2, width, height);
       g.beginPath(); g.arc(px, py, 3.2, 0, 2 * Math.PI);
@@ -432,7 +561,7 @@ function drawCurve(g, width, height, message, points) {
   const px = (x) => ((x - x0 + padX) / (x1 - x0 + 2 * padX)) * width;
   const py = (y) => height - ((y - y0 + padY) / (y1 - y0 + 2 * padY)) * height;
   g.fillStyle = "#fafafa"; g.fillRect(0, 0, width, height);
-  for (const [set, colour] of [[message.points.train, "#1f6fb4"], [message.points.test, "#999"]]) {
+  for (const [set, colour] of [[state.points.train, "#1f6fb4"], [state.points.test, "#999"]]) {
     g.fillStyle = colour;
     for (const [x, y] of set) { g.beginPath(); g.arc(px(x), py(y), 2.5, 0, 2 * Math.PI); g.fill(); }
   }
@@ -545,16 +674,26 @@ function wire() {
     drawLayerEditor();
     configure();
   });
-  for (const name of ["data", "n_samples", "noise", "test_fraction", "data_seed", "optimizer", "learning_rate",
-                      "schedule", "batch_size", "l1", "l2", "seed", "output", "loss", "output_bias"]) {
+  for (const name of ["data", "n_samples", "noise", "test_fraction", "data_seed", "schedule", "batch_size", "l1",
+                      "l2", "seed", "loss", "output_bias", "output_slope", "output_alpha", "dtype", "init"]) {
     $(`[data-field="${name}"]`).addEventListener("change", () => configure());
   }
+  $('[data-field="output"]').addEventListener("change", () => { showOutputParameters(); configure(); });
+  $('[data-field="optimizer"]').addEventListener("change", optimizerChanged);
+  $('[data-field="learning_rate"]').addEventListener("change", () => {  // typed by the user: it stays theirs
+    state.rateChosen = true;
+    rateWarning();
+    configure();
+  });
+  $('[data-action="undo-rate"]').addEventListener("click", undoRate);
+  $('[data-action="use-rate"]').addEventListener("click", useOptimizerRate);
   $('[data-field="features"]').addEventListener("change", () => configure());
   $('[data-field="preset"]').addEventListener("change", (event) => {
     const preset = state.presets[event.target.value];
     if (!preset) return;
     const { title, ...settings } = preset;
     const config = { ...readConfig(), ...settings, data: { ...readConfig().data, ...preset.data } };
+    state.rateChosen = false;  // the preset's rate: picking another optimizer then moves it
     fillForm(config);  // the form shows the preset at once; the server's reply then follows it
     configure(config);
   });
