@@ -265,6 +265,26 @@ def test_the_history_of_a_diverged_run_downloads(server):
         assert saved["loss"][-1] is None and all(math.isfinite(v) for v in saved["loss"][:-1])
 
 
+def test_a_model_a_file_may_not_hold_is_a_message_on_the_page_not_a_broken_connection():
+    import asyncio
+
+    from handgrad.playground import server as playground_server
+
+    class Page:  # what _download sends, as the page would receive it
+        def __init__(self):
+            self.messages = []
+
+        async def send_text(self, text):
+            self.messages.append(json.loads(text))
+
+    session, page = Session(), Page()
+    asyncio.run(playground_server._download(page, session, "model"))
+    assert page.messages[-1]["type"] == "file"  # finite weights download
+    session.net.layers[0].W[0, 0] = np.inf  # an overflow a step could leave behind
+    asyncio.run(playground_server._download(page, session, "model"))
+    assert page.messages[-1]["type"] == "error" and "W1" in page.messages[-1]["message"]
+
+
 def test_an_upload_over_the_limit_gets_a_message_from_the_server(server):
     from websockets.sync.client import connect
 

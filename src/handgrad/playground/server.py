@@ -343,7 +343,11 @@ def _decode(message):
 async def _download(websocket, session, what):
     """A file for the page to save: the model (handgrad's format), the history (JSON) or the current batch."""
     if what == "model":
-        data = base64.b64encode(session.model_bytes()).decode()
+        try:
+            data = base64.b64encode(session.model_bytes()).decode()
+        except HandgradError as error:  # weights a model file may not hold (an overflow to inf): said on the page
+            await _send(websocket, {"type": "error", "message": " ".join(str(error).split())})
+            return
         await _send(websocket, {"type": "file", "name": "playground-model.npz", "mime": "application/octet-stream",
                                 "base64": data})
     elif what == "history":
