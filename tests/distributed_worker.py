@@ -12,8 +12,8 @@ files (streamed). With "fail_on_rank": r, a callback raises on rank r at the end
 "out" saves the model on rank 0 after fit. "layers": a layer list in place of the problem's (e.g. with
 "8:tanh:batchnorm"); every rank's batch-norm running statistics are written too. "unseeded": true builds
 the network without a seed (other initial weights on every rank); "short_on_rank": r drops the last row on
-rank r (the ranks' data differ); "fit_on_rank": [r, {options}] gives rank r other fit options; "x_scale": c multiplies X by c (other data of the
-same shape).
+rank r (the ranks' data differ); "fit_on_rank": [r, {options}] gives rank r other fit options;
+"x_scale": c multiplies X by c (other data of the same shape).
 "expect_error": true catches a handgrad error raised by fit and writes every rank's error ("NAME/errors",
 "Type: message" per rank) in place of the weights.
 """

@@ -2,8 +2,8 @@
 
 Read it in this order: :class:`Settings` (every argument of fit, checked once), :func:`prepare_data`
 (checks, sample and class weights, the validation split), :func:`train_step` (one batch),
-:func:`end_epoch` (evaluation, history, callbacks, checkpoint), and :func:`fit`, the loop that calls
-them. Checkpoint files are handgrad.checkpoints; the image recipe is handgrad.recipes.
+:func:`end_epoch` (evaluation, history, callbacks, checkpoint), and :func:`fit`, which sets up
+(:func:`_set_up`: everything before the first step) and runs the loop that calls them. Checkpoint files are handgrad.checkpoints; the image recipe is handgrad.recipes.
 
     for epoch in 1..epochs:
         order <- a permutation of 0..N-1 (shuffle=True)          the data set itself is never copied
@@ -534,11 +534,11 @@ def _check_resumable(settings, position, state, n_samples, n_batches):
         raise ConfigError(f"the checkpoint was made with {state['n_samples']} training samples and batch_size "
                           f"{state['batch_size']}; this call has {n_samples} and {settings.batch_size}. Resume with "
                           "the same data and arguments.")
+    check_same_data(state, settings.block_rows, settings.data_fingerprint, settings.preprocessing)
     if np.shape(state["order"]) != position.order.shape:  # N rows in memory; m + 1 numbers for m blocks streamed
         raise ConfigError(f"the checkpoint's order of the data has {np.size(state['order'])} entries, this run's "
                           f"needs {position.order.size}: resume with the data as before (in memory, or memory-mapped/"
                           "Zarr/Dask) and the same block_rows.")
-    check_same_data(state, settings.block_rows, settings.data_fingerprint, settings.preprocessing)
     _check_schedule_total(settings, state, n_batches)
 
 
@@ -674,6 +674,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     shuffle : bool
         Draw a new order of the samples each epoch (from ``seed``).
     validation_data : (X_val, T_val) or (X_val, T_val, w_val), optional
+        Validation weights (these, or the held-out part's under validation_split) must not sum to zero.
     validation_split : float in [0, 1)
         Fraction of (X, T) held out at random (from ``seed``) for validation, if no validation_data.
     early_stopping : None, int (patience), True (patience 5) or EarlyStopping
@@ -706,6 +707,8 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         ``batch_size`` is the global batch, each rank computes the gradient of its shard, one Allreduce
         sums them, every rank takes the same step; the same training as one process, to rounding.
         Rank 0 alone writes checkpoints and shows progress; save the model where ``distributed.is_root()``.
+        Bad input found before the first step (settings, a checkpoint of another run or number of ranks, ranks
+        holding different data) raises the same error on every rank; a failure while training ends the job.
     block_rows : int, optional
         For memory-mapped, Zarr or Dask X/T (handgrad.streaming): rows per block read from disk
         (default: about 64 MiB of X).
