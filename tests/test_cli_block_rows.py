@@ -83,10 +83,11 @@ def test_a_resume_with_another_block_rows_is_refused(capsys, files):
     status, _, err = run(capsys, *streamed(files), "--epochs", "1", "--block-rows", "300", "--checkpoint", checkpoint)
     assert status == 0, err
     saved = checkpoint.read_bytes()
-    for other in (["--block-rows", "320"], []):  # 320: as many blocks (2), other rows in them; none: one block
+    for other, says in ((["--block-rows", "320"], "block_rows=300"),  # as many blocks (2), other rows in them
+                        ([], "the same block_rows")):  # the default: one block
         err = one_line_error(capsys, *streamed(files), "--epochs", "2", "--resume", checkpoint, *other,
                              "--out", files / "m.npz")
-        assert "block_rows=300" in err
+        assert says in err
         assert checkpoint.read_bytes() == saved and not (files / "m.npz").exists()
     status, _, err = run(capsys, *streamed(files), "--epochs", "2", "--resume", checkpoint, "--block-rows", "300")
     assert status == 0, err

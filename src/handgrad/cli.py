@@ -459,10 +459,10 @@ def cmd_train(args):
             raise failure
         return 2
     try:
-        with distributed.abort_on_error(comm):  # from here on, a failing rank ends the job (MPI Abort) ...
+        with distributed.abort_on_error(comm):  # from here on, a failing rank ends the job (MPI Abort),
             return _train_and_write(args, run)
-    except (HandgradError, OSError) as error:  # ... but bad input fit finds before its first step stops every
-        if comm.Get_rank() == 0 or not distributed.raised_on_every_rank(error):  # rank together: one line
+    except (HandgradError, OSError) as error:  # but not bad input that fit finds before its first step: every
+        if comm.Get_rank() == 0 or not distributed.raised_on_every_rank(error):  # rank raises it, rank 0 prints
             raise
         return 2
 

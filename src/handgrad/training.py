@@ -3,7 +3,8 @@
 Read it in this order: :class:`Settings` (every argument of fit, checked once), :func:`prepare_data`
 (checks, sample and class weights, the validation split), :func:`train_step` (one batch),
 :func:`end_epoch` (evaluation, history, callbacks, checkpoint), and :func:`fit`, which sets up
-(:func:`_set_up`: everything before the first step) and runs the loop that calls them. Checkpoint files are handgrad.checkpoints; the image recipe is handgrad.recipes.
+(:func:`_set_up`: everything before the first step) and runs the loop that calls them. Checkpoint
+files are handgrad.checkpoints; the image recipe is handgrad.recipes.
 
     for epoch in 1..epochs:
         order <- a permutation of 0..N-1 (shuffle=True)          the data set itself is never copied
@@ -534,11 +535,11 @@ def _check_resumable(settings, position, state, n_samples, n_batches):
         raise ConfigError(f"the checkpoint was made with {state['n_samples']} training samples and batch_size "
                           f"{state['batch_size']}; this call has {n_samples} and {settings.batch_size}. Resume with "
                           "the same data and arguments.")
-    check_same_data(state, settings.block_rows, settings.data_fingerprint, settings.preprocessing)
     if np.shape(state["order"]) != position.order.shape:  # N rows in memory; m + 1 numbers for m blocks streamed
         raise ConfigError(f"the checkpoint's order of the data has {np.size(state['order'])} entries, this run's "
                           f"needs {position.order.size}: resume with the data as before (in memory, or memory-mapped/"
                           "Zarr/Dask) and the same block_rows.")
+    check_same_data(state, settings.block_rows, settings.data_fingerprint, settings.preprocessing)
     _check_schedule_total(settings, state, n_batches)
 
 
