@@ -545,12 +545,20 @@ def _no_abort(stderr):
 
 @needs_mpi
 def test_fit_raises_the_same_error_on_every_rank_without_abort(tmp_path):
-    path = str(tmp_path / "run.ckpt")
+    path, cosine, blocks = (str(tmp_path / name) for name in ("run.ckpt", "cosine.ckpt", "blocks.ckpt"))
+    X, y, _ = worker.problem("classes", "float64")
+    npy = [str(tmp_path / "X.npy"), str(tmp_path / "y.npy")]
+    np.save(npy[0], X)
+    np.save(npy[1], y)
     base = {**CASES["adam64"], "fit": {**CASES["adam64"]["fit"], "epochs": 2}}
-    written = {**base, "fit": {**base["fit"], "checkpoint": path}}
-    done, _ = mpirun(2, {"written": written}, tmp_path)
+    written = {  # three runs of 2 epochs, each checkpointed: plain, with a cosine schedule, streamed in blocks of 50
+        "written": {**base, "fit": {**base["fit"], "checkpoint": path}},
+        "cosine": {**base, "fit": {**base["fit"], "checkpoint": cosine, "schedule": "cosine"}},
+        "blocks": {**base, "npy": npy, "fit": {**base["fit"], "checkpoint": blocks, "block_rows": 50}},
+    }
+    done, _ = mpirun(2, written, tmp_path)
     assert done.returncode == 0, done.stderr
-    saved = Path(path).read_bytes()
+    saved = [Path(name).read_bytes() for name in (path, cosine, blocks)]
     cases = {  # name -> (case, ranks, the error every rank raises)
         "settings": ({**base, "fit": {**base["fit"], "epochs": 0}}, 2, "ConfigError: epochs must be a positive"),
         "one rank's settings": ({**base, "fit_on_rank": [1, {"optimizer": "adagrad"}]}, 2,
@@ -563,13 +571,22 @@ def test_fit_raises_the_same_error_on_every_rank_without_abort(tmp_path):
         "other data": ({**base, "x_scale": 2.0,
                         "fit": {**base["fit"], "epochs": 3, "checkpoint": path, "resume": True}}, 2,
                        "ConfigError: the checkpoint was made on other training data"),
+        "another network": ({**base, "layers": [[6, "tanh"], [3, "softmax"]],
+                             "fit": {**base["fit"], "epochs": 3, "checkpoint": path, "resume": True}}, 2,
+                            "ConfigError: the checkpoint holds 75 parameters; this network has 57."),
+        "schedule total": ({**base, "fit": {**base["fit"], "epochs": 3, "checkpoint": cosine, "resume": True,
+                                            "schedule": "cosine"}}, 2,
+                           "ConfigError: the checkpoint's run was planned for 2 epochs"),
+        "block_rows": ({**base, "npy": npy, "fit": {**base["fit"], "epochs": 3, "checkpoint": blocks, "resume": True,
+                                                    "block_rows": 45}}, 2,
+                       "ConfigError: the checkpoint's run read its data streamed in blocks of 50 rows"),
     }
     for name, (case, K, error) in cases.items():
         done, results = mpirun(K, {name: {**case, "expect_error": True}}, tmp_path, timeout=60)
         assert done.returncode == 0 and _no_abort(done.stderr), (name, done.stderr)
         errors = list(results[name + "/errors"])
         assert len(errors) == K and len(set(errors)) == 1 and errors[0].startswith(error), (name, errors)
-        assert Path(path).read_bytes() == saved  # the checkpoint resumed from is untouched
+        assert [Path(name).read_bytes() for name in (path, cosine, blocks)] == saved  # untouched
 
 
 def _train_csv(tmp_path, rows, name, scale=1.0):

@@ -780,8 +780,8 @@ def _set_up(net, group, options, inputs, preprocessing):
         dropout_streams = _distributed.single_process(state)  # refuses a checkpoint that K > 1 ranks wrote
     else:
         _distributed.together(group, lambda: group.check(net, state, data.X.shape[0]))
-    if state is not None:
-        _restore(net, settings, position, state)
+    if state is not None:  # a checkpoint of another network is refused here (checkpoints.parameter_vector)
+        _distributed.together(group, lambda: _restore(net, settings, position, state))
     if group is not None:
         dropout_streams = group.start(net, state)
     settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
