@@ -20,6 +20,7 @@ objective as J = (1/N) sum_i w_i l_i (docs/training.md, "Sample and class weight
 """
 
 import copy
+import functools
 import math
 import os
 import signal
@@ -762,26 +763,28 @@ def _refuse_distributed_lbfgs():
 
 # ---------------------------------------------------------------------------- the set-up
 def _set_up(net, group, options, inputs, preprocessing):
-    """Everything of :func:`fit` before the first step, in three parts: the settings (``options``, checked) and
-    the checkpoint to resume from; the data (``inputs``, checked) and the checks that the checkpoint's run can go
-    on with them; under data-parallel training, the ranks' agreement that they hold the same data. Then the
-    checkpoint's state is restored. Returns (settings, data, position, n_batches, run_seed, dropout_streams).
+    """Everything of :func:`fit` before the first step, in parts: the settings (``options``, checked) and the
+    checkpoint to resume from; the data (``inputs``, checked) and the checks that the checkpoint's run can go
+    on with them; data-parallel, the check that the ranks hold the same data; the restore of the checkpoint's
+    state (a checkpoint of another network is refused there). Returns (settings, data, position, n_batches,
+    run_seed, dropout_streams).
 
     Data-parallel (``group``), each part runs on every rank and the ranks agree on how it ended
     (distributed.together): bad input on any rank stops every rank with the same error, and no rank is
-    left waiting for another in a collective call."""
-    settings, state = _distributed.together(group, lambda: _settings_and_checkpoint(net, options, group))
+    left waiting for another in a collective call. Alone, ``together`` just calls the part."""
+    together = functools.partial(_distributed.together, group)
+    settings, state = together(lambda: _settings_and_checkpoint(net, options, group))
     if group is not None:
         state = group.agree(state)  # rank 0 read it: the ranks need no shared file system
     run_seed = _run_seed(net, state, options["seed"], group)  # first: the split and the shuffled order
-    data, position, n_batches = _distributed.together(
-        group, lambda: _data_and_position(net, settings, inputs, preprocessing, state, run_seed))
+    data, position, n_batches = together(lambda: _data_and_position(net, settings, inputs, preprocessing, state,
+                                                                     run_seed))
     if group is None:
         dropout_streams = _distributed.single_process(state)  # refuses a checkpoint that K > 1 ranks wrote
     else:
-        _distributed.together(group, lambda: group.check(net, state, data.X.shape[0]))
-    if state is not None:  # a checkpoint of another network is refused here (checkpoints.parameter_vector)
-        _distributed.together(group, lambda: _restore(net, settings, position, state))
+        together(lambda: group.check(net, state, data.X.shape[0]))
+    if state is not None:
+        together(lambda: _restore(net, settings, position, state))
     if group is not None:
         dropout_streams = group.start(net, state)
     settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
