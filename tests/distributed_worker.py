@@ -12,7 +12,10 @@ files (streamed). With "fail_on_rank": r, a callback raises on rank r at the end
 "out" saves the model on rank 0 after fit. "layers": a layer list in place of the problem's (e.g. with
 "8:tanh:batchnorm"); every rank's batch-norm running statistics are written too. "unseeded": true builds
 the network without a seed (other initial weights on every rank); "short_on_rank": r drops the last row on
-rank r (the ranks' data differ).
+rank r (the ranks' data differ); "fit_on_rank": [r, {options}] gives rank r other fit options;
+"x_scale": c multiplies X by c (other data of the same shape).
+"expect_error": true catches a handgrad error raised by fit and writes every rank's error ("NAME/errors",
+"Type: message" per rank) in place of the weights.
 """
 
 import json
@@ -42,12 +45,16 @@ def build(case):
     X, y, layers = problem(case["problem"], case["dtype"])
     if "npy" in case:  # the same data, memory-mapped from the .npy files the test wrote (streamed)
         X, y = (np.load(path, mmap_mode="r") for path in case["npy"])
+    if "x_scale" in case:
+        X = X * case["x_scale"]
     if case.get("short_on_rank") == MPI.COMM_WORLD.Get_rank():
         X, y = X[:-1], y[:-1]
     seed = None if case.get("unseeded") else 3
     layers = case.get("layers", layers)
     net = hg.MLP(X.shape[1], layers, dtype=case["dtype"], seed=seed, **case.get("net", {}))
     options = dict(case.get("fit", {}))
+    if "fit_on_rank" in case and case["fit_on_rank"][0] == MPI.COMM_WORLD.Get_rank():
+        options.update(case["fit_on_rank"][1])
     if options.pop("sample_weight", False):
         options["sample_weight"] = np.random.default_rng(11).uniform(0.2, 2.0, size=len(X))
     if options.pop("validation", False):
@@ -99,7 +106,15 @@ def main(cases_path, out_path):
             options["callbacks"] = [StopOn(case["stop_on_rank"])]
         if "interrupt_on_rank" in case:
             options["callbacks"] = [InterruptOn(*case["interrupt_on_rank"])]
-        history = net.fit(X, y, distributed=True, verbose=False, **options)
+        try:
+            history = net.fit(X, y, distributed=True, verbose=False, **options)
+        except hg.HandgradError as error:
+            if not case.get("expect_error"):
+                raise
+            errors = comm.gather(f"{type(error).__name__}: {error}", root=0)  # every rank raised: no one waits
+            if is_root():
+                results[name + "/errors"] = np.array(errors)
+            continue
         every = comm.gather(net.params.copy(), root=0)
         running = comm.gather(running_statistics(net), root=0)
         reasons = comm.gather(history.stop_reason, root=0)

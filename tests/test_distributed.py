@@ -532,3 +532,101 @@ def test_batch_norm_resumes_bit_identically_with_the_same_ranks(tmp_path):
     assert np.array_equal(results["whole"], results["second"])
     assert np.array_equal(results["whole/running"], results["second/running"])
     assert not np.array_equal(results["first/running"], results["second/running"])  # epochs 3-4 moved them
+
+
+# ---------------------------------------------------------------------------- bad input fit finds: every rank stops
+# Before its first step, fit sets up in parts that every rank runs, and the ranks agree on how each ended
+# (distributed.together): bad input found there (the settings, a checkpoint of another run or of another number
+# of ranks, ranks holding different data) stops every rank with the same error, without MPI Abort; the command
+# line prints it once and exits with 2.
+def _no_abort(stderr):
+    return "Abort" not in stderr and "abort" not in stderr
+
+
+@needs_mpi
+def test_fit_raises_the_same_error_on_every_rank_without_abort(tmp_path):
+    path, cosine, blocks = (str(tmp_path / name) for name in ("run.ckpt", "cosine.ckpt", "blocks.ckpt"))
+    X, y, _ = worker.problem("classes", "float64")
+    npy = [str(tmp_path / "X.npy"), str(tmp_path / "y.npy")]
+    np.save(npy[0], X)
+    np.save(npy[1], y)
+    base = {**CASES["adam64"], "fit": {**CASES["adam64"]["fit"], "epochs": 2}}
+    written = {  # three runs of 2 epochs, each checkpointed: plain, with a cosine schedule, streamed in blocks of 50
+        "written": {**base, "fit": {**base["fit"], "checkpoint": path}},
+        "cosine": {**base, "fit": {**base["fit"], "checkpoint": cosine, "schedule": "cosine"}},
+        "blocks": {**base, "npy": npy, "fit": {**base["fit"], "checkpoint": blocks, "block_rows": 50}},
+    }
+    done, _ = mpirun(2, written, tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = [Path(name).read_bytes() for name in (path, cosine, blocks)]
+    cases = {  # name -> (case, ranks, the error every rank raises)
+        "settings": ({**base, "fit": {**base["fit"], "epochs": 0}}, 2, "ConfigError: epochs must be a positive"),
+        "one rank's settings": ({**base, "fit_on_rank": [1, {"optimizer": "adagrad"}]}, 2,
+                                "ConfigError: on rank 1 of 2: unknown optimizer"),
+        "data sizes": ({**base, "short_on_rank": 1}, 2, "ConfigError: the ranks hold different data (rank 0: 203 "
+                       "samples, rank 1: 202 samples)"),
+        "ranks": ({**base, "fit": {**base["fit"], "epochs": 3, "checkpoint": path, "resume": True}}, 3,
+                  "ConfigError: the checkpoint was written by 2 rank(s); resume it with the same number (mpiexec -n "
+                  "2), not 3."),
+        "other data": ({**base, "x_scale": 2.0,
+                        "fit": {**base["fit"], "epochs": 3, "checkpoint": path, "resume": True}}, 2,
+                       "ConfigError: the checkpoint was made on other training data"),
+        "another network": ({**base, "layers": [[6, "tanh"], [3, "softmax"]],
+                             "fit": {**base["fit"], "epochs": 3, "checkpoint": path, "resume": True}}, 2,
+                            "ConfigError: the checkpoint holds 75 parameters; this network has 57."),
+        "schedule total": ({**base, "fit": {**base["fit"], "epochs": 3, "checkpoint": cosine, "resume": True,
+                                            "schedule": "cosine"}}, 2,
+                           "ConfigError: the checkpoint's run was planned for 2 epochs"),
+        "block_rows": ({**base, "npy": npy, "fit": {**base["fit"], "epochs": 3, "checkpoint": blocks, "resume": True,
+                                                    "block_rows": 45}}, 2,
+                       "ConfigError: the checkpoint's run read its data streamed in blocks of 50 rows"),
+    }
+    for name, (case, K, error) in cases.items():
+        done, results = mpirun(K, {name: {**case, "expect_error": True}}, tmp_path, timeout=60)
+        assert done.returncode == 0 and _no_abort(done.stderr), (name, done.stderr)
+        errors = list(results[name + "/errors"])
+        assert len(errors) == K and len(set(errors)) == 1 and errors[0].startswith(error), (name, errors)
+        assert [Path(name).read_bytes() for name in (path, cosine, blocks)] == saved  # untouched
+
+
+def _train_csv(tmp_path, rows, name, scale=1.0):
+    X = np.random.default_rng(rows).normal(size=(rows, 2)) * scale
+    (tmp_path / name).write_text("a,b,label\n" + "".join(f"{a!r},{b!r},{int(a > 0)}\n" for a, b in X.tolist()))
+
+
+def _one_line(done, line):
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("handgrad: error: " + line), done.stderr
+
+
+@needs_mpi
+def test_bad_input_the_trainer_finds_under_mpiexec_is_one_line_and_exit_status_2(tmp_path):
+    _train_csv(tmp_path, 60, "good.csv")
+    _train_csv(tmp_path, 60, "other.csv", scale=2.0)  # as many rows, other values: another standardization
+    flags = ["--target", "label", "--layers", "4:tanh,1:sigmoid", "--distributed", "--optimizer", "adam"]
+    done = _mpi_train([(2, ["--csv", "good.csv", *flags, "--epochs", "2", "--checkpoint", "run.ckpt", "--quiet"])],
+                      tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = (tmp_path / "run.ckpt").read_bytes()
+    resume = ["--epochs", "4", "--resume", "run.ckpt", "--out", "m.npz", "--run-dir", "run"]
+    cases = {  # (ranks, flags) groups -> the one line rank 0 prints
+        "another number of ranks": ([(3, ["--csv", "good.csv", *flags, *resume])],
+                                    "the checkpoint was written by 2 rank(s); resume it with the same number"),
+        "other data": ([(2, ["--csv", "other.csv", *flags, *resume])],
+                       "the checkpoint was made on other training data"),
+        "data sizes per rank": ([(1, ["--csv", "good.csv", *flags, "--out", "m.npz"]),
+                                 (1, ["--csv", "good.csv", "--limit", "55", *flags, "--out", "m.npz"])],
+                                "the ranks hold different data (rank 0: 36 samples, rank 1: 33 samples)"),
+        "a setting": ([(2, ["--csv", "good.csv", *flags, "--optimizer", "adagrad", "--out", "m.npz"])],
+                      "unknown optimizer 'adagrad'"),
+        "L-BFGS": ([(2, ["--csv", "good.csv", *flags, "--optimizer", "lbfgs", "--out", "m.npz"])],
+                   "distributed is not used by L-BFGS"),
+    }
+    for name, (groups, line) in cases.items():
+        done = _mpi_train(groups, tmp_path)
+        _one_line(done, line)
+        assert _no_abort(done.stderr), (name, done.stderr)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["good.csv", "other.csv", "run.ckpt"], name
+        assert (tmp_path / "run.ckpt").read_bytes() == saved, name
+    done = _mpi_train([(2, ["--csv", "good.csv", *flags, *resume, "--quiet", "--no-plots"])], tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

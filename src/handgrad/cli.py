@@ -458,8 +458,13 @@ def cmd_train(args):
         if comm.Get_rank() == 0:
             raise failure
         return 2
-    with distributed.abort_on_error(comm):  # from here on, a failing rank ends the job (MPI Abort)
-        return _train_and_write(args, run)
+    try:
+        with distributed.abort_on_error(comm):  # from here on, a failing rank ends the job (MPI Abort),
+            return _train_and_write(args, run)
+    except (HandgradError, OSError) as error:  # but not bad input that fit finds before its first step: every
+        if comm.Get_rank() == 0 or not distributed.raised_on_every_rank(error):  # rank raises it, rank 0 prints
+            raise
+        return 2
 
 
 def _prepare_training(args):
@@ -475,6 +480,9 @@ def _prepare_training(args):
     net = network_from_args(args, n_inputs=X.shape[1])
     if not description.get("streamed"):  # streamed targets are checked block by block by the trainer
         _check_targets_for(net, y, "the data")
+    if "block_rows" in options and not description.get("streamed"):
+        raise ConfigError(f"--block-rows applies to streamed data (--npy X.npy --npy-targets y.npy), and this run's "
+                          f"data ({_describe(description)}) is read into memory; remove --block-rows.")
     if "resume" in options:
         _check_resume(net, options["resume"], options.get("optimizer", "sgd"))
 
@@ -547,7 +555,8 @@ def _train_and_write(args, run):
 
 # The trainer's options that L-BFGS refuses, by the flag a command-line user gave (fit names the option).
 _PER_EPOCH_FLAGS = {"early_stopping": "--patience", "metrics": "--metrics", "clip_norm": "--clip-norm",
-                    "checkpoint": "--checkpoint", "resume": "--resume", "schedule": "--schedule"}
+                    "checkpoint": "--checkpoint", "resume": "--resume", "schedule": "--schedule",
+                    "block_rows": "--block-rows"}
 
 
 def _refuse_per_epoch_flags(options, net, sharpness):

@@ -107,11 +107,15 @@ def add_trainer_arguments(group):
                        help="continue the run saved in this checkpoint, bit for bit, with the same data and "
                             "settings (--epochs is the total); it keeps checkpointing into FILE unless "
                             "--checkpoint names another file")
+    group.add_argument("--block-rows", type=int, metavar="N",
+                       help="streamed data (--npy X.npy --npy-targets y.npy): rows per block read from disk and "
+                            "shuffled together (default: about 64 MiB of X); a resume needs the run's N")
 
 
 def trainer_options(args):
-    """The fit options from --patience, --metrics, --clip-norm and --class-weight (command line or config):
-    {"early_stopping": N, "metrics": [...], "clip_norm": c, "class_weight": "balanced" or {class: weight}};
+    """The fit options from --patience, --metrics, --clip-norm, --class-weight and --block-rows (command line or
+    config): {"early_stopping": N, "metrics": [...], "clip_norm": c, "class_weight": "balanced" or {class: weight},
+    "block_rows": N};
     options not given are left out. A ConfigError names the flag of a bad value."""
     options = {}
     patience = getattr(args, "patience", None)
@@ -131,6 +135,11 @@ def trainer_options(args):
     class_weight = getattr(args, "class_weight", None)
     if class_weight is not None:
         options["class_weight"] = read_class_weight(class_weight)
+    block_rows = getattr(args, "block_rows", None)
+    if block_rows is not None:
+        if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
+            raise ConfigError(f"--block-rows must be a positive whole number of rows, got {block_rows!r}.")
+        options["block_rows"] = int(block_rows)
     return options
 
 

@@ -25,8 +25,12 @@ biased variance and backpropagates with the global batch's sums (its ``reduce`` 
 backward; docs/derivations.md, "Batch norm over K processes"), so every rank folds the same statistics
 into its running ones and the ranks' models stay identical.
 
-A rank that fails ends the whole job (MPI Abort) after printing its error: the others would otherwise
-wait forever in the next Allreduce. Files are written atomically, so no file is left half-written.
+A rank that fails while training ends the whole job (MPI Abort) after printing its error: the others
+would otherwise wait forever in the next Allreduce. Files are written atomically, so no file is left
+half-written. Bad input found before the first step (the settings, a checkpoint of another run or of
+another number of ranks, ranks holding different data) is not a failure of one rank: each part of fit's
+set-up runs on every rank, and the ranks agree on how it ended (:func:`together`), so every rank raises
+the same error and the job ends without an abort (the command line prints it once and exits with 2).
 
 mpi4py is imported here only, lazily: ``pip install handgrad[mpi]`` (mpi4py and the mpich wheel).
 """
@@ -132,21 +136,27 @@ class Group:
         return self
 
     # ------------------------------------------------------------------ dropout streams
-    def start(self, net, state=None, n_samples=None):
-        """Every rank starts from rank 0's weights and dropout stream (a network built without a seed has other
-        weights on every rank); rank r > 0 draws from that stream jumped r times, or from the stream a
-        checkpoint (``state``) saved for it. Every rank must have ``n_samples`` rows, or the ranks would
-        take different numbers of steps and wait for each other forever."""
-        _check_norms(net)
-        saved = (state or {}).get("distributed", {"ranks": 1, "dropout_streams": []})
-        if state is not None and saved["ranks"] != self.size:
-            raise ConfigError(f"the checkpoint was written by {saved['ranks']} rank(s); resume it with the same "
-                              f"number (mpiexec -n {saved['ranks']}), not {self.size}.")
+    def check(self, net, state, n_samples):
+        """Refuse, on every rank alike (ConfigError), what would make the ranks drift apart or wait for each
+        other forever: different numbers of training rows (the ranks would take different numbers of steps),
+        a checkpoint (``state``) written by another number of ranks, a batch norm that does not sum over the
+        ranks. Collective: every rank calls it, and the allgather comes first."""
         counts = self.comm.allgather(n_samples)
         if len(set(counts)) > 1:
             held = ", ".join(f"rank {r}: {n} samples" for r, n in enumerate(counts))
             raise ConfigError(f"the ranks hold different data ({held}); every rank must load the same training "
                               "data (the same file, split and seed).")
+        saved = (state or {}).get("distributed", {"ranks": 1})
+        if state is not None and saved["ranks"] != self.size:
+            raise ConfigError(f"the checkpoint was written by {saved['ranks']} rank(s); resume it with the same "
+                              f"number (mpiexec -n {saved['ranks']}), not {self.size}.")
+        _check_norms(net)
+
+    def start(self, net, state=None):
+        """Every rank starts from rank 0's weights and dropout stream (a network built without a seed has other
+        weights on every rank); rank r > 0 draws from that stream jumped r times, or from the stream a
+        checkpoint (``state``) saved for it. :meth:`check` first."""
+        saved = (state or {}).get("distributed", {"ranks": 1, "dropout_streams": []})
         self.comm.Bcast(net.params, root=0)  # the weights, in place (net.params is the one parameter vector)
         for _, array in net.running_statistics():  # batch norm's running statistics: rank 0's too
             self.comm.Bcast(array, root=0)
@@ -242,6 +252,8 @@ def abort_on_error(comm):
     try:
         yield
     except BaseException as error:  # also KeyboardInterrupt: the other ranks would wait for this one forever
+        if raised_on_every_rank(error):  # the ranks agreed to stop (together): nobody waits, no abort
+            raise
         rank, size = comm.Get_rank(), comm.Get_size()
         print(f"handgrad: rank {rank} of {size} failed: {type(error).__name__}: {error}", file=sys.stderr,
               flush=True)
@@ -278,6 +290,28 @@ def prepare_together(comm, prepare, bad_input=(HandgradError, OSError)):
     if first == "crashed":
         return None, None
     return None, first if rank == 0 else _on_rank(first, rank, comm.Get_size())
+
+
+def together(group, step):
+    """``step()``, one part of the set-up before the first step (training.fit), alone (``group`` None) or on
+    every rank of ``group``, which then agree on how it ended (:func:`prepare_together`). When bad input (a
+    HandgradError or OSError) stopped some rank, every rank raises the first such error, marked as raised on
+    every rank: :func:`abort_on_error` lets it through, so the ranks stop together without MPI Abort, and the
+    caller can report it once. A bug on some rank ends the job with MPI Abort, as during training."""
+    if group is None:
+        return step()
+    outcome, error = prepare_together(group.comm, lambda: (step(),))
+    if error is not None:
+        error.handgrad_on_every_rank = True
+        raise error
+    if outcome is None:  # another rank crashed and is ending the job (MPI Abort)
+        raise TrainingError("another rank failed while setting up the training; the job ends.")
+    return outcome[0]
+
+
+def raised_on_every_rank(error):
+    """True for an error that :func:`together` raised on every rank alike (the ranks stop together)."""
+    return getattr(error, "handgrad_on_every_rank", False) is True
 
 
 def _portable(error):

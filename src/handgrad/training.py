@@ -2,8 +2,9 @@
 
 Read it in this order: :class:`Settings` (every argument of fit, checked once), :func:`prepare_data`
 (checks, sample and class weights, the validation split), :func:`train_step` (one batch),
-:func:`end_epoch` (evaluation, history, callbacks, checkpoint), and :func:`fit`, the loop that calls
-them. Checkpoint files are handgrad.checkpoints; the image recipe is handgrad.recipes.
+:func:`end_epoch` (evaluation, history, callbacks, checkpoint), and :func:`fit`, which sets up
+(:func:`_set_up`: everything before the first step) and runs the loop that calls them. Checkpoint
+files are handgrad.checkpoints; the image recipe is handgrad.recipes.
 
     for epoch in 1..epochs:
         order <- a permutation of 0..N-1 (shuffle=True)          the data set itself is never copied
@@ -19,6 +20,7 @@ objective as J = (1/N) sum_i w_i l_i (docs/training.md, "Sample and class weight
 """
 
 import copy
+import functools
 import math
 import os
 import signal
@@ -264,6 +266,7 @@ def prepare_data(net, X, T, sample_weight=None, class_weight=None, validation_da
         data = Data(X[kept], T[kept], None if w is None else w[kept], X[held], T[held], None if w is None else w[held])
     if data.w is not None:
         _check_some_weight(float(data.w.sum()), sample_weight, class_weight)
+    _check_some_validation_weight(data.w_val)
     return data
 
 
@@ -277,6 +280,15 @@ def _check_some_weight(total, sample_weight, class_weight):
     raise DataError(f"the training samples' weights ({given}) sum to zero, so there is nothing to learn from: every "
                     "loss term is multiplied by 0. Give some samples (or classes present in the data) a positive "
                     "weight.")
+
+
+def _check_some_validation_weight(w_val):
+    """A DataError when the validation samples' weights sum to zero: the validation loss would be the penalty
+    alone (every loss term times 0), and early stopping or a plateau schedule would follow it, silently."""
+    if w_val is not None and not float(w_val.sum()) > 0:
+        raise DataError("the validation samples' weights sum to zero, so the validation loss would be the penalty "
+                        "alone (every loss term is multiplied by 0). Give some validation samples a positive weight, "
+                        "or pass validation_data without weights.")
 
 
 def _validation_arrays(net, validation_data):
@@ -315,6 +327,7 @@ def _prepare_stream(net, X, T, sample_weight, class_weight, validation_data, val
     data = Data(stream, None)
     if validation_data is not None:
         data.X_val, data.T_val, data.w_val = _validation_arrays(net, validation_data)
+        _check_some_validation_weight(data.w_val)
     return data
 
 
@@ -557,9 +570,9 @@ def _check_schedule_total(settings, state, n_batches):
             "file).fit(...)), with a schedule of its own.")
 
 
-def _restore(net, settings, position, state, n_samples, n_batches):
-    """Continue from a checkpoint's state: weights, optimizer, schedule, random streams, position."""
-    _check_resumable(settings, position, state, n_samples, n_batches)
+def _restore(net, settings, position, state):
+    """Continue from a checkpoint's state (:func:`_check_resumable` first): weights, optimizer, schedule,
+    random streams, position."""
     net.params[...] = parameter_vector(net, state)
     restore_running_statistics(net, state)
     settings.optimizer = from_state_dict(optimizer_state(net, state["optimizer"]))
@@ -623,15 +636,6 @@ def end_epoch(net, settings, data, position, epoch, seconds, rate, interrupted, 
     return stop_reason, logs
 
 
-def _read_state(path, group):
-    """The checkpoint's state, or None; data-parallel: rank 0 reads it and sends it to every rank (the
-    ranks need no shared file system, and none reads a file rank 0 is still writing)."""
-    def read():
-        return read_checkpoint(path) if path is not None else None
-
-    return read() if group is None else group.from_root(read)
-
-
 def _save_checkpoint(net, settings, position, seed, n_samples, group):
     """Write the checkpoint (rank 0 only, with every rank's dropout stream under data-parallel)."""
     ranks = group.checkpoint_state() if group is not None else None  # every rank takes part
@@ -672,6 +676,7 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
     shuffle : bool
         Draw a new order of the samples each epoch (from ``seed``).
     validation_data : (X_val, T_val) or (X_val, T_val, w_val), optional
+        Validation weights (these, or the held-out part's under validation_split) must not sum to zero.
     validation_split : float in [0, 1)
         Fraction of (X, T) held out at random (from ``seed``) for validation, if no validation_data.
     early_stopping : None, int (patience), True (patience 5) or EarlyStopping
@@ -704,6 +709,8 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         ``batch_size`` is the global batch, each rank computes the gradient of its shard, one Allreduce
         sums them, every rank takes the same step; the same training as one process, to rounding.
         Rank 0 alone writes checkpoints and shows progress; save the model where ``distributed.is_root()``.
+        Bad input found before the first step (settings, a checkpoint of another run or number of ranks, ranks
+        holding different data) raises the same error on every rank; a failure while training ends the job.
     block_rows : int, optional
         For memory-mapped, Zarr or Dask X/T (handgrad.streaming): rows per block read from disk
         (default: about 64 MiB of X).
@@ -711,7 +718,11 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         What was done to X before fit (the CLI passes its standardization, ``Standardizer.to_dict()``):
         checkpoints record it, and a resume with another one is refused.
     """
+    comm = _distributed.communicator(distributed)
+    group = _distributed.Group(comm) if comm is not None else None  # data-parallel: the ranks
     if _lbfgs.is_lbfgs(optimizer):  # full batch, quasi-Newton: handgrad.lbfgs (docs/training.md, "L-BFGS")
+        if group is not None:  # refused on every rank alike, so that the ranks stop together
+            _distributed.together(group, _refuse_distributed_lbfgs)
         if any(streaming.is_streamed(array) for array in (X, T, sample_weight)):
             raise ConfigError("L-BFGS trains on the whole data set at once, so it needs the data in memory: pass "
                               "np.asarray(X) (and T), or use a mini-batch optimizer such as 'adam'.")
@@ -723,34 +734,13 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
                                         distributed=distributed, block_rows=block_rows))
         history.stop_reason = result.message
         return history
-    settings = Settings.check(
-        net, epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-        schedule=schedule, shuffle=shuffle, validation_split=validation_split, early_stopping=early_stopping,
-        callbacks=callbacks, checkpoint=checkpoint, resume=resume, verbose=verbose, seed=seed,
-        clip_norm=clip_norm, metrics=metrics)
-    comm = _distributed.communicator(distributed)
-    group = _distributed.Group(comm) if comm is not None else None
-    state = _read_state(settings.resume, group)  # first: the seed and the split
-    run_seed = state["seed"] if state is not None else (seed if seed is not None else net.seed)
-    if run_seed is None:
-        run_seed = int(np.random.SeedSequence().entropy % (2 ** 63))
-    if group is not None:
-        run_seed = group.agree(run_seed)  # one shuffled order and one split on every rank
-    data = prepare_data(net, X, T, sample_weight, class_weight, validation_data, settings.validation_split, run_seed,
-                        block_rows)
-    _record_data(settings, data, preprocessing)
-    N = data.X.shape[0]
-    settings.batch_size = min(settings.batch_size, N)
-    n_batches = -(-N // settings.batch_size)
-    if N % settings.batch_size == 1 and N > 1 and net.running_statistics():  # the network has batch norm
-        n_batches -= 1  # batch norm cannot train on a lone last sample: it joins the batch before
-    streamed = isinstance(data.X, streaming.Stream)
-    position = Position(order=data.X.initial_order() if streamed else np.arange(N),
-                        shuffle_rng=np.random.default_rng(run_seed))
-    if state is not None:
-        _restore(net, settings, position, state, N, n_batches)
-    dropout_streams = group.start(net, state, N) if group is not None else _distributed.single_process(state)
-    settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
+    settings, data, position, n_batches, run_seed, dropout_streams = _set_up(
+        net, group, dict(epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+                         schedule=schedule, shuffle=shuffle, validation_split=validation_split,
+                         early_stopping=early_stopping, callbacks=callbacks, checkpoint=checkpoint, resume=resume,
+                         verbose=verbose, seed=seed, clip_norm=clip_norm, metrics=metrics),
+        dict(X=X, T=T, sample_weight=sample_weight, class_weight=class_weight, validation_data=validation_data,
+             block_rows=block_rows), preprocessing)
     for hook in settings.callbacks:
         hook.on_train_begin(net)
     try:
@@ -764,6 +754,76 @@ def fit(net, X, T, *, epochs=10, batch_size=32, optimizer="sgd", learning_rate=0
         for hook in settings.callbacks:  # also after an error, as Callback promises
             hook.on_train_end(net, history)
     return history
+
+
+def _refuse_distributed_lbfgs():
+    raise ConfigError("distributed is not used by L-BFGS (one full-batch objective in one process); train without "
+                      "distributed (mpiexec), or choose a mini-batch optimizer such as 'adam'.")
+
+
+# ---------------------------------------------------------------------------- the set-up
+def _set_up(net, group, options, inputs, preprocessing):
+    """Everything of :func:`fit` before the first step, in parts: the settings (``options``, checked) and the
+    checkpoint to resume from; the data (``inputs``, checked) and the checks that the checkpoint's run can go
+    on with them; data-parallel, the check that the ranks hold the same data; the restore of the checkpoint's
+    state (a checkpoint of another network is refused there). Returns (settings, data, position, n_batches,
+    run_seed, dropout_streams).
+
+    Data-parallel (``group``), each part runs on every rank and the ranks agree on how it ended
+    (distributed.together): bad input on any rank stops every rank with the same error, and no rank is
+    left waiting for another in a collective call. Alone, ``together`` just calls the part."""
+    together = functools.partial(_distributed.together, group)
+    settings, state = together(lambda: _settings_and_checkpoint(net, options, group))
+    if group is not None:
+        state = group.agree(state)  # rank 0 read it: the ranks need no shared file system
+    run_seed = _run_seed(net, state, options["seed"], group)  # first: the split and the shuffled order
+    data, position, n_batches = together(lambda: _data_and_position(net, settings, inputs, preprocessing, state,
+                                                                     run_seed))
+    if group is None:
+        dropout_streams = _distributed.single_process(state)  # refuses a checkpoint that K > 1 ranks wrote
+    else:
+        together(lambda: group.check(net, state, data.X.shape[0]))
+    if state is not None:
+        together(lambda: _restore(net, settings, position, state))
+    if group is not None:
+        dropout_streams = group.start(net, state)
+    settings.schedule.start(settings.learning_rate, settings.epochs * n_batches, n_batches)
+    return settings, data, position, n_batches, run_seed, dropout_streams
+
+
+def _settings_and_checkpoint(net, options, group):
+    """The checked Settings, and the state of the checkpoint to resume from (None: a new run; data-parallel,
+    rank 0 alone reads it, and None elsewhere: it sends it to the others)."""
+    settings = Settings.check(net, **options)
+    reads = settings.resume is not None and (group is None or group.is_root)
+    return settings, read_checkpoint(settings.resume) if reads else None
+
+
+def _run_seed(net, state, seed, group):
+    """The seed of the validation split and the shuffling: the checkpoint's, else ``seed``, else the network's,
+    else drawn at random; data-parallel, rank 0's on every rank (one split and one order)."""
+    run_seed = state["seed"] if state is not None else (seed if seed is not None else net.seed)
+    if run_seed is None:
+        run_seed = int(np.random.SeedSequence().entropy % (2 ** 63))
+    return run_seed if group is None else group.agree(run_seed)
+
+
+def _data_and_position(net, settings, inputs, preprocessing, state, run_seed):
+    """The checked data, the number of batches of an epoch and the start of the run; resuming, the checks that
+    the checkpoint's run can go on (nothing is restored yet)."""
+    data = prepare_data(net, **inputs, validation_split=settings.validation_split, split_seed=run_seed)
+    _record_data(settings, data, preprocessing)
+    N = data.X.shape[0]
+    settings.batch_size = min(settings.batch_size, N)
+    n_batches = -(-N // settings.batch_size)
+    if N % settings.batch_size == 1 and N > 1 and net.running_statistics():  # the network has batch norm
+        n_batches -= 1  # batch norm cannot train on a lone last sample: it joins the batch before
+    streamed = isinstance(data.X, streaming.Stream)
+    position = Position(order=data.X.initial_order() if streamed else np.arange(N),
+                        shuffle_rng=np.random.default_rng(run_seed))
+    if state is not None:
+        _check_resumable(settings, position, state, N, n_batches)
+    return data, position, n_batches
 
 
 # The loop reads better whole: its state (epoch, batch, the stop reason, the last finite weights) is what
