@@ -288,19 +288,24 @@ def test_a_network_without_a_seed_starts_from_rank_0s_weights_and_different_data
 
 
 @needs_mpi
-def test_the_command_line_under_mpiexec_trains_like_one_process(tmp_path):
-    flags = ["train", "--data", "moons", "--samples", "300", "--layers", "8:tanh,1:sigmoid", "--epochs", "4",
+@pytest.mark.parametrize("layers, K, epochs", [("8:tanh,1:sigmoid", 2, 4), ("8:tanh:batchnorm,1:sigmoid", 3, 3)],
+                         ids=["plain-2-ranks", "batch-norm-3-ranks"])
+def test_the_command_line_under_mpiexec_trains_like_one_process(tmp_path, layers, K, epochs):
+    flags = ["train", "--data", "moons", "--samples", "300", "--layers", layers, "--epochs", str(epochs),
              "--optimizer", "adam", "--learning-rate", "0.01"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "handgrad", *flags]
     one = subprocess.run([*command, "--out", str(tmp_path / "one.npz"), "--quiet"], capture_output=True, text=True,
                          env=env, timeout=120)
-    two = subprocess.run([str(MPIEXEC), "-n", "2", *command, "--distributed", "--out", str(tmp_path / "two.npz")],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
-    assert two.stdout.count("model written to") == 1  # rank 0 alone prints and writes
-    difference = np.abs(hg.load(tmp_path / "one.npz").params - hg.load(tmp_path / "two.npz").params).max()
-    assert difference <= 1e-12
+    many = subprocess.run([str(MPIEXEC), "-n", str(K), *command, "--distributed", "--out", str(tmp_path / "K.npz")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert one.returncode == 0 and many.returncode == 0, one.stderr + many.stderr
+    assert many.stdout.count("model written to") == 1  # rank 0 alone prints and writes
+    first, second = hg.load(tmp_path / "one.npz"), hg.load(tmp_path / "K.npz")
+    assert np.abs(first.params - second.params).max() <= 1e-12
+    for (name, a), (_, b) in zip(first.running_statistics(), second.running_statistics(), strict=True):
+        assert np.abs(a - b).max() <= 1e-12, name  # (batch norm: the running statistics too)
+    assert len(first.running_statistics()) == (2 if "batchnorm" in layers else 0)
 
 
 # ---------------------------------------------------------------------------- bad input under mpiexec: one line
@@ -501,23 +506,6 @@ def test_batch_norm_with_dropout_equals_the_sharded_reference(runs, K):
     assert np.abs(params - single_process_with_running("bn_dropout64")[0]).max() > 1e-6
     one_rank = sharded_batch_norm_reference("bn_dropout64", 1)[0]
     assert np.array_equal(one_rank, single_process_with_running("bn_dropout64")[0])
-
-
-@needs_mpi
-def test_the_command_line_under_mpiexec_trains_batch_norm_like_one_process(tmp_path):
-    flags = ["train", "--data", "moons", "--samples", "300", "--layers", "8:tanh:batchnorm,1:sigmoid", "--epochs", "3",
-             "--optimizer", "adam", "--learning-rate", "0.01"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "handgrad", *flags]
-    one = subprocess.run([*command, "--out", str(tmp_path / "one.npz"), "--quiet"], capture_output=True, text=True,
-                         env=env, timeout=120)
-    three = subprocess.run([str(MPIEXEC), "-n", "3", *command, "--distributed", "--out", str(tmp_path / "three.npz")],
-                           capture_output=True, text=True, env=env, timeout=120)
-    assert one.returncode == 0 and three.returncode == 0, one.stderr + three.stderr
-    first, second = hg.load(tmp_path / "one.npz"), hg.load(tmp_path / "three.npz")
-    assert np.abs(first.params - second.params).max() <= 1e-12
-    for (name, a), (_, b) in zip(first.running_statistics(), second.running_statistics()):
-        assert np.abs(a - b).max() <= 1e-12, name
 
 
 @needs_mpi
