@@ -257,20 +257,26 @@ def read_config(path):
     return flat
 
 
-def _apply_config(args, parser, path, ignore=()):
+def _apply_config(args, parser, path, ignore=(), accept=()):
+    """Set the unset flags of ``args`` from the config file; ``ignore``: settings skipped, ``accept``: settings
+    set although ``parser`` has no flag for them. Returns the keys ignored, as the file writes them."""
     settings = read_config(path)
     # --force and --debug are not accepted from a file: replacing files is decided on the command line.
     known = {action.dest for action in parser._actions if action.dest not in ("help", "debug", "config", "force")}
+    known |= set(accept)
+    ignored = []
     for key, value in settings.items():
         dest = _CONFIG_ALIASES.get(key, key).replace("-", "_")
         if dest == "bias":
             dest, value = "no_bias", (not value)
         if dest in ignore:  # e.g. train's output settings, read by a sweep
+            ignored.append(key)
             continue
         if dest not in known:
-            raise ConfigError(f"config file '{path}': unknown setting '{key}'.{suggest(dest, known)}")
+            raise ConfigError(f"config file '{path}': unknown setting '{key}'.{suggest(dest, known | set(ignore))}")
         if getattr(args, dest, None) is None:  # the command line wins over the file
             setattr(args, dest, value)
+    return ignored
 
 
 def _training_settings(args):
@@ -1012,8 +1018,8 @@ def cmd_gradcheck(args):
 
 def cmd_sweep(args):
     """`handgrad sweep`: train's data, split and scaling, then the sweep of cli_sweep (on Dask, handgrad.sweeps)."""
-    if args.config:  # a train config works as the base; its output settings are train's, not the sweep's
-        _apply_config(args, args.command_parser, args.config, ignore=("out", "run_dir", "verbose", "sharpness"))
+    if args.config:  # a train config works as the base: what only train uses is ignored, with one warning line
+        _apply_train_config_to_sweep(args)
     for key, value in TRAIN_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -1028,6 +1034,27 @@ def cmd_sweep(args):
             prepare = standardizer.transform if standardizer is not None else (lambda A: A)
             _print_evaluation({"test": evaluate_network(result.best_model, prepare(split.X_test), split.y_test)})
     return cli_sweep.exit_status(result)
+
+
+def _train_only_settings(sweep_parser):
+    """The dests of train's flags that the sweep has no flag for, plus train's outputs (its --out is a model
+    file, the sweep's a folder): a sweep ignores them in a train config (cli_sweep.TRAIN_ONLY says why)."""
+    train = _Parser(prog="handgrad").add_subparsers()
+    _add_train_parser(train)
+    sweep = {action.dest for action in sweep_parser._actions}
+    return {action.dest for action in train.choices["train"]._actions if action.dest not in sweep} | {"out"}
+
+
+def _apply_train_config_to_sweep(args):
+    """--config of a sweep: the settings both commands have apply; train's --sample-weight-column still takes
+    its column out of the features (so that the features are train's), though the sweep trains unweighted;
+    the rest of train's settings are ignored, named in one warning line on stderr, never silently."""
+    ignore = _train_only_settings(args.command_parser) - {"sample_weight_column"}
+    ignored = _apply_config(args, args.command_parser, args.config, ignore=ignore, accept=("sample_weight_column",))
+    if getattr(args, "sample_weight_column", None) is not None:
+        ignored.append("sample_weight_column")
+    if ignored:
+        print(f"handgrad: warning: {cli_sweep.ignored_settings_text(args.config, ignored)}", file=sys.stderr)
 
 
 # ============================================================================ the parser
