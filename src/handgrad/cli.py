@@ -6,6 +6,8 @@
     handgrad train --mnist ../shared/data/mnist-t10k --layers 128:relu,10:softmax --epochs 10 --out mnist.npz
     handgrad train --csv loans.csv --layers "32:leaky_relu(0.1),1:sigmoid" --class-weight balanced --patience 10
         --checkpoint run.ckpt --out loans.npz          (then the same flags with --resume run.ckpt to go on)
+    handgrad train --csv loans_2026.csv --init-from loans.npz --schedule cosine --epochs 20 --out loans2.npz
+                                                       (a new run from the model: its network, weights, standardization)
     handgrad export loans.npz --onnx loans.onnx        (the standardization included: the graph takes raw rows)
     handgrad evaluate model.npz --csv test.csv --target label
     handgrad predict model.npz new.csv --out predictions.csv
