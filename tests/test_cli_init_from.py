@@ -163,3 +163,17 @@ def test_an_interrupted_init_from_run_resumes_with_the_same_flags(model, tmp_pat
     assert cli.main([*flags, "--epochs", "2", "--checkpoint", str(checkpoint)]) == 0
     assert cli.main([*flags, "--epochs", "4", "--resume", str(checkpoint), "--out", str(resumed)]) == 0
     assert np.array_equal(hg.load(whole).params, hg.load(resumed).params)
+
+
+def test_targets_of_another_kind_than_the_models_are_refused_in_one_line(model, tmp_path, capsys):
+    first, _ = model
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "real.npz", X=rng.normal(size=(40, 2)), y=rng.normal(size=40))
+    err = one_line_error(capsys, ["train", "--npz", str(tmp_path / "real.npz"), "--init-from", str(first)])
+    assert "non-integer targets" in err and "is a classifier of the classes 0..1" in err
+    regressor = tmp_path / "regressor.npz"
+    assert cli.main(["train", "--npz", str(tmp_path / "real.npz"), "--layers", "4:tanh,1:identity", "--epochs", "1",
+                     "--out", str(regressor), "--quiet"]) == 0
+    np.savez(tmp_path / "two.npz", X=rng.normal(size=(40, 2)), y=rng.normal(size=(40, 2)))
+    err = one_line_error(capsys, ["train", "--npz", str(tmp_path / "two.npz"), "--init-from", str(regressor)])
+    assert "2 target column(s)" in err and "has 1 output(s)" in err
