@@ -399,3 +399,56 @@ def test_a_sweep_over_norm_layers_returns_the_best_model_with_its_running_statis
     for (name, mine), (_, theirs) in zip(best.running_statistics(), retrained.running_statistics()):
         np.testing.assert_array_equal(mine, theirs, err_msg=name)
     np.testing.assert_allclose(best.loss(X[180:], y[180:], batch_statistics=False), trial["val_loss"], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- one config for train and sweep
+TRAIN_ONLY_CONFIG = """[model]
+layers = "4:tanh,1:sigmoid"
+[training]
+epochs = 3
+patience = 2
+metrics = "accuracy"
+class_weight = "balanced"
+checkpoint = "run.ckpt"
+resume = "run.ckpt"
+init_from = "first.npz"
+block_rows = 64
+sharpness = true
+sample_weight_column = "w"
+[output]
+out = "model.npz"
+run_dir = "runs"
+verbose = true
+"""
+
+
+def test_cli_sweep_takes_a_train_config_and_names_what_it_ignores_in_one_warning(client, tmp_path, capsys,
+                                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where train's outputs would go, were they not ignored
+    X, y = datasets.make_dataset("moons", 120, seed=0)
+    weights = np.linspace(0.5, 2.0, len(y))
+    table = np.column_stack([X, weights, y])
+    np.savetxt(tmp_path / "data.csv", table, delimiter=",", header="x0,x1,w,label", comments="")
+    (tmp_path / "train.toml").write_text(TRAIN_ONLY_CONFIG)
+    argv = ["sweep", "--config", "train.toml", "--csv", "data.csv", "--param", "learning_rate=0.1,0.5",
+            "--no-halving", "--no-plots", "--scheduler", client.scheduler.address, "--out", "sweep", "--quiet"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("handgrad: warning:"), err
+    for key in ("patience", "metrics", "class_weight", "checkpoint", "resume", "init_from", "block_rows", "sharpness",
+                "sample_weight_column", "out", "run_dir", "verbose"):
+        assert f" {key}" in err[0], key
+    rows = read_csv(tmp_path / "sweep" / "results.csv")
+    assert len(rows) == 2 and {row["epochs"] for row in rows} == {"3"}  # the shared settings apply
+    best = hg.load(tmp_path / "sweep" / "best_model.npz")
+    assert best.n_inputs == 2  # the weight column is no feature, as in train
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data.csv", "sweep", "train.toml"]
+
+
+def test_cli_sweep_still_refuses_a_setting_neither_command_knows(tmp_path, capsys):
+    (tmp_path / "train.toml").write_text('[training]\npatiense = 3\n')
+    status = cli.main(["sweep", "--config", str(tmp_path / "train.toml"), "--data", "xor", "--samples", "40",
+                       "--param", "l2=0", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert status == 2 and "unknown setting 'patiense'" in err and "patience" in err
+    assert len(err.strip().splitlines()) == 1

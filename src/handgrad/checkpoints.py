@@ -193,7 +193,9 @@ def check_same_data(state, block_rows, fingerprint, preprocessing):
     if differ:
         raise ConfigError(f"the checkpoint was made on other training data: {'; '.join(differ)} differ. Resume with "
                           "the data of that run (on the command line also its --limit, --validation, --test, --seed "
-                          "and --no-standardize), or start a new run.")
+                          "and --no-standardize), or start a new run from the trained weights on the new data "
+                          "(handgrad train --init-from MODEL.npz, the run's --out file, which reuses the model's "
+                          "standardization; handgrad.load(model file).fit(...) in Python).")
 
 
 def _preprocessing_text(record):

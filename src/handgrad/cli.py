@@ -6,6 +6,8 @@
     handgrad train --mnist ../shared/data/mnist-t10k --layers 128:relu,10:softmax --epochs 10 --out mnist.npz
     handgrad train --csv loans.csv --layers "32:leaky_relu(0.1),1:sigmoid" --class-weight balanced --patience 10
         --checkpoint run.ckpt --out loans.npz          (then the same flags with --resume run.ckpt to go on)
+    handgrad train --csv loans_2026.csv --init-from loans.npz --schedule cosine --epochs 20 --out loans2.npz
+                                                       (a new run from the model: its network, weights, standardization)
     handgrad export loans.npz --onnx loans.onnx        (the standardization included: the graph takes raw rows)
     handgrad evaluate model.npz --csv test.csv --target label
     handgrad predict model.npz new.csv --out predictions.csv
@@ -257,20 +259,26 @@ def read_config(path):
     return flat
 
 
-def _apply_config(args, parser, path, ignore=()):
+def _apply_config(args, parser, path, ignore=(), accept=()):
+    """Set the unset flags of ``args`` from the config file; ``ignore``: settings skipped, ``accept``: settings
+    set although ``parser`` has no flag for them. Returns the keys ignored, as the file writes them."""
     settings = read_config(path)
     # --force and --debug are not accepted from a file: replacing files is decided on the command line.
     known = {action.dest for action in parser._actions if action.dest not in ("help", "debug", "config", "force")}
+    known |= set(accept)
+    ignored = []
     for key, value in settings.items():
         dest = _CONFIG_ALIASES.get(key, key).replace("-", "_")
         if dest == "bias":
             dest, value = "no_bias", (not value)
         if dest in ignore:  # e.g. train's output settings, read by a sweep
+            ignored.append(key)
             continue
         if dest not in known:
-            raise ConfigError(f"config file '{path}': unknown setting '{key}'.{suggest(dest, known)}")
+            raise ConfigError(f"config file '{path}': unknown setting '{key}'.{suggest(dest, known | set(ignore))}")
         if getattr(args, dest, None) is None:  # the command line wins over the file
             setattr(args, dest, value)
+    return ignored
 
 
 def _training_settings(args):
@@ -317,6 +325,98 @@ def _checkpoint_options(args):
                               "it to continue that run, or choose another name.")
         options["checkpoint"] = checkpoint
     return options
+
+
+# ---------------------------------------------------------------------------- --init-from MODEL.npz
+# The flags that define the network, by the key of MLP.config() they set: with --init-from they must agree with
+# the model (or be left out). --l1, --l2 and --dropout are the new run's regularization and may change; --seed
+# seeds the split and the shuffling as always (the weights, and the dropout stream, are the model's).
+_MODEL_FLAGS = (("layers", "--layers"), ("loss", "--loss"), ("bias", "--no-bias"), ("dtype", "--dtype"),
+                ("init", "--init"))
+
+
+def _init_model(args):
+    """The model file of --init-from, loaded (verified as every model file is), or None without the flag."""
+    path = getattr(args, "init_from", None)
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"--init-from must be a model file name, got {path!r}.")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--init-from '{path}' is not a file; give a model written by 'handgrad train --out' or "
+                          "net.save().")
+    return _load_model(path)
+
+
+def _model_standardizer(args, model):
+    """The model's stored standardization (or None), which --init-from reuses so that its weights keep their
+    meaning; --no-standardize contradicts a model that has one."""
+    standardizer = _preprocessor(model)
+    if standardizer is not None and args.no_standardize:
+        raise ConfigError(f"--no-standardize: the model '{args.init_from}' standardizes its inputs, and --init-from "
+                          "reuses that standardization so that its weights keep their meaning; remove "
+                          "--no-standardize.")
+    return standardizer
+
+
+def _layers_text(net):
+    return ",".join(f"{layer.n_out}:{layer.activation.spec()}" + (f":{layer.norm.kind}" if layer.norm else "")
+                    for layer in net.layers)
+
+
+def _network_from_model(args, model):
+    """The network of --init-from: the model's architecture, weights and running statistics. A network flag
+    given must build what the model is (a ConfigError names the flags that do not); --l1, --l2 and --dropout
+    given set the new run's regularization."""
+    from types import SimpleNamespace
+
+    saved = model.config()
+    init = saved["init"] if saved["init"] in ("auto", "he", "glorot", "lecun") else "auto"
+    own = {"l2": args.l2, "l1": args.l1, "dropout": args.dropout}
+    flags = SimpleNamespace(layers=args.layers or saved["layers"], loss=args.loss or saved["loss"],
+                            no_bias=(not saved["bias"]) if args.no_bias is None else args.no_bias,
+                            dtype=args.dtype or saved["dtype"], init=args.init or init, seed=saved["seed"],
+                            **{key: saved[key] if value is None else value for key, value in own.items()})
+    candidate = network_from_args(flags, n_inputs=model.n_inputs)
+    built = candidate.config()
+    given = {"layers": args.layers, "loss": args.loss, "bias": args.no_bias, "dtype": args.dtype, "init": args.init}
+    differ = [(flag, key) for key, flag in _MODEL_FLAGS if given[key] is not None and built[key] != saved[key]]
+    if differ:
+        model_values = {"layers": _layers_text(model), "loss": saved["loss"], "bias": saved["bias"],
+                        "dtype": saved["dtype"], "init": saved["init"]}
+        names = " and ".join(flag for flag, _ in differ)
+        theirs = ", ".join(f"{key} {model_values[key]}" for _, key in differ)
+        raise ConfigError(f"{names} {'does' if len(differ) == 1 else 'do'} not agree with the model "
+                          f"'{args.init_from}' ({theirs}), and --init-from takes the network from the model; remove "
+                          f"{'it' if len(differ) == 1 else 'them'}, or train a new network without --init-from.")
+    if all(built[key] == saved[key] for key in own):
+        return model
+    net = candidate  # the model's network with the new run's l1, l2 or dropout
+    net.params[...] = model.params
+    net.set_running_statistics(dict(model.running_statistics()))
+    net.metadata = model.metadata
+    return net
+
+
+def _check_targets_for_model(net, y, path):
+    """--init-from: the data's targets must be the model's: class ids 0..K-1 of its output layer for a
+    classifier (a new class cannot be learned by the model's output layer), one number per output otherwise."""
+    if net.output_activation.name == "softmax" or (net.output_activation.name == "sigmoid" and net.n_outputs == 1):
+        classes = max(net.n_outputs, 2)
+        if y.dtype.kind != "i":
+            raise DataError(f"the data have non-integer targets, and the model '{path}' is a classifier of the "
+                            f"classes 0..{classes - 1}; --init-from needs targets of the model's kind.")
+        outside = y[(y < 0) | (y >= classes)]
+        if outside.size:
+            raise DataError(f"the data hold class {int(outside[0])}, and the model '{path}' knows the classes "
+                            f"0..{classes - 1} only; --init-from keeps the model's output layer, so train a new "
+                            "model (without --init-from) for other classes.")
+        return y
+    columns = 1 if y.ndim == 1 else y.shape[1]
+    if columns != net.n_outputs:
+        raise DataError(f"the data have {columns} target column(s), and the model '{path}' has {net.n_outputs} "
+                        "output(s); --init-from needs targets of the model's kind.")
+    return y
 
 
 def _check_resume(net, path, optimizer="sgd"):
@@ -372,19 +472,25 @@ def _csv_with_weights(args):
     return X, y, weights, description
 
 
-def _streamed_training_data(args):
+def _streamed_training_data(args, init=None):
     """--npy X.npy --npy-targets y.npy: both memory-mapped and streamed by the trainer (handgrad.streaming).
     The validation and test parts (none by default) are the files' last rows, read into memory; the
-    features are used as they are (no standardization)."""
+    features are used as they are (no standardization; with --init-from the model ``init`` must have none)."""
     from . import datasets
 
     if args.npy is None:
         raise ConfigError("--npy-targets goes with --npy X.npy (the features), e.g. --npy X.npy --npy-targets y.npy.")
     if args.target is not None or args.limit is not None:
         raise ConfigError("--target and --limit do not apply to --npy-targets: the targets are their own file.")
-    if args.layers is None:
+    if args.layers is None and init is None:
         raise ConfigError("--npy-targets needs --layers: the network is not guessed from data that stays on disk.")
+    if init is not None and _preprocessor(init) is not None:
+        raise ConfigError(f"--init-from '{args.init_from}': the model standardizes its inputs, and streamed data "
+                          "(--npy-targets) are used as they are; write the .npy features standardized with the "
+                          "model's mean and scale ('handgrad info --json'), or give the data in memory (--npz, --csv).")
     X, y, description = _mapped_npy_pair(args)
+    if init is not None:
+        _check_feature_count(init, X.shape[1], "--npy")
     N = X.shape[0]
     n_test, n_val = int(round(N * args.test)), int(round(N * args.validation))
     n_train = N - n_val - n_test
@@ -397,14 +503,14 @@ def _streamed_training_data(args):
     return X, y, description, split, None, None  # (no standardizer, no sample weights)
 
 
-def _training_data(args):
+def _training_data(args, init=None):
     """(X, y, description, split, standardizer, weights): the data, its train/validation/test split, the
-    feature scaling fitted on the training part only, and (with --sample-weight-column) the sample weights of
-    the three parts, else None."""
+    feature scaling fitted on the training part only (with --init-from: the model ``init``'s own, reused),
+    and (with --sample-weight-column) the sample weights of the three parts, else None."""
     from . import datasets
 
     if getattr(args, "npy_targets", None) is not None:
-        return _streamed_training_data(args)
+        return _streamed_training_data(args, init)
     weights = None
     if getattr(args, "sample_weight_column", None) is not None:
         X, y, w, description = _csv_with_weights(args)
@@ -419,7 +525,10 @@ def _training_data(args):
                             "zero, so there is nothing to learn from; give some rows a positive weight.")
         split = split._replace(X_train=split.X_train[:, :-1], X_val=split.X_val[:, :-1], X_test=split.X_test[:, :-1])
         X = X[:, :-1]
-    if description["source"] == "mnist":
+    if init is not None:
+        _check_feature_count(init, X.shape[1], "the data")
+        standardizer = _model_standardizer(args, init)
+    elif description["source"] == "mnist":
         standardizer = datasets.Standardizer.constant(X.shape[1], 255.0)  # pixels 0..255 -> 0..1
     elif args.no_standardize:
         standardizer = None
@@ -473,12 +582,18 @@ def _prepare_training(args):
     from types import SimpleNamespace
 
     options, out, run_dir = _training_settings(args)
-    X, y, description, split, standardizer, weights = _training_data(args)
+    init = _init_model(args)  # --init-from: the model a new run starts from, or None
+    X, y, description, split, standardizer, weights = _training_data(args, init)
     prepare = standardizer.transform if standardizer is not None else (lambda A: A)
-    if args.layers is None:
-        args.layers = _default_layers(y, description["source"])
-    net = network_from_args(args, n_inputs=X.shape[1])
-    if not description.get("streamed"):  # streamed targets are checked block by block by the trainer
+    if init is not None:
+        net = _network_from_model(args, init)
+    else:
+        if args.layers is None:
+            args.layers = _default_layers(y, description["source"])
+        net = network_from_args(args, n_inputs=X.shape[1])
+    if init is not None and not description.get("streamed"):
+        _check_targets_for_model(net, y, args.init_from)
+    elif not description.get("streamed"):  # streamed targets are checked block by block by the trainer
         _check_targets_for(net, y, "the data")
     if "block_rows" in options and not description.get("streamed"):
         raise ConfigError(f"--block-rows applies to streamed data (--npy X.npy --npy-targets y.npy), and this run's "
@@ -535,7 +650,8 @@ def _train_and_write(args, run):
 
     metadata = {
         "training": {**options, "validation": args.validation, "test": args.test,
-                     "standardize": standardizer is not None},
+                     "standardize": standardizer is not None,
+                     **({"init_from": os.path.abspath(args.init_from)} if getattr(args, "init_from", None) else {})},
         "data": description,
         "preprocessing": standardizer.to_dict() if standardizer is not None else None,
         "metrics": {part: {k: v for k, v in report.items() if k != "confusion_matrix"}
@@ -904,8 +1020,8 @@ def cmd_gradcheck(args):
 
 def cmd_sweep(args):
     """`handgrad sweep`: train's data, split and scaling, then the sweep of cli_sweep (on Dask, handgrad.sweeps)."""
-    if args.config:  # a train config works as the base; its output settings are train's, not the sweep's
-        _apply_config(args, args.command_parser, args.config, ignore=("out", "run_dir", "verbose", "sharpness"))
+    if args.config:  # a train config works as the base: what only train uses is ignored, with one warning line
+        _apply_train_config_to_sweep(args)
     for key, value in TRAIN_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -920,6 +1036,27 @@ def cmd_sweep(args):
             prepare = standardizer.transform if standardizer is not None else (lambda A: A)
             _print_evaluation({"test": evaluate_network(result.best_model, prepare(split.X_test), split.y_test)})
     return cli_sweep.exit_status(result)
+
+
+def _train_only_settings(sweep_parser):
+    """The dests of train's flags that the sweep has no flag for, plus train's outputs (its --out is a model
+    file, the sweep's a folder): a sweep ignores them in a train config (cli_sweep.TRAIN_ONLY says why)."""
+    train = _Parser(prog="handgrad").add_subparsers()
+    _add_train_parser(train)
+    sweep = {action.dest for action in sweep_parser._actions}
+    return {action.dest for action in train.choices["train"]._actions if action.dest not in sweep} | {"out"}
+
+
+def _apply_train_config_to_sweep(args):
+    """--config of a sweep: the settings both commands have apply; train's --sample-weight-column still takes
+    its column out of the features (so that the features are train's), though the sweep trains unweighted;
+    the rest of train's settings are ignored, named in one warning line on stderr, never silently."""
+    ignore = _train_only_settings(args.command_parser) - {"sample_weight_column"}
+    ignored = _apply_config(args, args.command_parser, args.config, ignore=ignore, accept=("sample_weight_column",))
+    if getattr(args, "sample_weight_column", None) is not None:
+        ignored.append("sample_weight_column")
+    if ignored:
+        print(f"handgrad: warning: {cli_sweep.ignored_settings_text(args.config, ignored)}", file=sys.stderr)
 
 
 # ============================================================================ the parser

@@ -107,6 +107,11 @@ def add_trainer_arguments(group):
                        help="continue the run saved in this checkpoint, bit for bit, with the same data and "
                             "settings (--epochs is the total); it keeps checkpointing into FILE unless "
                             "--checkpoint names another file")
+    group.add_argument("--init-from", metavar="MODEL.npz",
+                       help="start a new run from this model file: its network (layers, dtype, activations, norms, "
+                            "running statistics) and weights, and its stored standardization (reused, not refitted); "
+                            "the data's targets must be the model's; --layers, --loss, --no-bias, --dtype and --init "
+                            "must agree with it or be left out (--l1, --l2, --dropout may change)")
     group.add_argument("--block-rows", type=int, metavar="N",
                        help="streamed data (--npy X.npy --npy-targets y.npy): rows per block read from disk and "
                             "shuffled together (default: about 64 MiB of X); a resume needs the run's N")

@@ -183,6 +183,30 @@ def _output_folder(path, force):
     return path
 
 
+# ---------------------------------------------------------------------------- a train config as the base
+# Settings of `handgrad train` that a sweep has no use for, with why (the others are train's outputs or
+# progress: out, run_dir, verbose, sharpness, distributed). A train config given to `sweep --config` may hold
+# them: they are ignored, and named in one warning line (cli._apply_train_config_to_sweep).
+TRAIN_ONLY = {
+    "patience": "successive halving stops the weak runs instead",
+    "metrics": "--metric ranks the runs",
+    "class_weight": "the sweep trains unweighted",
+    "sample_weight_column": "the column is still no feature, but the sweep trains unweighted",
+    "checkpoint": "the sweep checkpoints each run between rungs itself",
+    "resume": "the sweep checkpoints each run between rungs itself",
+    "init_from": "every run of the sweep starts from new weights",
+    "block_rows": "a sweep reads its data into memory",
+}
+
+
+def ignored_settings_text(path, keys):
+    """The one warning line that names the train settings a sweep ignored, and why where it matters."""
+    named = [f"{key} ({TRAIN_ONLY[key.replace('-', '_')]})" if key.replace("-", "_") in TRAIN_ONLY else key
+             for key in sorted(keys)]
+    return (f"the config '{path}' sets what only 'handgrad train' uses; the sweep ignores it: "
+            f"{', '.join(named)}.")
+
+
 # ---------------------------------------------------------------------------- running it
 def run_sweep(args, split, standardizer, description):
     """Run the sweep of the parsed flags on the split data (scaled by ``standardizer``); returns the result."""

@@ -566,8 +566,9 @@ def _check_schedule_total(settings, state, n_batches):
             f"sets the learning rate from the total number of steps: with epochs={settings.epochs} the rate at step "
             f"{steps[i]} would be {rates[1][i]:.6g} instead of {rates[0][i]:.6g}, so the run would not go on as "
             f"planned. Resume with epochs={planned} (handgrad train --epochs {planned}); to train longer, start a "
-            "new run from the trained weights (net.fit(...) on the network it returns, or handgrad.load(model "
-            "file).fit(...)), with a schedule of its own.")
+            "new run from the trained weights, with a schedule of its own: handgrad train --init-from MODEL.npz "
+            "(the run's --out file) on the command line, net.fit(...) on the network fit returned or "
+            "handgrad.load(model file).fit(...) in Python.")
 
 
 def _restore(net, settings, position, state):
