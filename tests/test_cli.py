@@ -240,6 +240,26 @@ def test_bad_config_setting(capsys, tmp_path):
     assert status == 2 and "not valid TOML" in err
 
 
+def test_switches_in_a_config_file_apply_and_the_command_line_still_wins(capsys, tmp_path):
+    """--quiet, --verbose (and --distributed) are switches: a config's `quiet = true` used to be dropped silently,
+    because the parser's False default looked like a value given on the command line."""
+    config = tmp_path / "c.toml"
+    config.write_text('data = "xor"\nsamples = 40\nepochs = 3\nquiet = true\n')
+    status, out, err = run(capsys, "train", "--config", config, "--out", tmp_path / "a.npz")
+    assert status == 0 and out == "" and err == ""
+    config.write_text('data = "xor"\nsamples = 40\nepochs = 3\nverbose = true\n')
+    status, out, err = run(capsys, "train", "--config", config, "--out", tmp_path / "b.npz")
+    assert status == 0 and "epoch 3" in err and "model written to" in out
+    status, out, err = run(capsys, "train", "--config", config, "--quiet", "--out", tmp_path / "c.npz")
+    assert status == 0 and out == ""  # the command line's --quiet next to the file's verbose
+    config.write_text('data = "xor"\nquiet = "yes"\n')
+    status, out, err = run(capsys, "train", "--config", config)
+    assert status == 2 and "'quiet' is a switch; write quiet = true or quiet = false" in err
+    config.write_text('data = "xor"\nbias = 0\n')
+    status, out, err = run(capsys, "train", "--config", config)
+    assert status == 2 and "'bias' is a switch" in err
+
+
 def test_existing_model_is_not_overwritten_without_force(capsys, existing):
     model, _, model_bytes, _ = existing
     status, out, err = run(capsys, "train", *FAST, "--out", model)

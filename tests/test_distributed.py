@@ -618,3 +618,27 @@ def test_bad_input_the_trainer_finds_under_mpiexec_is_one_line_and_exit_status_2
         assert (tmp_path / "run.ckpt").read_bytes() == saved, name
     done = _mpi_train([(2, ["--csv", "good.csv", *flags, *resume, "--quiet", "--no-plots"])], tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@needs_mpi
+def test_a_config_file_can_ask_for_data_parallel_training_and_rank_0_alone_writes_its_outputs(tmp_path):
+    """`distributed = true` in the config works as --distributed does, and the config's out and run_dir are
+    rank 0's alone (before, ranks other than 0 cleared out and run_dir before reading the config, which then
+    set them again on every rank)."""
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "moons"\nsamples = 200\nlayers = "6:tanh,1:sigmoid"\nepochs = 2\n'
+                      f'distributed = true\nout = "{tmp_path / "file.npz"}"\nrun_dir = "{tmp_path / "run"}"\n'
+                      'no_plots = true\n')
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "handgrad", "train"]
+    from_file = subprocess.run([*command, "--config", str(config)], capture_output=True, text=True, env=env,
+                               timeout=120)
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.stdout.count("model written to") == 1 and from_file.stderr == ""
+    flags = subprocess.run([*command, "--data", "moons", "--samples", "200", "--layers", "6:tanh,1:sigmoid",
+                            "--epochs", "2", "--distributed", "--out", str(tmp_path / "flags.npz")],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert flags.returncode == 0, flags.stderr
+    assert np.array_equal(hg.load(tmp_path / "file.npz").params, hg.load(tmp_path / "flags.npz").params)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["history.csv", "history.json", "metrics.json"]
+

@@ -266,9 +266,12 @@ def _apply_config(args, parser, path, ignore=(), accept=()):
     # --force and --debug are not accepted from a file: replacing files is decided on the command line.
     known = {action.dest for action in parser._actions if action.dest not in ("help", "debug", "config", "force")}
     known |= set(accept)
+    switches = {action.dest for action in parser._actions if action.const is True and action.nargs == 0}
     ignored = []
     for key, value in settings.items():
         dest = _CONFIG_ALIASES.get(key, key).replace("-", "_")
+        if (dest in switches or dest == "bias") and not isinstance(value, bool):
+            raise ConfigError(f"config file '{path}': '{key}' is a switch; write {key} = true or {key} = false.")
         if dest == "bias":
             dest, value = "no_bias", (not value)
         if dest in ignore:  # e.g. train's output settings, read by a sweep
@@ -276,18 +279,32 @@ def _apply_config(args, parser, path, ignore=(), accept=()):
             continue
         if dest not in known:
             raise ConfigError(f"config file '{path}': unknown setting '{key}'.{suggest(dest, known | set(ignore))}")
-        if getattr(args, dest, None) is None:  # the command line wins over the file
+        if getattr(args, dest, None) is None:  # the command line wins over the file (switches: None when not given)
             setattr(args, dest, value)
     return ignored
 
 
+def _config_switch(args, key):
+    """Whether --config sets the switch ``key`` (read ahead of the other settings, for a switch that decides how
+    train runs, such as distributed). A config that cannot be read says so later, where every setting is read."""
+    if not args.config:
+        return False
+    try:
+        return read_config(args.config).get(key) is True
+    except HandgradError:
+        return False
+
+
 def _training_settings(args):
-    """Fill the unset flags from --config and the defaults, check them; the output paths are checked too."""
+    """Fill the unset flags from --config and the defaults, check them; the output paths are checked too.
+    Data-parallel, a rank other than 0 (``args.writes`` False) then prints and writes nothing."""
     if args.config:
         _apply_config(args, args.command_parser, args.config)
     for key, value in TRAIN_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if not getattr(args, "writes", True):
+        args.quiet, args.out, args.run_dir = True, None, None
     options = {"epochs": _positive("--epochs", args.epochs), "batch_size": _positive("--batch-size", args.batch_size),
                "learning_rate": _positive("--learning-rate", args.learning_rate, float), "seed": args.seed}
     for name in ("optimizer", "schedule"):
@@ -551,13 +568,12 @@ def cmd_train(args):
     if getattr(args, "npy_targets", None) is not None:  # held-out rows are read into memory: none unless asked
         args.validation = 0.0 if args.validation is None else args.validation
         args.test = 0.0 if args.test is None else args.test
-    if not getattr(args, "distributed", False):
+    if not (args.distributed or _config_switch(args, "distributed")):
         return _train_and_write(args, _prepare_training(args))
     from . import distributed
 
     comm = distributed.communicator(True)
-    if comm.Get_rank() != 0:
-        args.quiet, args.out, args.run_dir = True, None, None
+    args.writes = comm.Get_rank() == 0  # rank 0 alone prints and writes (once the config is read: _training_settings)
     if comm.Get_size() == 1:
         return _train_and_write(args, _prepare_training(args))
     # Every rank prepares; one allgather tells all whether any rank's input was bad. Then all stop together
@@ -1083,7 +1099,7 @@ def _add_train_parser(sub):
     group.add_argument("--no-standardize", action="store_const", const=True,
                        help="do not standardize the features (MNIST pixels are always scaled by 1/255)")
     add_trainer_arguments(group)  # --patience, --metrics, --class-weight, --sample-weight-column, --checkpoint, ...
-    group.add_argument("--distributed", action="store_true",
+    group.add_argument("--distributed", action="store_const", const=True,
                        help="data-parallel training under 'mpiexec -n K handgrad train ...': --batch-size is the "
                             "global batch; rank 0 writes (pip install handgrad[mpi]; docs/scaling.md)")
     group.add_argument("--sharpness", action="store_const", const=True,
@@ -1095,8 +1111,8 @@ def _add_train_parser(sub):
                                                         "pictures here")
     group.add_argument("--force", action="store_true", help="replace an existing --out file or non-empty --run-dir")
     group.add_argument("--no-plots", action="store_const", const=True, help="skip the pictures in --run-dir")
-    group.add_argument("--verbose", action="store_true", help="print the loss of every epoch")
-    group.add_argument("--quiet", action="store_true", help="print nothing on success")
+    group.add_argument("--verbose", action="store_const", const=True, help="print the loss of every epoch")
+    group.add_argument("--quiet", action="store_const", const=True, help="print nothing on success")
     train.set_defaults(func=cmd_train, command_parser=train)
 
 

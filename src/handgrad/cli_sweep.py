@@ -68,7 +68,7 @@ def add_sweep_parser(subparsers, add_data_arguments):
                                                     f"(default ./{DEFAULT_OUT})")
     group.add_argument("--force", action="store_true", help="replace the results of an earlier sweep in --out")
     group.add_argument("--no-plots", action="store_const", const=True, help="skip curves.png")
-    group.add_argument("--quiet", action="store_true", help="print nothing on success")
+    group.add_argument("--quiet", action="store_const", const=True, help="print nothing on success")
     return sweep
 
 
