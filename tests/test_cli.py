@@ -269,6 +269,26 @@ def test_existing_model_is_not_overwritten_without_force(capsys, existing):
     assert status == 0 and model.read_bytes() != model_bytes
 
 
+def test_predict_on_a_table_like_the_training_one_leaves_the_models_target_out(capsys, tmp_path, trained, blob_csv):
+    from handgrad import datasets
+
+    names, table = datasets.load_csv_table(blob_csv)
+    features = tmp_path / "features.csv"
+    features.write_text("\n".join([",".join(names[:-1])] + [",".join(repr(float(v)) for v in row[:-1]) for row in table])
+                        + "\n")
+    status, expected, err = run(capsys, "predict", trained, features, "--proba")
+    assert status == 0 and err == ""
+    status, out, err = run(capsys, "predict", trained, blob_csv, "--proba")  # its header has the target, 'label'
+    assert status == 0 and out == expected
+    assert err.count("\n") == 1 and "column 'label' is the model's target, left out" in err
+    status, out, err = run(capsys, "predict", trained, blob_csv, "--proba", "--target", "label")
+    assert status == 0 and out == expected and err == ""
+    renamed = tmp_path / "renamed.csv"  # another name: every column is a feature, and one too many is an error
+    renamed.write_text(blob_csv.read_text().replace("label", "y", 1))
+    status, out, err = run(capsys, "predict", trained, renamed)
+    assert status == 2 and "has 3 features but the model expects 2" in err
+
+
 def test_bad_predict_and_evaluate_input(capsys, tmp_path, existing):
     bad_files(tmp_path)
     model, output, model_bytes, output_bytes = existing

@@ -920,8 +920,26 @@ def _read_features(net, path, target):
             raise DataError(f"{where} holds an array of shape {table.shape}; a table with a --target column needs 2-D "
                             "data with at least 2 columns.")
         return _MappedRows(net, table, datasets.column_index(target, None, table.shape[1], path), where)
+    if target is None and extension in (".csv", ".txt"):
+        return _features_for(net, _csv_features(net, path), where)
     X, _ = datasets.load_file(path, target if target is not None else False)
     return _features_for(net, X, where)
+
+
+def _csv_features(net, path):
+    """predict's features from a CSV without --target: every column, except the model's own target column when
+    the header has it and the table has one column more than the model's inputs (a table like the training one;
+    said on stderr)."""
+    from . import datasets
+
+    names, values = datasets.load_csv_table(path)
+    target = ((getattr(net, "metadata", None) or {}).get("data") or {}).get("target")
+    stripped = [name.strip() for name in names] if names is not None else []
+    if isinstance(target, str) and target in stripped and values.shape[1] == net.n_inputs + 1:
+        values = np.delete(values, stripped.index(target), axis=1)
+        print(f"handgrad: note: column '{target}' is the model's target, left out of the features (--target names "
+              "another column to leave out).", file=sys.stderr)
+    return datasets.check_dataset(values, name=os.fspath(path))
 
 
 def cmd_predict(args):
