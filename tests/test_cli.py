@@ -274,8 +274,8 @@ def test_predict_on_a_table_like_the_training_one_leaves_the_models_target_out(c
 
     names, table = datasets.load_csv_table(blob_csv)
     features = tmp_path / "features.csv"
-    features.write_text("\n".join([",".join(names[:-1])] + [",".join(repr(float(v)) for v in row[:-1]) for row in table])
-                        + "\n")
+    rows = [",".join(names[:-1])] + [",".join(repr(float(v)) for v in row[:-1]) for row in table]
+    features.write_text("\n".join(rows) + "\n")
     status, expected, err = run(capsys, "predict", trained, features, "--proba")
     assert status == 0 and err == ""
     status, out, err = run(capsys, "predict", trained, blob_csv, "--proba")  # its header has the target, 'label'
