@@ -289,6 +289,18 @@ def test_predict_on_a_table_like_the_training_one_leaves_the_models_target_out(c
     assert status == 2 and "has 3 features but the model expects 2" in err
 
 
+def test_info_shows_the_models_regularization(capsys, tmp_path, blob_csv):
+    model = tmp_path / "reg.npz"
+    status, out, err = run(capsys, "train", "--csv", blob_csv, "--target", "label", "--layers",
+                           "8:tanh,6:tanh,3:softmax", "--l2", "0.001", "--dropout", "0.25,0", *FAST, "--out", model)
+    assert status == 0, err
+    status, out, err = run(capsys, "info", model)
+    assert status == 0 and "regularization: l2 0.001, dropout 0.25 after layer 1\n" in out
+    status, out, err = run(capsys, "train", "--csv", blob_csv, "--target", "label", *FAST, "--out", model, "--force")
+    status, out, err = run(capsys, "info", model)
+    assert status == 0 and "regularization" not in out  # nothing to say for a plain network
+
+
 def test_bad_predict_and_evaluate_input(capsys, tmp_path, existing):
     bad_files(tmp_path)
     model, output, model_bytes, output_bytes = existing

@@ -489,6 +489,13 @@ class MLP:
             count = sum(array.size for _, array in layer.parameters())
             rows.append(f"{k:<7}{layer.activation.spec():<{width}}{layer.W.shape!s:<14}{b:<10}{count:>8}")
         rows.append(f"total parameters: {self.n_params}")
+        parts = [f"{name} {value:g}" for name, value in (("l2", self.l2), ("l1", self.l1)) if value]
+        dropped = [f"{self.dropout_rate(k):g} after layer {k}" for k in range(1, len(self.layers))
+                   if self.dropout_rate(k)]
+        if dropped:
+            parts.append("dropout " + ", ".join(dropped))
+        if parts:  # what training adds to the objective (the penalties) and to the forward pass (dropout)
+            rows.append("regularization: " + ", ".join(parts))
         return "\n".join(rows)
 
     # ------------------------------------------------------------------ data checks
