@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, check_seed
 
 METHODS = ("lanczos", "power")
 
@@ -134,12 +134,15 @@ def sharpness(net, X, T, k=1, method="lanczos", *, sample_weight=None, dropout_s
 
     Returns a :class:`SharpnessResult`; ``result.learning_rate_bound`` is 2 / lambda_1.
     """
+    if not callable(getattr(net, "hessian_vector_product", None)):
+        raise ConfigError(f"sharpness needs a handgrad MLP, got {type(net).__name__} (for a fitted scikit-learn "
+                          "style estimator, pass its net_).")
     n = net.n_params
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
         raise ConfigError(f"k must be a whole number from 1 to the number of parameters ({n}), got {k!r}.")
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
-    tol = (1e-6 if net.dtype == np.float64 else 1e-3) if tol is None else float(tol)
+    tol = (1e-6 if net.dtype == np.float64 else 1e-3) if tol is None else _number("tol", tol)
     if not 0 < tol < 1:
         raise ConfigError(f"tol must be a number between 0 and 1, got {tol}.")
     if max_iter is None:
@@ -165,6 +168,13 @@ def sharpness(net, X, T, k=1, method="lanczos", *, sample_weight=None, dropout_s
 
 
 # ---------------------------------------------------------------------------- start vector and checks
+def _number(name, value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}.") from None
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name} must be a positive whole number, got {value!r}.")
@@ -174,7 +184,7 @@ def _positive_int(name, value):
 def _start_vector(net, start, seed):
     """A unit start vector: ``start`` checked like any direction, or a normal draw from ``seed``."""
     if start is None:
-        x = np.random.default_rng(seed).standard_normal(net.n_params)
+        x = np.random.default_rng(check_seed("seed", seed)).standard_normal(net.n_params)
     else:
         x = net.check_direction(start).astype(np.float64)
     norm = np.linalg.norm(x)

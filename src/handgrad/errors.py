@@ -56,3 +56,17 @@ def check_fraction(name, value, error=ConfigError):
     if not 0.0 <= value < 1.0:
         raise error(f"{name} must be a fraction in [0, 1), got {value}.")
     return value
+
+
+def check_seed(name, seed):
+    """``seed`` unchanged when NumPy takes it as a seed (None, a whole number >= 0, a sequence of them, a
+    SeedSequence or Generator), else a ConfigError naming ``name`` (rather than NumPy's TypeError)."""
+    import numpy as np
+
+    if seed is None or isinstance(seed, (np.random.SeedSequence, np.random.Generator, np.random.BitGenerator)):
+        return seed
+    try:
+        np.random.SeedSequence(seed)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number >= 0 (or None), got {seed!r}.") from None
+    return seed

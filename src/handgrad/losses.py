@@ -237,14 +237,23 @@ class HalfPoissonDeviance(Loss):
     def per_sample(self, A, T):
         return (self._t_ln_t(T) - T * np.log(np.maximum(A, np.finfo(A.dtype).tiny)) - T + A).sum(axis=1)
 
+    # per_sample takes ln max(a, tiny): below tiny (an output of exactly 0, a relu's say) l is t ln t - t ln tiny
+    # - t + a, whose derivatives are 1 and 0. The derivatives below are that function's, so they stay finite
+    # there instead of t/0 (inf, and inf * f'(z) = inf * 0 = NaN in backward).
     def gradient(self, A, T, out=None):
-        out = np.divide(T, np.maximum(A, np.finfo(A.dtype).tiny), out=out)
+        positive = A >= np.finfo(A.dtype).tiny
+        out = np.divide(T, A, out=np.zeros_like(A) if out is None else out, where=positive)
+        out[~positive] = 0
         np.subtract(1, out, out=out)
         out *= 1.0 / A.shape[0]
         return out
 
     def r_gradient(self, A, T, RA):
-        return T / (A * A) * RA * (1.0 / A.shape[0])
+        """d^2 l/da^2 = t/a^2 (0 below tiny, as in gradient):  R{dJ/dA} = T * R{A} / (A^2 N)."""
+        positive = A >= np.finfo(A.dtype).tiny
+        R = np.divide(T * RA, A, out=np.zeros_like(A), where=positive)
+        np.divide(R, A, out=R, where=positive)
+        return R * (1.0 / A.shape[0])
 
     def per_sample_from_logits(self, Z, T, lse=None):
         return (self._t_ln_t(T) - T * Z - T + np.exp(Z)).sum(axis=1)

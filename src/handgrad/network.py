@@ -43,7 +43,7 @@ import re
 import numpy as np
 
 from .activations import Activation, get_activation
-from .errors import ConfigError, DataError, check_non_negative
+from .errors import ConfigError, DataError, check_non_negative, check_seed
 from .layers import INFERENCE, NORMS, OBJECTIVE, OBJECTIVE_WITH_DROPOUT, Dense, Dropout, as_mode
 from .losses import Loss, default_loss_for, get_loss, weighted_total
 
@@ -217,7 +217,7 @@ class MLP:
             )
 
         # Independent random streams from one seed: initial weights and dropout masks (fit shuffles with its own).
-        self._init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
+        self._init_seed, dropout_seed = np.random.SeedSequence(check_seed("seed", seed)).spawn(2)
         self.rng = np.random.default_rng(dropout_seed)
         self.layers = []  # the Dense layers, numbered 1..L in the seeds' notation
         self.sequence = []  # every layer in the order forward runs them: Dense, Dropout (rate > 0), Dense, ...
@@ -773,6 +773,7 @@ class MLP:
         X = self.check_inputs(X)
         T = self.check_targets(T, X.shape[0])
         w = self.check_sample_weight(sample_weight, X.shape[0])
+        check_seed("dropout_seed", dropout_seed)
         if dropout_seed is None:
             J = self.backprop(X, T, w, training=OBJECTIVE)
         else:
@@ -807,6 +808,7 @@ class MLP:
         T = self.check_targets(T, X.shape[0])
         w = self.check_sample_weight(sample_weight, X.shape[0])
         v = self.check_direction(v)
+        check_seed("dropout_seed", dropout_seed)
         self._check_r_operator()
         received = {}  # the gradient each layer received, before its backward overwrote it in place
 
@@ -833,6 +835,10 @@ class MLP:
                 R = layer.r_backward(received[id(layer)], R, outputs[id(layer)], i > 0)
         if self.l2:
             Hv[:self.n_weights] += self.l2 * v[:self.n_weights]
+        if not _all_finite(Hv):
+            raise DataError("H v came out NaN or infinite: the objective's second derivatives overflow at these "
+                            "parameters on this data (check that net.params and the loss are finite, or use "
+                            "float64 and a smaller v).")
         return Hv
 
     def _output_r_gradient(self, RA, T, sample_weight):
@@ -856,7 +862,8 @@ class MLP:
         if v.shape != self.params.shape:
             raise DataError(f"v must be a vector of {self.n_params} numbers in the layout of net.params (see "
                             f"net.layout), got shape {v.shape}.")
-        v = v.astype(self.dtype)
+        with np.errstate(over="ignore"):  # a float64 entry beyond float32's range becomes inf: refused below
+            v = v.astype(self.dtype)
         if not np.isfinite(v).all():
             raise DataError("v contains NaN or infinity; a direction must be finite.")
         return v

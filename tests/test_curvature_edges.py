@@ -1,0 +1,108 @@
+"""Edge cases of curvature and the Poisson deviance found by an audit (issue 13): outputs of exactly 0 under the
+Poisson deviance, Hessian-vector products that overflow, and seeds, tolerances and networks that are not ones."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import handgrad as hg
+from handgrad.errors import ConfigError, DataError
+
+
+def _relu_poisson_net():
+    """A relu output under the Poisson deviance, with weights that put some outputs at exactly 0."""
+    net = hg.MLP(3, [(4, "tanh"), (1, "relu")], loss="poisson", seed=0)
+    net.params[:] = -np.abs(net.params)
+    net.params[-1] = 0.05  # the output bias: some rows above 0, some at exactly 0
+    return net
+
+
+def _counts_data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(16, 3)), rng.integers(4, 12, size=(16, 1)).astype(float)  # counts >= 4: t/tiny overflows
+
+
+def test_poisson_gradient_and_hessian_stay_finite_where_a_relu_output_is_zero():
+    net, (X, T) = _relu_poisson_net(), _counts_data()
+    A = net.forward(X)
+    assert (A == 0).any() and (A > 0).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, no inf * 0
+        net.loss_and_grad(X, T)
+        gradient = net.grads.copy()
+        v = np.random.default_rng(1).normal(size=net.n_params)
+        Hv = net.hessian_vector_product(X, T, v)
+    assert np.isfinite(gradient).all() and np.isfinite(Hv).all()
+    h, theta = 1e-6, net.params.copy()
+    numeric = np.empty_like(theta)
+    for i in range(theta.size):  # the loss is flat in the rows whose output is 0: their share is 0
+        net.params[i] = theta[i] + h
+        up = net.loss(X, T)
+        net.params[i] = theta[i] - h
+        numeric[i] = (up - net.loss(X, T)) / (2 * h)
+        net.params[i] = theta[i]
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-6, atol=1e-6)  # (J is large: -t ln tiny per zero)
+
+    def grad_at(p):
+        net.params[:] = p
+        net.loss_and_grad(X, T)
+        return net.grads.copy()
+
+    h = 1e-6
+    numeric_Hv = (grad_at(theta + h * v) - grad_at(theta - h * v)) / (2 * h)
+    net.params[:] = theta
+    np.testing.assert_allclose(Hv, numeric_Hv, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow itself
+def test_a_hessian_vector_product_that_overflows_is_a_clear_error():
+    X, T = _counts_data()
+    net = hg.MLP(3, [(4, "identity"), (1, "identity")], seed=0)
+    net.params[:] = 1e200  # finite weights whose outputs overflow: the products are NaN
+    with pytest.raises(DataError, match="H v came out NaN or infinite"):
+        net.hessian_vector_product(X, T, np.ones(net.n_params))
+    with pytest.raises(DataError, match="H v came out NaN or infinite"):
+        hg.sharpness(net, X, T)
+
+
+def test_a_direction_beyond_float32_is_refused_without_a_numpy_warning():
+    X, T = _counts_data()
+    net = hg.MLP(3, [(4, "tanh"), (1, "identity")], seed=0, dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="NaN or infinity"):
+            net.hessian_vector_product(X, T, np.full(net.n_params, 1e300))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"tol": "small"}, "tol must be a number"),
+    ({"tol": [1e-3]}, "tol must be a number"),
+    ({"seed": "x"}, "seed must be a whole number"),
+    ({"seed": 1.5}, "seed must be a whole number"),
+    ({"dropout_seed": "x"}, "dropout_seed must be a whole number"),
+])
+def test_sharpness_refuses_bad_options_with_its_own_error(options, message):
+    X, T = _counts_data()
+    net = hg.MLP(3, [(4, "tanh"), (1, "identity")], seed=0)
+    with pytest.raises(ConfigError, match=message):
+        hg.sharpness(net, X, T, **options)
+
+
+def test_seeds_of_the_network_and_its_gradients_are_checked():
+    X, T = _counts_data()
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
+        hg.MLP(3, [(4, "tanh"), (1, "identity")], seed="abc")
+    net = hg.MLP(3, [(4, "tanh"), (1, "identity")], seed=0, dropout=0.5)
+    for call in (lambda: net.loss_and_grad(X, T, dropout_seed=-1),
+                 lambda: net.hessian_vector_product(X, T, np.ones(net.n_params), dropout_seed="x")):
+        with pytest.raises(ConfigError, match="dropout_seed must be a whole number"):
+            call()
+
+
+def test_sharpness_of_something_that_is_not_a_network_is_a_clear_error():
+    X, T = _counts_data()
+    with pytest.raises(ConfigError, match="needs a handgrad MLP"):
+        hg.sharpness(None, X, T)
+    with pytest.raises(ConfigError, match="pass its net_"):
+        hg.sharpness(hg.sklearn.MLPRegressor() if hasattr(hg, "sklearn") else object(), X, T)
