@@ -1041,6 +1041,8 @@ def cmd_gradcheck(args):
         T = rng.integers(0, net.n_outputs, samples)
     elif net.output_activation.name == "sigmoid":
         T = rng.integers(0, 2, (samples, net.n_outputs)).astype(float)
+    elif net.loss_fn.target_range[0] >= 0:  # counts (the Poisson deviance)
+        T = rng.poisson(1.5, (samples, net.n_outputs)).astype(float)
     else:
         T = rng.normal(size=(samples, net.n_outputs))
     result = gradcheck(net, X, T, eps=eps)

@@ -492,6 +492,8 @@ def example_batch(net, batch_size, seed):
         T = T.astype(float)
     elif net.output_activation.name == "tanh":
         T = rng.uniform(-0.9, 0.9, (batch_size, K))
+    elif low >= 0:  # counts (the Poisson deviance), zeros included
+        T = rng.poisson(1.5, (batch_size, K)).astype(float)
     else:
         T = rng.normal(size=(batch_size, K))
     return X, T

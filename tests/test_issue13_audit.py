@@ -106,3 +106,23 @@ def test_sharpness_of_something_that_is_not_a_network_is_a_clear_error():
         hg.sharpness(None, X, T)
     with pytest.raises(ConfigError, match="pass its net_"):
         hg.sharpness(hg.sklearn.MLPRegressor() if hasattr(hg, "sklearn") else object(), X, T)
+
+
+@pytest.mark.parametrize("layers", [["--layers", "4:tanh:batchnorm,3:relu:layernorm,1:exp"],
+                                    ["--layers", "4:relu,2:softplus", "--loss", "poisson"]])
+def test_trace_and_gradcheck_make_count_targets_for_a_poisson_network(tmp_path, capsys, layers):
+    """The generated batch of trace and gradcheck has targets the loss accepts: counts >= 0 for the Poisson deviance."""
+    from handgrad.cli import main
+
+    model = tmp_path / "m.npz"
+    net = hg.MLP(3, [(4, "tanh"), (1, "exp")], seed=0)
+    net.save(model)
+    for arguments in (["trace", "--inputs", "3", "--batch", "3", *layers], ["gradcheck", "--inputs", "3", *layers],
+                      ["trace", "--model", str(model)], ["gradcheck", "--model", str(model)]):
+        assert main(arguments) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert ("PASS" in out) if arguments[0] == "gradcheck" else ("per-element sum - matrix form" in out)
+    from handgrad.explain import example_batch
+
+    _, T = example_batch(net, 20, seed=0)
+    assert (T >= 0).all() and (T == np.round(T)).all() and len(np.unique(T)) > 1
