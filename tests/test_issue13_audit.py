@@ -126,3 +126,25 @@ def test_trace_and_gradcheck_make_count_targets_for_a_poisson_network(tmp_path, 
 
     _, T = example_batch(net, 20, seed=0)
     assert (T >= 0).all() and (T == np.round(T)).all() and len(np.unique(T)) > 1
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda X, T: hg.callbacks.Sharpness(X[:, :2], T), DataError, "features"),
+    (lambda X, T: hg.callbacks.Sharpness(X, T, k=10_000), ConfigError, "k must be a whole number"),
+    (lambda X, T: hg.callbacks.Sharpness(X, T, method="arnoldi"), ConfigError, "method must be one of"),
+    (lambda X, T: hg.callbacks.Sharpness(X, T, tol="tight"), ConfigError, "tol must be a number"),
+])
+def test_the_sharpness_callback_checks_its_probe_set_and_options_before_training(make, error, message):
+    X, T = _counts_data()
+    net = hg.MLP(3, [(4, "tanh"), (1, "exp")], seed=0)
+    before = net.params.copy()
+    seen = []
+    with pytest.raises(error, match=message):
+        net.fit(X, T, epochs=3, verbose=False, callbacks=[make(X, T), lambda epoch, logs: seen.append(epoch)])
+    assert seen == [] and np.array_equal(net.params, before)  # refused before the first epoch
+
+
+def test_the_sharpness_callback_refuses_an_unknown_option():
+    X, T = _counts_data()
+    with pytest.raises(ConfigError, match=r"unknown option.*tolerance"):
+        hg.callbacks.Sharpness(X, T, tolerance=1e-3)

@@ -158,6 +158,9 @@ class EarlyStopping(Callback):
         self.best_running = None if running is None else {name: np.array(a, copy=True) for name, a in running.items()}
 
 
+_SHARPNESS_OPTIONS = ("dropout_seed", "tol", "max_iter", "seed", "start", "batch_size", "warn")  # curvature.sharpness's
+
+
 class Sharpness(Callback):
     """Measure the sharpness lambda_1 (the largest eigenvalue of the Hessian of the objective, see
     handgrad.curvature) on a fixed probe set ``(X, T)`` every ``every`` epochs, and record it.
@@ -178,9 +181,20 @@ class Sharpness(Callback):
     def __init__(self, X, T, every=1, k=1, method="lanczos", sample_weight=None, **options):
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ConfigError(f"Sharpness(every=...) must be a whole number of epochs >= 1, got {every!r}.")
+        unknown = sorted(set(options) - set(_SHARPNESS_OPTIONS))
+        if unknown:
+            raise ConfigError(f"Sharpness got unknown option(s) {', '.join(unknown)}; it takes "
+                              f"{', '.join(_SHARPNESS_OPTIONS)} (see handgrad.curvature.sharpness).")
         self.X, self.T, self.sample_weight = X, T, sample_weight
         self.every, self.k, self.method, self.options = int(every), k, method, options
         self.epochs, self.values, self.eigenvalues = [], [], []
+
+    def on_train_begin(self, net):
+        """Check the probe set and the options against the network now, not after the first epoch."""
+        from .curvature import check_sharpness
+
+        super().on_train_begin(net)
+        check_sharpness(net, self.X, self.T, self.k, self.method, sample_weight=self.sample_weight, **self.options)
 
     def measure(self, net):
         """The :class:`handgrad.curvature.SharpnessResult` of ``net`` on the probe set, now."""

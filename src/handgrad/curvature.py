@@ -88,6 +88,7 @@ def hessian_operator(net, X, T, sample_weight=None, dropout_seed=None, batch_siz
     X = net.check_inputs(X)
     T = net.check_targets(T, X.shape[0])
     w = net.check_sample_weight(sample_weight, X.shape[0])
+    check_seed("dropout_seed", dropout_seed)
     N = X.shape[0]
     size = N if batch_size is None else _positive_int("batch_size", batch_size)
     if size < N and any(layer.norm is not None and layer.norm.kind == "batch" for layer in net.layers):
@@ -134,6 +135,33 @@ def sharpness(net, X, T, k=1, method="lanczos", *, sample_weight=None, dropout_s
 
     Returns a :class:`SharpnessResult`; ``result.learning_rate_bound`` is 2 / lambda_1.
     """
+    operator, x0, tol, max_iter = _prepare(net, X, T, k, method, sample_weight, dropout_seed, tol, max_iter, seed,
+                                           start, batch_size)
+    n = net.n_params
+    solve = _lanczos if method == "lanczos" else _power
+    values, vectors, products, scale = solve(operator, n, int(k), tol, max_iter, x0)
+    residuals = np.array([np.linalg.norm(operator(u) - value * u) for value, u in zip(values, vectors)])
+    products += len(values)
+    # 2 tol: room for the rounding of the product that measures, and for what the projections of the
+    # iteration left out; a pair that did not converge is off by far more.
+    converged = len(values) == k and bool(np.all(residuals <= 2 * tol * scale))
+    result = SharpnessResult(values, vectors, residuals, products, converged, method)
+    if warn and not converged:
+        warnings.warn(f"sharpness: {method} stopped after {products} Hessian-vector products without reaching "
+                      f"tol={tol:g} (largest residual {residuals.max():.2e}); raise max_iter or tol.",
+                      RuntimeWarning, stacklevel=2)
+    return result
+
+
+def check_sharpness(net, X, T, k=1, method="lanczos", *, sample_weight=None, dropout_seed=None, tol=None,
+                    max_iter=None, seed=0, start=None, batch_size=None, warn=True):
+    """Check the arguments of :func:`sharpness` as it would, without computing anything: a ConfigError or
+    DataError now (callbacks.Sharpness calls it before training, rather than failing after the first epoch)."""
+    _prepare(net, X, T, k, method, sample_weight, dropout_seed, tol, max_iter, seed, start, batch_size)
+
+
+def _prepare(net, X, T, k, method, sample_weight, dropout_seed, tol, max_iter, seed, start, batch_size):
+    """The checked arguments of :func:`sharpness`: (operator, start vector, tol, max_iter)."""
     if not callable(getattr(net, "hessian_vector_product", None)):
         raise ConfigError(f"sharpness needs a handgrad MLP, got {type(net).__name__} (for a fitted scikit-learn "
                           "style estimator, pass its net_).")
@@ -152,19 +180,7 @@ def sharpness(net, X, T, k=1, method="lanczos", *, sample_weight=None, dropout_s
         raise ConfigError(f"Lanczos needs max_iter >= k ({k}), got {max_iter}.")
     operator = hessian_operator(net, X, T, sample_weight, dropout_seed, batch_size)
     x0 = _start_vector(net, start, seed)
-    solve = _lanczos if method == "lanczos" else _power
-    values, vectors, products, scale = solve(operator, n, int(k), tol, max_iter, x0)
-    residuals = np.array([np.linalg.norm(operator(u) - value * u) for value, u in zip(values, vectors)])
-    products += len(values)
-    # 2 tol: room for the rounding of the product that measures, and for what the projections of the
-    # iteration left out; a pair that did not converge is off by far more.
-    converged = len(values) == k and bool(np.all(residuals <= 2 * tol * scale))
-    result = SharpnessResult(values, vectors, residuals, products, converged, method)
-    if warn and not converged:
-        warnings.warn(f"sharpness: {method} stopped after {products} Hessian-vector products without reaching "
-                      f"tol={tol:g} (largest residual {residuals.max():.2e}); raise max_iter or tol.",
-                      RuntimeWarning, stacklevel=2)
-    return result
+    return operator, x0, tol, max_iter
 
 
 # ---------------------------------------------------------------------------- start vector and checks
