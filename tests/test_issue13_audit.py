@@ -148,3 +148,11 @@ def test_the_sharpness_callback_refuses_an_unknown_option():
     X, T = _counts_data()
     with pytest.raises(ConfigError, match=r"unknown option.*tolerance"):
         hg.callbacks.Sharpness(X, T, tolerance=1e-3)
+
+
+@pytest.mark.parametrize("norm", [["batch"], {"kind": "batch"}, 1.5])
+def test_a_norm_that_is_not_a_name_is_a_config_error(norm):
+    with pytest.raises(ConfigError, match="unknown norm"):
+        hg.MLP(3, [{"size": 4, "activation": "relu", "norm": norm}, (1, "identity")])
+    with pytest.raises(ConfigError, match="unknown norm"):
+        hg.layers.Dense(3, 4, "relu", norm=norm)

@@ -758,6 +758,6 @@ def make_norm(norm, n_features, dtype):
     """None, or a normalization layer from "batch", "layer" or a layer object."""
     if norm is None or isinstance(norm, _Norm):
         return norm
-    if norm not in NORMS:
+    if not (isinstance(norm, str) and norm in NORMS):
         raise ConfigError(f"unknown norm {norm!r}; use 'batch', 'layer' or None.")
     return NORMS[norm](n_features, dtype=dtype)

@@ -97,7 +97,7 @@ def _parse_layer(spec, index):
         size_int = None
     if size_int is None or size_int != float(size) or size_int < 1:
         raise ConfigError(f"layer {index + 1}: the size must be a positive integer, got {size!r}.")
-    if norm is not None and norm not in NORMS:
+    if norm is not None and not (isinstance(norm, str) and norm in NORMS):  # (a list is not hashable)
         raise ConfigError(f"layer {index + 1}: unknown norm {norm!r}; use {', '.join(repr(n) for n in NORMS)} or None.")
     if bias is not None and not isinstance(bias, bool):
         raise ConfigError(f"layer {index + 1}: 'bias' must be True or False, got {bias!r}.")
