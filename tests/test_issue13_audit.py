@@ -156,3 +156,23 @@ def test_a_norm_that_is_not_a_name_is_a_config_error(norm):
         hg.MLP(3, [{"size": 4, "activation": "relu", "norm": norm}, (1, "identity")])
     with pytest.raises(ConfigError, match="unknown norm"):
         hg.layers.Dense(3, 4, "relu", norm=norm)
+
+
+def test_curvature_json_is_strict_json_when_there_is_no_learning_rate_bound(tmp_path, capsys):
+    """A model whose Hessian is 0 (every relu dead): lambda_1 = 0, no bound; --json still parses strictly."""
+    import json
+
+    from handgrad.cli import main
+
+    net = hg.MLP(2, [(3, "relu"), (1, "relu")], seed=0)
+    net.params[:] = -1.0
+    model = tmp_path / "dead.npz"
+    net.save(model)
+    capsys.readouterr()
+    assert main(["curvature", str(model), "--data", "moons", "--samples", "40", "--json"]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    report = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert report["eigenvalues"] == [0.0] and report["learning_rate_bound"] is None

@@ -15,6 +15,7 @@ import json
 import sys
 
 from .curvature import METHODS
+from .io import json_safe
 
 
 def register(subparsers, add_data_arguments, load_data, features_for):
@@ -50,10 +51,12 @@ def cmd_curvature(args, load_data, features_for):
                        seed=0 if args.seed is None else args.seed, batch_size=args.batch_size, warn=False)
     rate = (saved.metadata.get("training") or {}).get("learning_rate")
     if args.json:
-        print(json.dumps({"eigenvalues": result.eigenvalues.tolist(), "learning_rate_bound": result.learning_rate_bound,
-                          "residuals": result.residuals.tolist(), "hessian_vector_products": result.iterations,
-                          "converged": result.converged, "method": result.method, "samples": int(len(X)),
-                          "trained_learning_rate": rate}, indent=1))
+        report = {"eigenvalues": result.eigenvalues.tolist(), "learning_rate_bound": result.learning_rate_bound,
+                  "residuals": result.residuals.tolist(), "hessian_vector_products": result.iterations,
+                  "converged": result.converged, "method": result.method, "samples": int(len(X)),
+                  "trained_learning_rate": rate}
+        # strict JSON: no bound (lambda_1 <= 0, 2/lambda_1 = inf) is null, not the non-standard Infinity
+        print(json.dumps(json_safe(report), indent=1, allow_nan=False))
     else:
         print(f"{args.model} on {len(X)} samples of {source}: objective {net.loss(X, y):.6g} "
               f"({net.loss_fn.name}{f', l2={net.l2:g}' if net.l2 else ''}{f', l1={net.l1:g}' if net.l1 else ''})")
