@@ -176,3 +176,15 @@ def test_curvature_json_is_strict_json_when_there_is_no_learning_rate_bound(tmp_
 
     report = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert report["eigenvalues"] == [0.0] and report["learning_rate_bound"] is None
+
+
+def test_a_toml_norm_given_as_a_list_is_one_line_and_exit_2(tmp_path, capsys):
+    from handgrad.cli import main
+
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\nlayers = [{size = 4, activation = "relu", norm = ["batch"]}, '
+                      '{size = 1, activation = "sigmoid"}]\n')
+    assert main(["train", "--config", str(config), "--epochs", "1", "--no-plots", "--quiet",
+                 "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown norm ['batch']" in err and "Traceback" not in err
