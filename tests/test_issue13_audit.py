@@ -188,3 +188,12 @@ def test_a_toml_norm_given_as_a_list_is_one_line_and_exit_2(tmp_path, capsys):
                  "--out", str(tmp_path / "m.npz")]) == 2
     err = capsys.readouterr().err
     assert "unknown norm ['batch']" in err and "Traceback" not in err
+
+
+def test_a_bad_start_vector_is_named_start():
+    X, T = _counts_data()
+    net = hg.MLP(3, [(4, "tanh"), (1, "exp")], seed=0)
+    with pytest.raises(DataError, match="start must be a vector of 21 numbers"):
+        hg.sharpness(net, X, T, start=np.ones(5))
+    with pytest.raises(DataError, match="start contains NaN"):
+        hg.sharpness(net, X, T, start=np.full(net.n_params, np.nan))

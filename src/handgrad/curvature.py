@@ -202,7 +202,7 @@ def _start_vector(net, start, seed):
     if start is None:
         x = np.random.default_rng(check_seed("seed", seed)).standard_normal(net.n_params)
     else:
-        x = net.check_direction(start).astype(np.float64)
+        x = net.check_direction(start, "start").astype(np.float64)
     norm = np.linalg.norm(x)
     if norm == 0:
         raise ConfigError("the start vector is zero; give a nonzero one.")

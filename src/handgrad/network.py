@@ -851,21 +851,21 @@ class MLP:
             R *= sample_weight[:, None]
         return R
 
-    def check_direction(self, v):
+    def check_direction(self, v, name="v"):
         """v as a new vector of the network's dtype in the layout of ``params``, or a DataError saying what is wrong."""
         try:
             v = np.asarray(v)
         except Exception as error:  # ragged lists and the like
-            raise DataError(f"v could not be read as an array: {error}.") from None
+            raise DataError(f"{name} could not be read as an array: {error}.") from None
         if v.dtype.kind not in "iuf":
-            raise DataError(f"v must be a vector of real numbers, got dtype {v.dtype}.")
+            raise DataError(f"{name} must be a vector of real numbers, got dtype {v.dtype}.")
         if v.shape != self.params.shape:
-            raise DataError(f"v must be a vector of {self.n_params} numbers in the layout of net.params (see "
+            raise DataError(f"{name} must be a vector of {self.n_params} numbers in the layout of net.params (see "
                             f"net.layout), got shape {v.shape}.")
         with np.errstate(over="ignore"):  # a float64 entry beyond float32's range becomes inf: refused below
             v = v.astype(self.dtype)
         if not np.isfinite(v).all():
-            raise DataError("v contains NaN or infinity; a direction must be finite.")
+            raise DataError(f"{name} contains NaN or infinity; a direction must be finite.")
         return v
 
     def _check_r_operator(self):
