@@ -197,3 +197,25 @@ def test_a_bad_start_vector_is_named_start():
         hg.sharpness(net, X, T, start=np.ones(5))
     with pytest.raises(DataError, match="start contains NaN"):
         hg.sharpness(net, X, T, start=np.full(net.n_params, np.nan))
+
+
+def test_a_resumed_history_keeps_the_runs_column_order(tmp_path):
+    """history.csv of a resumed run has the columns of the uninterrupted one, in the same order (the
+    checkpoint's JSON sorts keys: val_loss, lr and a callback's column would come back alphabetical)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    T = X[:, :1] - X[:, 1:2]
+
+    def run(epochs, **options):
+        net = hg.MLP(3, [{"size": 6, "activation": "relu", "norm": "batch"}, (1, "identity")], seed=0)
+        probe = hg.callbacks.Sharpness(X[:20], T[:20])
+        return net.fit(X, T, epochs=epochs, batch_size=10, validation_split=0.25, seed=0, verbose=False,
+                       callbacks=[probe], **options)
+
+    full = run(4)
+    checkpoint = tmp_path / "ck.npz"
+    run(2, checkpoint=str(checkpoint))
+    resumed = run(4, resume=str(checkpoint))
+    assert list(full.metrics) == ["loss", "val_loss", "val_mse", "val_mae", "val_r2", "lr", "sharpness"]
+    assert list(resumed.metrics) == list(full.metrics)
+    assert resumed.metrics == full.metrics

@@ -511,6 +511,7 @@ def _snapshot(net, settings, position, seed, n_samples):
         "optimizer": settings.optimizer.state_dict(), "schedule": settings.schedule.state_dict(),
         "shuffle_rng": p.shuffle_rng.bit_generator.state, "net_rng": net.rng.bit_generator.state,
         "history": p.history.as_dict(),
+        "history_columns": list(p.history.metrics),  # (the file's JSON sorts keys: a resume restores this order)
         "callbacks": [{"type": type(h).__name__, "state": h.state_dict()} for h in settings.callbacks],
         "config": net.config(),
     }
@@ -581,6 +582,9 @@ def _restore(net, settings, position, state):
     position.shuffle_rng.bit_generator.state = state["shuffle_rng"]
     net.rng.bit_generator.state = state["net_rng"]
     position.history = History.from_dict(state["history"])
+    columns = [name for name in state.get("history_columns", ()) if name in position.history.metrics]
+    position.history.metrics = {name: position.history.metrics[name]
+                                for name in [*columns, *position.history.metrics]}  # the run's column order
     for name in ("epochs_done", "batch_done", "step", "epoch_total", "epoch_seen"):
         setattr(position, name, state[name])
     position.order = np.array(state["order"], dtype=np.int64)
