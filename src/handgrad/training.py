@@ -582,7 +582,8 @@ def _restore(net, settings, position, state):
     position.shuffle_rng.bit_generator.state = state["shuffle_rng"]
     net.rng.bit_generator.state = state["net_rng"]
     position.history = History.from_dict(state["history"])
-    columns = [name for name in state.get("history_columns", ()) if name in position.history.metrics]
+    columns = state.get("history_columns")
+    columns = [name for name in columns if name in position.history.metrics] if isinstance(columns, list) else []
     position.history.metrics = {name: position.history.metrics[name]
                                 for name in [*columns, *position.history.metrics]}  # the run's column order
     for name in ("epochs_done", "batch_done", "step", "epoch_total", "epoch_seen"):
