@@ -583,8 +583,9 @@ def _restore(net, settings, position, state):
     net.rng.bit_generator.state = state["net_rng"]
     position.history = History.from_dict(state["history"])
     columns = state.get("history_columns")
-    columns = [name for name in columns if isinstance(name, str) and name in position.history.metrics] \
-        if isinstance(columns, list) else []
+    if not isinstance(columns, list):  # (a checkpoint written before it had none)
+        columns = []
+    columns = [name for name in columns if isinstance(name, str) and name in position.history.metrics]
     position.history.metrics = {name: position.history.metrics[name]
                                 for name in [*columns, *position.history.metrics]}  # the run's column order
     for name in ("epochs_done", "batch_done", "step", "epoch_total", "epoch_seen"):
