@@ -219,3 +219,17 @@ def test_a_resumed_history_keeps_the_runs_column_order(tmp_path):
     assert list(full.metrics) == ["loss", "val_loss", "val_mse", "val_mae", "val_r2", "lr", "sharpness"]
     assert list(resumed.metrics) == list(full.metrics)
     assert resumed.metrics == full.metrics
+
+
+def test_chunked_products_with_dropout_masks_are_refused_and_without_them_agree():
+    """batch_size splits the rows; with dropout_seed each chunk would draw other masks than the whole batch (its
+    Hessian was silently another objective's). Without dropout masks the chunks add up to the whole batch."""
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    net = hg.MLP(3, ["8:tanh:layernorm", (6, "tanh"), (1, "identity")], seed=0, dropout=0.5)
+    with pytest.raises(ConfigError, match="dropout_seed"):
+        hg.sharpness(net, X, T, dropout_seed=3, batch_size=10)
+    whole = hg.sharpness(net, X, T, dropout_seed=3, batch_size=40).eigenvalues  # one chunk: allowed
+    np.testing.assert_allclose(whole, hg.sharpness(net, X, T, dropout_seed=3).eigenvalues, rtol=1e-10)
+    np.testing.assert_allclose(hg.sharpness(net, X, T, batch_size=10).eigenvalues,
+                               hg.sharpness(net, X, T).eigenvalues, rtol=1e-8)

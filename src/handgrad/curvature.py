@@ -83,7 +83,8 @@ def hessian_operator(net, X, T, sample_weight=None, dropout_seed=None, batch_siz
     With ``batch_size``, the product is summed over chunks of at most that many rows, weighted by
     their share of the samples: J = sum_c (N_c/N) J_c, so H v = sum_c (N_c/N) H_c v (each H_c v
     carries l2 v, and the shares sum to 1). That bounds the memory a large X needs. Not with batch
-    norm: its batch statistics couple the rows, so chunks would change the objective (a ConfigError).
+    norm: its batch statistics couple the rows, so chunks would change the objective (a ConfigError). Nor with
+    dropout_seed and dropout: each chunk would draw its own masks from the seed (a ConfigError too).
     """
     X = net.check_inputs(X)
     T = net.check_targets(T, X.shape[0])
@@ -95,6 +96,10 @@ def hessian_operator(net, X, T, sample_weight=None, dropout_seed=None, batch_siz
         raise ConfigError(f"batch_size={size} would split the {N} samples into chunks, and batch normalization "
                           "normalizes each batch with its own statistics, so the chunks' Hessians do not add up to "
                           "the whole batch's; drop batch_size (or use a smaller probe set).")
+    if size < N and dropout_seed is not None and any(net.dropout_rate(k) > 0 for k in range(1, len(net.layers) + 1)):
+        raise ConfigError(f"batch_size={size} with dropout_seed would draw each chunk's dropout masks afresh from the "
+                          "seed, so the chunks' Hessians do not add up to the whole batch's (the objective "
+                          "loss_and_grad differentiates with that seed); drop batch_size or dropout_seed.")
     chunks = [slice(start, min(start + size, N)) for start in range(0, N, size)]
 
     def product(v):
