@@ -233,3 +233,15 @@ def test_chunked_products_with_dropout_masks_are_refused_and_without_them_agree(
     np.testing.assert_allclose(whole, hg.sharpness(net, X, T, dropout_seed=3).eigenvalues, rtol=1e-10)
     np.testing.assert_allclose(hg.sharpness(net, X, T, batch_size=10).eigenvalues,
                                hg.sharpness(net, X, T).eigenvalues, rtol=1e-8)
+
+
+def test_synchronized_batch_norm_needs_a_callable_sum():
+    net = hg.MLP(3, ["4:relu:batchnorm", (1, "identity")], seed=0)
+    with pytest.raises(ConfigError, match="reduce"):
+        with net.synchronized_batch_norm(2):
+            pass
+    assert net.batch_norms()[0].reduce is None
+    X = np.random.default_rng(0).normal(size=(6, 3))
+    with net.synchronized_batch_norm(lambda array: array):  # one process: the sum over it is the array itself
+        synchronized = net.loss(X, X[:, :1])
+    assert synchronized == pytest.approx(net.loss(X, X[:, :1]), rel=1e-13)

@@ -343,6 +343,9 @@ class MLP:
         """Inside the block, every batch norm takes its statistics and backward sums over the global batch:
         ``reduce(array)`` returns the sum of ``array`` over the processes (handgrad.distributed's Allreduce;
         docs/derivations.md, "Batch norm over K processes"). ``reduce=None``: the batch is this process's."""
+        if reduce is not None and not callable(reduce):
+            raise ConfigError(f"synchronized_batch_norm needs reduce(array) -> its sum over the processes, or None; "
+                              f"got {reduce!r}.")
         norms = self.batch_norms()
         for norm in norms:
             norm.reduce = reduce
