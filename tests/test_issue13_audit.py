@@ -237,9 +237,8 @@ def test_chunked_products_with_dropout_masks_are_refused_and_without_them_agree(
 
 def test_synchronized_batch_norm_needs_a_callable_sum():
     net = hg.MLP(3, ["4:relu:batchnorm", (1, "identity")], seed=0)
-    with pytest.raises(ConfigError, match="reduce"):
-        with net.synchronized_batch_norm(2):
-            pass
+    with pytest.raises(ConfigError, match="reduce"), net.synchronized_batch_norm(2):
+        pass
     assert net.batch_norms()[0].reduce is None
     X = np.random.default_rng(0).normal(size=(6, 3))
     with net.synchronized_batch_norm(lambda array: array):  # one process: the sum over it is the array itself
