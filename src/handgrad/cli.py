@@ -886,6 +886,22 @@ def _row_blocks(X):
     return X.blocks() if isinstance(X, _MappedRows) else iter([X])
 
 
+def _without_weight_column(args, net, X):
+    """evaluate on the training table of a model trained with --sample-weight-column: that column (found as
+    train found it) is no feature, and evaluate is unweighted, so it is left out, with a note on stderr. X as it
+    is for any other table."""
+    column = ((getattr(net, "metadata", None) or {}).get("data") or {}).get("sample_weight_column")
+    if column is None or args.csv is None or X.shape[1] != net.n_inputs + 1:
+        return X
+    try:
+        X = _csv_with_weights(argparse.Namespace(**{**vars(args), "sample_weight_column": column}))[0]
+    except (ConfigError, DataError):  # not the training table's layout: the feature count error says so
+        return X
+    print(f"handgrad: note: column {column!r} is the model's sample weight column, left out of the features "
+          "(evaluate is unweighted).", file=sys.stderr)
+    return X
+
+
 def cmd_evaluate(args):
     """evaluate; a --npy table is memory-mapped and read block by block (with any other data source, or none,
     load_data names the problem)."""
@@ -896,6 +912,7 @@ def cmd_evaluate(args):
         _check_targets_for(net, y, _describe(description))
     else:
         X, y, description = load_data(args)
+        X = _without_weight_column(args, net, X)
         _check_targets_for(net, y, _describe(description))
         X = _features_for(net, X, _describe(description))
     report = evaluate_network(net, X, y)
@@ -933,12 +950,16 @@ def _csv_features(net, path):
     from . import datasets
 
     names, values = datasets.load_csv_table(path)
-    target = ((getattr(net, "metadata", None) or {}).get("data") or {}).get("target")
+    data = (getattr(net, "metadata", None) or {}).get("data") or {}
     stripped = [name.strip() for name in names] if names is not None else []
-    if isinstance(target, str) and target in stripped and values.shape[1] == net.n_inputs + 1:
-        values = np.delete(values, stripped.index(target), axis=1)
-        print(f"handgrad: note: column '{target}' is the model's target, left out of the features (--target names "
-              "another column to leave out).", file=sys.stderr)
+    found = {what: data.get(key) for what, key in (("target", "target"), ("sample weight column",
+                                                                          "sample_weight_column"))
+             if isinstance(data.get(key), str) and data.get(key) in stripped}
+    if found and values.shape[1] == net.n_inputs + len(found):
+        values = np.delete(values, [stripped.index(name) for name in found.values()], axis=1)
+        for what, name in found.items():
+            print(f"handgrad: note: column '{name}' is the model's {what}, left out of the features (--target names "
+                  "another column to leave out).", file=sys.stderr)
     return datasets.check_dataset(values, name=os.fspath(path))
 
 

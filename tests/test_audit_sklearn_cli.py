@@ -1,0 +1,52 @@
+"""Found by auditing issue 15 as a practitioner would (each test failed before its fix)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import handgrad as hg
+from handgrad.cli import main
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def weighted_model(tmp_path, capsys):
+    """A model trained with --sample-weight-column w on data.csv (columns a, b, w, label)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2)) * [1.0, 10.0]
+    y = (X[:, 0] + X[:, 1] / 10 > 0).astype(int)
+    w = rng.uniform(0.5, 2.0, size=len(y))
+    lines = ["a,b,w,label"] + [f"{float(a)!r},{float(b)!r},{float(s)!r},{t}" for (a, b), s, t in zip(X, w, y)]
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "features.csv").write_text("a,b\n" + "\n".join(f"{float(a)!r},{float(b)!r}" for a, b in X) + "\n")
+    status, _, err = run(capsys, "train", "--csv", tmp_path / "data.csv", "--target", "label", "--sample-weight-column",
+                         "w", "--layers", "4:tanh,1:sigmoid", "--epochs", "3", "--quiet", "--no-plots", "--out",
+                         tmp_path / "m.npz")
+    assert status == 0, err
+    return tmp_path
+
+
+def test_evaluate_on_the_weighted_training_table_leaves_the_weight_column_out(capsys, weighted_model):
+    status, out, err = run(capsys, "evaluate", weighted_model / "m.npz", "--csv", weighted_model / "data.csv",
+                           "--target", "label", "--json")
+    assert status == 0, err
+    assert "column 'w' is the model's sample weight column" in err
+    net = hg.load(weighted_model / "m.npz")
+    table = np.loadtxt(weighted_model / "data.csv", delimiter=",", skiprows=1)
+    X = hg.datasets.Standardizer.from_dict(net.metadata["preprocessing"]).transform(table[:, :2])
+    accuracy = float(np.mean(net.predict(X).ravel() == table[:, 3]))
+    assert abs(json.loads(out)["accuracy"] - accuracy) < 1e-12
+
+
+def test_predict_on_the_weighted_training_table_leaves_target_and_weight_out(capsys, weighted_model):
+    status, out, err = run(capsys, "predict", weighted_model / "m.npz", weighted_model / "data.csv", "--proba")
+    assert status == 0, err
+    assert "'label' is the model's target" in err and "'w' is the model's sample weight column" in err
+    status, expected, _ = run(capsys, "predict", weighted_model / "m.npz", weighted_model / "features.csv", "--proba")
+    assert status == 0 and out == expected
