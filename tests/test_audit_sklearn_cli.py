@@ -50,3 +50,17 @@ def test_predict_on_the_weighted_training_table_leaves_target_and_weight_out(cap
     assert "'label' is the model's target" in err and "'w' is the model's sample weight column" in err
     status, expected, _ = run(capsys, "predict", weighted_model / "m.npz", weighted_model / "features.csv", "--proba")
     assert status == 0 and out == expected
+
+
+def test_init_from_a_model_with_dropout_names_the_layers_that_disagree(capsys, tmp_path):
+    """The model's per-layer dropout rates fit its own hidden layers: --layers with fewer hidden layers was refused
+    for the dropout ('one rate per hidden layer'), not for the layers that disagree with the model."""
+    flags = ["--data", "moons", "--samples", "60", "--epochs", "1", "--quiet", "--no-plots"]
+    status, _, err = run(capsys, "train", *flags, "--layers", "4:tanh,4:tanh,1:sigmoid", "--dropout", "0.1,0.2",
+                         "--out", tmp_path / "m.npz")
+    assert status == 0, err
+    status, _, err = run(capsys, "train", *flags, "--layers", "4:tanh,1:sigmoid", "--init-from", tmp_path / "m.npz",
+                         "--out", tmp_path / "n.npz")
+    assert status == 2 and err.count("\n") == 1
+    assert "--layers does not agree with the model" in err and "4:tanh,4:tanh,1:sigmoid" in err
+    assert not (tmp_path / "n.npz").exists()

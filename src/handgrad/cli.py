@@ -394,8 +394,9 @@ def _network_from_model(args, model):
                             no_bias=(not saved["bias"]) if args.no_bias is None else args.no_bias,
                             dtype=args.dtype or saved["dtype"], init=args.init or init, seed=saved["seed"],
                             **{key: saved[key] if value is None else value for key, value in own.items()})
-    candidate = network_from_args(flags, n_inputs=model.n_inputs)
-    built = candidate.config()
+    # compared without the model's dropout rates, which fit its own hidden layers only
+    probe = SimpleNamespace(**{**vars(flags), "dropout": 0.0 if args.dropout is None else args.dropout})
+    built = network_from_args(probe, n_inputs=model.n_inputs).config()
     given = {"layers": args.layers, "loss": args.loss, "bias": args.no_bias, "dtype": args.dtype, "init": args.init}
     differ = [(flag, key) for key, flag in _MODEL_FLAGS if given[key] is not None and built[key] != saved[key]]
     if differ:
@@ -406,9 +407,10 @@ def _network_from_model(args, model):
         raise ConfigError(f"{names} {'does' if len(differ) == 1 else 'do'} not agree with the model "
                           f"'{args.init_from}' ({theirs}), and --init-from takes the network from the model; remove "
                           f"{'it' if len(differ) == 1 else 'them'}, or train a new network without --init-from.")
-    if all(built[key] == saved[key] for key in own):
+    net = network_from_args(flags, n_inputs=model.n_inputs)
+    if all(net.config()[key] == saved[key] for key in own):
         return model
-    net = candidate  # the model's network with the new run's l1, l2 or dropout
+    # the model's network with the new run's l1, l2 or dropout
     net.params[...] = model.params
     net.set_running_statistics(dict(model.running_statistics()))
     net.metadata = model.metadata
