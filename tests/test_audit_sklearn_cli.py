@@ -64,3 +64,32 @@ def test_init_from_a_model_with_dropout_names_the_layers_that_disagree(capsys, t
     assert status == 2 and err.count("\n") == 1
     assert "--layers does not agree with the model" in err and "4:tanh,4:tanh,1:sigmoid" in err
     assert not (tmp_path / "n.npz").exists()
+
+
+def _estimator_onnx(tmp_path, X, y):
+    import warnings
+
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from handgrad.onnx_export import to_onnx
+    from handgrad.sklearn import MLPClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a ConvergenceWarning at 30 epochs)
+        model = MLPClassifier(hidden_layer_sizes=(6,), max_iter=30, random_state=0).fit(X, y)
+    path = to_onnx(model.net_, tmp_path / "m.onnx", classes=model.classes_)
+    label, probabilities = ort.InferenceSession(str(path)).run(["label", "probabilities"], {"X": X})
+    return model, label, probabilities
+
+
+@pytest.mark.parametrize("kind", ["multilabel", "boolean"])
+def test_onnx_of_a_multilabel_or_boolean_estimator_with_its_classes_gives_its_predict(tmp_path, kind):
+    """to_onnx(model.net_, path, classes=model.classes_) was refused for a multi-label estimator (classes_ are
+    its columns 0..K-1) and for boolean labels; the docs promise a label equal to model.predict."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 4))
+    y = X[:, :3] > 0 if kind == "multilabel" else X[:, 0] + X[:, 1] > 0
+    model, label, probabilities = _estimator_onnx(tmp_path, X, y.astype(int) if kind == "multilabel" else y)
+    assert label.dtype == model.predict(X).dtype
+    np.testing.assert_array_equal(label, model.predict(X))
+    np.testing.assert_allclose(probabilities, model.predict_proba(X), rtol=1e-10, atol=1e-12)
