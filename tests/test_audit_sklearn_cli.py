@@ -93,3 +93,38 @@ def test_onnx_of_a_multilabel_or_boolean_estimator_with_its_classes_gives_its_pr
     assert label.dtype == model.predict(X).dtype
     np.testing.assert_array_equal(label, model.predict(X))
     np.testing.assert_allclose(probabilities, model.predict_proba(X), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("argv", [["train", "--data", "xor", "--seed", "-3"], ["gradcheck", "--seed", "-1"],
+                                  ["evaluate", "m.npz", "--data", "xor", "--seed", "-1"],
+                                  ["curvature", "m.npz", "--data", "xor", "--seed", "-2"]])
+def test_a_negative_seed_is_a_usage_error(capsys, argv):
+    """NumPy refused it with a traceback (exit status 1)."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "--seed: must be a whole number >= 0" in err
+
+
+@pytest.mark.parametrize("setting, message", [("seed = -3", "seed must be a whole number >= 0"),
+                                              ("seed = 1.5", "seed must be a whole number >= 0"),
+                                              ("seed = inf", "seed must be a whole number >= 0"),
+                                              ("epochs = inf", "--epochs must be a positive integer"),
+                                              ("batch_size = 1e9999", "--batch-size must be a positive integer"),
+                                              ("limit = inf", "--limit must be a positive integer")])
+def test_a_seed_or_infinite_count_in_a_config_is_one_line(capsys, tmp_path, setting, message):
+    """An infinite count overflowed int() and a bad seed reached NumPy: tracebacks with exit status 1."""
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "xor"\n{setting}\n')
+    status, _, err = run(capsys, "train", "--config", config, "--quiet", "--no-plots", "--out", tmp_path / "m.npz")
+    assert status == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "3"])
+def test_the_library_refuses_a_bad_seed_with_its_own_error(seed):
+    with pytest.raises(hg.errors.ConfigError, match="seed must be a whole number >= 0"):
+        hg.MLP(2, [(2, "relu"), (1, "sigmoid")], seed=seed)
+    net = hg.MLP(2, [(2, "relu"), (1, "sigmoid")], seed=0)
+    with pytest.raises(hg.errors.ConfigError, match="seed must be a whole number >= 0"):
+        net.fit(np.zeros((4, 2)), np.array([0, 1, 0, 1]), epochs=1, seed=seed, verbose=False)

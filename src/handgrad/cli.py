@@ -31,7 +31,14 @@ import numpy as np
 
 from . import cli_sweep
 from ._version import __version__
-from .cli_args import add_architecture_arguments, add_trainer_arguments, network_from_args, trainer_options
+from .cli_args import (
+    add_architecture_arguments,
+    add_trainer_arguments,
+    checked_seed,
+    network_from_args,
+    seed_flag,
+    trainer_options,
+)
 from .cli_curvature import register as register_curvature_command
 from .cli_teach import register as register_teaching_commands
 from .errors import ConfigError, DataError, HandgradError, suggest
@@ -50,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _positive(flag, value, kind=int):
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok and kind is int and float(value) != int(value):
+    if ok and kind is int and not (np.isfinite(value) and float(value) == int(value)):
         ok = False
     if not ok or not np.isfinite(value) or value <= 0:
         what = "a positive integer" if kind is int else "a positive number"
@@ -274,6 +281,8 @@ def _apply_config(args, parser, path, ignore=(), accept=()):
             raise ConfigError(f"config file '{path}': '{key}' is a switch; write {key} = true or {key} = false.")
         if dest == "bias":
             dest, value = "no_bias", (not value)
+        if dest == "seed":
+            value = checked_seed(value, f"config file '{path}': seed")
         if dest in ignore:  # e.g. train's output settings, read by a sweep
             ignored.append(key)
             continue
@@ -1164,7 +1173,7 @@ def _add_model_parsers(sub):
                                           "classifiers; MSE, MAE and R^2 for regressors.")
     evaluate.add_argument("model", help="model file written by 'handgrad train --out' or net.save()")
     add_data_arguments(evaluate)
-    evaluate.add_argument("--seed", type=int, help="seed of a generated --data set (default 0)")
+    evaluate.add_argument("--seed", type=seed_flag, help="seed of a generated --data set (default 0)")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 
