@@ -128,3 +128,31 @@ def test_the_library_refuses_a_bad_seed_with_its_own_error(seed):
     net = hg.MLP(2, [(2, "relu"), (1, "sigmoid")], seed=0)
     with pytest.raises(hg.errors.ConfigError, match="seed must be a whole number >= 0"):
         net.fit(np.zeros((4, 2)), np.array([0, 1, 0, 1]), epochs=1, seed=seed, verbose=False)
+
+
+def test_predict_and_export_do_not_write_over_their_own_inputs(capsys, weighted_model):
+    """predict m.npz x.csv --out m.npz replaced the model by its predictions (and export --onnx m.npz by a graph)."""
+    model, features = weighted_model / "m.npz", weighted_model / "features.csv"
+    before = model.read_bytes(), features.read_bytes()
+    for argv in (["predict", model, features, "--out", model], ["predict", model, features, "--out", features],
+                 ["export", model, "--onnx", weighted_model / "." / "m.npz"]):
+        status, _, err = run(capsys, *argv)
+        assert status == 2 and err.count("\n") == 1 and "is this command's input file" in err
+    assert (model.read_bytes(), features.read_bytes()) == before
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--out", "data.csv", "--force"], "--out 'data.csv' is this command's input file"),
+    (["--checkpoint", "data.csv", "--force"], "--checkpoint 'data.csv' is this command's input file"),
+    (["--out", "run.npz", "--checkpoint", "run.npz"], "are one file"),
+])
+def test_train_keeps_its_data_and_checkpoint_apart_from_its_outputs(capsys, weighted_model, monkeypatch, flags,
+                                                                    message):
+    """With --force, a training table given as --out was replaced by the model; one name for --out and
+    --checkpoint ended as whichever was written last."""
+    monkeypatch.chdir(weighted_model)
+    before = (weighted_model / "data.csv").read_bytes()
+    status, _, err = run(capsys, "train", "--csv", "data.csv", "--target", "label", "--sample-weight-column", "w",
+                         "--epochs", "1", "--quiet", "--no-plots", *flags)
+    assert status == 2 and err.count("\n") == 1 and message in err
+    assert (weighted_model / "data.csv").read_bytes() == before and not (weighted_model / "run.npz").exists()

@@ -325,6 +325,7 @@ def _training_settings(args):
             raise ConfigError(f"{flag} must be a fraction in [0, 1), got {value!r}.")
     options.update(_checkpoint_options(args))
     out = _check_output_path(args.out, args.force, "model file") if args.out else None
+    _outputs_apart(args, out, options.get("checkpoint"))
     run_dir = _check_run_dir(args.run_dir, args.force) if args.run_dir else None
     return options, out, run_dir
 
@@ -743,6 +744,35 @@ def _check_output_path(path, force, what):
     return path
 
 
+def _same_file(a, b):
+    a, b = os.fspath(a), os.fspath(b)
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _not_an_input(out, flag, *inputs):
+    """``out``, unless it is one of the command's own input files (``predict m.npz x.csv --out m.npz`` replaced
+    the model by its predictions, and --force is for replacing an earlier output, not the data)."""
+    for given in inputs:
+        if out is not None and isinstance(given, (str, os.PathLike)) and given and _same_file(out, given):
+            raise ConfigError(f"{flag} '{out}' is this command's input file '{given}', which writing would replace; "
+                              "choose another name.")
+    return out
+
+
+def _outputs_apart(args, out, checkpoint):
+    """train's model file and checkpoint are neither its data nor its config nor each other (with --force, a
+    training table given as --out was replaced by the model; one file as --out and --checkpoint held one of
+    the two at the end)."""
+    inputs = [getattr(args, key, None) for key in ("csv", "npy", "npz", "npy_targets", "config")]
+    for flag, path in (("--out", out), ("--checkpoint", checkpoint)):
+        _not_an_input(path, flag, *inputs)
+    if out is not None and checkpoint is not None and _same_file(out, checkpoint):
+        raise ConfigError(f"--out '{out}' and the checkpoint '{checkpoint}' are one file, and each would replace "
+                          "the other; give them different names.")
+
+
 def _check_run_dir(path, force):
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
@@ -976,7 +1006,8 @@ def _csv_features(net, path):
 
 def cmd_predict(args):
     net = _load_model(args.model)
-    out = _check_output_path(args.out, True, "output file") if args.out else None
+    out = _not_an_input(_check_output_path(args.out, True, "output file"), "--out", args.model, args.input) \
+        if args.out else None
     if args.proba and not net.is_classifier:
         raise ConfigError("--proba needs a classifier (sigmoid or softmax output); this model is a regressor.")
     X = _read_features(net, args.input, args.target)
@@ -1013,7 +1044,7 @@ def cmd_export(args):
     from .onnx_export import to_onnx
 
     net = _load_model(args.model)
-    out = writable_path(args.onnx, "ONNX file")
+    out = _not_an_input(writable_path(args.onnx, "ONNX file"), "--onnx", args.model)
     standardized = _preprocessor(net) is not None and not args.no_preprocessing
     try:
         to_onnx(net, out, opset=args.opset, preprocessing=None if args.no_preprocessing else "auto")
