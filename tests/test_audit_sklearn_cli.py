@@ -156,3 +156,17 @@ def test_train_keeps_its_data_and_checkpoint_apart_from_its_outputs(capsys, weig
                          "--epochs", "1", "--quiet", "--no-plots", *flags)
     assert status == 2 and err.count("\n") == 1 and message in err
     assert (weighted_model / "data.csv").read_bytes() == before and not (weighted_model / "run.npz").exists()
+
+
+def test_lbfgs_from_a_model_with_dropout_says_how_to_turn_it_off(capsys, tmp_path):
+    """--init-from a model with dropout and --optimizer lbfgs told the user to remove a --dropout they never gave."""
+    flags = ["--data", "moons", "--samples", "60", "--epochs", "2", "--quiet", "--no-plots"]
+    status, _, err = run(capsys, "train", *flags, "--layers", "4:tanh,1:sigmoid", "--dropout", "0.2",
+                         "--out", tmp_path / "m.npz")
+    assert status == 0, err
+    lbfgs = [*flags, "--init-from", tmp_path / "m.npz", "--optimizer", "lbfgs"]
+    status, _, err = run(capsys, "train", *lbfgs, "--out", tmp_path / "n.npz")
+    assert status == 2 and err.count("\n") == 1 and "has dropout" in err and "pass --dropout 0" in err
+    status, _, err = run(capsys, "train", *lbfgs, "--dropout", "0", "--out", tmp_path / "n.npz")
+    assert status == 0, err
+    assert hg.load(tmp_path / "n.npz").dropout == [0.0]

@@ -634,7 +634,8 @@ def _prepare_training(args):
     # evaluated after training, as the test part is), and no per-epoch sharpness.
     lbfgs = str(options.get("optimizer", "")).strip().lower() == "lbfgs"
     if lbfgs:
-        _refuse_per_epoch_flags(options, net, getattr(args, "sharpness", None))
+        inherited = args.init_from if init is not None and args.dropout is None else None
+        _refuse_per_epoch_flags(options, net, getattr(args, "sharpness", None), inherited)
     if weights is not None:
         fit_options["sample_weight"] = weights[0]
     if standardizer is not None:  # checkpoints record it: a resume with another standardization is refused
@@ -703,9 +704,14 @@ _PER_EPOCH_FLAGS = {"early_stopping": "--patience", "metrics": "--metrics", "cli
                     "block_rows": "--block-rows"}
 
 
-def _refuse_per_epoch_flags(options, net, sharpness):
+def _refuse_per_epoch_flags(options, net, sharpness, init_from=None):
     """--optimizer lbfgs: one full-batch objective, without epochs, batches or dropout; name the flag that
-    does not apply (the trainer would name its option, or, for --metrics and --dropout, ignore it)."""
+    does not apply (the trainer would name its option, or, for --metrics and --dropout, ignore it).
+    ``init_from``: the --init-from model whose dropout the network took, when no --dropout was given."""
+    if init_from is not None and any(getattr(layer, "rate", 0) for layer in net.sequence):
+        raise ConfigError(f"the --init-from model '{init_from}' has dropout, which --optimizer lbfgs does not apply "
+                          "(one full-batch objective); pass --dropout 0 to train it without, or choose a stochastic "
+                          "optimizer such as adam.")
     if sharpness:
         raise ConfigError("--sharpness measures after every epoch, and L-BFGS has none; run 'handgrad curvature' on "
                           "the trained model instead.")
