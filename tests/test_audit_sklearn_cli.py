@@ -170,3 +170,24 @@ def test_lbfgs_from_a_model_with_dropout_says_how_to_turn_it_off(capsys, tmp_pat
     status, _, err = run(capsys, "train", *lbfgs, "--dropout", "0", "--out", tmp_path / "n.npz")
     assert status == 0, err
     assert hg.load(tmp_path / "n.npz").dropout == [0.0]
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_the_estimators_network_keeps_the_l2_of_a_full_batch(solver):
+    """net_.l2 was the last batch's alpha / |B|: with 201 samples in batches of 200, alpha / 1, so the saved
+    model, handgrad info and any further net_.fit had a penalty 200 times the one trained with."""
+    import warnings
+
+    from handgrad.sklearn import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(201, 3))
+    y = (X[:, 0] > 0).astype(int)
+    alpha = 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a ConvergenceWarning at 2 epochs)
+        for n in (200, 201):
+            model = MLPClassifier(hidden_layer_sizes=(4,), alpha=alpha, solver=solver, max_iter=2, random_state=0)
+            assert model.fit(X[:n], y[:n]).net_.l2 == pytest.approx(alpha / 200)
+        weighted = MLPClassifier(hidden_layer_sizes=(4,), alpha=alpha, solver=solver, max_iter=2, random_state=0)
+        assert weighted.fit(X, y, sample_weight=np.full(201, 2.0)).net_.l2 == pytest.approx(alpha / 400)

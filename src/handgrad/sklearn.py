@@ -530,6 +530,11 @@ class _BaseMLP(BaseEstimator):
         self._epochs(net, X, Y, sample_weight, batch_size, validation, incremental)
         if validation is not None:  # the weights of the best validation score
             net.params[...] = self._best_params
+        # net_ keeps the l2 of a full batch (of the mean weight), not that of the last one: a short last batch (201
+        # samples in batches of 200: one sample) left an l2 200 times larger in net_, its model file and its fits
+        mean_weight = 1.0 if sample_weight is None else float(np.mean(sample_weight))
+        if mean_weight > 0:
+            net.l2 = float(self.alpha) / (batch_size * mean_weight)
 
     def _epochs(self, net, X, Y, sample_weight, batch_size, validation, incremental):
         N = X.shape[0]
