@@ -33,10 +33,11 @@ the number of outputs, and so do ``loss_`` and ``loss_curve_`` here); 'poisson' 
 deviance with an exp output (its log link), dJ/dZ = (exp(Z) - Y)/N.
 
 Beyond scikit-learn, with defaults that change nothing: ``dtype`` (None: float32 data trains in
-float32, as scikit-learn's sgd and adam do; its lbfgs ends in float64, this one stays in float32), ``init`` ('sklearn': scikit-learn's Glorot uniform, from the same
-random draws; or handgrad's 'auto', 'he', 'glorot', 'lecun'), ``dropout`` (0: none; a rate, or one per
-hidden layer: inverted dropout after the hidden layers while the stochastic solvers train, masks drawn
-from random_state), solvers 'adamw' and 'rmsprop', and any handgrad activation ('gelu', 'elu', ...).
+float32, as scikit-learn's sgd and adam do; its lbfgs ends in float64, this one stays in float32),
+``init`` ('sklearn': scikit-learn's Glorot uniform, from the same random draws; or handgrad's 'auto',
+'he', 'glorot', 'lecun'), ``dropout`` (0: none; a rate, or one per hidden layer: inverted dropout after
+the hidden layers while the stochastic solvers train, masks drawn from random_state), solvers 'adamw'
+and 'rmsprop', and any handgrad activation ('gelu', 'elu', ...).
 Sparse inputs are accepted and made dense (mind the memory for very wide data).
 """
 
