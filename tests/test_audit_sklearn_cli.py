@@ -145,17 +145,21 @@ def test_predict_and_export_do_not_write_over_their_own_inputs(capsys, weighted_
     (["--out", "data.csv", "--force"], "--out 'data.csv' is this command's input file"),
     (["--checkpoint", "data.csv", "--force"], "--checkpoint 'data.csv' is this command's input file"),
     (["--out", "run.npz", "--checkpoint", "run.npz"], "are one file"),
+    (["--resume", "old.ckpt", "--checkpoint", "new.ckpt", "--out", "old.ckpt", "--force"],
+     "--out 'old.ckpt' is this command's input file"),
 ])
 def test_train_keeps_its_data_and_checkpoint_apart_from_its_outputs(capsys, weighted_model, monkeypatch, flags,
                                                                     message):
     """With --force, a training table given as --out was replaced by the model; one name for --out and
     --checkpoint ended as whichever was written last."""
     monkeypatch.chdir(weighted_model)
+    (weighted_model / "old.ckpt").write_bytes(b"a checkpoint")
     before = (weighted_model / "data.csv").read_bytes()
     status, _, err = run(capsys, "train", "--csv", "data.csv", "--target", "label", "--sample-weight-column", "w",
                          "--epochs", "1", "--quiet", "--no-plots", *flags)
     assert status == 2 and err.count("\n") == 1 and message in err
     assert (weighted_model / "data.csv").read_bytes() == before and not (weighted_model / "run.npz").exists()
+    assert (weighted_model / "old.ckpt").read_bytes() == b"a checkpoint"
 
 
 def test_lbfgs_from_a_model_with_dropout_says_how_to_turn_it_off(capsys, tmp_path):

@@ -774,6 +774,7 @@ def _outputs_apart(args, out, checkpoint):
     inputs = [getattr(args, key, None) for key in ("csv", "npy", "npz", "npy_targets", "config")]
     for flag, path in (("--out", out), ("--checkpoint", checkpoint)):
         _not_an_input(path, flag, *inputs)
+    _not_an_input(out, "--out", getattr(args, "resume", None))  # (the checkpoint continues in the resumed file)
     if out is not None and checkpoint is not None and _same_file(out, checkpoint):
         raise ConfigError(f"--out '{out}' and the checkpoint '{checkpoint}' are one file, and each would replace "
                           "the other; give them different names.")
