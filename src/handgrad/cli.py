@@ -31,7 +31,14 @@ import numpy as np
 
 from . import cli_sweep
 from ._version import __version__
-from .cli_args import add_architecture_arguments, add_trainer_arguments, network_from_args, trainer_options
+from .cli_args import (
+    add_architecture_arguments,
+    add_trainer_arguments,
+    checked_seed,
+    network_from_args,
+    seed_flag,
+    trainer_options,
+)
 from .cli_curvature import register as register_curvature_command
 from .cli_teach import register as register_teaching_commands
 from .errors import ConfigError, DataError, HandgradError, suggest
@@ -50,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _positive(flag, value, kind=int):
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok and kind is int and float(value) != int(value):
+    if ok and kind is int and not (np.isfinite(value) and float(value) == int(value)):
         ok = False
     if not ok or not np.isfinite(value) or value <= 0:
         what = "a positive integer" if kind is int else "a positive number"
@@ -274,6 +281,8 @@ def _apply_config(args, parser, path, ignore=(), accept=()):
             raise ConfigError(f"config file '{path}': '{key}' is a switch; write {key} = true or {key} = false.")
         if dest == "bias":
             dest, value = "no_bias", (not value)
+        if dest == "seed":
+            value = checked_seed(value, f"config file '{path}': seed")
         if dest in ignore:  # e.g. train's output settings, read by a sweep
             ignored.append(key)
             continue
@@ -316,6 +325,7 @@ def _training_settings(args):
             raise ConfigError(f"{flag} must be a fraction in [0, 1), got {value!r}.")
     options.update(_checkpoint_options(args))
     out = _check_output_path(args.out, args.force, "model file") if args.out else None
+    _outputs_apart(args, out, options.get("checkpoint"))
     run_dir = _check_run_dir(args.run_dir, args.force) if args.run_dir else None
     return options, out, run_dir
 
@@ -394,8 +404,9 @@ def _network_from_model(args, model):
                             no_bias=(not saved["bias"]) if args.no_bias is None else args.no_bias,
                             dtype=args.dtype or saved["dtype"], init=args.init or init, seed=saved["seed"],
                             **{key: saved[key] if value is None else value for key, value in own.items()})
-    candidate = network_from_args(flags, n_inputs=model.n_inputs)
-    built = candidate.config()
+    # compared without the model's dropout rates, which fit its own hidden layers only
+    probe = SimpleNamespace(**{**vars(flags), "dropout": 0.0 if args.dropout is None else args.dropout})
+    built = network_from_args(probe, n_inputs=model.n_inputs).config()
     given = {"layers": args.layers, "loss": args.loss, "bias": args.no_bias, "dtype": args.dtype, "init": args.init}
     differ = [(flag, key) for key, flag in _MODEL_FLAGS if given[key] is not None and built[key] != saved[key]]
     if differ:
@@ -406,9 +417,10 @@ def _network_from_model(args, model):
         raise ConfigError(f"{names} {'does' if len(differ) == 1 else 'do'} not agree with the model "
                           f"'{args.init_from}' ({theirs}), and --init-from takes the network from the model; remove "
                           f"{'it' if len(differ) == 1 else 'them'}, or train a new network without --init-from.")
-    if all(built[key] == saved[key] for key in own):
+    net = network_from_args(flags, n_inputs=model.n_inputs)
+    if all(net.config()[key] == saved[key] for key in own):
         return model
-    net = candidate  # the model's network with the new run's l1, l2 or dropout
+    # the model's network with the new run's l1, l2 or dropout
     net.params[...] = model.params
     net.set_running_statistics(dict(model.running_statistics()))
     net.metadata = model.metadata
@@ -622,7 +634,8 @@ def _prepare_training(args):
     # evaluated after training, as the test part is), and no per-epoch sharpness.
     lbfgs = str(options.get("optimizer", "")).strip().lower() == "lbfgs"
     if lbfgs:
-        _refuse_per_epoch_flags(options, net, getattr(args, "sharpness", None))
+        inherited = args.init_from if init is not None and args.dropout is None else None
+        _refuse_per_epoch_flags(options, net, getattr(args, "sharpness", None), inherited)
     if weights is not None:
         fit_options["sample_weight"] = weights[0]
     if standardizer is not None:  # checkpoints record it: a resume with another standardization is refused
@@ -691,9 +704,14 @@ _PER_EPOCH_FLAGS = {"early_stopping": "--patience", "metrics": "--metrics", "cli
                     "block_rows": "--block-rows"}
 
 
-def _refuse_per_epoch_flags(options, net, sharpness):
+def _refuse_per_epoch_flags(options, net, sharpness, init_from=None):
     """--optimizer lbfgs: one full-batch objective, without epochs, batches or dropout; name the flag that
-    does not apply (the trainer would name its option, or, for --metrics and --dropout, ignore it)."""
+    does not apply (the trainer would name its option, or, for --metrics and --dropout, ignore it).
+    ``init_from``: the --init-from model whose dropout the network took, when no --dropout was given."""
+    if init_from is not None and any(getattr(layer, "rate", 0) for layer in net.sequence):
+        raise ConfigError(f"the --init-from model '{init_from}' has dropout, which --optimizer lbfgs does not apply "
+                          "(one full-batch objective); pass --dropout 0 to train it without, or choose a stochastic "
+                          "optimizer such as adam.")
     if sharpness:
         raise ConfigError("--sharpness measures after every epoch, and L-BFGS has none; run 'handgrad curvature' on "
                           "the trained model instead.")
@@ -730,6 +748,36 @@ def _check_output_path(path, force, what):
     if os.path.exists(path) and not force:
         raise ConfigError(f"{what} '{path}' already exists; pass --force to replace it, or choose another name.")
     return path
+
+
+def _same_file(a, b):
+    a, b = os.fspath(a), os.fspath(b)
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _not_an_input(out, flag, *inputs):
+    """``out``, unless it is one of the command's own input files (``predict m.npz x.csv --out m.npz`` replaced
+    the model by its predictions, and --force is for replacing an earlier output, not the data)."""
+    for given in inputs:
+        if out is not None and isinstance(given, (str, os.PathLike)) and given and _same_file(out, given):
+            raise ConfigError(f"{flag} '{out}' is this command's input file '{given}', which writing would replace; "
+                              "choose another name.")
+    return out
+
+
+def _outputs_apart(args, out, checkpoint):
+    """train's model file and checkpoint are neither its data nor its config nor each other (with --force, a
+    training table given as --out was replaced by the model; one file as --out and --checkpoint held one of
+    the two at the end)."""
+    inputs = [getattr(args, key, None) for key in ("csv", "npy", "npz", "npy_targets", "config")]
+    for flag, path in (("--out", out), ("--checkpoint", checkpoint)):
+        _not_an_input(path, flag, *inputs)
+    _not_an_input(out, "--out", getattr(args, "resume", None))  # (the checkpoint continues in the resumed file)
+    if out is not None and checkpoint is not None and _same_file(out, checkpoint):
+        raise ConfigError(f"--out '{out}' and the checkpoint '{checkpoint}' are one file, and each would replace "
+                          "the other; give them different names.")
 
 
 def _check_run_dir(path, force):
@@ -886,6 +934,22 @@ def _row_blocks(X):
     return X.blocks() if isinstance(X, _MappedRows) else iter([X])
 
 
+def _without_weight_column(args, net, X):
+    """evaluate on the training table of a model trained with --sample-weight-column: that column (found as
+    train found it) is no feature, and evaluate is unweighted, so it is left out, with a note on stderr. X as it
+    is for any other table."""
+    column = ((getattr(net, "metadata", None) or {}).get("data") or {}).get("sample_weight_column")
+    if column is None or args.csv is None or X.shape[1] != net.n_inputs + 1:
+        return X
+    try:
+        X = _csv_with_weights(argparse.Namespace(**{**vars(args), "sample_weight_column": column}))[0]
+    except (ConfigError, DataError):  # not the training table's layout: the feature count error says so
+        return X
+    print(f"handgrad: note: column {column!r} is the model's sample weight column, left out of the features "
+          "(evaluate is unweighted).", file=sys.stderr)
+    return X
+
+
 def cmd_evaluate(args):
     """evaluate; a --npy table is memory-mapped and read block by block (with any other data source, or none,
     load_data names the problem)."""
@@ -896,6 +960,7 @@ def cmd_evaluate(args):
         _check_targets_for(net, y, _describe(description))
     else:
         X, y, description = load_data(args)
+        X = _without_weight_column(args, net, X)
         _check_targets_for(net, y, _describe(description))
         X = _features_for(net, X, _describe(description))
     report = evaluate_network(net, X, y)
@@ -933,18 +998,23 @@ def _csv_features(net, path):
     from . import datasets
 
     names, values = datasets.load_csv_table(path)
-    target = ((getattr(net, "metadata", None) or {}).get("data") or {}).get("target")
+    data = (getattr(net, "metadata", None) or {}).get("data") or {}
     stripped = [name.strip() for name in names] if names is not None else []
-    if isinstance(target, str) and target in stripped and values.shape[1] == net.n_inputs + 1:
-        values = np.delete(values, stripped.index(target), axis=1)
-        print(f"handgrad: note: column '{target}' is the model's target, left out of the features (--target names "
-              "another column to leave out).", file=sys.stderr)
+    found = {what: data.get(key) for what, key in (("target", "target"), ("sample weight column",
+                                                                          "sample_weight_column"))
+             if isinstance(data.get(key), str) and data.get(key) in stripped}
+    if found and values.shape[1] == net.n_inputs + len(found):
+        values = np.delete(values, [stripped.index(name) for name in found.values()], axis=1)
+        for what, name in found.items():
+            print(f"handgrad: note: column '{name}' is the model's {what}, left out of the features (--target names "
+                  "another column to leave out).", file=sys.stderr)
     return datasets.check_dataset(values, name=os.fspath(path))
 
 
 def cmd_predict(args):
     net = _load_model(args.model)
-    out = _check_output_path(args.out, True, "output file") if args.out else None
+    out = _not_an_input(_check_output_path(args.out, True, "output file"), "--out", args.model, args.input) \
+        if args.out else None
     if args.proba and not net.is_classifier:
         raise ConfigError("--proba needs a classifier (sigmoid or softmax output); this model is a regressor.")
     X = _read_features(net, args.input, args.target)
@@ -981,7 +1051,7 @@ def cmd_export(args):
     from .onnx_export import to_onnx
 
     net = _load_model(args.model)
-    out = writable_path(args.onnx, "ONNX file")
+    out = _not_an_input(writable_path(args.onnx, "ONNX file"), "--onnx", args.model)
     standardized = _preprocessor(net) is not None and not args.no_preprocessing
     try:
         to_onnx(net, out, opset=args.opset, preprocessing=None if args.no_preprocessing else "auto")
@@ -1143,7 +1213,7 @@ def _add_model_parsers(sub):
                                           "classifiers; MSE, MAE and R^2 for regressors.")
     evaluate.add_argument("model", help="model file written by 'handgrad train --out' or net.save()")
     add_data_arguments(evaluate)
-    evaluate.add_argument("--seed", type=int, help="seed of a generated --data set (default 0)")
+    evaluate.add_argument("--seed", type=seed_flag, help="seed of a generated --data set (default 0)")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -12,9 +12,26 @@ import os
 
 import numpy as np
 
-from .errors import ConfigError, check_non_negative
+from .errors import ConfigError, check_non_negative, check_seed
 
 SEED_000_LAYERS = "2:relu,2:relu,1:sigmoid"
+
+
+def checked_seed(value, where="--seed"):
+    """A seed as NumPy's generators take it: a whole number >= 0 (a config's 3.0 is 3), else a ConfigError."""
+    if value is None:
+        raise ConfigError(f"{where} must be a whole number >= 0, got {value!r}.")
+    return check_seed(where, value)
+
+
+def seed_flag(text):
+    """argparse's type for --seed: a usage error (one line, exit status 2) for anything but a whole number >= 0."""
+    import argparse
+
+    try:
+        return checked_seed(int(text))
+    except (ValueError, ConfigError):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got '{text}'") from None
 
 
 def _number_list(text):
@@ -51,7 +68,7 @@ def add_architecture_arguments(parser):
                             "per hidden layer (0.1,0.2; 0 for none); rates in [0, 1)")
     group.add_argument("--dtype", choices=("float64", "float32"), help="parameter dtype (default float64)")
     group.add_argument("--init", help="auto, he, glorot or lecun (default auto)")
-    group.add_argument("--seed", type=int, help="seed for initialization, data and shuffling (default 0)")
+    group.add_argument("--seed", type=seed_flag, help="seed for initialization, data and shuffling (default 0)")
     return group
 
 

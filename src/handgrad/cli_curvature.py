@@ -14,6 +14,7 @@ does not import cli.py, which imports it).
 import json
 import sys
 
+from .cli_args import seed_flag
 from .curvature import METHODS
 from .io import json_safe
 
@@ -27,7 +28,8 @@ def register(subparsers, add_data_arguments, load_data, features_for):
                     "beyond which gradient descent diverges near a minimum.")
     parser.add_argument("model", help="model file written by 'handgrad train --out' or net.save()")
     add_data_arguments(parser)
-    parser.add_argument("--seed", type=int, help="seed of a generated --data set and of the start vector (default 0)")
+    parser.add_argument("--seed", type=seed_flag,
+                        help="seed of a generated --data set and of the start vector (default 0)")
     parser.add_argument("--k", type=int, default=1, help="how many of the largest eigenvalues (default 1)")
     parser.add_argument("--method", choices=METHODS, default="lanczos", help="lanczos (default) or power iteration")
     parser.add_argument("--tol", type=float, help="relative residual to stop at (default 1e-6)")

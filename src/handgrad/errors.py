@@ -47,6 +47,21 @@ def check_non_negative(name, value, error=ConfigError):
     return value
 
 
+def check_seed(name, value, error=ConfigError):
+    """``value`` as an int (None stays None), or ``error`` naming ``name`` when it is not a whole number >= 0,
+    the seeds NumPy's generators take (a float such as 3.0 from a config file is 3)."""
+    import math
+    import numbers
+
+    if value is None:
+        return None
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and math.isfinite(value)
+                                                     and value.is_integer())
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not whole or value < 0:
+        raise error(f"{name} must be a whole number >= 0 (or None), got {value!r}.")
+    return int(value)
+
+
 def check_fraction(name, value, error=ConfigError):
     """``value`` as a float in [0, 1) (a dropout rate, a validation split), or ``error`` naming ``name``."""
     try:
@@ -56,17 +71,3 @@ def check_fraction(name, value, error=ConfigError):
     if not 0.0 <= value < 1.0:
         raise error(f"{name} must be a fraction in [0, 1), got {value}.")
     return value
-
-
-def check_seed(name, seed):
-    """``seed`` unchanged when NumPy takes it as a seed (None, a whole number >= 0, a sequence of them, a
-    SeedSequence or Generator), else a ConfigError naming ``name`` (rather than NumPy's TypeError)."""
-    import numpy as np
-
-    if seed is None or isinstance(seed, (np.random.SeedSequence, np.random.Generator, np.random.BitGenerator)):
-        return seed
-    try:
-        np.random.SeedSequence(seed)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number >= 0 (or None), got {seed!r}.") from None
-    return seed

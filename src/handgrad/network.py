@@ -190,7 +190,7 @@ class MLP:
         self.l2 = check_non_negative("l2", l2)
         self.l1 = check_non_negative("l1", l1)
         self.bias = bool(bias)
-        self.seed = seed
+        self.seed = check_seed("seed", seed)
         self.init = init
         specs = [_parse_layer(spec, i) for i, spec in enumerate(layers)]
         if specs[-1][2] is not None:
@@ -217,7 +217,7 @@ class MLP:
             )
 
         # Independent random streams from one seed: initial weights and dropout masks (fit shuffles with its own).
-        self._init_seed, dropout_seed = np.random.SeedSequence(check_seed("seed", seed)).spawn(2)
+        self._init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
         self.rng = np.random.default_rng(dropout_seed)
         self.layers = []  # the Dense layers, numbered 1..L in the seeds' notation
         self.sequence = []  # every layer in the order forward runs them: Dense, Dropout (rate > 0), Dense, ...

@@ -70,10 +70,12 @@ class _Graph:
         return name
 
     def labels(self, name, classes):
-        """The class labels as a constant: int64, or STRING for string labels. Returns (name, element type)."""
-        if classes and isinstance(classes[0], str):
-            self.initializers.append(self.numpy_helper.from_array(np.array(classes, dtype=object), name=name))
-            return name, self.helper.np_dtype_to_tensor_dtype(np.dtype(object))
+        """The class labels as a constant: int64, STRING for string labels, BOOL for booleans. Returns (name,
+        element type)."""
+        if classes and isinstance(classes[0], (str, bool)):
+            dtype = np.dtype(object if isinstance(classes[0], str) else bool)
+            self.initializers.append(self.numpy_helper.from_array(np.array(classes, dtype=dtype), name=name))
+            return name, self.helper.np_dtype_to_tensor_dtype(dtype)
         return self.integers(name, classes), self.helper.np_dtype_to_tensor_dtype(np.dtype(np.int64))
 
     def node(self, op, inputs, output, **attributes):
@@ -163,18 +165,24 @@ def _input_nodes(graph, X, standardizer):
 
 
 def _check_classes(net, classes):
-    """The label of each class: integers (default 0..K-1) or strings (e.g. a scikit-learn estimator's classes_)."""
+    """The label of each class: integers (default 0..K-1), strings or booleans (e.g. a scikit-learn estimator's
+    classes_). K sigmoid outputs (multi-label) label each output 0 or 1; scikit-learn's multi-label classes_,
+    the column numbers 0..K-1, mean just that."""
     count = net.n_outputs if net.output_activation.name == "softmax" else 2
     if classes is None:
         return list(range(count))
     values = list(classes) if isinstance(classes, (list, tuple, np.ndarray)) else None
-    integers = values is not None and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    if values is not None and net.output_activation.name == "sigmoid" and values == list(range(net.n_outputs)):
+        return list(range(count))  # a multi-label estimator's classes_ (its columns): labels 0 and 1
+    booleans = values is not None and all(isinstance(v, (bool, np.bool_)) for v in values)
+    integers = values is not None and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
                                           for v in values)
     strings = values is not None and all(isinstance(v, str) for v in values)
-    if values is None or len(values) != count or not (integers or strings):
-        raise ConfigError(f"classes must be a list of {count} labels, all integers or all strings (the label of "
-                          f"each class), got {classes!r}.")
-    return [int(v) for v in values] if integers else [str(v) for v in values]
+    if values is None or len(values) != count or not (integers or strings or booleans):
+        raise ConfigError(f"classes must be a list of {count} labels, all integers or all strings (or all "
+                          f"booleans; the label of each class), got {classes!r}.")
+    convert = bool if booleans else int if integers else str
+    return [convert(v) for v in values]
 
 
 def _classifier_outputs(graph, net, logits, A, classes):

@@ -33,10 +33,11 @@ the number of outputs, and so do ``loss_`` and ``loss_curve_`` here); 'poisson' 
 deviance with an exp output (its log link), dJ/dZ = (exp(Z) - Y)/N.
 
 Beyond scikit-learn, with defaults that change nothing: ``dtype`` (None: float32 data trains in
-float32, as scikit-learn does), ``init`` ('sklearn': scikit-learn's Glorot uniform, from the same
-random draws; or handgrad's 'auto', 'he', 'glorot', 'lecun'), ``dropout`` (0: none; a rate, or one per
-hidden layer: inverted dropout after the hidden layers while the stochastic solvers train, masks drawn
-from random_state), solvers 'adamw' and 'rmsprop', and any handgrad activation ('gelu', 'elu', ...).
+float32, as scikit-learn's sgd and adam do; its lbfgs ends in float64, this one stays in float32),
+``init`` ('sklearn': scikit-learn's Glorot uniform, from the same random draws; or handgrad's 'auto',
+'he', 'glorot', 'lecun'), ``dropout`` (0: none; a rate, or one per hidden layer: inverted dropout after
+the hidden layers while the stochastic solvers train, masks drawn from random_state), solvers 'adamw'
+and 'rmsprop', and any handgrad activation ('gelu', 'elu', ...).
 Sparse inputs are accepted and made dense (mind the memory for very wide data).
 """
 
@@ -530,6 +531,11 @@ class _BaseMLP(BaseEstimator):
         self._epochs(net, X, Y, sample_weight, batch_size, validation, incremental)
         if validation is not None:  # the weights of the best validation score
             net.params[...] = self._best_params
+        # net_ keeps the l2 of a full batch (of the mean weight), not that of the last one: a short last batch (201
+        # samples in batches of 200: one sample) left an l2 200 times larger in net_, its model file and its fits
+        mean_weight = 1.0 if sample_weight is None else float(np.mean(sample_weight))
+        if mean_weight > 0:
+            net.l2 = float(self.alpha) / (batch_size * mean_weight)
 
     def _epochs(self, net, X, Y, sample_weight, batch_size, validation, incremental):
         N = X.shape[0]

@@ -45,7 +45,7 @@ from .checkpoints import (
     restore_running_statistics,
     write_checkpoint,
 )
-from .errors import ConfigError, DataError, TrainingError, check_fraction
+from .errors import ConfigError, DataError, TrainingError, check_fraction, check_seed
 from .io import plain_json
 from .layers import OBJECTIVE_WITH_DROPOUT
 from .optimizers import Optimizer, from_state_dict, get_optimizer
@@ -181,7 +181,8 @@ class Settings:
             metrics=_metrics.default_metrics(net.is_classifier) if metrics is None else _metrics.check_names(metrics),
             callbacks=hooks, stopper=stopper,
             clip_norm=None if clip_norm is None else _positive_float("clip_norm", clip_norm),
-            checkpoint=checkpoint, resume=None if resume is False else resume, verbose=verbose, seed=seed)
+            checkpoint=checkpoint, resume=None if resume is False else resume, verbose=verbose,
+            seed=check_seed("seed", seed))
 
 
 # ---------------------------------------------------------------------------- data
