@@ -289,6 +289,18 @@ def test_predict_on_a_table_like_the_training_one_leaves_the_models_target_out(c
     assert status == 2 and "has 3 features but the model expects 2" in err
 
 
+def test_predict_on_the_table_of_a_model_trained_on_a_csvs_last_column(capsys, tmp_path, blob_csv):
+    """train's default target is a CSV's last column (the model stores no name); predict on that table leaves the
+    last column out, as evaluate reads it as the target."""
+    model = tmp_path / "last.npz"
+    status, out, err = run(capsys, "train", "--csv", blob_csv, "--layers", "5:tanh,3:softmax", *FAST, "--out", model)
+    assert status == 0, err
+    status, with_target, err = run(capsys, "predict", model, blob_csv)
+    assert status == 0 and "the last column is left out" in err and err.count("\n") == 1
+    status, expected, err = run(capsys, "predict", model, blob_csv, "--target", "label")
+    assert status == 0 and with_target == expected and err == ""
+
+
 def test_info_shows_the_models_regularization(capsys, tmp_path, blob_csv):
     model = tmp_path / "reg.npz"
     status, out, err = run(capsys, "train", "--csv", blob_csv, "--target", "label", "--layers",

@@ -1008,6 +1008,11 @@ def _csv_features(net, path):
         for what, name in found.items():
             print(f"handgrad: note: column '{name}' is the model's {what}, left out of the features (--target names "
                   "another column to leave out).", file=sys.stderr)
+    elif (data.get("source") == "csv" and data.get("target") is None and not data.get("sample_weight_column")
+          and values.shape[1] == net.n_inputs + 1):  # trained on a CSV's last column, train's default target
+        values = values[:, :-1]
+        print("handgrad: note: the last column is left out of the features: the model was trained with a CSV's "
+              "last column as its target (--target names another column to leave out).", file=sys.stderr)
     return datasets.check_dataset(values, name=os.fspath(path))
 
 
