@@ -1086,3 +1086,60 @@ def test_reset_keeps_a_loaded_models_dtype_and_settings_and_its_weights(page, tm
     seed.dispatch_event("change")
     fresh = hg.load(download(page, "download-model", tmp_path))
     assert architecture(fresh) == architecture(net) and not np.array_equal(fresh.params, net.params)
+
+
+def test_a_count_model_with_an_exp_output_and_poisson_loss_stays_editable(page, tmp_path):
+    """A model like `handgrad train --layers 8:tanh:batchnorm,1:exp --loss poisson --dtype float32` makes: the
+    editor has exp and half_poisson_deviance (before, the form showed nothing there and the next change of any
+    setting sent an empty output, refused with "unknown activation ''")."""
+    net = hg.MLP(2, [{"size": 3, "activation": "tanh", "norm": "batch", "bias": False},
+                     {"size": 1, "activation": "exp"}], loss="poisson", dtype="float32", seed=3)
+    net.save(tmp_path / "counts.npz")
+    page.set_input_files('[data-field="model"]', str(tmp_path / "counts.npz"))
+    page.wait_for_function("() => state.network && state.network.sizes.join() === '2,3,1'")
+    assert page.locator('[data-field="output"]').input_value() == "exp"
+    assert page.locator('[data-field="loss"]').input_value() == "half_poisson_deviance"
+    l2 = page.locator('[data-field="l2"]')
+    l2.fill("0.001")
+    l2.dispatch_event("change")
+    page.wait_for_function("() => state.network && state.network.activations.at(-1) === 'exp'"
+                           " && document.querySelector('[data-field=\"l2\"]').value === '0.001'")
+    page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("1")')
+    assert page.locator('[data-panel="message"]').is_hidden()
+    again = hg.load(download(page, "download-model", tmp_path))
+    assert again.l2 == 0.001 and again.loss_fn.name == "half_poisson_deviance"
+    assert again.output_activation.name == "exp" and again.dtype.name == "float32"
+    for name in hg.activations.ACTIVATIONS:  # every activation and loss of the library has its place in the editor
+        assert page.locator(f'[data-field="output"] option:text-is("{name}")').count() == 1
+        assert page.locator(f'[data-layer="1"] [data-field="activation"] option:text-is("{name}")').count() == 1
+    for name in hg.losses.LOSSES:
+        assert page.locator(f'[data-field="loss"] option[value="{name}"], [data-field="loss"] option:text-is("{name}")'
+                            ).count() >= 1
+
+
+def test_a_diverging_run_under_the_pointer_stops_and_the_page_keeps_working(page):
+    """Diverging with the pointer on a connection: the weights and biases become inf or NaN, which arrive as
+    null (JSON has neither). The page said so instead of throwing on null.toPrecision, and shows the run
+    paused, as it is (the error message says "playing": false)."""
+    rate = page.locator('[data-field="learning_rate"]')
+    rate.fill("100")
+    rate.dispatch_event("change")
+    page.select_option('[data-field="data"]', "regression1d")
+    page.select_option('[data-field="output"]', "identity")
+    page.wait_for_function("() => state.network && state.network.activations.at(-1) === 'identity'")
+    line = page.locator('[data-panel="diagram"] line[data-weight="1,0,1"]')
+    x1, y1, x2, y2 = (float(line.get_attribute(name)) for name in ("x1", "y1", "x2", "y2"))
+    svg_box = page.locator('[data-panel="diagram"]').bounding_box()
+    page.mouse.move(svg_box["x"] + x1 + 0.2 * (x2 - x1), svg_box["y"] + y1 + 0.2 * (y2 - y1))
+    page.locator('[data-panel="hover"]').wait_for(state="visible")
+    page.click('[data-action="play"]', no_wait_after=True)
+    page.mouse.move(svg_box["x"] + x1 + 0.2 * (x2 - x1), svg_box["y"] + y1 + 0.2 * (y2 - y1))
+    message = page.locator('[data-panel="message"]')
+    message.wait_for(state="visible", timeout=30000)
+    assert "lower the learning rate" in message.inner_text()
+    page.wait_for_selector('[data-value="state"]:text-is("paused")')
+    page.click('[data-action="step"]')  # more steps on the diverged weights: messages, no broken page
+    page.click('[data-action="reset"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("0")')
+    assert float(value(page, "loss")) > 0  # the page draws frames again

@@ -205,14 +205,14 @@ async def _guarded(websocket, session, work, network=None):
     try:
         work()
     except HandgradError as error:
-        session.playing = False
-        await _send(websocket, {"type": "error", "message": " ".join(str(error).split())})
+        session.playing = False  # the page shows it paused ("playing": false), not still playing
+        await _send(websocket, {"type": "error", "message": " ".join(str(error).split()), "playing": False})
         return False
     except Exception as error:  # a bug: the page and the other tabs go on
         session.playing = False
         traceback.print_exc()
         await _send(websocket, {"type": "error", "message": f"internal error ({type(error).__name__}: {error}); "
-                                                            "this is a bug in handgrad, please report it."})
+                                                            "this is a bug in handgrad, please report it.", "playing": False})
         return False
     if network is not None:
         await _send(websocket, network())
