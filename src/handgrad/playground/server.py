@@ -211,8 +211,9 @@ async def _guarded(websocket, session, work, network=None):
     except Exception as error:  # a bug: the page and the other tabs go on
         session.playing = False
         traceback.print_exc()
-        await _send(websocket, {"type": "error", "message": f"internal error ({type(error).__name__}: {error}); "
-                                                            "this is a bug in handgrad, please report it.", "playing": False})
+        await _send(websocket, {"type": "error", "playing": False,
+                                "message": f"internal error ({type(error).__name__}: {error}); "
+                                           "this is a bug in handgrad, please report it."})
         return False
     if network is not None:
         await _send(websocket, network())
