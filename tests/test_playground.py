@@ -1143,3 +1143,26 @@ def test_a_diverging_run_under_the_pointer_stops_and_the_page_keeps_working(page
     page.click('[data-action="reset"]')
     page.wait_for_selector('[data-value="epoch"]:text-is("0")')
     assert float(value(page, "loss")) > 0  # the page draws frames again
+
+
+def test_x2_comes_back_after_a_1d_data_set(page):
+    """The regression has x1 only; xor after it (chosen in the form, or a 2-D CSV) takes x1 and x2 again, as
+    chosen, instead of x1 alone (which cannot learn xor)."""
+    def inputs_and_output(data, output):
+        page.select_option('[data-field="data"]', data)
+        page.select_option('[data-field="output"]', output)
+        page.wait_for_function(f"() => state.network && state.network.activations.at(-1) === '{output}'")
+        page.wait_for_timeout(200)
+        return page.evaluate("() => [state.network.sizes[0], state.features]")
+
+    assert inputs_and_output("regression1d", "identity") == [1, ["x1"]]
+    x2 = page.locator('[data-field="features"] input[value="x2"]')
+    assert x2.is_disabled()
+    assert inputs_and_output("xor", "sigmoid") == [2, ["x1", "x2"]]
+    assert x2.is_checked() and x2.is_enabled()
+    inputs_and_output("regression1d", "identity")
+    page.set_input_files('[data-field="csv"]', files=[{"name": "points.csv", "mimeType": "text/csv",
+                                                       "buffer": b"x1,x2,y\n0,0,0\n1,1,0\n0,1,1\n1,0,1\n0.5,0.2,1\n"}])
+    page.wait_for_function("() => state.dims === 2")
+    assert page.evaluate("() => [state.network.sizes[0], state.features]") == [2, ["x1", "x2"]]
+    assert page.locator('[data-panel="message"]').is_hidden()

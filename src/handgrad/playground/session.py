@@ -502,7 +502,9 @@ class Session:
             raise ConfigError("batch norm needs at least 2 samples per batch (the variance of one sample is 0): "
                               "set the batch size to 2 or more (and keep 2 or more training samples), or "
                               "choose norm none or layer.")
-        config = {**config, "features": names}  # the features in use (x2's drop out for 1-D data)
+        # the features chosen, in use (self.feature_names) but for those a 1-D set lacks: x2's stay chosen, so that a
+        # 2-D set after it (a CSV, reset, the next configure) has them again instead of x1 alone
+        config = {**config, "features": list(config.get("features") or names)}
         T = net.check_targets(data.y, len(data.y))  # a DataError here leaves the session as it was
         T_test = net.check_targets(data.test_y, len(data.test_y)) if len(data.test_y) else None
         self.config, self.data, self.feature_names, self.net = config, data, names, net

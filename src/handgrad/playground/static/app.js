@@ -111,7 +111,7 @@ function fillForm(config) {
   $('[data-field="noise"]').value = data.noise ?? 0.1;
   $('[data-field="test_fraction"]').value = data.test_fraction ?? 0.5;
   $('[data-field="data_seed"]').value = data.seed ?? 0;
-  fillFeatures(config.features || []);
+  fillFeatures(config.features || [], data.name === "regression1d" ? 1 : state.dims);  // (a preset's before its reply)
   for (const name of ["optimizer", "learning_rate", "schedule", "batch_size", "l1", "l2", "seed", "output", "loss",
                       "output_slope", "output_alpha", "dtype", "init"]) {
     if (config[name] !== undefined) $(`[data-field="${name}"]`).value = config[name];
@@ -124,8 +124,14 @@ function fillForm(config) {
   drawLayerEditor();
 }
 
-function fillFeatures(names) {
-  for (const box of $$('[data-field="features"] input')) box.checked = names.includes(box.value);
+// A 1-D data set has x1 only: the boxes of the x2 features are disabled and keep the user's choice, so that
+// going back to a 2-D set brings them back (before, xor after the regression trained on x1 alone).
+function fillFeatures(names, dims = state.dims) {
+  for (const box of $$('[data-field="features"] input')) {
+    box.disabled = dims === 1 && box.value.includes("x2");
+    box.title = box.disabled ? "this data set has x1 only" : "";
+    if (!box.disabled) box.checked = names.includes(box.value);
+  }
 }
 
 function newLayer(settings = {}) {
