@@ -400,6 +400,22 @@ def _layer_outputs(net, X):
     return outputs
 
 
+def _file_standardizer(net, filename):
+    """The input standardization a model file stores (``handgrad train`` writes its mean and scale unless
+    --no-standardize), or None: a run from that file feeds its network standardized features, as it was trained."""
+    record = (getattr(net, "metadata", None) or {}).get("preprocessing")
+    if not record:
+        return None
+    try:
+        standardizer = datasets.Standardizer.from_dict(record)
+    except (HandgradError, TypeError, ValueError, KeyError) as error:
+        raise DataError(f"'{filename}' has an input standardization the playground cannot read ({error}).") from None
+    if len(np.ravel(standardizer.mean)) != net.n_inputs:
+        raise DataError(f"'{filename}' stores a standardization of {len(np.ravel(standardizer.mean))} features for a "
+                        f"network of {net.n_inputs} inputs: the file is damaged; save the model again.")
+    return standardizer
+
+
 def _refuse_compressed_members(raw, filename):
     """handgrad writes model files uncompressed (ZIP_STORED); a member that is compressed could inflate a
     1 MiB upload to a gigabyte inside the reader, so the page's files must be stored, and small, as written."""
@@ -481,11 +497,12 @@ class Session:
         origin = self.origin if origin is None else origin
         if origin is not None and not _same_start(origin, net, names, config):
             origin = None
+        standardizer = None if origin is None else origin.get("standardizer")
         if origin is not None:
             net.params[...] = origin["net"].params  # (converted to this dtype)
             net.set_running_statistics(dict(origin["net"].running_statistics()))
         try:
-            self._start(config, data, names, net)
+            self._start(config, data, names, net, standardizer)
         except DataError as error:  # the targets do not suit the output: say which output suits the task
             if data.task != "regression" or net.output_activation.name == "identity":
                 raise
@@ -493,7 +510,7 @@ class Session:
                 from None
         self.origin = origin
 
-    def _start(self, config, data, names, net):
+    def _start(self, config, data, names, net, standardizer=None):
         batch_size = _number(config, "batch_size", 10, 1, MAX_SAMPLES, int)
         rate = _number(config, "learning_rate", 0.1, 1e-6, 100.0)
         optimizer = get_optimizer(str(config.get("optimizer", "sgd")))
@@ -508,8 +525,9 @@ class Session:
         T = net.check_targets(data.y, len(data.y))  # a DataError here leaves the session as it was
         T_test = net.check_targets(data.test_y, len(data.test_y)) if len(data.test_y) else None
         self.config, self.data, self.feature_names, self.net = config, data, names, net
-        self.X, self.T = features(data.points, names), T
-        self.X_test, self.T_test = (features(data.test_points, names) if len(data.test_y) else None), T_test
+        self.standardizer = standardizer  # a loaded file's input standardization (see load_model), else None
+        self.X, self.T = self._inputs(data.points), T
+        self.X_test, self.T_test = (self._inputs(data.test_points) if len(data.test_y) else None), T_test
         self.batch_size = min(batch_size, len(self.X))
         self.steps_per_epoch = -(-len(self.X) // self.batch_size)
         if has_batch_norm(net) and len(self.X) % self.batch_size == 1:
@@ -561,7 +579,14 @@ class Session:
             raise ConfigError(f"'{filename}' has settings the playground's editor has no place for (its "
                               f"{', '.join(differ)}); look at it with handgrad info or handgrad explain, or in a "
                               "notebook.")
-        self.configure(config, origin={"net": net, "features": names, "seed": config["seed"]})
+        self.configure(config, origin={"net": net, "features": names, "seed": config["seed"],
+                                       "standardizer": _file_standardizer(net, filename)})
+
+    def _inputs(self, points):
+        """The network's inputs for raw points: the input features, standardized as a loaded file's network was
+        trained (``handgrad train`` standardizes by default and stores the mean and scale in the file)."""
+        X = features(points, self.feature_names)
+        return X if self.standardizer is None else self.standardizer.transform(X)
 
     def _model_features(self, net, filename):
         """The input features of a model file: those the playground saved in it (download model), else the
@@ -586,7 +611,8 @@ class Session:
     def model_bytes(self):
         with tempfile.TemporaryDirectory(prefix="handgrad-download-") as folder:
             path = os.path.join(folder, "model.npz")
-            self.net.save(path, playground={"epoch": self.epoch, "features": self.feature_names})
+            kept = {} if self.standardizer is None else {"preprocessing": self.standardizer.to_dict()}
+            self.net.save(path, playground={"epoch": self.epoch, "features": self.feature_names}, **kept)
             with open(path, "rb") as file:
                 return file.read()
 
@@ -669,8 +695,17 @@ class Session:
         (train and test, with their box), which the frames then draw over."""
         return {"type": "network", "network": network_description(self.net), "features": self.feature_names,
                 "config": self.config, "task": self.data.task, "dims": self.data.dims,
-                "points": self._points(), "box": self.data.box,
+                "points": self._points(), "box": self.data.box, "standardized": self._standardized_note(),
                 "equations": sections_mathml(derivation(self.net, self.batch_size))}
+
+    def _standardized_note(self):
+        """What the page says under the input features when a loaded file standardizes them, else None."""
+        if self.standardizer is None:
+            return None
+        terms = [f"({name} - {_fmt(mean)}) / {_fmt(scale)}" for name, mean, scale in
+                 zip(self.feature_names, np.ravel(self.standardizer.mean), np.ravel(self.standardizer.scale))]
+        return ("The loaded model was trained on standardized inputs, so its network gets " + ", ".join(terms)
+                + " (the file's mean and scale), as handgrad predict gives them.")
 
     def frame(self):
         """Everything that changes while training: numbers, weights, pictures, and the open panels.
@@ -737,7 +772,7 @@ class Session:
         """The output over the plane (probability of class 1, the class and its probability, or the value)
         and every unit's activation on a coarser grid, as int8 codes per layer (unit after unit, each scaled
         to its own largest value, as the page colours it)."""
-        outputs = _layer_outputs(self.net, features(self._grid(GRID), self.feature_names))
+        outputs = _layer_outputs(self.net, self._inputs(self._grid(GRID)))
         A = outputs[-1]
         if self.net.output_activation.name == "softmax":
             output = {"kind": "class", "class": A.argmax(axis=1).tolist(), "value": A.max(axis=1).round(3).tolist()}
@@ -745,7 +780,7 @@ class Session:
             output = {"kind": "probability" if self.data.task == "binary" else "value",
                       "value": A[:, 0].round(4).tolist()}
         grid = neuron_grid(self.net)
-        units = _layer_outputs(self.net, features(self._grid(grid), self.feature_names))
+        units = _layer_outputs(self.net, self._inputs(self._grid(grid)))
         neurons = [_codes(H.T, per_row=True)["codes"] for H in units]
         return {"output": output, "neurons": neurons, "grid": GRID, "neuron_grid": grid}
 

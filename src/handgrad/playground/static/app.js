@@ -85,6 +85,9 @@ function network(message) {
   state.optimizer = message.config.optimizer;
   state.points = message.points;
   state.box = message.box;
+  const standardized = $('[data-value="standardized"]');  // a loaded file's standardization of the inputs
+  standardized.textContent = message.standardized || "";
+  standardized.hidden = !message.standardized;
   if (message.request == null) fillForm(message.config);
   else fillFeatures(message.features);
   if (state.hover) leaveConnection();  // its line is drawn anew
