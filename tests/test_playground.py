@@ -375,6 +375,25 @@ def test_malformed_settings_and_too_many_layers_get_messages():
             session.configure(config)
 
 
+def test_infinities_and_lists_in_a_configure_message_get_messages_not_tracebacks(server):
+    """JSON's Infinity (and 1e999) parse as a float infinity, which int() refuses with an OverflowError; a list
+    where a name belongs is unhashable. Both were internal errors with a traceback on the server's stderr (the
+    module's server fixture checks there is none)."""
+    from websockets.sync.client import connect
+
+    with connect(ws_url(server)) as socket:
+        receive_until(socket, "frame")
+        for n, (text, words) in enumerate((('{"batch_size": Infinity}', "batch_size must be a number"),
+                                          ('{"data": {"n_samples": 1e999}}', "n_samples must be a number"),
+                                          ('{"hidden": [{"size": -Infinity}]}', "size must be a number"),
+                                          ('{"output": []}', "an activation is a name"),
+                                          ('{"hidden": [{"activation": ["tanh"]}]}', "an activation is a name"),
+                                          ('{"optimizer": ["adam"]}', "optimizer"))):
+            socket.send(f'{{"type": "configure", "id": {n + 1}, "config": {text}}}')
+            message = receive_until(socket, "error")["message"]
+            assert words in message and "internal error" not in message, message
+
+
 def test_a_refused_setting_leaves_the_session_as_it_was():
     session = Session()  # xor, two features; the regression's targets do not suit the sigmoid + cross-entropy
     with pytest.raises(DataError, match=r"needs targets in .* regression: choose the identity output"):

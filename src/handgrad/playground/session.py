@@ -145,7 +145,7 @@ def _number(config, key, default, low, high, kind=float):
     value = config.get(key, default)
     try:
         value = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (int of an infinity: JSON's Infinity or 1e999 parse as one)
         raise ConfigError(f"{key} must be a number, got {value!r}.") from None
     if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
         raise ConfigError(f"{key} must be between {low} and {high}, got {value}.")
@@ -321,6 +321,8 @@ ACTIVATION_PARAMETERS = {"leaky_relu": ("slope", 0.01, 0.0, 1.0), "elu": ("alpha
 def _activation(spec, prefix="", name=None):
     """An activation of the editor: its name, or for leaky ReLU and ELU its config with the slope or alpha."""
     name = spec.get("activation", "tanh") if name is None else name
+    if not isinstance(name, str):
+        raise ConfigError(f"an activation is a name like 'tanh' or 'leaky_relu', got {name!r}.")
     if name not in ACTIVATION_PARAMETERS:
         return name
     key, default, low, high = ACTIVATION_PARAMETERS[name]
@@ -489,7 +491,7 @@ class Session:
         size, bias, norm, feature or init seed draws fresh ones (and the file is left behind)."""
         config = check_config(config)
         if "learning_rate" not in config:
-            config = {**config, "learning_rate": OPTIMIZER_RATES.get(config.get("optimizer", "sgd"), 1.0)}
+            config = {**config, "learning_rate": OPTIMIZER_RATES.get(str(config.get("optimizer", "sgd")), 1.0)}
         config = {**DEFAULT_CONFIG, **config}
         data = make_data(config, self.csv_points)
         names = feature_names(config, data.dims)
