@@ -392,6 +392,14 @@ def test_infinities_and_lists_in_a_configure_message_get_messages_not_tracebacks
             socket.send(f'{{"type": "configure", "id": {n + 1}, "config": {text}}}')
             message = receive_until(socket, "error")["message"]
             assert words in message and "internal error" not in message, message
+        for text in ('{"type": "hover", "layer": 1, "i": Infinity, "j": 0}',  # this one ended the connection
+                     '{"type": "select_weight", "layer": 1, "i": 0, "j": -Infinity}',
+                     '{"type": "select_neuron", "layer": Infinity, "unit": 0}'):
+            socket.send(text)
+        for _ in range(2):
+            assert "expected integers" in receive_until(socket, "error")["message"]
+        socket.send('{"type": "action", "action": "step"}')
+        assert receive_until(socket, "frame")["step"] == 1  # the page's connection goes on
 
 
 def test_a_refused_setting_leaves_the_session_as_it_was():

@@ -321,7 +321,7 @@ def _ints(message, *names):
 
     try:
         return [int(message[name]) for name in names]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # (OverflowError: JSON's Infinity)
         raise ConfigError(f"expected integers {', '.join(names)} in the message.") from None
 
 
