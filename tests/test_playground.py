@@ -1226,3 +1226,33 @@ def test_a_model_from_handgrad_train_gets_its_standardized_inputs(page, tmp_path
     seed.fill("7")  # fresh weights from the seed: the file, and its standardization, are left behind
     seed.dispatch_event("change")
     note.wait_for(state="hidden")
+
+
+def test_a_csv_of_counts_trains_with_an_exp_output_and_the_poisson_loss(page):
+    """Integer targets 0..9 are read as ten classes; before, the upload of such a file under a sigmoid output
+    left it unused behind a message, and an exp output for it was refused ("choose a softmax output"). Now the
+    file is in use with the natural output (softmax, shown in the form), and exp reads the targets as counts."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(100, 2))
+    counts = rng.poisson(np.exp(X[:, 0] + 0.5 * X[:, 1]))
+    assert counts.max() >= 3
+    text = "x1,x2,count\n" + "".join(f"{a:.3f},{b:.3f},{c}\n" for (a, b), c in zip(X, counts))
+    page.set_input_files('[data-field="csv"]', files=[{"name": "counts.csv", "mimeType": "text/csv",
+                                                       "buffer": text.encode()}])
+    page.wait_for_function("() => state.task === 'multiclass'")
+    assert page.locator('[data-field="data"]').input_value() == "csv"
+    assert page.locator('[data-field="output"]').input_value() == "softmax"
+    assert page.locator('[data-panel="message"]').is_hidden()
+    rate = page.locator('[data-field="learning_rate"]')
+    rate.fill("0.05")
+    rate.dispatch_event("change")
+    page.select_option('[data-field="loss"]', "half_poisson_deviance")
+    page.select_option('[data-field="output"]', "exp")
+    page.wait_for_function("() => state.task === 'regression' && state.network.sizes.at(-1) === 1"
+                           " && state.network.loss === 'half_poisson_deviance'")
+    loss_before = float(value(page, "loss"))
+    for _ in range(5):
+        page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("5")')
+    assert page.locator('[data-panel="message"]').is_hidden()
+    assert float(value(page, "loss")) < loss_before

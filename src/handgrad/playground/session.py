@@ -13,6 +13,7 @@ inputs and targets, as CSV) and the model, so anyone can recompute the number.
 """
 
 import base64
+import copy
 import io
 import math
 import os
@@ -216,6 +217,19 @@ def make_data(config, csv_points=None):
     return PlayData(points, y, test_fraction, seed)
 
 
+VALUE_OUTPUTS = ("identity", "exp")  # outputs for which integer targets are numbers (exp: counts), not classes
+
+
+def for_output(data, output):
+    """The data as the output reads it: integer targets of three or more values are classes for softmax, but
+    numbers for an identity or exp output (counts, with half_poisson_deviance): a regression."""
+    if data.task != "multiclass" or output not in VALUE_OUTPUTS:
+        return data
+    data = copy.copy(data)
+    data.task, data.n_classes = "regression", 0
+    return data
+
+
 def feature_names(config, dims):
     names = list(config.get("features") or ["x1", "x2"])
     unknown = [name for name in names if name not in FEATURES]
@@ -296,10 +310,12 @@ def build_network(config, data, n_inputs):
     """(net, config): the MLP of the page's layer editor (hidden layers, then the output layer sized for
     the task) and the config with every layer's bias and norm written out."""
     output = config.get("output", "sigmoid")
+    data = for_output(data, output)
     if output == "softmax" and data.task == "regression":
         raise ConfigError("a softmax output needs class labels; this data set is a regression: use identity.")
     if output != "softmax" and data.task == "multiclass":
-        raise ConfigError(f"this data set has {data.n_classes} classes: choose a softmax output.")
+        raise ConfigError(f"this data set has {data.n_classes} classes: choose a softmax output (or identity or exp, "
+                          "to read its integer targets as numbers, such as counts).")
     layers, rates = network_spec(config, data.n_classes if output == "softmax" else 1)
     plain = [layer["bias"] for layer in layers if "norm" not in layer]
     dtype, init = config.get("dtype") or "float64", config.get("init") or "auto"
@@ -493,7 +509,7 @@ class Session:
         if "learning_rate" not in config:
             config = {**config, "learning_rate": OPTIMIZER_RATES.get(str(config.get("optimizer", "sgd")), 1.0)}
         config = {**DEFAULT_CONFIG, **config}
-        data = make_data(config, self.csv_points)
+        data = for_output(make_data(config, self.csv_points), config.get("output"))
         names = feature_names(config, data.dims)
         net, config = build_network(config, data, len(names))
         origin = self.origin if origin is None else origin
@@ -552,8 +568,25 @@ class Session:
         self.configure(self.config)
 
     def load_csv(self, text, filename):
-        self.csv_points = parse_csv_upload(text, filename)
-        self.configure({**self.config, "data": {**self.config.get("data", {}), "name": "csv"}})
+        """Train on an uploaded CSV. When the network's output cannot read its targets (classes 0..K-1 with K > 2
+        for a sigmoid, numbers for a sigmoid or softmax), the output becomes the natural one for them (softmax,
+        identity; the loss auto), so the file is in use and the form says which output it got: a count data set
+        can then switch to exp, say, on this file (before, the file was left unused behind a message)."""
+        points = parse_csv_upload(text, filename)
+        config = {**self.config, "data": {**self.config.get("data", {}), "name": "csv"}}
+        previous, self.csv_points = self.csv_points, points
+        try:
+            try:
+                self.configure(config)
+            except HandgradError:
+                task = PlayData(*points, 0.0, 0).task
+                natural = {"multiclass": "softmax", "regression": "identity"}.get(task)
+                if natural is None or natural == config.get("output"):
+                    raise
+                self.configure({**config, "output": natural, "loss": "auto"})
+        except HandgradError:
+            self.csv_points = previous  # (the session as it was)
+            raise
 
     def load_model(self, raw, filename):
         """Train a model file from here on (handgrad's format: checked, no code runs on load)."""
