@@ -425,6 +425,17 @@ def test_infinities_and_lists_in_a_configure_message_get_messages_not_tracebacks
         assert receive_until(socket, "frame")["step"] == 1  # the page's connection goes on
 
 
+def test_the_weight_panel_of_a_frame_does_not_carry_the_batch():
+    """Every frame with the weight panel open carried the current batch as CSV text, which the page never read
+    ("download this batch" asks the server for it): 110 KB a frame for batches of 2500."""
+    session = Session({"batch_size": 200, "data": {"n_samples": 400, "test_fraction": 0.0}})
+    session.select_weight(1, 0, 0)
+    weight = session.frame()["weight"]
+    assert "batch_csv" not in weight and len(weight["rows"]) == 200
+    assert len(json.dumps(weight)) < len(weight["trace"]) + 4000  # the trace's text and a few numbers
+    assert session.batch_csv().count("\n") == 201  # what "download this batch" sends
+
+
 def test_a_refused_setting_leaves_the_session_as_it_was():
     session = Session()  # xor, two features; the regression's targets do not suit the sigmoid + cross-entropy
     with pytest.raises(DataError, match=r"needs targets in .* regression: choose the identity output"):

@@ -830,8 +830,7 @@ class Session:
         return {"layer": k, "i": i, "j": j, "value": _fmt(self.net.layers[k - 1].W[i, j]),
                 "grad": _fmt(tr.engine_value), "element_sum": _fmt(tr.element_sum),
                 "matrix": _fmt(tr.matrix_value), "rows": rows.tolist(), "formula": formula,
-                "norm_notes": self._norm_notes(k), "trace": text[text.index("One weight:"):],
-                "batch_csv": self.batch_csv()}
+                "norm_notes": self._norm_notes(k), "trace": text[text.index("One weight:"):]}
 
     def _norm_notes(self, k):
         """What a norm in layer k or above changes in the weight's sum (the sum itself stays the same)."""
