@@ -1242,7 +1242,7 @@ def test_a_model_from_handgrad_train_gets_its_standardized_inputs(page, tmp_path
     page.select_option('[data-field="data"]', "moons")
     page.wait_for_function("() => state.network && state.points.train.length === 100")
     page.set_input_files('[data-field="model"]', str(model))
-    page.wait_for_function("() => state.network.norms[0] === 'batch' && state.network.sizes[1] === 8")
+    page.wait_for_function("() => state.network.norms[0] === 'batch' && state.frame.weights[0].shape[1] === 8")
     from handgrad.playground.session import make_data
     data = make_data({"data": {"name": "moons"}})
     X = standardizer.transform(features(data.points, ["x1", "x2"]))
@@ -1282,8 +1282,8 @@ def test_a_csv_of_counts_trains_with_an_exp_output_and_the_poisson_loss(page):
     rate.dispatch_event("change")
     page.select_option('[data-field="loss"]', "half_poisson_deviance")
     page.select_option('[data-field="output"]', "exp")
-    page.wait_for_function("() => state.task === 'regression' && state.network.sizes.at(-1) === 1"
-                           " && state.network.loss === 'half_poisson_deviance'")
+    page.wait_for_function("() => state.task === 'regression' && state.frame.weights.at(-1).shape[1] === 1"
+                           " && state.network.loss === 'half_poisson_deviance'")  # (its frame has come)
     loss_before = float(value(page, "loss"))
     for _ in range(5):
         page.click('[data-action="epoch"]')
