@@ -76,6 +76,17 @@ def test_an_mlp_shows_a_table_and_a_diagram_of_its_layers():
     assert "+4" in svg  # the 4 units not drawn are counted
 
 
+def test_a_normalized_layer_in_the_table_names_its_norm_and_its_gamma_and_beta():
+    """A layer with a norm has no b, but gamma and beta among its params: the table said '-' and left the
+    count (W's plus 2 x units) unexplained."""
+    net = hg.MLP(2, [{"size": 3, "activation": "relu", "norm": "batch", "bias": False},
+                     {"size": 5, "activation": "tanh", "norm": "layer", "bias": False}, (1, "sigmoid")], seed=0)
+    page = net._repr_html_()
+    assert "<td>(2, 3)</td><td>- (batch norm: \u03b3, \u03b2 (3,))</td><td>0</td><td>12</td>" in page
+    assert "<td>(3, 5)</td><td>- (layer norm: \u03b3, \u03b2 (5,))</td><td>0</td><td>25</td>" in page
+    assert "<td>(5, 1)</td><td>(1,)</td>" in page
+
+
 def test_a_history_shows_its_loss_curves():
     X, y = make_xor(80, seed=0)
     net = hg.MLP(2, [(4, "tanh"), (1, "sigmoid")], seed=0)

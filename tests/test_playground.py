@@ -231,6 +231,29 @@ def test_the_connection_under_the_pointer_gets_its_exact_numbers_on_demand(serve
         assert message["type"] == "frame" and "hover" not in message
 
 
+def test_a_long_epoch_does_not_hold_the_other_tabs(server):
+    """The epoch action ran the whole epoch in one call on the event loop: 1250 steps of batch norm over 8 layers
+    of 64 held the server for seconds (every tab, and a stop signal). Now it runs in slices: another tab's step
+    is answered while that epoch is still going."""
+    from websockets.sync.client import connect
+
+    big = {"data": {"name": "spirals", "n_samples": 2500, "test_fraction": 0.0}, "batch_size": 2,
+           "hidden": [{"size": 64, "activation": "relu", "norm": "batch", "bias": False}] * 8}
+    with connect(ws_url(server)) as slow, connect(ws_url(server)) as other:
+        receive_until(other, "frame")
+        receive_until(slow, "frame")
+        slow.send(json.dumps({"type": "configure", "id": 1, "config": big}))
+        receive_until(slow, "network")
+        receive_until(slow, "frame")
+        slow.send(json.dumps({"type": "action", "action": "epoch"}))
+        time.sleep(0.3)  # the epoch has begun
+        other.send(json.dumps({"type": "action", "action": "step"}))
+        assert receive_until(other, "frame")["step"] == 1
+        with pytest.raises(TimeoutError):  # the long epoch's frame has not come yet
+            slow.recv(timeout=0.01)
+        slow.send(json.dumps({"type": "action", "action": "pause"}))
+
+
 def test_a_new_network_comes_before_its_first_frame(server):
     from websockets.sync.client import connect
 
@@ -373,6 +396,44 @@ def test_malformed_settings_and_too_many_layers_get_messages():
                             ({"hidden": [{"size": 2}] * 9}, "9 hidden layers: the playground shows at most 8")):
         with pytest.raises(ConfigError, match=message):
             session.configure(config)
+
+
+def test_infinities_and_lists_in_a_configure_message_get_messages_not_tracebacks(server):
+    """JSON's Infinity (and 1e999) parse as a float infinity, which int() refuses with an OverflowError; a list
+    where a name belongs is unhashable. Both were internal errors with a traceback on the server's stderr (the
+    module's server fixture checks there is none)."""
+    from websockets.sync.client import connect
+
+    with connect(ws_url(server)) as socket:
+        receive_until(socket, "frame")
+        for n, (text, words) in enumerate((('{"batch_size": Infinity}', "batch_size must be a number"),
+                                          ('{"data": {"n_samples": 1e999}}', "n_samples must be a number"),
+                                          ('{"hidden": [{"size": -Infinity}]}', "size must be a number"),
+                                          ('{"output": []}', "an activation is a name"),
+                                          ('{"hidden": [{"activation": ["tanh"]}]}', "an activation is a name"),
+                                          ('{"optimizer": ["adam"]}', "optimizer"))):
+            socket.send(f'{{"type": "configure", "id": {n + 1}, "config": {text}}}')
+            message = receive_until(socket, "error")["message"]
+            assert words in message and "internal error" not in message, message
+        for text in ('{"type": "hover", "layer": 1, "i": Infinity, "j": 0}',  # this one ended the connection
+                     '{"type": "select_weight", "layer": 1, "i": 0, "j": -Infinity}',
+                     '{"type": "select_neuron", "layer": Infinity, "unit": 0}'):
+            socket.send(text)
+        for _ in range(2):
+            assert "expected integers" in receive_until(socket, "error")["message"]
+        socket.send('{"type": "action", "action": "step"}')
+        assert receive_until(socket, "frame")["step"] == 1  # the page's connection goes on
+
+
+def test_the_weight_panel_of_a_frame_does_not_carry_the_batch():
+    """Every frame with the weight panel open carried the current batch as CSV text, which the page never read
+    ("download this batch" asks the server for it): 110 KB a frame for batches of 2500."""
+    session = Session({"batch_size": 200, "data": {"n_samples": 400, "test_fraction": 0.0}})
+    session.select_weight(1, 0, 0)
+    weight = session.frame()["weight"]
+    assert "batch_csv" not in weight and len(weight["rows"]) == 200
+    assert len(json.dumps(weight)) < len(weight["trace"]) + 4000  # the trace's text and a few numbers
+    assert session.batch_csv().count("\n") == 201  # what "download this batch" sends
 
 
 def test_a_refused_setting_leaves_the_session_as_it_was():
@@ -1086,3 +1147,146 @@ def test_reset_keeps_a_loaded_models_dtype_and_settings_and_its_weights(page, tm
     seed.dispatch_event("change")
     fresh = hg.load(download(page, "download-model", tmp_path))
     assert architecture(fresh) == architecture(net) and not np.array_equal(fresh.params, net.params)
+
+
+def test_a_count_model_with_an_exp_output_and_poisson_loss_stays_editable(page, tmp_path):
+    """A model like `handgrad train --layers 8:tanh:batchnorm,1:exp --loss poisson --dtype float32` makes: the
+    editor has exp and half_poisson_deviance (before, the form showed nothing there and the next change of any
+    setting sent an empty output, refused with "unknown activation ''")."""
+    net = hg.MLP(2, [{"size": 3, "activation": "tanh", "norm": "batch", "bias": False},
+                     {"size": 1, "activation": "exp"}], loss="poisson", dtype="float32", seed=3)
+    net.save(tmp_path / "counts.npz")
+    page.set_input_files('[data-field="model"]', str(tmp_path / "counts.npz"))
+    page.wait_for_function("() => state.network && state.network.sizes.join() === '2,3,1'")
+    assert page.locator('[data-field="output"]').input_value() == "exp"
+    assert page.locator('[data-field="loss"]').input_value() == "half_poisson_deviance"
+    l2 = page.locator('[data-field="l2"]')
+    l2.fill("0.001")
+    l2.dispatch_event("change")
+    page.wait_for_function("() => state.network && state.network.activations.at(-1) === 'exp'"
+                           " && document.querySelector('[data-field=\"l2\"]').value === '0.001'")
+    page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("1")')
+    assert page.locator('[data-panel="message"]').is_hidden()
+    again = hg.load(download(page, "download-model", tmp_path))
+    assert again.l2 == 0.001 and again.loss_fn.name == "half_poisson_deviance"
+    assert again.output_activation.name == "exp" and again.dtype.name == "float32"
+    for name in hg.activations.ACTIVATIONS:  # every activation and loss of the library has its place in the editor
+        assert page.locator(f'[data-field="output"] option:text-is("{name}")').count() == 1
+        assert page.locator(f'[data-layer="1"] [data-field="activation"] option:text-is("{name}")').count() == 1
+    for name in hg.losses.LOSSES:
+        assert page.locator(f'[data-field="loss"] option[value="{name}"], [data-field="loss"] option:text-is("{name}")'
+                            ).count() >= 1
+
+
+def test_a_diverging_run_under_the_pointer_stops_and_the_page_keeps_working(page):
+    """Diverging with the pointer on a connection: the weights and biases become inf or NaN, which arrive as
+    null (JSON has neither). The page said so instead of throwing on null.toPrecision, and shows the run
+    paused, as it is (the error message says "playing": false)."""
+    rate = page.locator('[data-field="learning_rate"]')
+    rate.fill("100")
+    rate.dispatch_event("change")
+    page.select_option('[data-field="data"]', "regression1d")
+    page.select_option('[data-field="output"]', "identity")
+    page.wait_for_function("() => state.network && state.network.activations.at(-1) === 'identity'")
+    line = page.locator('[data-panel="diagram"] line[data-weight="1,0,1"]')
+    x1, y1, x2, y2 = (float(line.get_attribute(name)) for name in ("x1", "y1", "x2", "y2"))
+    svg_box = page.locator('[data-panel="diagram"]').bounding_box()
+    page.mouse.move(svg_box["x"] + x1 + 0.2 * (x2 - x1), svg_box["y"] + y1 + 0.2 * (y2 - y1))
+    page.locator('[data-panel="hover"]').wait_for(state="visible")
+    page.click('[data-action="play"]', no_wait_after=True)
+    page.mouse.move(svg_box["x"] + x1 + 0.2 * (x2 - x1), svg_box["y"] + y1 + 0.2 * (y2 - y1))
+    message = page.locator('[data-panel="message"]')
+    message.wait_for(state="visible", timeout=30000)
+    assert "lower the learning rate" in message.inner_text()
+    page.wait_for_selector('[data-value="state"]:text-is("paused")')
+    page.click('[data-action="step"]')  # more steps on the diverged weights: messages, no broken page
+    page.click('[data-action="reset"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("0")')
+    assert float(value(page, "loss")) > 0  # the page draws frames again
+
+
+def test_x2_comes_back_after_a_1d_data_set(page):
+    """The regression has x1 only; xor after it (chosen in the form, or a 2-D CSV) takes x1 and x2 again, as
+    chosen, instead of x1 alone (which cannot learn xor)."""
+    def inputs_and_output(data, output):
+        page.select_option('[data-field="data"]', data)
+        page.select_option('[data-field="output"]', output)
+        page.wait_for_function(f"() => state.network && state.network.activations.at(-1) === '{output}'")
+        page.wait_for_timeout(200)
+        return page.evaluate("() => [state.network.sizes[0], state.features]")
+
+    assert inputs_and_output("regression1d", "identity") == [1, ["x1"]]
+    x2 = page.locator('[data-field="features"] input[value="x2"]')
+    assert x2.is_disabled()
+    assert inputs_and_output("xor", "sigmoid") == [2, ["x1", "x2"]]
+    assert x2.is_checked() and x2.is_enabled()
+    inputs_and_output("regression1d", "identity")
+    page.set_input_files('[data-field="csv"]', files=[{"name": "points.csv", "mimeType": "text/csv",
+                                                       "buffer": b"x1,x2,y\n0,0,0\n1,1,0\n0,1,1\n1,0,1\n0.5,0.2,1\n"}])
+    page.wait_for_function("() => state.dims === 2")
+    assert page.evaluate("() => [state.network.sizes[0], state.features]") == [2, ["x1", "x2"]]
+    assert page.locator('[data-panel="message"]').is_hidden()
+
+
+def test_a_model_from_handgrad_train_gets_its_standardized_inputs(page, tmp_path):
+    """`handgrad train` standardizes the inputs and stores the mean and scale in the file; the playground fed the
+    raw features to such a network (moons: its loss 0.34 instead of 0.28). Now a run from the file standardizes
+    them as the file says, says so on the page, and the downloaded model keeps the standardization."""
+    model = tmp_path / "trained.npz"
+    subprocess.run([sys.executable, "-m", "handgrad", "train", "--data", "moons", "--layers",
+                    "8:relu:batchnorm,1:sigmoid", "--epochs", "3", "--dtype", "float32", "--out", str(model),
+                    "--quiet", "--no-plots", "--force"], check=True, capture_output=True, timeout=120)
+    net = hg.load(model)
+    standardizer = hg.datasets.Standardizer.from_dict(net.metadata["preprocessing"])
+    page.select_option('[data-field="data"]', "moons")
+    page.wait_for_function("() => state.network && state.points.train.length === 100")
+    page.set_input_files('[data-field="model"]', str(model))
+    page.wait_for_function("() => state.network.norms[0] === 'batch' && state.frame.weights[0].shape[1] === 8")
+    from handgrad.playground.session import make_data
+    data = make_data({"data": {"name": "moons"}})
+    X = standardizer.transform(features(data.points, ["x1", "x2"]))
+    _shown_precision_equal(value(page, "loss"), float(net.loss(X, data.y[:, None], batch_statistics=False)))
+    note = page.locator('[data-value="standardized"]')
+    assert note.is_visible() and "(x1 - " in note.inner_text() and "standardized inputs" in note.inner_text()
+
+    shown = click_weight(page, 1, 1, 3)  # the gradient on the batch of standardized inputs
+    saved, batch = hg.load(download(page, "download-model", tmp_path)), download(page, "download-batch", tmp_path)
+    assert saved.metadata["preprocessing"] == net.metadata["preprocessing"]  # kept for handgrad predict
+    Xb, Tb = load_csv(batch)
+    _, grads = saved.loss_and_grad(Xb, Tb)
+    _shown_precision_equal(shown, float(grads[0][0][1, 3]))
+    seed = page.locator('[data-field="seed"]')
+    seed.fill("7")  # fresh weights from the seed: the file, and its standardization, are left behind
+    seed.dispatch_event("change")
+    note.wait_for(state="hidden")
+
+
+def test_a_csv_of_counts_trains_with_an_exp_output_and_the_poisson_loss(page):
+    """Integer targets 0..9 are read as ten classes; before, the upload of such a file under a sigmoid output
+    left it unused behind a message, and an exp output for it was refused ("choose a softmax output"). Now the
+    file is in use with the natural output (softmax, shown in the form), and exp reads the targets as counts."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(100, 2))
+    counts = rng.poisson(np.exp(X[:, 0] + 0.5 * X[:, 1]))
+    assert counts.max() >= 3
+    text = "x1,x2,count\n" + "".join(f"{a:.3f},{b:.3f},{c}\n" for (a, b), c in zip(X, counts))
+    page.set_input_files('[data-field="csv"]', files=[{"name": "counts.csv", "mimeType": "text/csv",
+                                                       "buffer": text.encode()}])
+    page.wait_for_function("() => state.task === 'multiclass'")
+    assert page.locator('[data-field="data"]').input_value() == "csv"
+    assert page.locator('[data-field="output"]').input_value() == "softmax"
+    assert page.locator('[data-panel="message"]').is_hidden()
+    rate = page.locator('[data-field="learning_rate"]')
+    rate.fill("0.05")
+    rate.dispatch_event("change")
+    page.select_option('[data-field="loss"]', "half_poisson_deviance")
+    page.select_option('[data-field="output"]', "exp")
+    page.wait_for_function("() => state.task === 'regression' && state.frame.weights.at(-1).shape[1] === 1"
+                           " && state.network.loss === 'half_poisson_deviance'")  # (its frame has come)
+    loss_before = float(value(page, "loss"))
+    for _ in range(5):
+        page.click('[data-action="epoch"]')
+    page.wait_for_selector('[data-value="epoch"]:text-is("5")')
+    assert page.locator('[data-panel="message"]').is_hidden()
+    assert float(value(page, "loss")) < loss_before

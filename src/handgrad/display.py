@@ -287,6 +287,8 @@ def mlp_html(net):
     for k, layer in enumerate(net.layers, 1):
         count = sum(array.size for _, array in layer.parameters())
         b = f"({layer.n_out},)" if layer.b is not None else "-"
+        if layer.norm is not None:  # its gamma and beta (beta in place of b) are among the layer's params
+            b = f"- ({layer.norm.kind} norm: \u03b3, \u03b2 ({layer.n_out},))"
         rate = net.dropout_rate(k)
         rows.append(f"<tr><td>{k}</td><td>{html.escape(layer.activation.name)}</td><td>{layer.W.shape}</td>"
                     f"<td>{b}</td><td>{rate:g}</td><td>{count}</td></tr>")

@@ -197,7 +197,7 @@ async def _read(websocket, inbox):
         await inbox.put(_CLOSED)
 
 
-async def _guarded(websocket, session, work, network=None):
+async def _guarded(websocket, session, work, network=None, frame=True):
     """Run a piece of session work, then send a frame, after the ``network()`` message when the work built a
     new network (so the page never draws a frame of the new data with the old network's task and shape).
     A handgrad error becomes a message on the page; any other exception is a bug: its traceback goes to
@@ -205,18 +205,20 @@ async def _guarded(websocket, session, work, network=None):
     try:
         work()
     except HandgradError as error:
-        session.playing = False
-        await _send(websocket, {"type": "error", "message": " ".join(str(error).split())})
+        session.playing = False  # the page shows it paused ("playing": false), not still playing
+        await _send(websocket, {"type": "error", "message": " ".join(str(error).split()), "playing": False})
         return False
     except Exception as error:  # a bug: the page and the other tabs go on
         session.playing = False
         traceback.print_exc()
-        await _send(websocket, {"type": "error", "message": f"internal error ({type(error).__name__}: {error}); "
-                                                            "this is a bug in handgrad, please report it."})
+        await _send(websocket, {"type": "error", "playing": False,
+                                "message": f"internal error ({type(error).__name__}: {error}); "
+                                           "this is a bug in handgrad, please report it."})
         return False
     if network is not None:
         await _send(websocket, network())
-    await _send_frame(websocket, session)
+    if frame:
+        await _send_frame(websocket, session)
     return True
 
 
@@ -308,11 +310,28 @@ async def _action(websocket, session, action):
         await _guarded(websocket, session, session.one_step)
     elif action == "epoch":
         session.playing = False
-        await _guarded(websocket, session, session.run_epoch)
+        await _epoch(websocket, session)
     elif action == "reset":
         await _guarded(websocket, session, session.reset, network=session.network_message)
     else:
         await _send(websocket, {"type": "error", "message": f"unknown action {action!r}; use {', '.join(ACTIONS)}."})
+
+
+async def _epoch(websocket, session):
+    """The epoch action in slices of about 30 ms (session.advance stops at the epoch's end), the event loop running
+    between them: an epoch of thousands of steps of a big network (batch norm, 8 layers of 64, batches of 2: 20 s
+    on a busy machine) held the whole server before, every other tab and a stop signal included. A page that goes
+    away ends it."""
+    from starlette.websockets import WebSocketState
+
+    epoch = session.epoch
+    while session.epoch == epoch:
+        if not await _guarded(websocket, session, session.advance, frame=False):
+            return
+        await asyncio.sleep(0)
+        if websocket.client_state != WebSocketState.CONNECTED:
+            return
+    await _send_frame(websocket, session)
 
 
 def _ints(message, *names):
@@ -320,7 +339,7 @@ def _ints(message, *names):
 
     try:
         return [int(message[name]) for name in names]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # (OverflowError: JSON's Infinity)
         raise ConfigError(f"expected integers {', '.join(names)} in the message.") from None
 
 

@@ -13,6 +13,7 @@ inputs and targets, as CSV) and the model, so anyone can recompute the number.
 """
 
 import base64
+import copy
 import io
 import math
 import os
@@ -145,7 +146,7 @@ def _number(config, key, default, low, high, kind=float):
     value = config.get(key, default)
     try:
         value = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (int of an infinity: JSON's Infinity or 1e999 parse as one)
         raise ConfigError(f"{key} must be a number, got {value!r}.") from None
     if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
         raise ConfigError(f"{key} must be between {low} and {high}, got {value}.")
@@ -214,6 +215,19 @@ def make_data(config, csv_points=None):
     else:
         points, y = datasets.make_dataset(name, n, noise, seed)
     return PlayData(points, y, test_fraction, seed)
+
+
+VALUE_OUTPUTS = ("identity", "exp")  # outputs for which integer targets are numbers (exp: counts), not classes
+
+
+def for_output(data, output):
+    """The data as the output reads it: integer targets of three or more values are classes for softmax, but
+    numbers for an identity or exp output (counts, with half_poisson_deviance): a regression."""
+    if data.task != "multiclass" or output not in VALUE_OUTPUTS:
+        return data
+    data = copy.copy(data)
+    data.task, data.n_classes = "regression", 0
+    return data
 
 
 def feature_names(config, dims):
@@ -296,10 +310,12 @@ def build_network(config, data, n_inputs):
     """(net, config): the MLP of the page's layer editor (hidden layers, then the output layer sized for
     the task) and the config with every layer's bias and norm written out."""
     output = config.get("output", "sigmoid")
+    data = for_output(data, output)
     if output == "softmax" and data.task == "regression":
         raise ConfigError("a softmax output needs class labels; this data set is a regression: use identity.")
     if output != "softmax" and data.task == "multiclass":
-        raise ConfigError(f"this data set has {data.n_classes} classes: choose a softmax output.")
+        raise ConfigError(f"this data set has {data.n_classes} classes: choose a softmax output (or identity or exp, "
+                          "to read its integer targets as numbers, such as counts).")
     layers, rates = network_spec(config, data.n_classes if output == "softmax" else 1)
     plain = [layer["bias"] for layer in layers if "norm" not in layer]
     dtype, init = config.get("dtype") or "float64", config.get("init") or "auto"
@@ -321,6 +337,8 @@ ACTIVATION_PARAMETERS = {"leaky_relu": ("slope", 0.01, 0.0, 1.0), "elu": ("alpha
 def _activation(spec, prefix="", name=None):
     """An activation of the editor: its name, or for leaky ReLU and ELU its config with the slope or alpha."""
     name = spec.get("activation", "tanh") if name is None else name
+    if not isinstance(name, str):
+        raise ConfigError(f"an activation is a name like 'tanh' or 'leaky_relu', got {name!r}.")
     if name not in ACTIVATION_PARAMETERS:
         return name
     key, default, low, high = ACTIVATION_PARAMETERS[name]
@@ -400,6 +418,22 @@ def _layer_outputs(net, X):
     return outputs
 
 
+def _file_standardizer(net, filename):
+    """The input standardization a model file stores (``handgrad train`` writes its mean and scale unless
+    --no-standardize), or None: a run from that file feeds its network standardized features, as it was trained."""
+    record = (getattr(net, "metadata", None) or {}).get("preprocessing")
+    if not record:
+        return None
+    try:
+        standardizer = datasets.Standardizer.from_dict(record)
+    except (HandgradError, TypeError, ValueError, KeyError) as error:
+        raise DataError(f"'{filename}' has an input standardization the playground cannot read ({error}).") from None
+    if len(np.ravel(standardizer.mean)) != net.n_inputs:
+        raise DataError(f"'{filename}' stores a standardization of {len(np.ravel(standardizer.mean))} features for a "
+                        f"network of {net.n_inputs} inputs: the file is damaged; save the model again.")
+    return standardizer
+
+
 def _refuse_compressed_members(raw, filename):
     """handgrad writes model files uncompressed (ZIP_STORED); a member that is compressed could inflate a
     1 MiB upload to a gigabyte inside the reader, so the page's files must be stored, and small, as written."""
@@ -473,19 +507,20 @@ class Session:
         size, bias, norm, feature or init seed draws fresh ones (and the file is left behind)."""
         config = check_config(config)
         if "learning_rate" not in config:
-            config = {**config, "learning_rate": OPTIMIZER_RATES.get(config.get("optimizer", "sgd"), 1.0)}
+            config = {**config, "learning_rate": OPTIMIZER_RATES.get(str(config.get("optimizer", "sgd")), 1.0)}
         config = {**DEFAULT_CONFIG, **config}
-        data = make_data(config, self.csv_points)
+        data = for_output(make_data(config, self.csv_points), config.get("output"))
         names = feature_names(config, data.dims)
         net, config = build_network(config, data, len(names))
         origin = self.origin if origin is None else origin
         if origin is not None and not _same_start(origin, net, names, config):
             origin = None
+        standardizer = None if origin is None else origin.get("standardizer")
         if origin is not None:
             net.params[...] = origin["net"].params  # (converted to this dtype)
             net.set_running_statistics(dict(origin["net"].running_statistics()))
         try:
-            self._start(config, data, names, net)
+            self._start(config, data, names, net, standardizer)
         except DataError as error:  # the targets do not suit the output: say which output suits the task
             if data.task != "regression" or net.output_activation.name == "identity":
                 raise
@@ -493,7 +528,7 @@ class Session:
                 from None
         self.origin = origin
 
-    def _start(self, config, data, names, net):
+    def _start(self, config, data, names, net, standardizer=None):
         batch_size = _number(config, "batch_size", 10, 1, MAX_SAMPLES, int)
         rate = _number(config, "learning_rate", 0.1, 1e-6, 100.0)
         optimizer = get_optimizer(str(config.get("optimizer", "sgd")))
@@ -502,12 +537,15 @@ class Session:
             raise ConfigError("batch norm needs at least 2 samples per batch (the variance of one sample is 0): "
                               "set the batch size to 2 or more (and keep 2 or more training samples), or "
                               "choose norm none or layer.")
-        config = {**config, "features": names}  # the features in use (x2's drop out for 1-D data)
+        # the features chosen, in use (self.feature_names) but for those a 1-D set lacks: x2's stay chosen, so that a
+        # 2-D set after it (a CSV, reset, the next configure) has them again instead of x1 alone
+        config = {**config, "features": list(config.get("features") or names)}
         T = net.check_targets(data.y, len(data.y))  # a DataError here leaves the session as it was
         T_test = net.check_targets(data.test_y, len(data.test_y)) if len(data.test_y) else None
         self.config, self.data, self.feature_names, self.net = config, data, names, net
-        self.X, self.T = features(data.points, names), T
-        self.X_test, self.T_test = (features(data.test_points, names) if len(data.test_y) else None), T_test
+        self.standardizer = standardizer  # a loaded file's input standardization (see load_model), else None
+        self.X, self.T = self._inputs(data.points), T
+        self.X_test, self.T_test = (self._inputs(data.test_points) if len(data.test_y) else None), T_test
         self.batch_size = min(batch_size, len(self.X))
         self.steps_per_epoch = -(-len(self.X) // self.batch_size)
         if has_batch_norm(net) and len(self.X) % self.batch_size == 1:
@@ -530,8 +568,25 @@ class Session:
         self.configure(self.config)
 
     def load_csv(self, text, filename):
-        self.csv_points = parse_csv_upload(text, filename)
-        self.configure({**self.config, "data": {**self.config.get("data", {}), "name": "csv"}})
+        """Train on an uploaded CSV. When the network's output cannot read its targets (classes 0..K-1 with K > 2
+        for a sigmoid, numbers for a sigmoid or softmax), the output becomes the natural one for them (softmax,
+        identity; the loss auto), so the file is in use and the form says which output it got: a count data set
+        can then switch to exp, say, on this file (before, the file was left unused behind a message)."""
+        points = parse_csv_upload(text, filename)
+        config = {**self.config, "data": {**self.config.get("data", {}), "name": "csv"}}
+        previous, self.csv_points = self.csv_points, points
+        try:
+            try:
+                self.configure(config)
+            except HandgradError:
+                task = PlayData(*points, 0.0, 0).task
+                natural = {"multiclass": "softmax", "regression": "identity"}.get(task)
+                if natural is None or natural == config.get("output"):
+                    raise
+                self.configure({**config, "output": natural, "loss": "auto"})
+        except HandgradError:
+            self.csv_points = previous  # (the session as it was)
+            raise
 
     def load_model(self, raw, filename):
         """Train a model file from here on (handgrad's format: checked, no code runs on load)."""
@@ -559,7 +614,14 @@ class Session:
             raise ConfigError(f"'{filename}' has settings the playground's editor has no place for (its "
                               f"{', '.join(differ)}); look at it with handgrad info or handgrad explain, or in a "
                               "notebook.")
-        self.configure(config, origin={"net": net, "features": names, "seed": config["seed"]})
+        self.configure(config, origin={"net": net, "features": names, "seed": config["seed"],
+                                       "standardizer": _file_standardizer(net, filename)})
+
+    def _inputs(self, points):
+        """The network's inputs for raw points: the input features, standardized as a loaded file's network was
+        trained (``handgrad train`` standardizes by default and stores the mean and scale in the file)."""
+        X = features(points, self.feature_names)
+        return X if self.standardizer is None else self.standardizer.transform(X)
 
     def _model_features(self, net, filename):
         """The input features of a model file: those the playground saved in it (download model), else the
@@ -584,7 +646,8 @@ class Session:
     def model_bytes(self):
         with tempfile.TemporaryDirectory(prefix="handgrad-download-") as folder:
             path = os.path.join(folder, "model.npz")
-            self.net.save(path, playground={"epoch": self.epoch, "features": self.feature_names})
+            kept = {} if self.standardizer is None else {"preprocessing": self.standardizer.to_dict()}
+            self.net.save(path, playground={"epoch": self.epoch, "features": self.feature_names}, **kept)
             with open(path, "rb") as file:
                 return file.read()
 
@@ -667,8 +730,17 @@ class Session:
         (train and test, with their box), which the frames then draw over."""
         return {"type": "network", "network": network_description(self.net), "features": self.feature_names,
                 "config": self.config, "task": self.data.task, "dims": self.data.dims,
-                "points": self._points(), "box": self.data.box,
+                "points": self._points(), "box": self.data.box, "standardized": self._standardized_note(),
                 "equations": sections_mathml(derivation(self.net, self.batch_size))}
+
+    def _standardized_note(self):
+        """What the page says under the input features when a loaded file standardizes them, else None."""
+        if self.standardizer is None:
+            return None
+        terms = [f"({name} - {_fmt(mean)}) / {_fmt(scale)}" for name, mean, scale in
+                 zip(self.feature_names, np.ravel(self.standardizer.mean), np.ravel(self.standardizer.scale))]
+        return ("The loaded model was trained on standardized inputs, so its network gets " + ", ".join(terms)
+                + " (the file's mean and scale), as handgrad predict gives them.")
 
     def frame(self):
         """Everything that changes while training: numbers, weights, pictures, and the open panels.
@@ -735,7 +807,7 @@ class Session:
         """The output over the plane (probability of class 1, the class and its probability, or the value)
         and every unit's activation on a coarser grid, as int8 codes per layer (unit after unit, each scaled
         to its own largest value, as the page colours it)."""
-        outputs = _layer_outputs(self.net, features(self._grid(GRID), self.feature_names))
+        outputs = _layer_outputs(self.net, self._inputs(self._grid(GRID)))
         A = outputs[-1]
         if self.net.output_activation.name == "softmax":
             output = {"kind": "class", "class": A.argmax(axis=1).tolist(), "value": A.max(axis=1).round(3).tolist()}
@@ -743,7 +815,7 @@ class Session:
             output = {"kind": "probability" if self.data.task == "binary" else "value",
                       "value": A[:, 0].round(4).tolist()}
         grid = neuron_grid(self.net)
-        units = _layer_outputs(self.net, features(self._grid(grid), self.feature_names))
+        units = _layer_outputs(self.net, self._inputs(self._grid(grid)))
         neurons = [_codes(H.T, per_row=True)["codes"] for H in units]
         return {"output": output, "neurons": neurons, "grid": GRID, "neuron_grid": grid}
 
@@ -758,8 +830,7 @@ class Session:
         return {"layer": k, "i": i, "j": j, "value": _fmt(self.net.layers[k - 1].W[i, j]),
                 "grad": _fmt(tr.engine_value), "element_sum": _fmt(tr.element_sum),
                 "matrix": _fmt(tr.matrix_value), "rows": rows.tolist(), "formula": formula,
-                "norm_notes": self._norm_notes(k), "trace": text[text.index("One weight:"):],
-                "batch_csv": self.batch_csv()}
+                "norm_notes": self._norm_notes(k), "trace": text[text.index("One weight:"):]}
 
     def _norm_notes(self, k):
         """What a norm in layer k or above changes in the weight's sum (the sum itself stays the same)."""

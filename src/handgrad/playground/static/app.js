@@ -24,6 +24,12 @@ function send(message) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
 }
 
+// An exact number from the server to 5 significant digits; a diverged run's inf or NaN arrives as null (JSON has
+// neither), shown as such instead of breaking the page.
+function exact(v) {
+  return typeof v === "number" ? v.toPrecision(5) : "not finite (inf or NaN)";
+}
+
 function setText(name, text) {
   for (const element of $$(`[data-value="${name}"]`)) element.textContent = text;
 }
@@ -40,7 +46,10 @@ function receive(message) {
   if (message.type === "network") return network(message);
   if (message.type === "frame") return frame(message);
   if (message.type === "hover") return hoverArrived(message);
-  if (message.type === "error") return showMessage(message.message);
+  if (message.type === "error") {  // an error that stopped the run says so ("playing": false)
+    if (message.playing === false) setText("state", "paused");
+    return showMessage(message.message);
+  }
   if (message.type === "file") return saveFile(message);
 }
 
@@ -76,6 +85,9 @@ function network(message) {
   state.optimizer = message.config.optimizer;
   state.points = message.points;
   state.box = message.box;
+  const standardized = $('[data-value="standardized"]');  // a loaded file's standardization of the inputs
+  standardized.textContent = message.standardized || "";
+  standardized.hidden = !message.standardized;
   if (message.request == null) fillForm(message.config);
   else fillFeatures(message.features);
   if (state.hover) leaveConnection();  // its line is drawn anew
@@ -102,7 +114,7 @@ function fillForm(config) {
   $('[data-field="noise"]').value = data.noise ?? 0.1;
   $('[data-field="test_fraction"]').value = data.test_fraction ?? 0.5;
   $('[data-field="data_seed"]').value = data.seed ?? 0;
-  fillFeatures(config.features || []);
+  fillFeatures(config.features || [], data.name === "regression1d" ? 1 : state.dims);  // (a preset's before its reply)
   for (const name of ["optimizer", "learning_rate", "schedule", "batch_size", "l1", "l2", "seed", "output", "loss",
                       "output_slope", "output_alpha", "dtype", "init"]) {
     if (config[name] !== undefined) $(`[data-field="${name}"]`).value = config[name];
@@ -115,8 +127,14 @@ function fillForm(config) {
   drawLayerEditor();
 }
 
-function fillFeatures(names) {
-  for (const box of $$('[data-field="features"] input')) box.checked = names.includes(box.value);
+// A 1-D data set has x1 only: the boxes of the x2 features are disabled and keep the user's choice, so that
+// going back to a 2-D set brings them back (before, xor after the regression trained on x1 alone).
+function fillFeatures(names, dims = state.dims) {
+  for (const box of $$('[data-field="features"] input')) {
+    box.disabled = dims === 1 && box.value.includes("x2");
+    box.title = box.disabled ? "this data set has x1 only" : "";
+    if (!box.disabled) box.checked = names.includes(box.value);
+  }
 }
 
 function newLayer(settings = {}) {
@@ -136,7 +154,7 @@ function drawLayerEditor() {
     const biasTip = normed ? BETA_REPLACES_BIAS : "this layer's bias b (Z = A W + b)";
     row.innerHTML = `<span>layer ${index + 1}</span>
       <label>size <input data-field="size" type="number" min="1" max="64" value="${layer.size}"></label>
-      <select data-field="activation">${["relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu", "softplus", "identity", "softmax"]
+      <select data-field="activation">${["relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu", "softplus", "identity", "softmax", "exp"]
         .map((name) => `<option${name === layer.activation ? " selected" : ""}>${name}</option>`).join("")}</select>
       <label>slope <input data-field="slope" type="number" min="0" max="1" step="0.01" value="${layer.slope}"></label>
       <label>alpha <input data-field="alpha" type="number" min="0.000001" max="100" step="0.1" value="${layer.alpha}"></label>
@@ -410,7 +428,7 @@ function updateDiagram(message) {
     if (b === undefined) continue;
     dot.setAttribute("fill", b >= 0 ? "#1f6fb4" : "#e8710a");
     dot.setAttribute("r", (1.5 + 2.5 * Math.abs(b) / largestBias).toFixed(2));
-    dot.firstChild.textContent = `b${k}[${j}] = ${b.toPrecision(5)}`;
+    dot.firstChild.textContent = `b${k}[${j}] = ${exact(b)}`;
   }
   const grid = message.neuron_grid, cells = state.dims === 1 ? 4 * grid : grid * grid;
   const pictures = message.neurons.map(decodeCodes);
@@ -463,7 +481,8 @@ function nextStep(grad) {
   const rate = Number(state.frame.learning_rate);
   if (state.optimizer !== "sgd") return `${state.optimizer} steps from this gradient and its own running state.`;
   if (state.network.dropout.some((r) => r > 0)) return "The next step draws dropout masks, which change this gradient.";
-  return `The next SGD step adds -${rate} \u00d7 ${grad.toPrecision(5)} = ${(-rate * grad).toPrecision(5)} to it.`;
+  if (typeof grad !== "number") return "The next SGD step adds -lr \u00d7 the gradient to it.";
+  return `The next SGD step adds -${rate} \u00d7 ${exact(grad)} = ${exact(-rate * grad)} to it.`;
 }
 
 function hoverText() {
@@ -471,9 +490,9 @@ function hoverText() {
   if (!state.hover || !detail || !state.frame) return;
   const { layer: k, i, j, value: w, grad } = detail;
   const below = k === 1 ? `X[n,${i}] (${state.features[i]})` : `A${k - 1}[n,${i}]`;
-  box.textContent = `W${k}[${i},${j}] = ${w.toPrecision(5)}\n` +
-    `dJ/dW${k}[${i},${j}] = ${grad.toPrecision(5)} on the current batch\n` +
-    `It adds ${below} \u00d7 ${w.toPrecision(5)} to Z${k}[n,${j}]` +
+  box.textContent = `W${k}[${i},${j}] = ${exact(w)}\n` +
+    `dJ/dW${k}[${i},${j}] = ${exact(grad)} on the current batch\n` +
+    `It adds ${below} \u00d7 ${exact(w)} to Z${k}[n,${j}]` +
     (state.network.norms[k - 1] ? `, which layer ${k}'s ${state.network.norms[k - 1]} norm then standardizes.\n` : ".\n") +
     nextStep(grad);
   box.hidden = false;
