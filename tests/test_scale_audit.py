@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import handgrad as hg
-from handgrad.errors import DataError
+from handgrad import datasets
+from handgrad.errors import ConfigError, DataError
 
 
 def _problem(tmp_path, n=600):
@@ -41,3 +42,11 @@ def test_ragged_list_beside_a_streamed_array_is_a_data_error(tmp_path):
     _, _, Xm, ym = _problem(tmp_path, n=3)
     with pytest.raises(DataError, match="sample_weight must be an array of numbers"):
         _net().fit(Xm, ym, sample_weight=[[1.0, 2.0], [3.0]], epochs=1)
+
+
+@pytest.mark.parametrize("other", [{"scheduler": "tcp://127.0.0.1:1"}, {"workers": 2}])
+def test_sweep_refuses_a_client_together_with_a_scheduler_or_workers(other):
+    """hg.sweep(client=c, scheduler=...) ran on c and silently ignored the address (and workers=)."""
+    X, y = datasets.make_moons(60, seed=0)
+    with pytest.raises(ConfigError, match=f"{next(iter(other))} would choose another one"):
+        hg.sweep(X, y, {"units": [4]}, base={"layers": "4:tanh,1:sigmoid", "epochs": 1}, client=object(), **other)

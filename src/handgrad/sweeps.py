@@ -541,7 +541,7 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
     scheduler : str, optional
         Address of a running Dask scheduler ('tcp://host:8786') to run the trials on instead.
     client : distributed.Client, optional
-        A client you already hold (the sweep leaves it open).
+        A client you already hold (the sweep leaves it open); not together with ``scheduler`` or ``workers``.
     blas_threads : int
         BLAS threads per trial (default 1: one trial per core).
     out : folder, optional
@@ -684,6 +684,10 @@ def _output_folder(out):
 def _connect(client, scheduler, workers):
     """The Dask client to use: the one given, one connected to ``scheduler``, or a new LocalCluster's."""
     if client is not None:
+        given = [name for name, value in (("scheduler", scheduler), ("workers", workers)) if value is not None]
+        if given:
+            raise ConfigError(f"client runs the trials on the cluster of the client you hold; {' and '.join(given)} "
+                              "would choose another one. Give client, scheduler or workers, not two of them.")
         yield client
         return
     distributed = _distributed()
