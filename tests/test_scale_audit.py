@@ -1,6 +1,12 @@
 """Audit of issue 16 (past one machine): corners found by using the streamed, MPI and Dask paths as a
 practitioner would."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -50,3 +56,51 @@ def test_sweep_refuses_a_client_together_with_a_scheduler_or_workers(other):
     X, y = datasets.make_moons(60, seed=0)
     with pytest.raises(ConfigError, match=f"{next(iter(other))} would choose another one"):
         hg.sweep(X, y, {"units": [4]}, base={"layers": "4:tanh,1:sigmoid", "epochs": 1}, client=object(), **other)
+
+
+# ---------------------------------------------------------------------------- a diverging loss under mpiexec
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+needs_mpi = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or not MPIEXEC.exists(),
+                               reason="needs mpi4py and mpiexec: pip install handgrad[mpi]")
+RETRY = """
+import numpy as np, handgrad as hg
+from handgrad.errors import TrainingError
+from mpi4py import MPI
+X = np.linspace(-1, 1, 90)[:, None] * 50
+net = hg.MLP(1, [(8, "relu"), (1, "identity")], seed=0)
+try:
+    net.fit(X, X[:, 0] ** 2, epochs=3, batch_size=16, learning_rate=100.0, distributed=True)
+except TrainingError as error:
+    caught = str(error)[:15]
+    net = hg.MLP(1, [(8, "relu"), (1, "identity")], seed=0)  # the ranks go on together: a new run
+    net.fit(X / 50, X[:, 0] / 50, epochs=1, batch_size=16, learning_rate=0.01, distributed=True)
+    with open(f"rank{MPI.COMM_WORLD.rank}.txt", "w") as file:
+        file.write(f"caught: {caught}; retried")
+"""
+
+
+def _mpiexec(K, command, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(MPIEXEC), "-n", str(K), sys.executable, *command], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=cwd)
+
+
+@needs_mpi
+def test_a_diverging_loss_stops_every_rank_together_without_abort(tmp_path):
+    """The batch's loss is summed over the ranks, so every rank sees it become infinite at the same step. It was
+    reported as 'rank r of K failed' by every rank and ended the job with MPI Abort: a script could not catch the
+    TrainingError (to retry with a lower rate), and the command line printed several lines."""
+    (tmp_path / "retry.py").write_text(RETRY)
+    done = _mpiexec(2, ["retry.py"], tmp_path)
+    assert done.returncode == 0 and "Abort" not in done.stderr, done.stderr
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text() == "caught: the loss became; retried"
+    tmp_path = tmp_path / "cli"
+    tmp_path.mkdir()
+    done = _mpiexec(3, ["-m", "handgrad", "train", "--data", "regression1d", "--layers", "8:relu,1:identity",
+                        "--learning-rate", "100", "--epochs", "3", "--checkpoint", "run.ckpt", "--out", "m.npz",
+                        "--distributed"], tmp_path)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("handgrad: error: the loss became inf") and len(done.stderr.splitlines()) == 1, \
+        done.stderr
+    assert list(tmp_path.iterdir()) == []  # no model, no checkpoint

@@ -309,6 +309,12 @@ def together(group, step):
     return outcome[0]
 
 
+def on_every_rank(error):
+    """``error``, marked as raised on every rank alike (at the same step, from figures every rank shares)."""
+    error.handgrad_on_every_rank = True
+    return error
+
+
 def raised_on_every_rank(error):
     """True for an error that :func:`together` raised on every rank alike (the ranks stop together)."""
     return getattr(error, "handgrad_on_every_rank", False) is True
