@@ -5,6 +5,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,33 @@ def test_a_diverging_loss_stops_every_rank_together_without_abort(tmp_path):
     assert done.stderr.startswith("handgrad: error: the loss became inf") and len(done.stderr.splitlines()) == 1, \
         done.stderr
     assert list(tmp_path.iterdir()) == []  # no model, no checkpoint
+
+
+# ---------------------------------------------------------------------------- Ctrl-C stops the running trials
+def test_ctrl_c_stops_the_trials_already_running_on_the_workers():
+    """Dask cancels queued tasks but cannot stop a running one: after Ctrl-C a running trial kept its worker busy
+    to the end of its epochs (minutes here), so the next sweep in the same client, or anyone else's work on the
+    cluster, waited for it. The trials now stop when the sweep's cancel Event is set."""
+    distributed = pytest.importorskip("distributed", reason="needs handgrad[dask]")
+    X, y = datasets.make_moons(120, seed=0)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  scheduler_kwargs={"dashboard": False}) as cluster, \
+            distributed.Client(cluster) as client:
+
+        def interrupt(row, n_trials):  # trial 1 ended; trial 2 (100,000 epochs) is running on the other worker
+            deadline = time.monotonic() + 30
+            while not any(client.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            raise KeyboardInterrupt  # what Ctrl-C does in the driver's wait
+
+        result = hg.sweep(X, y, {"epochs": [1, 100_000]}, base={"layers": "4:tanh,1:sigmoid", "batch_size": 32},
+                          halving=False, client=client, on_trial_end=interrupt, plot=False)
+        assert result.interrupted and result.counts() == {"ok": 1, "cancelled": 1}
+        # each worker (one thread) runs a small task soon: none is still busy with the cancelled trial
+        probes = [client.submit(time.sleep, 0, workers=[address], pure=False)
+                  for address in client.scheduler_info()["workers"]]
+        try:
+            distributed.wait(probes, timeout=15)
+        except TimeoutError:
+            pytest.fail("a worker is still running the cancelled trial")

@@ -285,6 +285,26 @@ class StopAtEpoch(Callback):
         return epoch >= self.epoch
 
 
+class StopWhenCancelled(Callback):
+    """Stops a running trial once the sweep has been interrupted: Ctrl-C on the driver sets the Dask Event
+    ``name``. Dask cancels queued tasks but cannot stop one that is running, which would otherwise keep its
+    worker busy to the end of its epochs. Asks the scheduler between batches, at most once every ``every`` s."""
+
+    def __init__(self, name, every=1.0):
+        self.name, self.every, self.event, self.asked = name, every, None, time.monotonic()
+
+    def on_batch_end(self, epoch, batch, loss):
+        if time.monotonic() - self.asked < self.every:
+            return False
+        self.asked = time.monotonic()
+        try:
+            if self.event is None:
+                self.event = _distributed().Event(self.name)
+            return self.event.is_set()
+        except Exception:  # (no scheduler to ask: the trial goes on, as it would without this callback)
+            return False
+
+
 def _blas_limit(threads):
     try:
         from threadpoolctl import threadpool_limits
@@ -293,8 +313,9 @@ def _blas_limit(threads):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def run_trial(settings, data, until, state, metric, blas_threads=1):
-    """Train one trial from ``state`` (checkpoint bytes, or None to start) up to epoch ``until``.
+def run_trial(settings, data, until, state, metric, blas_threads=1, cancel=None):
+    """Train one trial from ``state`` (checkpoint bytes, or None to start) up to epoch ``until``; ``cancel``
+    names the sweep's Dask Event that Ctrl-C sets, to stop a trial that is running (:class:`StopWhenCancelled`).
 
     ``data`` is (X, T, X_val, T_val). Returns a dict: status ("ok" at the end of the budget, "running" at a
     rung, "diverged" or "failed"), error, curve (the metric per epoch so far), epochs, seconds (of this
@@ -307,7 +328,7 @@ def run_trial(settings, data, until, state, metric, blas_threads=1):
     with _blas_limit(blas_threads), tempfile.TemporaryDirectory(prefix="handgrad-trial-") as folder:
         checkpoint = os.path.join(folder, "trial.ckpt")
         try:
-            _train_chunk(settings, data, until, state, metric, checkpoint, outcome)
+            _train_chunk(settings, data, until, state, metric, checkpoint, outcome, cancel)
         except TrainingError as error:
             outcome.update(status="diverged", error=str(error))
         except Exception as error:  # a crashing trial is recorded, and the sweep goes on
@@ -316,7 +337,7 @@ def run_trial(settings, data, until, state, metric, blas_threads=1):
     return outcome
 
 
-def _train_chunk(settings, data, until, state, metric, checkpoint, outcome):
+def _train_chunk(settings, data, until, state, metric, checkpoint, outcome, cancel=None):
     X, T, X_val, T_val = data
     net = build_network(settings, X.shape[1])
     options = fit_options(settings)
@@ -328,7 +349,8 @@ def _train_chunk(settings, data, until, state, metric, checkpoint, outcome):
     history_holder = []
     try:
         history = net.fit(X, T, validation_data=(X_val, T_val), metrics=None if name == "loss" else [name],
-                          callbacks=[StopAtEpoch(until), _Keep(history_holder)], checkpoint=checkpoint,
+                          callbacks=[StopAtEpoch(until), _Keep(history_holder)] +
+                          ([StopWhenCancelled(cancel)] if cancel is not None else []), checkpoint=checkpoint,
                           resume=checkpoint if state is not None else None, verbose=False, **options)
     finally:
         if history_holder:  # also after divergence: the epochs that did finish
@@ -411,6 +433,7 @@ class _Driver:
         self.sign = -1.0 if larger_is_better(metric) else 1.0  # minimize sign * value
         self.best = None  # (trial, params, config, running): the best ended trial, with its weights
         self.pending = []
+        self.cancel_event = f"handgrad-sweep-cancel-{os.urandom(8).hex()}"  # a Dask Event, set on Ctrl-C
 
     def run(self):
         live = list(self.trials)
@@ -426,7 +449,7 @@ class _Driver:
         for trial in trials:
             key = f"handgrad-trial-{trial.number}-to-{min(stop, trial.budget)}-{os.urandom(4).hex()}"
             future = self.client.submit(run_trial, trial.settings, self.data, min(stop, trial.budget), trial.state,
-                                        self.metric, self.blas_threads, pure=False, key=key)
+                                        self.metric, self.blas_threads, self.cancel_event, pure=False, key=key)
             trial.status, trial.state = "running", None
             futures[future] = trial
         self.pending = list(futures)
@@ -462,7 +485,9 @@ class _Driver:
         """Ctrl-C: cancel the tasks still queued or running; every unfinished trial is 'cancelled'."""
         if self.pending:
             with contextlib.suppress(Exception):
-                self.client.cancel(self.pending)
+                _distributed().Event(self.cancel_event, client=self.client).set()  # stops the running ones
+            with contextlib.suppress(Exception):
+                self.client.cancel(self.pending)  # the queued ones
         for trial in self.trials:
             if trial.status not in FINISHED:
                 trial.end("cancelled")
