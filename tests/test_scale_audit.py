@@ -135,3 +135,17 @@ def test_ctrl_c_stops_the_trials_already_running_on_the_workers():
             distributed.wait(probes, timeout=15)
         except TimeoutError:
             pytest.fail("a worker is still running the cancelled trial")
+
+
+def test_sample_weight_column_with_the_streamed_npy_pair_is_refused_not_ignored(tmp_path, capsys, monkeypatch):
+    """`train --npy X.npy --npy-targets y.npy --sample-weight-column 1` trained unweighted on every column,
+    silently: the streamed pair has no weight column."""
+    from handgrad.cli import main
+
+    _problem(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--npy", "X.npy", "--npy-targets", "y.npy", "--sample-weight-column", "1", "--layers",
+                 "4:tanh,2:softmax", "--epochs", "1", "--out", "m.npz"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("handgrad: error: --sample-weight-column needs --csv data")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "m.npz").exists()

@@ -499,6 +499,10 @@ def _streamed_training_data(args, init=None):
         raise ConfigError("--npy-targets goes with --npy X.npy (the features), e.g. --npy X.npy --npy-targets y.npy.")
     if args.target is not None or args.limit is not None:
         raise ConfigError("--target and --limit do not apply to --npy-targets: the targets are their own file.")
+    if getattr(args, "sample_weight_column", None) is not None:  # (it was ignored: the run trained unweighted)
+        raise ConfigError("--sample-weight-column needs --csv data (a column of the CSV file holds the weights); the "
+                          "--npy X.npy --npy-targets y.npy pair has no weights. In Python, fit takes them "
+                          "memory-mapped too: sample_weight=np.load('w.npy', mmap_mode='r').")
     if args.layers is None and init is None:
         raise ConfigError("--npy-targets needs --layers: the network is not guessed from data that stays on disk.")
     if init is not None and _preprocessor(init) is not None:
