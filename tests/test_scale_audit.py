@@ -149,3 +149,11 @@ def test_sample_weight_column_with_the_streamed_npy_pair_is_refused_not_ignored(
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("handgrad: error: --sample-weight-column needs --csv data")
     assert len(err.splitlines()) == 1 and not (tmp_path / "m.npz").exists()
+
+
+def test_sweep_refuses_validation_data_with_other_columns_before_any_trial():
+    """Validation data with another number of features made every trial fail, one by one, on the cluster."""
+    X, y = datasets.make_moons(60, seed=0)
+    with pytest.raises(DataError, match="the validation data have 1 features but the sweep's data have 2"):
+        hg.sweep(X, y, {"units": [4]}, base={"layers": "4:tanh,1:sigmoid", "epochs": 1}, client=object(),
+                 validation_data=(X[:20, :1], y[:20]))

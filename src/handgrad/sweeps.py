@@ -693,6 +693,9 @@ def _validation_split(X, y, validation_data, validation_split, seed):
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise DataError("validation_data must be a pair (X_val, y_val).")
         X_val, y_val = check_dataset(*validation_data, name="the validation data")
+        if X_val.shape[1] != X.shape[1]:  # (else every trial failed on it, one by one, on the cluster)
+            raise DataError(f"the validation data have {X_val.shape[1]} features but the sweep's data have "
+                            f"{X.shape[1]}; give both the same columns.")
         return X, y, X_val, y_val
     fraction = check_fraction("validation_split", validation_split)
     n_val = int(round(fraction * len(X)))
