@@ -157,3 +157,17 @@ def test_sweep_refuses_validation_data_with_other_columns_before_any_trial():
     with pytest.raises(DataError, match="the validation data have 1 features but the sweep's data have 2"):
         hg.sweep(X, y, {"units": [4]}, base={"layers": "4:tanh,1:sigmoid", "epochs": 1}, client=object(),
                  validation_data=(X[:20, :1], y[:20]))
+
+
+@needs_mpi
+def test_batch_norm_with_batches_of_one_is_refused_before_the_first_step_on_every_rank(tmp_path):
+    """batch_size 1 with batch norm was found in the first step's forward pass: under mpiexec every rank printed
+    'rank r of K failed' and the job ended with MPI Abort. It is a setting, refused in fit's set-up."""
+    (tmp_path / "d.csv").write_text("a,b,label\n" + "".join(f"{i / 7:.3f},{(i % 5) / 3:.3f},{i % 2}\n"
+                                                           for i in range(30)))
+    done = _mpiexec(2, ["-m", "handgrad", "train", "--csv", "d.csv", "--layers", "4:tanh:batchnorm,1:sigmoid",
+                        "--batch-size", "1", "--epochs", "1", "--out", "m.npz", "--distributed"], tmp_path)
+    assert done.returncode == 2 and "Abort" not in done.stderr, done.stderr
+    assert done.stderr.startswith("handgrad: error: batch normalization needs at least 2 samples per batch") and \
+        len(done.stderr.splitlines()) == 1, done.stderr
+    assert not (tmp_path / "m.npz").exists()

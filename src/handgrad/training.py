@@ -816,6 +816,11 @@ def _data_and_position(net, settings, inputs, preprocessing, state, run_seed):
     _record_data(settings, data, preprocessing)
     N = data.X.shape[0]
     settings.batch_size = min(settings.batch_size, N)
+    if settings.batch_size < 2 and net.running_statistics():  # batch norm: refused here, before any step (and
+        # data-parallel on every rank together, rather than in the first step's forward pass, with MPI Abort)
+        raise DataError(f"batch normalization needs at least 2 samples per batch (the variance of one sample is 0), "
+                        f"and batch_size {settings.batch_size} on {N} training sample(s) makes batches of one; give "
+                        "a batch_size of at least 2, and at least 2 training samples.")
     n_batches = -(-N // settings.batch_size)
     if N % settings.batch_size == 1 and N > 1 and net.running_statistics():  # the network has batch norm
         n_batches -= 1  # batch norm cannot train on a lone last sample: it joins the batch before
