@@ -171,3 +171,16 @@ def test_batch_norm_with_batches_of_one_is_refused_before_the_first_step_on_ever
     assert done.stderr.startswith("handgrad: error: batch normalization needs at least 2 samples per batch") and \
         len(done.stderr.splitlines()) == 1, done.stderr
     assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("where", ["base", "params"])
+def test_sweep_refuses_lbfgs_before_any_trial(where):
+    """Every L-BFGS trial failed on the cluster ('validation_data is not used by L-BFGS')."""
+    X, y = datasets.make_moons(60, seed=0)
+    params, base = {"units": [4]}, {"layers": "4:tanh,1:sigmoid", "epochs": 1}
+    if where == "base":
+        base["optimizer"] = "LBFGS"
+    else:
+        params["optimizer"] = ["adam", "lbfgs"]
+    with pytest.raises(ConfigError, match=r"L-BFGS \(one full-batch objective\) has no epochs"):
+        hg.sweep(X, y, params, base=base, client=object())

@@ -164,6 +164,16 @@ def _check_params(params):
     return checked
 
 
+def _check_optimizer(settings):
+    """L-BFGS has no epochs to rank a trial after (every such trial failed, one by one, on the cluster)."""
+    from .lbfgs import is_lbfgs
+
+    if is_lbfgs(settings.get("optimizer")):
+        raise ConfigError("a sweep ranks its trials on the validation data after each epoch, and L-BFGS (one "
+                          "full-batch objective) has no epochs: sweep a stochastic optimizer such as 'adam', and try "
+                          "L-BFGS on its own with handgrad train --optimizer lbfgs.")
+
+
 def _check_epochs(value, where):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{where} must hold positive whole numbers of epochs, got {value!r}.")
@@ -595,6 +605,7 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
     runs = []
     for number, combination in enumerate(chosen, 1):
         settings = {**base, **combination}
+        _check_optimizer(settings)
         runs.append(_Trial(number, combination, settings, _check_epochs(settings.get("epochs", DEFAULT_EPOCHS),
                                                                          "epochs")))
     rungs = halving_rungs(max(t.budget for t in runs), min_epochs, eta) if halving else []
