@@ -45,8 +45,9 @@ the loss or the metric became NaN or infinite, "failed" with the error when the 
 "cancelled" when Ctrl-C came first), the validation metric at its last epoch, the epochs run and the
 seconds spent training, sorted by the metric, best first (rows without a metric last). The best trial's
 network is saved as ``out/best_model.npz``, and ``out/curves.png`` shows every trial's validation curve.
-A trial that crashes or diverges does not stop the sweep. Ctrl-C cancels the pending trials, writes
-the finished ones and returns (``result.interrupted`` is True).
+A trial that crashes or diverges does not stop the sweep. Ctrl-C cancels the pending trials (the running
+ones stop at their next batch: :class:`StopWhenCancelled`), writes the finished ones and returns
+(``result.interrupted`` is True).
 
 Needs the ``dask`` extra: ``pip install handgrad[dask]`` (dask[distributed] and threadpoolctl),
 imported only when a sweep runs.
