@@ -108,10 +108,12 @@ def test_a_diverging_loss_stops_every_rank_together_without_abort(tmp_path):
 
 
 # ---------------------------------------------------------------------------- Ctrl-C stops the running trials
-def test_ctrl_c_stops_the_trials_already_running_on_the_workers():
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_ctrl_c_stops_the_trials_already_running_on_the_workers(stop):
     """Dask cancels queued tasks but cannot stop a running one: after Ctrl-C a running trial kept its worker busy
     to the end of its epochs (minutes here), so the next sweep in the same client, or anyone else's work on the
-    cluster, waited for it. The trials now stop when the sweep's cancel Event is set."""
+    cluster, waited for it. The trials now stop when the sweep's cancel Event is set; so they do when the sweep
+    ends with an error of its own process (here on_trial_end's; a full disk writing the results, say)."""
     distributed = pytest.importorskip("distributed", reason="needs handgrad[dask]")
     X, y = datasets.make_moons(120, seed=0)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
@@ -123,11 +125,17 @@ def test_ctrl_c_stops_the_trials_already_running_on_the_workers():
             while not any(client.processing().values()) and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.5)
-            raise KeyboardInterrupt  # what Ctrl-C does in the driver's wait
+            raise stop  # KeyboardInterrupt: what Ctrl-C does in the driver's wait
 
-        result = hg.sweep(X, y, {"epochs": [1, 100_000]}, base={"layers": "4:tanh,1:sigmoid", "batch_size": 32},
-                          halving=False, client=client, on_trial_end=interrupt, plot=False)
-        assert result.interrupted and result.counts() == {"ok": 1, "cancelled": 1}
+        args = X, y, {"epochs": [1, 100_000]}
+        options = dict(base={"layers": "4:tanh,1:sigmoid", "batch_size": 32}, halving=False, client=client,
+                       on_trial_end=interrupt, plot=False)
+        if stop is KeyboardInterrupt:
+            result = hg.sweep(*args, **options)
+            assert result.interrupted and result.counts() == {"ok": 1, "cancelled": 1}
+        else:
+            with pytest.raises(stop):
+                hg.sweep(*args, **options)
         # each worker (one thread) runs a small task soon: none is still busy with the cancelled trial
         probes = [client.submit(time.sleep, 0, workers=[address], pure=False)
                   for address in client.scheduler_info()["workers"]]

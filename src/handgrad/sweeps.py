@@ -632,6 +632,9 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
         except KeyboardInterrupt:  # keep what has finished; the pending trials are cancelled
             driver.cancel()
             interrupted = True
+        except BaseException:  # an error in this process (on_trial_end, a full disk): no trial goes on without it
+            driver.cancel()
+            raise
         finally:
             driver.data = None
             with contextlib.suppress(Exception):  # a cluster that has gone away has nothing left to free
