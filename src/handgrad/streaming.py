@@ -102,6 +102,9 @@ class _Reader:
     """Rows a..b of one array as a new in-memory ndarray (:func:`row_reader`)."""
 
     def __init__(self, array, name):
+        if not hasattr(array, "shape") and kind(array) is not None:  # e.g. a zarr Group
+            raise DataError(f"{name} is a {type(array).__module__.split('.')[0]} {type(array).__name__}, not an "
+                            "array; give one of its arrays (for a Zarr group: group['X']).")
         if not hasattr(array, "shape"):  # a list beside a streamed array: read into memory, as fit does without one
             try:
                 array = np.asarray(array)
