@@ -199,3 +199,15 @@ def test_a_zarr_group_instead_of_its_array_is_named(tmp_path):
     group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     with pytest.raises(DataError, match=r"X is a zarr Group, not an array; give one of its arrays"):
         _net().fit(group, np.arange(10) % 2, epochs=1)
+
+
+def test_sweep_refuses_val_accuracy_when_no_trial_is_a_classifier():
+    """Every trial of a regression network trained an epoch on the cluster, then failed on 'accuracy needs a
+    classifier'. With one classifier among the trials the sweep runs (the others fail on their own)."""
+    X, y = datasets.make_regression1d(60, seed=0)
+    base = {"layers": "4:tanh,1:identity", "epochs": 1}
+    with pytest.raises(ConfigError, match=r"val_accuracy needs a classifier .* no trial.s network is one"):
+        hg.sweep(X, y, {"units": [4, 8]}, base=base, metric="val_accuracy", client=object())
+    with pytest.raises(AttributeError):  # got past the check, to the (fake) client
+        hg.sweep(X, y, {"layers": ["4:tanh,1:identity", "4:tanh,1:sigmoid"]}, base=base, metric="val_accuracy",
+                 client=object())

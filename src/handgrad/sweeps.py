@@ -609,6 +609,7 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
         _check_optimizer(settings)
         runs.append(_Trial(number, combination, settings, _check_epochs(settings.get("epochs", DEFAULT_EPOCHS),
                                                                          "epochs")))
+    _check_metric_fits(runs, metric, data[0].shape[1])
     rungs = halving_rungs(max(t.budget for t in runs), min_epochs, eta) if halving else []
     if out is not None:
         out = _output_folder(out)
@@ -690,6 +691,21 @@ def _check_metric(metric):
     if metric not in METRICS:
         raise ConfigError(f"unknown metric '{metric}'.{suggest(metric, METRICS)} Choose one of {', '.join(METRICS)}.")
     return metric
+
+
+def _check_metric_fits(runs, metric, n_inputs):
+    """val_accuracy needs classifiers: refused when no trial's network is one (each trial trained an epoch on
+    the cluster, then failed on it). A trial whose network cannot be built fails on its own."""
+    if metric != "val_accuracy":
+        return
+    for trial in runs:
+        try:
+            if build_network(trial.settings, n_inputs).is_classifier:
+                return
+        except HandgradError:
+            return
+    raise ConfigError("val_accuracy needs a classifier (softmax or sigmoid output), and no trial's network is one; "
+                      "rank the trials by val_loss, val_mse, val_mae or val_r2.")
 
 
 def _check_count(name, value):
