@@ -211,3 +211,14 @@ def test_sweep_refuses_val_accuracy_when_no_trial_is_a_classifier():
     with pytest.raises(AttributeError):  # got past the check, to the (fake) client
         hg.sweep(X, y, {"layers": ["4:tanh,1:identity", "4:tanh,1:sigmoid"]}, base=base, metric="val_accuracy",
                  client=object())
+
+
+def test_a_sweep_that_cannot_reach_its_scheduler_leaves_no_empty_results_folder(tmp_path):
+    pytest.importorskip("distributed", reason="needs handgrad[dask]")
+    from handgrad.sweeps import ClusterError
+
+    X, y = datasets.make_moons(60, seed=0)
+    with pytest.raises(ClusterError, match="cannot reach the Dask scheduler"):
+        hg.sweep(X, y, {"units": [4]}, base={"layers": "4:tanh,1:sigmoid", "epochs": 1}, scheduler="bad::",
+                 out=tmp_path / "results")
+    assert list(tmp_path.iterdir()) == []

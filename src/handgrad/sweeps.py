@@ -614,6 +614,8 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
     if out is not None:
         out = _output_folder(out)
     with _connect(client, scheduler, workers) as dask_client:
+        if out is not None:  # now that there is a cluster: one that cannot be reached leaves no empty folder
+            os.makedirs(out, exist_ok=True)
         # The data travel to each worker once, under a key of this sweep's own (hash=False): by default scatter names
         # data by their content, so a second sweep of the same data in one client would reuse the key while the
         # first sweep's release of it may still be on its way to the scheduler, which then forgets the data
@@ -742,7 +744,6 @@ def _output_folder(out):
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"the sweep's output folder '{out}' is a file; give a folder name.")
-    os.makedirs(out, exist_ok=True)
     return out
 
 
