@@ -222,3 +222,14 @@ def test_a_sweep_that_cannot_reach_its_scheduler_leaves_no_empty_results_folder(
         hg.sweep(X, y, {"units": [4]}, base={"layers": "4:tanh,1:sigmoid", "epochs": 1}, scheduler="bad::",
                  out=tmp_path / "results")
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_mpi
+def test_train_under_mpiexec_without_distributed_says_so_once(tmp_path):
+    """`mpiexec -n 2 handgrad train` without --distributed ran two whole trainings that raced on the same files,
+    silently (the second often failing on 'already exists')."""
+    done = _mpiexec(2, ["-m", "handgrad", "train", "--data", "moons", "--samples", "60", "--layers",
+                        "4:tanh,1:sigmoid", "--epochs", "1", "--out", "m.npz", "--force", "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("handgrad: warning: this is one of 2 processes that mpiexec started, but without "
+                                  "--distributed") and len(done.stderr.splitlines()) == 1, done.stderr

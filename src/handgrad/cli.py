@@ -572,9 +572,15 @@ def cmd_train(args):
     if getattr(args, "npy_targets", None) is not None:  # held-out rows are read into memory: none unless asked
         args.validation = 0.0 if args.validation is None else args.validation
         args.test = 0.0 if args.test is None else args.test
-    if not (args.distributed or _config_switch(args, "distributed")):
-        return _train_and_write(args, _prepare_training(args))
     from . import distributed
+
+    if not (args.distributed or _config_switch(args, "distributed")):
+        rank, size = distributed.launched_by_mpiexec()
+        if size > 1 and rank == 0:  # each of the processes would train the whole run alone, writing the same files
+            print(f"handgrad: warning: this is one of {size} processes that mpiexec started, but without --distributed "
+                  "each of them trains the whole run alone and writes the same files; add --distributed for one "
+                  "data-parallel run.", file=sys.stderr, flush=True)
+        return _train_and_write(args, _prepare_training(args))
 
     comm = distributed.communicator(True)
     args.writes = comm.Get_rank() == 0  # rank 0 alone prints and writes (once the config is read: _training_settings)
