@@ -425,12 +425,12 @@ class _Trial:
             self.value, self.weights = None, None
 
     def row(self, metric):
-        return {"trial": self.number, **{column(name): value for name, value in self.params.items()},
+        return {"trial": self.number, **{_column(name): value for name, value in self.params.items()},
                 "status": self.status, metric: self.value,
                 "epochs": self.epochs, "seconds": round(self.seconds, 3), "error": self.error}
 
 
-def column(name):
+def _column(name):
     """The column (and row key) of the swept parameter ``name``: its name, but a swept ``epochs`` is the column
     ``epochs_budget``, since ``epochs`` is the column of the epochs each trial ran (it overwrote the swept value)."""
     return "epochs_budget" if name == "epochs" else name
@@ -513,7 +513,7 @@ class _Driver:
     def result(self, interrupted=False):
         rows = sorted((t.row(self.metric) for t in self.trials), key=_sort_key(self.sign, self.metric))
         return SweepResult(metric=self.metric, goal="max" if self.sign < 0 else "min",
-                           parameters=[column(name) for name in self.trials[0].params], rows=rows,
+                           parameters=[_column(name) for name in self.trials[0].params], rows=rows,
                            curves={t.number: list(t.curve) for t in self.trials}, rungs=list(self.rungs),
                            interrupted=interrupted)
 
