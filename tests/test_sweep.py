@@ -452,3 +452,21 @@ def test_cli_sweep_still_refuses_a_setting_neither_command_knows(tmp_path, capsy
     err = capsys.readouterr().err
     assert status == 2 and "unknown setting 'patiense'" in err and "patience" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_swept_epochs_keeps_its_own_column_beside_the_epochs_run(client, tmp_path):
+    """The row's count of epochs run was written over a swept `epochs` value: results.csv had two `epochs`
+    columns, both the epochs run, and a trial stopped at a rung showed its rung as its budget."""
+    X, y, X_val, y_val = regression_data()
+    result = hg.sweep(X, y, {"epochs": [1, 9], "learning_rate": [0.01, 0.02]}, base={"layers": "4:tanh,1:identity"},
+                      validation_data=(X_val, y_val), min_epochs=1, eta=2, client=client, out=tmp_path, plot=False)
+    assert result.parameters == ["epochs_budget", "learning_rate"]
+    rows = read_csv(tmp_path / "results.csv")
+    assert list(rows[0]) == ["trial", "epochs_budget", "learning_rate", "status", "val_loss", "epochs", "seconds",
+                             "error"]
+    budgets = {1: 1, 2: 1, 3: 9, 4: 9}  # the grid's order: epochs first
+    assert {int(row["trial"]): int(row["epochs_budget"]) for row in rows} == budgets
+    stopped = [row for row in rows if row["status"] == "stopped early" and row["epochs_budget"] == "9"]
+    assert stopped and all(int(row["epochs"]) < 9 for row in stopped)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert {t["trial"]: t["epochs_budget"] for t in record["trials"]} == budgets

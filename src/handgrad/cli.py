@@ -511,6 +511,10 @@ def _streamed_training_data(args, init=None):
         raise ConfigError("--npy-targets goes with --npy X.npy (the features), e.g. --npy X.npy --npy-targets y.npy.")
     if args.target is not None or args.limit is not None:
         raise ConfigError("--target and --limit do not apply to --npy-targets: the targets are their own file.")
+    if getattr(args, "sample_weight_column", None) is not None:  # (it was ignored: the run trained unweighted)
+        raise ConfigError("--sample-weight-column needs --csv data (a column of the CSV file holds the weights); the "
+                          "--npy X.npy --npy-targets y.npy pair has no weights. In Python, fit takes them "
+                          "memory-mapped too: sample_weight=np.load('w.npy', mmap_mode='r').")
     if args.layers is None and init is None:
         raise ConfigError("--npy-targets needs --layers: the network is not guessed from data that stays on disk.")
     if init is not None and _preprocessor(init) is not None:
@@ -580,9 +584,15 @@ def cmd_train(args):
     if getattr(args, "npy_targets", None) is not None:  # held-out rows are read into memory: none unless asked
         args.validation = 0.0 if args.validation is None else args.validation
         args.test = 0.0 if args.test is None else args.test
-    if not (args.distributed or _config_switch(args, "distributed")):
-        return _train_and_write(args, _prepare_training(args))
     from . import distributed
+
+    if not (args.distributed or _config_switch(args, "distributed")):
+        rank, size = distributed.launched_by_mpiexec()
+        if size > 1 and rank == 0:  # each of the processes would train the whole run alone, writing the same files
+            print(f"handgrad: warning: this is one of {size} processes that mpiexec started, but without --distributed "
+                  "each of them trains the whole run alone and writes the same files; add --distributed for one "
+                  "data-parallel run.", file=sys.stderr, flush=True)
+        return _train_and_write(args, _prepare_training(args))
 
     comm = distributed.communicator(True)
     args.writes = comm.Get_rank() == 0  # rank 0 alone prints and writes (once the config is read: _training_settings)

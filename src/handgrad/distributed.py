@@ -79,6 +79,19 @@ def is_root(distributed=True):
     return comm is None or comm.Get_rank() == 0
 
 
+def launched_by_mpiexec():
+    """(this process's rank, the number of processes) that mpiexec started, from the environment it sets (MPICH,
+    Intel MPI: PMI_RANK/PMI_SIZE; Open MPI: OMPI_COMM_WORLD_RANK/_SIZE), without importing MPI; (0, 1) otherwise."""
+    import os
+
+    for rank, size in (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")):
+        try:
+            return int(os.environ[rank]), int(os.environ[size])
+        except (KeyError, ValueError):
+            continue
+    return 0, 1
+
+
 def shard_bounds(n, rank, size):
     """Rows lo..hi (hi excluded) of a batch of n rows for ``rank`` of ``size``: the first n % size ranks
     take one row more, so rank 0's shard is never empty."""
@@ -307,6 +320,12 @@ def together(group, step):
     if outcome is None:  # another rank crashed and is ending the job (MPI Abort)
         raise TrainingError("another rank failed while setting up the training; the job ends.")
     return outcome[0]
+
+
+def on_every_rank(error):
+    """``error``, marked as raised on every rank alike (at the same step, from figures every rank shares)."""
+    error.handgrad_on_every_rank = True
+    return error
 
 
 def raised_on_every_rank(error):

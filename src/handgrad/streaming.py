@@ -102,6 +102,14 @@ class _Reader:
     """Rows a..b of one array as a new in-memory ndarray (:func:`row_reader`)."""
 
     def __init__(self, array, name):
+        if not hasattr(array, "shape") and kind(array) is not None:  # e.g. a zarr Group
+            raise DataError(f"{name} is a {type(array).__module__.split('.')[0]} {type(array).__name__}, not an "
+                            "array; give one of its arrays (for a Zarr group: group['X']).")
+        if not hasattr(array, "shape"):  # a list beside a streamed array: read into memory, as fit does without one
+            try:
+                array = np.asarray(array)
+            except (TypeError, ValueError):
+                raise DataError(f"{name} must be an array of numbers, one row per sample.") from None
         self.array, self.name = array, name
         shape = getattr(array, "shape", None)
         if shape is None or len(shape) not in (1, 2):
@@ -159,6 +167,7 @@ class Stream:
         self.readers = [_Reader(X, "X"), _Reader(T, "the targets")]
         if sample_weight is not None:
             self.readers.append(_Reader(sample_weight, "sample_weight"))
+        X = self.readers[0].array  # (a list is now an array)
         N = int(X.shape[0])
         for reader in self.readers[1:]:
             if int(reader.array.shape[0]) != N:

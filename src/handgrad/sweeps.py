@@ -45,8 +45,9 @@ the loss or the metric became NaN or infinite, "failed" with the error when the 
 "cancelled" when Ctrl-C came first), the validation metric at its last epoch, the epochs run and the
 seconds spent training, sorted by the metric, best first (rows without a metric last). The best trial's
 network is saved as ``out/best_model.npz``, and ``out/curves.png`` shows every trial's validation curve.
-A trial that crashes or diverges does not stop the sweep. Ctrl-C cancels the pending trials, writes
-the finished ones and returns (``result.interrupted`` is True).
+A trial that crashes or diverges does not stop the sweep. Ctrl-C cancels the pending trials (the running
+ones stop at their next batch: :class:`StopWhenCancelled`), writes the finished ones and returns
+(``result.interrupted`` is True).
 
 Needs the ``dask`` extra: ``pip install handgrad[dask]`` (dask[distributed] and threadpoolctl),
 imported only when a sweep runs.
@@ -162,6 +163,16 @@ def _check_params(params):
     for epochs in checked["epochs"] if isinstance(checked.get("epochs"), list) else ():
         _check_epochs(epochs, "params['epochs']")
     return checked
+
+
+def _check_optimizer(settings):
+    """L-BFGS has no epochs to rank a trial after (every such trial failed, one by one, on the cluster)."""
+    from .lbfgs import is_lbfgs
+
+    if is_lbfgs(settings.get("optimizer")):
+        raise ConfigError("a sweep ranks its trials on the validation data after each epoch, and L-BFGS (one "
+                          "full-batch objective) has no epochs: sweep a stochastic optimizer such as 'adam', and try "
+                          "L-BFGS on its own with handgrad train --optimizer lbfgs.")
 
 
 def _check_epochs(value, where):
@@ -285,6 +296,26 @@ class StopAtEpoch(Callback):
         return epoch >= self.epoch
 
 
+class StopWhenCancelled(Callback):
+    """Stops a running trial once the sweep has been interrupted: Ctrl-C on the driver sets the Dask Event
+    ``name``. Dask cancels queued tasks but cannot stop one that is running, which would otherwise keep its
+    worker busy to the end of its epochs. Asks the scheduler between batches, at most once every ``every`` s."""
+
+    def __init__(self, name, every=1.0):
+        self.name, self.every, self.event, self.asked = name, every, None, time.monotonic()
+
+    def on_batch_end(self, epoch, batch, loss):
+        if time.monotonic() - self.asked < self.every:
+            return False
+        self.asked = time.monotonic()
+        try:
+            if self.event is None:
+                self.event = _distributed().Event(self.name)
+            return self.event.is_set()
+        except Exception:  # (no scheduler to ask: the trial goes on, as it would without this callback)
+            return False
+
+
 def _blas_limit(threads):
     try:
         from threadpoolctl import threadpool_limits
@@ -293,8 +324,9 @@ def _blas_limit(threads):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def run_trial(settings, data, until, state, metric, blas_threads=1):
-    """Train one trial from ``state`` (checkpoint bytes, or None to start) up to epoch ``until``.
+def run_trial(settings, data, until, state, metric, blas_threads=1, cancel=None):
+    """Train one trial from ``state`` (checkpoint bytes, or None to start) up to epoch ``until``; ``cancel``
+    names the sweep's Dask Event that Ctrl-C sets, to stop a trial that is running (:class:`StopWhenCancelled`).
 
     ``data`` is (X, T, X_val, T_val). Returns a dict: status ("ok" at the end of the budget, "running" at a
     rung, "diverged" or "failed"), error, curve (the metric per epoch so far), epochs, seconds (of this
@@ -307,7 +339,7 @@ def run_trial(settings, data, until, state, metric, blas_threads=1):
     with _blas_limit(blas_threads), tempfile.TemporaryDirectory(prefix="handgrad-trial-") as folder:
         checkpoint = os.path.join(folder, "trial.ckpt")
         try:
-            _train_chunk(settings, data, until, state, metric, checkpoint, outcome)
+            _train_chunk(settings, data, until, state, metric, checkpoint, outcome, cancel)
         except TrainingError as error:
             outcome.update(status="diverged", error=str(error))
         except Exception as error:  # a crashing trial is recorded, and the sweep goes on
@@ -316,7 +348,7 @@ def run_trial(settings, data, until, state, metric, blas_threads=1):
     return outcome
 
 
-def _train_chunk(settings, data, until, state, metric, checkpoint, outcome):
+def _train_chunk(settings, data, until, state, metric, checkpoint, outcome, cancel=None):
     X, T, X_val, T_val = data
     net = build_network(settings, X.shape[1])
     options = fit_options(settings)
@@ -328,7 +360,8 @@ def _train_chunk(settings, data, until, state, metric, checkpoint, outcome):
     history_holder = []
     try:
         history = net.fit(X, T, validation_data=(X_val, T_val), metrics=None if name == "loss" else [name],
-                          callbacks=[StopAtEpoch(until), _Keep(history_holder)], checkpoint=checkpoint,
+                          callbacks=[StopAtEpoch(until), _Keep(history_holder)] +
+                          ([StopWhenCancelled(cancel)] if cancel is not None else []), checkpoint=checkpoint,
                           resume=checkpoint if state is not None else None, verbose=False, **options)
     finally:
         if history_holder:  # also after divergence: the epochs that did finish
@@ -392,8 +425,15 @@ class _Trial:
             self.value, self.weights = None, None
 
     def row(self, metric):
-        return {"trial": self.number, **self.params, "status": self.status, metric: self.value,
+        return {"trial": self.number, **{_column(name): value for name, value in self.params.items()},
+                "status": self.status, metric: self.value,
                 "epochs": self.epochs, "seconds": round(self.seconds, 3), "error": self.error}
+
+
+def _column(name):
+    """The column (and row key) of the swept parameter ``name``: its name, but a swept ``epochs`` is the column
+    ``epochs_budget``, since ``epochs`` is the column of the epochs each trial ran (it overwrote the swept value)."""
+    return "epochs_budget" if name == "epochs" else name
 
 
 def _failed(error):
@@ -411,6 +451,7 @@ class _Driver:
         self.sign = -1.0 if larger_is_better(metric) else 1.0  # minimize sign * value
         self.best = None  # (trial, params, config, running): the best ended trial, with its weights
         self.pending = []
+        self.cancel_event = f"handgrad-sweep-cancel-{os.urandom(8).hex()}"  # a Dask Event, set on Ctrl-C
 
     def run(self):
         live = list(self.trials)
@@ -426,7 +467,7 @@ class _Driver:
         for trial in trials:
             key = f"handgrad-trial-{trial.number}-to-{min(stop, trial.budget)}-{os.urandom(4).hex()}"
             future = self.client.submit(run_trial, trial.settings, self.data, min(stop, trial.budget), trial.state,
-                                        self.metric, self.blas_threads, pure=False, key=key)
+                                        self.metric, self.blas_threads, self.cancel_event, pure=False, key=key)
             trial.status, trial.state = "running", None
             futures[future] = trial
         self.pending = list(futures)
@@ -462,7 +503,9 @@ class _Driver:
         """Ctrl-C: cancel the tasks still queued or running; every unfinished trial is 'cancelled'."""
         if self.pending:
             with contextlib.suppress(Exception):
-                self.client.cancel(self.pending)
+                _distributed().Event(self.cancel_event, client=self.client).set()  # stops the running ones
+            with contextlib.suppress(Exception):
+                self.client.cancel(self.pending)  # the queued ones
         for trial in self.trials:
             if trial.status not in FINISHED:
                 trial.end("cancelled")
@@ -470,7 +513,7 @@ class _Driver:
     def result(self, interrupted=False):
         rows = sorted((t.row(self.metric) for t in self.trials), key=_sort_key(self.sign, self.metric))
         return SweepResult(metric=self.metric, goal="max" if self.sign < 0 else "min",
-                           parameters=list(self.trials[0].params), rows=rows,
+                           parameters=[_column(name) for name in self.trials[0].params], rows=rows,
                            curves={t.number: list(t.curve) for t in self.trials}, rungs=list(self.rungs),
                            interrupted=interrupted)
 
@@ -541,7 +584,7 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
     scheduler : str, optional
         Address of a running Dask scheduler ('tcp://host:8786') to run the trials on instead.
     client : distributed.Client, optional
-        A client you already hold (the sweep leaves it open).
+        A client you already hold (the sweep leaves it open); not together with ``scheduler`` or ``workers``.
     blas_threads : int
         BLAS threads per trial (default 1: one trial per core).
     out : folder, optional
@@ -563,12 +606,16 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
     runs = []
     for number, combination in enumerate(chosen, 1):
         settings = {**base, **combination}
+        _check_optimizer(settings)
         runs.append(_Trial(number, combination, settings, _check_epochs(settings.get("epochs", DEFAULT_EPOCHS),
                                                                          "epochs")))
+    _check_metric_fits(runs, metric, data[0].shape[1])
     rungs = halving_rungs(max(t.budget for t in runs), min_epochs, eta) if halving else []
     if out is not None:
         out = _output_folder(out)
     with _connect(client, scheduler, workers) as dask_client:
+        if out is not None:  # now that there is a cluster: one that cannot be reached leaves no empty folder
+            os.makedirs(out, exist_ok=True)
         # The data travel to each worker once, under a key of this sweep's own (hash=False): by default scatter names
         # data by their content, so a second sweep of the same data in one client would reuse the key while the
         # first sweep's release of it may still be on its way to the scheduler, which then forgets the data
@@ -588,6 +635,9 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
         except KeyboardInterrupt:  # keep what has finished; the pending trials are cancelled
             driver.cancel()
             interrupted = True
+        except BaseException:  # an error in this process (on_trial_end, a full disk): no trial goes on without it
+            driver.cancel()
+            raise
         finally:
             driver.data = None
             with contextlib.suppress(Exception):  # a cluster that has gone away has nothing left to free
@@ -645,6 +695,21 @@ def _check_metric(metric):
     return metric
 
 
+def _check_metric_fits(runs, metric, n_inputs):
+    """val_accuracy needs classifiers: refused when no trial's network is one (each trial trained an epoch on
+    the cluster, then failed on it). A trial whose network cannot be built fails on its own."""
+    if metric != "val_accuracy":
+        return
+    for trial in runs:
+        try:
+            if build_network(trial.settings, n_inputs).is_classifier:
+                return
+        except HandgradError:
+            return
+    raise ConfigError("val_accuracy needs a classifier (softmax or sigmoid output), and no trial's network is one; "
+                      "rank the trials by val_loss, val_mse, val_mae or val_r2.")
+
+
 def _check_count(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name} must be a positive whole number, got {value!r}.")
@@ -661,6 +726,9 @@ def _validation_split(X, y, validation_data, validation_split, seed):
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise DataError("validation_data must be a pair (X_val, y_val).")
         X_val, y_val = check_dataset(*validation_data, name="the validation data")
+        if X_val.shape[1] != X.shape[1]:  # (else every trial failed on it, one by one, on the cluster)
+            raise DataError(f"the validation data have {X_val.shape[1]} features but the sweep's data have "
+                            f"{X.shape[1]}; give both the same columns.")
         return X, y, X_val, y_val
     fraction = check_fraction("validation_split", validation_split)
     n_val = int(round(fraction * len(X)))
@@ -676,7 +744,6 @@ def _output_folder(out):
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"the sweep's output folder '{out}' is a file; give a folder name.")
-    os.makedirs(out, exist_ok=True)
     return out
 
 
@@ -684,6 +751,10 @@ def _output_folder(out):
 def _connect(client, scheduler, workers):
     """The Dask client to use: the one given, one connected to ``scheduler``, or a new LocalCluster's."""
     if client is not None:
+        given = [name for name, value in (("scheduler", scheduler), ("workers", workers)) if value is not None]
+        if given:
+            raise ConfigError(f"client runs the trials on the cluster of the client you hold; {' and '.join(given)} "
+                              "would choose another one. Give client, scheduler or workers, not two of them.")
         yield client
         return
     distributed = _distributed()

@@ -824,6 +824,11 @@ def _data_and_position(net, settings, inputs, preprocessing, state, run_seed):
     _record_data(settings, data, preprocessing)
     N = data.X.shape[0]
     settings.batch_size = min(settings.batch_size, N)
+    if settings.batch_size < 2 and net.running_statistics():  # batch norm: refused here, before any step (and
+        # data-parallel on every rank together, rather than in the first step's forward pass, with MPI Abort)
+        raise DataError(f"batch normalization needs at least 2 samples per batch (the variance of one sample is 0), "
+                        f"and batch_size {settings.batch_size} on {N} training sample(s) makes batches of one; give "
+                        "a batch_size of at least 2, and at least 2 training samples.")
     n_batches = -(-N // settings.batch_size)
     if N % settings.batch_size == 1 and N > 1 and net.running_statistics():  # the network has batch norm
         n_batches -= 1  # batch norm cannot train on a lone last sample: it joins the batch before
@@ -899,7 +904,7 @@ def _train(net, settings, data, position, n_batches, run_seed, group=None):
         if p.batch_done and settings.checkpoint is not None:  # stopped inside an epoch
             _save_checkpoint(net, settings, p, run_seed, N, group)
     except _NonFinite as bad:
-        _after_divergence(net, p, bad, last_good, rate)
+        _after_divergence(net, p, bad, last_good, rate, group)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the batch may be unfinished
         if group is not None and group.size > 1:
             raise  # the ranks may be at different steps: the job ends (handgrad.distributed)
@@ -913,18 +918,21 @@ def _train(net, settings, data, position, n_batches, run_seed, group=None):
     p.history.stop_reason = stop_reason or "completed"
 
 
-def _after_divergence(net, position, bad, last_good, rate):
-    """A non-finite loss: keep (or restore) finite weights, record why, and raise TrainingError."""
+def _after_divergence(net, position, bad, last_good, rate, group=None):
+    """A non-finite loss: keep (or restore) finite weights, record why, and raise TrainingError.
+    Data-parallel (``group``): J is the batch's sum over the ranks and the weights are the same on every rank,
+    so every rank raises this error at the same step; marked so, it stops the ranks together, without MPI Abort
+    (handgrad.distributed.abort_on_error), and a script can catch it on every rank."""
     finite = bool(np.isfinite(net.params).all())
     if not finite:
         np.copyto(net.params, last_good)
     position.history.stop_reason = f"non-finite loss at epoch {bad.epoch}, batch {bad.batch}"
     where = "are left at their values before this batch" if finite else \
         f"were restored to their values at the start of epoch {bad.epoch}"
-    raise TrainingError(
+    error = TrainingError(
         f"the loss became {bad.value} at epoch {bad.epoch}, batch {bad.batch}; the weights {where} (all "
-        f"finite). Lower the learning rate (now {rate:g}), standardize the inputs, or set clip_norm."
-    ) from None
+        f"finite). Lower the learning rate (now {rate:g}), standardize the inputs, or set clip_norm.")
+    raise (error if group is None else _distributed.on_every_rank(error)) from None
 
 
 def partial_fit(net, X, T, *, batch_size=32, optimizer=None, learning_rate=None, shuffle=False, sample_weight=None,
