@@ -812,7 +812,8 @@ def page(browser, server):
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(server)
-    page.wait_for_selector('[data-value="state"]:text("paused")')
+    page.wait_for_selector('[data-value="state"]:text("paused")')  # (set as soon as the socket opens)
+    page.wait_for_selector('[data-value="batch"]:not(:text-is("-"))')  # the first frame is drawn: the layout is final
     yield page
     context.close()
     assert not errors, errors
