@@ -18,9 +18,11 @@ arrays it receives are copies.
 A network with normalization layers (Z = H W, Zhat = gamma * xhat + beta, A = f(Zhat); docs/derivations.md,
 "Normalization layers") also passes ``norms=[None or {"kind": "batch" or "layer", "gamma": ..., "beta": ...,
 "eps": 1e-05}, ...]`` (one entry per layer; batch norm with the batch's own statistics, as in training), and a
-normalized layer's item is ``(dW, None, dgamma, dbeta)``. The classic mistake there, treating the mean and
-the variance as constants (dZ = dZhat * gamma / std, forgetting that they depend on Z), is planted with
-:class:`StatisticsAsConstants` and named in the hint. The result is compared, parameter by parameter, with the
+normalized layer's item is ``(dW, None, dgamma, dbeta)``. The three common wrong versions there
+(docs/derivations.md, "Batch norm, backward, entry by entry") are planted and named in the hint: the mean and
+the variance treated as constants (dZ = dZhat * gamma / std, :class:`StatisticsAsConstants`), only the mean's
+path (:class:`OnlyMeanPath`) and only the variance's path (:class:`OnlyVariancePath`), for batch and layer norm.
+The result is compared, parameter by parameter, with the
 gradient of the data loss (l2, l1 and dropout play no part), and each wrong parameter
 gets a hint when it matches a usual mistake: a missing transpose, a missing 1/N, f'
 taken at the activation instead of the pre-activation (in every layer, in the hidden
@@ -104,13 +106,14 @@ class GradientReport:
     __repr__ = __str__
 
 
-def _data_loss_copy(net, derivative_at_A=(), constant_statistics=()):
+def _data_loss_copy(net, derivative_at_A=(), constant_statistics=(), mistake=None):
     """A float64 copy of ``net`` without regularization or dropout: the function the student differentiates.
 
     The layers numbered in ``derivative_at_A`` (from 1) make the classic mistake: their
     backward evaluates f' at the activation A instead of at Z (see :class:`DerivativeAtActivation`).
-    The normalized layers numbered in ``constant_statistics`` make batch norm's: their backward
-    treats the mean and the variance as constants (see :class:`StatisticsAsConstants`).
+    The normalized layers numbered in ``constant_statistics`` make one of batch norm's common mistakes:
+    ``mistake`` (default :class:`StatisticsAsConstants`, mean and variance held fixed; or
+    :class:`OnlyMeanPath`, :class:`OnlyVariancePath`).
     """
     from .network import MLP
 
@@ -126,21 +129,22 @@ def _data_loss_copy(net, derivative_at_A=(), constant_statistics=()):
     copy = MLP(net.n_inputs, specs, loss=net.loss_fn, bias=net.bias, dtype="float64")
     for k in constant_statistics:
         layer = copy.layers[k - 1]
-        layer.norm = StatisticsAsConstants.wrap(layer.norm)
+        layer.norm = (mistake or StatisticsAsConstants).wrap(layer.norm)
     copy._bind_layers()
     copy.set_weights(net.get_weights())
     return copy
 
 
-class StatisticsAsConstants:
-    """Batch norm's classic mistake, planted in a norm layer: backward treats the mean and the variance as
-    constants, dZ = dZhat * gamma / std, forgetting that they depend on Z (on every sample, for batch
-    norm). dgamma and dbeta stay right; everything below the layer is wrong. :meth:`wrap` makes the
-    mistaken copy of a BatchNorm or LayerNorm (forward unchanged)."""
+class _PlantedNormMistake:
+    """A norm layer's backward with one of the common wrong versions (docs/derivations.md, "Batch norm, backward,
+    entry by entry", "The common wrong versions"). dgamma and dbeta stay right; the mistaken dZ is written with
+    G = dY * gamma (that is, dxhat) and mean(.) along the axis the statistics run over (the batch for batch
+    norm, the features for layer norm): the right one is dZ = (G - mean(G) - xhat * mean(G * xhat)) / std.
+    :meth:`wrap` makes the mistaken copy of a BatchNorm or LayerNorm (forward unchanged)."""
 
-    @staticmethod
-    def wrap(norm):
-        mistaken = type(f"{type(norm).__name__}WithConstantStatistics", (StatisticsAsConstants, type(norm)), {})
+    @classmethod
+    def wrap(cls, norm):
+        mistaken = type(f"{type(norm).__name__}With{cls.__name__}", (cls, type(norm)), {})
         copy = mistaken.__new__(mistaken)
         copy.__dict__.update(norm.__dict__)
         return copy
@@ -149,7 +153,36 @@ class StatisticsAsConstants:
         b = self._current
         np.sum(dY, axis=0, out=self.dbeta)
         np.sum(dY * b.xhat, axis=0, out=self.dgamma)
-        return dY * (self.gamma / b.std)  # the mistake: mu and var held fixed
+        G = dY * self.gamma
+        return self._mistaken_dZ(G, b.xhat, self.axis) / b.std
+
+
+class StatisticsAsConstants(_PlantedNormMistake):
+    """Batch norm's classic mistake, planted in a norm layer: backward treats the mean and the variance as
+    constants, dZ = dZhat * gamma / std, forgetting that they depend on Z (on every sample, for batch
+    norm)."""
+
+    @staticmethod
+    def _mistaken_dZ(G, xhat, axis):
+        return G  # the mistake: mu and var held fixed
+
+
+class OnlyMeanPath(_PlantedNormMistake):
+    """The variance treated as a constant: dZ = gamma/std * (dZhat - dbeta/N) for batch norm, the mean's path
+    kept and the term - xhat * dgamma/N (through sigma^2 and s) lost."""
+
+    @staticmethod
+    def _mistaken_dZ(G, xhat, axis):
+        return G - G.mean(axis=axis, keepdims=True)
+
+
+class OnlyVariancePath(_PlantedNormMistake):
+    """The mean treated as a constant in the numerator z - mu: dZ = gamma/std * (dZhat - xhat * dgamma/N) for batch
+    norm, the term - dbeta/N (from dmu/dz_m = 1/N) lost."""
+
+    @staticmethod
+    def _mistaken_dZ(G, xhat, axis):
+        return G - xhat * (G * xhat).mean(axis=axis, keepdims=True)
 
 
 class DerivativeAtActivation(Activation):
@@ -213,15 +246,19 @@ def _mistaken(variants, k, which):
             for numbers, grads in variants["at_A"] if max(numbers) >= k]
 
 
+_NORM_MISTAKES = (StatisticsAsConstants, OnlyMeanPath, OnlyVariancePath)
+
+
 def _constant_statistics_variants(reference, X, T):
-    """[(layer numbers, {name: gradient})]: the gradients of a student who treats the norms' mean and variance
-    as constants, in every normalized layer or in one of them."""
+    """[(mistake class, layer numbers, {name: gradient})]: the gradients of a student who makes one of the norms'
+    common mistakes (:data:`_NORM_MISTAKES`), in every normalized layer or in one of them."""
     normed = [k for k, layer in enumerate(reference.layers, 1) if layer.norm is not None]
     variants = []
-    for numbers in dict.fromkeys(c for c in [tuple(normed)] + [(k,) for k in normed] if c):
-        copy = _data_loss_copy(reference, constant_statistics=numbers)
-        copy.loss_and_grad(X, T)
-        variants.append((numbers, {name: g.copy() for name, g in copy.gradients()}))
+    for mistake in _NORM_MISTAKES:
+        for numbers in dict.fromkeys(c for c in [tuple(normed)] + [(k,) for k in normed] if c):
+            copy = _data_loss_copy(reference, constant_statistics=numbers, mistake=mistake)
+            copy.loss_and_grad(X, T)
+            variants.append((mistake, numbers, {name: g.copy() for name, g in copy.gradients()}))
     return variants
 
 
@@ -230,19 +267,46 @@ _RIGHT_NORM_BACKWARD = {
     "layer": "dZ = (G - rowmean(G) - xhat * rowmean(G * xhat)) / std with G = dZhat * gamma for layer norm (means "
              "over each sample's features)",
 }
+_MISSING_TERM = {  # (mistake, kind) -> the term the student's dZ lacks, in that norm's notation
+    (OnlyMeanPath, "batch"): "- xhat * dgamma/N",
+    (OnlyMeanPath, "layer"): "- xhat * rowmean(G * xhat)",
+    (OnlyVariancePath, "batch"): "- dbeta/N",
+    (OnlyVariancePath, "layer"): "- rowmean(G)",
+}
+_WHERE_TO_READ = {
+    "batch": "docs/derivations.md, 'Batch norm, backward, entry by entry', the common wrong versions",
+    "layer": "docs/derivations.md, 'Layer norm', and the common wrong versions in 'Batch norm, backward, entry by "
+             "entry'",
+}
+
+
+def _norm_mistake_text(mistake, kinds, where):
+    """What the student forgot, for one of the :data:`_NORM_MISTAKES`."""
+    if mistake is StatisticsAsConstants:
+        return (f"mean and variance treated as constants in the {' and '.join(kinds)} norm of {where}: "
+                "dZ = dZhat * gamma / std forgets that mu and var depend on Z"
+                + (" (on every sample of the batch)" if "batch" in kinds else "")
+                + ". Differentiate through them: ")
+    n = " or ".join({"batch": "N", "layer": "D"}[kind] for kind in kinds)  # the count the statistics run over
+    missing = " and ".join(f"{_MISSING_TERM[mistake, kind]} ({kind} norm)" for kind in kinds)
+    if mistake is OnlyMeanPath:
+        return (f"only the mean path, the variance treated as a constant in the {' and '.join(kinds)} norm of "
+                f"{where}: your dZ follows mu but forgets that sigma^2 (so s) depends on Z too, "
+                f"ds/dz_m = xhat_m/{n}; the term {missing} is missing. The right backward: ")
+    return (f"only the variance path, the mean treated as a constant in the {' and '.join(kinds)} norm of {where}: "
+            f"your dZ follows sigma^2 but forgets dmu/dz_m = 1/{n} in the numerator z_n - mu (the -1/{n} in "
+            f"delta_nm - 1/{n}); the term {missing} is missing. The right backward: ")
 
 
 def _constant_statistics_hint(given, expected, variants, name):
-    """The hint for a gradient that matches the constant-statistics mistake, or ''."""
-    for numbers, grads in variants.get("constants", ()):
+    """The hint for a gradient that matches one of the norms' common mistakes, or ''."""
+    for mistake, numbers, grads in variants.get("constants", ()):
         mistaken = grads[name]
         if not _close(mistaken, expected) and _close(given, mistaken):
             kinds = sorted({variants["kinds"][k] for k in numbers})
-            return (f"mean and variance treated as constants in the {' and '.join(kinds)} norm of "
-                    f"{_layers_text(list(numbers))}: dZ = dZhat * gamma / std forgets that mu and var depend on Z"
-                    + (" (on every sample of the batch)" if "batch" in kinds else "")
-                    + ". Differentiate through them: " + "; ".join(_RIGHT_NORM_BACKWARD[kind] for kind in kinds)
-                    + " (docs/derivations.md, 'Normalization layers').")
+            return (_norm_mistake_text(mistake, kinds, _layers_text(list(numbers)))
+                    + "; ".join(_RIGHT_NORM_BACKWARD[kind] for kind in kinds)
+                    + " (" + "; ".join(_WHERE_TO_READ[kind] for kind in kinds) + ").")
     return ""
 
 
@@ -534,6 +598,8 @@ __all__ = [
     "DerivativeAtActivation",
     "GradientReport",
     "Loss",
+    "OnlyMeanPath",
+    "OnlyVariancePath",
     "StatisticsAsConstants",
     "check_activation",
     "check_gradients",
