@@ -62,6 +62,19 @@ def check_seed(name, value, error=ConfigError):
     return int(value)
 
 
+def check_positive_int(name, value, error=ConfigError, fix=""):
+    """``value`` as an int >= 1 (a layer's size; a float such as 3.0 from a config file is 3), or ``error`` naming
+    ``name`` and, when given, ``fix`` (a sentence saying what to pass)."""
+    import math
+    import numbers
+
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and math.isfinite(value)
+                                                     and value.is_integer())
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not whole or value < 1:
+        raise error(f"{name} must be a positive integer, got {value!r}." + (f" {fix}" if fix else ""))
+    return int(value)
+
+
 def check_fraction(name, value, error=ConfigError):
     """``value`` as a float in [0, 1) (a dropout rate, a validation split), or ``error`` naming ``name``."""
     try:

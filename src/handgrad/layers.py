@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import get_activation
-from .errors import ConfigError, DataError, check_fraction, check_non_negative
+from .errors import ConfigError, DataError, check_fraction, check_non_negative, check_positive_int
 
 _MAX_CACHED_BATCH_SIZES = 4
 
@@ -162,6 +162,10 @@ class _Buffers:
         self.dX = np.empty((n, n_in), dtype)
 
 
+_DENSE_FIX = ("Pass the number of inputs and of units, e.g. Dense(3, 4, 'relu') for a layer from 3 inputs to "
+              "4 units.")
+
+
 class Dense(Layer):
     """A fully connected layer ``A = f(X @ W + b)``, or with a normalization ``A = f(norm(X @ W))``.
 
@@ -187,8 +191,8 @@ class Dense(Layer):
 
     def __init__(self, n_in, n_out, activation="identity", *, bias=None, norm=None, dtype=np.float64,
                  keep_z=False):
-        self.n_in = int(n_in)
-        self.n_out = int(n_out)
+        self.n_in = check_positive_int("Dense: n_in", n_in, fix=_DENSE_FIX)
+        self.n_out = check_positive_int("Dense: n_out", n_out, fix=_DENSE_FIX)
         self.activation = get_activation(activation)
         self.dtype = np.dtype(dtype)
         self.norm = make_norm(norm, self.n_out, self.dtype)
@@ -344,12 +348,15 @@ class Dropout(Layer):
         backward:  dX = dY * M / (1 - p)
 
     E[M / (1 - p)] = 1, so nothing changes at predict time: outside training, Y = X. The masks are
-    drawn from ``rng`` (the network's dropout stream).
+    drawn from ``rng`` (the network's dropout stream; a NumPy Generator, or None for an unseeded one).
     """
 
     def __init__(self, rate, rng=None, dtype=np.float64):
         self.rate = check_fraction("dropout rate", rate)
-        self.rng = rng
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise ConfigError(f"Dropout: rng must be a NumPy Generator (np.random.default_rng(seed)) or None, got "
+                              f"{type(rng).__name__}.")
+        self.rng = np.random.default_rng() if rng is None else rng  # None: unseeded masks
         self.dtype = np.dtype(dtype)
         self._buffers = OrderedDict()
         self.mask = None
@@ -411,7 +418,7 @@ class _Norm(Layer):
     kind = None  # "batch" or "layer": the spec's name
 
     def __init__(self, n_features, *, eps=_NORM_EPS, dtype=np.float64):
-        self.n_features = int(n_features)
+        self.n_features = _check_features(type(self).__name__, n_features)
         self.eps = check_non_negative("eps", eps)
         if self.eps == 0.0:
             raise ConfigError("eps must be > 0: it keeps xhat finite when a feature has zero variance.")
@@ -668,6 +675,12 @@ class BatchNorm(_Norm):
         return f"BatchNorm({self.n_features}, eps={self.eps:g}, momentum={self.momentum:g})"
 
 
+def _check_features(layer, n_features):
+    """n_features as an int >= 1, or a ConfigError naming the layer's argument and what to pass."""
+    return check_positive_int(f"{layer}: n_features", n_features,
+                              fix=f"Pass the width of the layer it normalizes, e.g. {layer}(4) after Dense(3, 4).")
+
+
 def _check_batch_rows(N):
     """N, or a DataError when a batch of N < 2 rows would be standardized over itself (variance 0)."""
     if N < 2:
@@ -706,7 +719,8 @@ class LayerNorm(_Norm):
     axis = 1  # statistics over the features, per sample
 
     def __init__(self, n_features, *, eps=_NORM_EPS, dtype=np.float64):
-        if int(n_features) < 2:  # one feature: xhat = (z - z) / s = 0 for every sample, so Y = beta whatever X
+        # one feature: xhat = (z - z) / s = 0 for every sample, so Y = beta whatever X
+        if _check_features("LayerNorm", n_features) < 2:
             raise ConfigError(f"layer normalization needs at least 2 units in its layer, got {int(n_features)}: a "
                               "single feature standardized over itself is always 0, so the layer's output would be "
                               "beta whatever its input. Widen the layer, or use batch norm or no norm there.")
