@@ -447,7 +447,8 @@ class Exp(Activation):
     The output of a Poisson regression (the log link: MLPRegressor(loss='poisson') pairs it with the half
     Poisson deviance, whose closed form is dJ/dZ = (A - T)/N). Every derivative is the output itself, read
     from A. e^z overflows to inf above z = ln(max float) (709.78 in float64, 88.72 in float32): a loss on
-    such an output is infinite and the trainer stops (it never takes that step).
+    such an output is infinite and the trainer stops (it never takes that step). inf is then the value of e^z
+    (predict returns it; the command line says how many overflowed), so forward raises no NumPy warning.
     """
 
     name = "exp"
@@ -455,7 +456,8 @@ class Exp(Activation):
     output_range = (0.0, math.inf)
 
     def forward(self, Z, out=None):
-        return np.exp(Z, out=out)
+        with np.errstate(over="ignore"):  # e^z above the float range is inf, the documented value
+            return np.exp(Z, out=out)
 
     def derivative(self, Z, A):
         return A

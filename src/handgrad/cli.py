@@ -1026,6 +1026,23 @@ def _csv_features(net, path):
     return datasets.check_dataset(values, name=os.fspath(path))
 
 
+def _warn_infinite_predictions(net, prediction):
+    """One 'handgrad: warning:' line on stderr when some predicted values are infinite (written as inf)."""
+    if prediction.dtype.kind != "f":
+        return
+    infinite = int(np.isinf(prediction).sum())
+    if not infinite:
+        return
+    if net.output_activation.name == "exp":
+        limit = float(np.log(np.finfo(net.dtype).max))
+        why = (f"e^z overflows above z = {limit:.2f} in {net.dtype.name}: the model's output z is that large "
+               "there (inputs far from the training data, or a diverged model)")
+    else:
+        why = f"the output layer's values exceed the {net.dtype.name} range (inputs far from the training data?)"
+    print(f"handgrad: warning: {infinite} of {prediction.size} predicted values are infinite (written as inf): "
+          f"{why}.", file=sys.stderr)
+
+
 def cmd_predict(args):
     net = _load_model(args.model)
     out = _not_an_input(_check_output_path(args.out, True, "output file"), "--out", args.model, args.input) \
@@ -1044,6 +1061,7 @@ def cmd_predict(args):
             probabilities = np.column_stack([1 - probabilities[:, 0], probabilities[:, 0]])
         header += [f"p_{j}" for j in range(probabilities.shape[1])]
         columns.append(probabilities)
+    _warn_infinite_predictions(net, prediction)
     table = np.column_stack(columns)
     integer = prediction.dtype.kind in "iu"
     text = _stdio.StringIO()
