@@ -266,6 +266,23 @@ def read_config(path):
     return flat
 
 
+# Settings that name a file or folder. Written in a config file, a relative one is relative to the file's folder
+# (the command line's stay relative to the current folder), so a config works from wherever it is run.
+_CONFIG_PATHS = frozenset({"csv", "npy", "npz", "npy_targets", "mnist", "class_weight", "checkpoint", "resume",
+                           "init_from", "out", "run_dir"})
+
+
+def _config_path(dest, value, path):
+    """A path-valued setting ``value`` of the config file ``path``, relative to that file's folder; anything else
+    (another setting, an absolute path, class_weight = "balanced" or a table, a value of the wrong type, which
+    the setting's own check reports) as it is."""
+    if dest not in _CONFIG_PATHS or not isinstance(value, str) or not value or os.path.isabs(value):
+        return value
+    if dest == "class_weight" and value == "balanced":
+        return value
+    return os.path.join(os.path.dirname(os.fspath(path)), value)
+
+
 def _apply_config(args, parser, path, ignore=(), accept=()):
     """Set the unset flags of ``args`` from the config file; ``ignore``: settings skipped, ``accept``: settings
     set although ``parser`` has no flag for them. Returns the keys ignored, as the file writes them."""
@@ -289,7 +306,7 @@ def _apply_config(args, parser, path, ignore=(), accept=()):
         if dest not in known:
             raise ConfigError(f"config file '{path}': unknown setting '{key}'.{suggest(dest, known | set(ignore))}")
         if getattr(args, dest, None) is None:  # the command line wins over the file (switches: None when not given)
-            setattr(args, dest, value)
+            setattr(args, dest, _config_path(dest, value, path))
     return ignored
 
 

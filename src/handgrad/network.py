@@ -46,6 +46,7 @@ from .activations import Activation, get_activation
 from .errors import ConfigError, DataError, check_non_negative, check_seed
 from .layers import INFERENCE, NORMS, OBJECTIVE, OBJECTIVE_WITH_DROPOUT, Dense, Dropout, as_mode
 from .losses import Loss, default_loss_for, get_loss, weighted_total
+from .streaming import Stream, default_block_rows, is_streamed, row_reader
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _FORWARD_CHUNK = 4096  # rows per pass in forward/predict, which bounds the memory they use
@@ -624,8 +625,33 @@ class MLP:
             out[start:start + _FORWARD_CHUNK] = self._inference(X[start:start + _FORWARD_CHUNK], output_activation)
         return out
 
+    def _streamed(self, X, output_activation=True):
+        """_chunked for a memory-mapped .npy, Zarr or Dask X (handgrad.streaming), read a block of rows at a
+        time: whole multiples of _FORWARD_CHUNK (about streaming.BLOCK_BYTES of X each), so every pass sees the
+        rows it sees with X in memory and the outputs are the same bit for bit. Memory: one block and the output."""
+        N = X.shape[0] if getattr(X, "ndim", None) == 2 else 0
+        if not isinstance(N, (int, np.integer)) or N == 0:  # 1-D, empty, or Dask's unknown sizes: as before
+            return self._chunked(self.check_inputs(X), output_activation)
+        if X.shape[1] != self.n_inputs:
+            raise DataError(f"X has {X.shape[1]} features but the network expects {self.n_inputs}.")
+        reader, N = row_reader(X), int(N)
+        step = max(1, default_block_rows(X) // _FORWARD_CHUNK) * _FORWARD_CHUNK
+        out = np.empty((N, self.n_outputs), self.dtype)
+        for a in range(0, N, step):
+            b = min(a + step, N)
+            try:
+                block = self.check_inputs(reader.read(a, b))
+            except DataError as error:
+                raise DataError(f"rows {a}..{b - 1} of X: {error}") from None
+            out[a:b] = self._chunked(block, output_activation)
+            del block  # (before the next block is read: one in memory at a time)
+        return out
+
     def forward(self, X):
-        """The network output A_L for inputs X of shape (N, n_inputs): a new (N, n_outputs) array."""
+        """The network output A_L for inputs X of shape (N, n_inputs): a new (N, n_outputs) array. A
+        memory-mapped .npy, Zarr or Dask X is read block by block (:meth:`_streamed`), never whole."""
+        if type(X) is not np.ndarray and is_streamed(X):
+            return self._streamed(X)
         return self._chunked(self.check_inputs(X))
 
     __call__ = forward
@@ -646,7 +672,10 @@ class MLP:
         name = self.output_activation.name
         if name not in ("sigmoid", "softmax"):
             return self.forward(X)
-        Z = self._chunked(self.check_inputs(X), output_activation=False)
+        if type(X) is not np.ndarray and is_streamed(X):
+            Z = self._streamed(X, output_activation=False)
+        else:
+            Z = self._chunked(self.check_inputs(X), output_activation=False)
         if name == "softmax":
             return Z.argmax(axis=1)
         labels = (Z >= 0).astype(np.int64)
@@ -758,11 +787,37 @@ class MLP:
         With batch normalization, J is computed as in training, from the statistics of the batch X (the J
         whose gradient loss_and_grad returns); ``batch_statistics=False`` uses the running statistics, as
         predict does (an evaluation loss). Without batch norm the two are the same. Dropout is off.
+
+        A memory-mapped .npy, Zarr or Dask X, T or sample_weight is read block by block (equal to the in-memory
+        J up to the rounding of the sum), except with batch norm's batch statistics, which need the whole X.
         """
+        if ((not batch_statistics or not self.batch_norms())
+                and (is_streamed(X) or is_streamed(T) or is_streamed(sample_weight))):
+            return self._streamed_loss(X, T, sample_weight)
         X = self.check_inputs(X)
         T = self.check_targets(T, X.shape[0])
         w = self.check_sample_weight(sample_weight, X.shape[0])
         return self.objective(self.run_forward(X, OBJECTIVE if batch_statistics else INFERENCE), T, w)
+
+    def _streamed_loss(self, X, T, sample_weight):
+        """J over data read block by block (handgrad.streaming.Stream: each block checked as it is read), the
+        forward pass _FORWARD_CHUNK rows at a time with the running statistics (:meth:`_inference`: fresh
+        arrays, not the training buffers, which a layer keeps for each batch size)."""
+        stream = Stream(self, X, T, sample_weight)
+        total = 0.0
+        for block in range(stream.n_blocks):
+            Xb, Tb, wb = stream.block(block)
+            for a in range(0, Xb.shape[0], _FORWARD_CHUNK):
+                rows = slice(a, a + _FORWARD_CHUNK)
+                total += self._inference_total(Xb[rows], Tb[rows], None if wb is None else wb[rows])
+            del Xb, Tb, wb  # (before the next block is read)
+        return total / stream.shape[0] + self.regularization()
+
+    def _inference_total(self, X, T, sample_weight):
+        """sum_i w_i l_i of a prepared chunk, as :meth:`data_total` gives it (from the logits when closed-form)."""
+        if self.closed_form:
+            return self.loss_fn.total_from_logits(self._inference(X, False), T, None, sample_weight)
+        return weighted_total(self.loss_fn.per_sample(self._inference(X), T), sample_weight)
 
     def loss_and_grad(self, X, T, sample_weight=None, dropout_seed=None):
         """J and its gradient: ``grads[k] = (dJ/dW_k, dJ/db_k or None)``, new arrays of the parameters' shapes.

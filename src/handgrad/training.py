@@ -21,6 +21,7 @@ objective as J = (1/N) sum_i w_i l_i (docs/training.md, "Sample and class weight
 
 import copy
 import functools
+import json
 import math
 import os
 import signal
@@ -505,6 +506,7 @@ def _snapshot(net, settings, position, seed, n_samples):
     p = position
     return {
         "seed": seed, "n_samples": n_samples, "batch_size": settings.batch_size, "epochs": settings.epochs,
+        "learning_rate": settings.learning_rate,
         "block_rows": settings.block_rows, "data": settings.data_fingerprint, "preprocessing": settings.preprocessing,
         "epochs_done": p.epochs_done, "batch_done": p.batch_done, "step": p.step, "epoch_total": p.epoch_total,
         "epoch_seen": p.epoch_seen, "order": p.order.copy(), "params": net.params.copy(),
@@ -543,7 +545,41 @@ def _check_resumable(settings, position, state, n_samples, n_batches):
                           f"needs {position.order.size}: resume with the data as before (in memory, or memory-mapped/"
                           "Zarr/Dask) and the same block_rows.")
     check_same_data(state, settings.block_rows, settings.data_fingerprint, settings.preprocessing)
+    _check_same_rate(settings, state)
     _check_schedule_total(settings, state, n_batches)
+
+
+_NEW_RUN = ("to train on with another one, start a new run from the trained weights: handgrad train --init-from "
+            "MODEL.npz (the run's --out file) on the command line, net.fit(...) on the network fit returned or "
+            "handgrad.load(model file).fit(...) in Python.")
+
+
+def _schedule_text(state, keys):
+    """"'cosine'" or "'step' (step_size=10, gamma=0.5)": a schedule's name and its hyperparameters ``keys``."""
+    extra = ", ".join(f"{key}={state.get(key)!r}" for key in keys)
+    return f"'{state.get('name')}'" + (f" ({extra})" if extra else "")
+
+
+def _check_same_rate(settings, state):
+    """Another learning rate or schedule is another run: refused, naming both and the way to a new run. A
+    checkpoint written before the rate was recorded resumes unchecked (the schedule's state always had its name
+    and hyperparameters)."""
+    rate = state.get("learning_rate")
+    if rate is not None and float(rate) != settings.learning_rate:
+        raise ConfigError(f"the checkpoint's run trains with learning_rate {rate!r}, this call with "
+                          f"{settings.learning_rate!r}; a resumed run goes on as the run it continues. Resume with "
+                          f"learning_rate={rate!r} (handgrad train --learning-rate {rate!r}); " + _NEW_RUN)
+    saved, mine = state.get("schedule"), settings.schedule.state_dict()
+    if not isinstance(saved, dict) or "name" not in saved:
+        return
+    keys = list(settings.schedule.hyperparameters()) if saved["name"] == mine["name"] else []
+    keys = ["name", *keys]
+    if [saved.get(key) for key in keys] != json.loads(json.dumps([mine[key] for key in keys])):  # (as the file has it)
+        keys = keys[1:]
+        raise ConfigError(f"the checkpoint's run has the {_schedule_text(saved, keys)} schedule, this call the "
+                          f"{_schedule_text(mine, keys)} schedule; a resumed run goes on as the run it continues. "
+                          f"Resume with its schedule (handgrad train --schedule {saved['name']}); "
+                          + _NEW_RUN.replace("another one", "another schedule"))
 
 
 def _check_schedule_total(settings, state, n_batches):
