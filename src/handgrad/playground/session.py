@@ -129,7 +129,7 @@ OPTIMIZER_RATES = {"sgd": 1.0, "momentum": 0.1, "nesterov": 0.1, "adam": 0.03, "
 RATE_WARNING_FACTOR = 10
 
 
-def quiet(method):
+def _quiet(method):
     """Run ``method`` with NumPy's overflow, invalid-value and divide warnings off: a diverging run computes
     inf and NaN step after step, and the page says so (the loss checks in Session.step and Session._record);
     the RuntimeWarnings would only be noise in the terminal that runs the server. Only here, never globally."""
@@ -672,7 +672,7 @@ class Session:
         rows = self.order[start:] if last else self.order[start:start + self.batch_size]
         return rows, self.X[rows], self.T[rows]
 
-    @quiet
+    @_quiet
     def step(self):
         """One optimizer step on the current batch; returns J of that batch (before the step)."""
         _, X, T = self.current_batch()
@@ -724,7 +724,7 @@ class Session:
     def test_loss(self):
         return None if self.X_test is None else float(self.net.loss(self.X_test, self.T_test, batch_statistics=False))
 
-    @quiet
+    @_quiet
     def _record(self):
         curves, loss = self.history, self.loss()
         test = self.test_loss()
@@ -757,7 +757,7 @@ class Session:
         return ("The loaded model was trained on standardized inputs, so its network gets " + ", ".join(terms)
                 + " (the file's mean and scale), as handgrad predict gives them.")
 
-    @quiet
+    @_quiet
     def frame(self):
         """Everything that changes while training: numbers, weights, pictures, and the open panels.
 
@@ -796,7 +796,7 @@ class Session:
         _check_weight(self.net, k, i, j)
         self.hovered_weight = (int(k), int(i), int(j))
 
-    @quiet
+    @_quiet
     def hover_detail(self, k, i, j):
         """W_k[i, j] and dJ/dW_k[i, j] on the current batch at the current weights (dropout off), exact,
         as net.loss_and_grad gives them: what the box under the pointer shows."""
@@ -861,7 +861,7 @@ class Session:
                          f"(Z{k + 1} = A{k} W{k + 1}, no bias), with dZ{k + 1} from that norm's backward.")
         return notes
 
-    @quiet
+    @_quiet
     def neuron_detail(self, k, j):
         """Z, A, dA, dZ of unit j of layer k on the current batch (first rows), and f' at the activation's
         input; for a normalized layer also xhat, Zhat = gamma xhat + beta, dZhat, and the unit's gamma, beta
@@ -887,7 +887,7 @@ class Session:
                               row_std=[_fmt(v) for v in record["std"][shown, 0]])
         return detail
 
-    @quiet
+    @_quiet
     def select_weight(self, k, i, j):
         self.weight_detail(k, i, j)  # trace checks (k, i, j) names a weight: a ConfigError says which exist
         self.selected_weight = (k, i, j)
