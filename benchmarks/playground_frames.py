@@ -9,6 +9,7 @@ frame's arrival to the next painted picture (drawFrame plus the browser's style,
     python benchmarks/playground_frames.py                       # sizes: 2x4, 6x64, 8x64
     python benchmarks/playground_frames.py --browser --seconds 5
     python benchmarks/playground_frames.py --nets 2x4 --json     # one line of JSON at the end
+    python benchmarks/playground_frames.py --nets 2x4 --samples 5000 --batch-size 2500   # a large batch
 
 Nothing here is asserted: tests/test_playground_frames.py runs it on a small net and checks the report's shape.
 """
@@ -32,14 +33,15 @@ def parse_net(text):
     return layers, units
 
 
-def config_for(layers, units):
-    return {"hidden": [{"size": units, "activation": "tanh"} for _ in range(layers)]}
+def config_for(layers, units, samples=200, batch_size=10):
+    return {"hidden": [{"size": units, "activation": "tanh"} for _ in range(layers)], "batch_size": batch_size,
+            "data": {"name": "xor", "n_samples": samples, "noise": 0.1, "test_fraction": 0.5, "seed": 0}}
 
 
-def frame_report(layers, units, repeats=5):
+def frame_report(layers, units, repeats=5, samples=200, batch_size=10):
     """The size of one frame of a layers x units net (bytes of its JSON text), its five largest parts, and the
-    server's median time to build and encode it."""
-    session = Session(config_for(layers, units))
+    server's median time to build and encode it (with the weight panel open, on batches of ``batch_size``)."""
+    session = Session(config_for(layers, units, samples, batch_size))
     session.run_epoch()
     session.select_weight(1, 0, 0)  # an open weight panel, as a user has
     seconds, text = [], ""
@@ -50,7 +52,8 @@ def frame_report(layers, units, repeats=5):
         seconds.append(time.perf_counter() - started)
     parts = {key: len(json.dumps(value, default=json_safe)) for key, value in frame.items()}
     largest = dict(sorted(parts.items(), key=lambda item: -item[1])[:5])
-    return {"net": f"{layers}x{units}", "weights": int(sum(layer.W.size for layer in session.net.layers)),
+    return {"net": f"{layers}x{units}", "batch_size": len(session.current_batch()[0]),
+            "weights": int(sum(layer.W.size for layer in session.net.layers)),
             "frame_bytes": len(text.encode()), "largest_parts": largest,
             "build_ms": round(1000 * statistics.median(seconds), 2)}
 
@@ -114,12 +117,15 @@ def main(argv=None):
     parser.add_argument("--nets", default="2x4,6x64,8x64", help="hidden layers x units, comma-separated")
     parser.add_argument("--browser", action="store_true", help="also time the drawing in headless Chromium")
     parser.add_argument("--seconds", type=float, default=5.0, help="play time per net in the browser")
+    parser.add_argument("--samples", type=int, default=200, help="data points (half of them for training)")
+    parser.add_argument("--batch-size", type=int, default=10, help="the batch the weight panel's numbers use")
     parser.add_argument("--json", action="store_true", help="end with the report as one line of JSON")
     args = parser.parse_args(argv)
     nets = [parse_net(text) for text in args.nets.split(",")]
-    report = {"frames": [frame_report(*net) for net in nets]}
+    report = {"frames": [frame_report(*net, samples=args.samples, batch_size=args.batch_size) for net in nets]}
     for entry in report["frames"]:
-        print(f"{entry['net']:>6}: {entry['weights']:6d} weights, frame {entry['frame_bytes'] / 1024:8.1f} KiB, "
+        print(f"{entry['net']:>6}: {entry['weights']:6d} weights, batch {entry['batch_size']}, "
+              f"frame {entry['frame_bytes'] / 1024:8.1f} KiB, "
               f"built in {entry['build_ms']:6.2f} ms; largest parts (bytes): {entry['largest_parts']}")
     if args.browser:
         if not os.path.exists(CHROMIUM):

@@ -1313,3 +1313,38 @@ def test_a_csv_of_counts_trains_with_an_exp_output_and_the_poisson_loss(page):
     page.wait_for_selector('[data-value="epoch"]:text-is("5")')
     assert page.locator('[data-panel="message"]').is_hidden()
     assert float(value(page, "loss")) < loss_before
+
+
+SCREEN_POINT = """(line, t) => {  // the point a fraction t along the line, in the page's viewport pixels
+  const point = line.ownerSVGElement.createSVGPoint(), at = (name) => Number(line.getAttribute(name));
+  point.x = at("x1") + t * (at("x2") - at("x1"));
+  point.y = at("y1") + t * (at("y2") - at("y1"));
+  const screen = point.matrixTransform(line.getScreenCTM());
+  return [screen.x, screen.y];
+}"""
+
+
+def test_a_wide_network_fits_its_column_and_its_weights_and_neurons_still_click(page):
+    """Seven hidden layers of 16 draw a diagram about 1000 px wide, wider than the Network column: it ran under
+    the Output panel. It is scaled to the column now (a viewBox), and a click goes to the line or unit under it."""
+    page.evaluate("() => { state.hidden = Array.from({length: 7}, () => newLayer({size: 16})); drawLayerEditor(); "
+                  "configure(); }")
+    page.wait_for_function("() => document.querySelectorAll('[data-panel=\"diagram\"] line').length === "
+                           f"{2 * 16 + 6 * 16 * 16 + 16}", timeout=30000)
+    diagram = page.locator('[data-panel="diagram"]')
+    column, views = page.locator("section.network").bounding_box(), page.locator("section.views").bounding_box()
+    box = diagram.bounding_box()
+    assert float(diagram.get_attribute("width")) > column["width"]  # the drawing is wider than the column ...
+    assert column["x"] <= box["x"] and box["x"] + box["width"] <= column["x"] + column["width"] + 0.5  # ... it fits
+    assert box["x"] + box["width"] <= views["x"]  # and stays clear of the Output panel
+    for k, i, j in [(8, 5, 0), (8, 12, 0)]:  # connections into the output unit: nothing else crosses them there
+        line = page.locator(f'[data-panel="diagram"] line[data-weight="{k},{i},{j}"]')
+        line.scroll_into_view_if_needed()
+        x, y = line.evaluate(SCREEN_POINT, 0.3)
+        page.mouse.click(x, y)
+        page.wait_for_selector(f'[data-panel="weight"][data-weight="{k},{i},{j}"]:not([hidden])')
+    unit = page.locator('[data-panel="diagram"] [data-neuron="7,9"] rect')
+    unit.scroll_into_view_if_needed()
+    rect = unit.bounding_box()
+    page.mouse.click(rect["x"] + rect["width"] / 2, rect["y"] + rect["height"] / 2)
+    page.wait_for_selector('[data-panel="neuron"][data-neuron="7,9"]:not([hidden])')

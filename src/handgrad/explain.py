@@ -573,6 +573,18 @@ def trace(net, X=None, T=None, weight=(1, 0, 0), batch_size=4, seed=0):
                  float(layers[k - 1]["dW"][i, j]), float(grads[k - 1][0][i, j]))
 
 
+def render_one_weight(tr, precision=4):
+    """Only the "One weight:" part of ``tr.render()``: the chosen weight's bars, per-element sum, matrix form and
+    engine number, without writing out every matrix of the pass (what the playground's weight panel shows).
+
+    The text is exactly the end of ``tr.render(precision=precision)`` from its line "One weight:" on
+    (tests/test_explain_one_weight.py); its cost grows with the batch's rows, not with the whole pass's matrices.
+    """
+    if not isinstance(tr, Trace):
+        raise ConfigError(f"render_one_weight takes a Trace (from handgrad.explain.trace), got {type(tr).__name__}.")
+    return "\n".join(_trace_one_weight(tr, precision)) + "\n"
+
+
 def _check_weight(net, weight):
     """(k, i, j) as integers naming an existing weight, or a ConfigError that says which range is valid."""
     L = len(net.layers)

@@ -14,6 +14,7 @@ inputs and targets, as CSV) and the model, so anyone can recompute the number.
 
 import base64
 import copy
+import functools
 import io
 import math
 import os
@@ -26,7 +27,7 @@ import numpy as np
 from .. import datasets
 from ..display import sections_mathml, tex_to_mathml
 from ..errors import ConfigError, DataError, HandgradError
-from ..explain import derivation, trace
+from ..explain import derivation, render_one_weight, trace
 from ..network import MLP, load
 from ..optimizers import get_optimizer
 from ..schedules import get_schedule
@@ -126,6 +127,18 @@ DEFAULT_CONFIG = {
 # rate RATE_WARNING_FACTOR times the optimizer's or more gets a hint on the page.
 OPTIMIZER_RATES = {"sgd": 1.0, "momentum": 0.1, "nesterov": 0.1, "adam": 0.03, "adamw": 0.03, "rmsprop": 0.03}
 RATE_WARNING_FACTOR = 10
+
+
+def _quiet(method):
+    """Run ``method`` with NumPy's overflow, invalid-value and divide warnings off: a diverging run computes
+    inf and NaN step after step, and the page says so (the loss checks in Session.step and Session._record);
+    the RuntimeWarnings would only be noise in the terminal that runs the server. Only here, never globally."""
+    @functools.wraps(method)
+    def quietly(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return method(*args, **kwargs)
+
+    return quietly
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -659,6 +672,7 @@ class Session:
         rows = self.order[start:] if last else self.order[start:start + self.batch_size]
         return rows, self.X[rows], self.T[rows]
 
+    @_quiet
     def step(self):
         """One optimizer step on the current batch; returns J of that batch (before the step)."""
         _, X, T = self.current_batch()
@@ -710,6 +724,7 @@ class Session:
     def test_loss(self):
         return None if self.X_test is None else float(self.net.loss(self.X_test, self.T_test, batch_statistics=False))
 
+    @_quiet
     def _record(self):
         curves, loss = self.history, self.loss()
         test = self.test_loss()
@@ -742,6 +757,7 @@ class Session:
         return ("The loaded model was trained on standardized inputs, so its network gets " + ", ".join(terms)
                 + " (the file's mean and scale), as handgrad predict gives them.")
 
+    @_quiet
     def frame(self):
         """Everything that changes while training: numbers, weights, pictures, and the open panels.
 
@@ -780,6 +796,7 @@ class Session:
         _check_weight(self.net, k, i, j)
         self.hovered_weight = (int(k), int(i), int(j))
 
+    @_quiet
     def hover_detail(self, k, i, j):
         """W_k[i, j] and dJ/dW_k[i, j] on the current batch at the current weights (dropout off), exact,
         as net.loss_and_grad gives them: what the box under the pointer shows."""
@@ -823,14 +840,13 @@ class Session:
         """W_k[i, j] and dJ/dW_k[i, j] on the current batch, with the per-element sum that makes it (trace)."""
         rows, X, T = self.current_batch()
         tr = trace(self.net, X, T, weight=(k, i, j))
-        text = tr.render(precision=4)
         h = "X" if k == 1 else f"A_{{{k - 1}}}"
         formula = tex_to_mathml(rf"\mathrm{{d}}W_{{{k}}}[{i},{j}] = \sum_n {h}[n,{i}] \, \mathrm{{d}}Z_{{{k}}}[n,{j}]"
                                 rf" = ({h}^\top \mathrm{{d}}Z_{{{k}}})[{i},{j}]")
         return {"layer": k, "i": i, "j": j, "value": _fmt(self.net.layers[k - 1].W[i, j]),
                 "grad": _fmt(tr.engine_value), "element_sum": _fmt(tr.element_sum),
                 "matrix": _fmt(tr.matrix_value), "rows": rows.tolist(), "formula": formula,
-                "norm_notes": self._norm_notes(k), "trace": text[text.index("One weight:"):]}
+                "norm_notes": self._norm_notes(k), "trace": render_one_weight(tr, precision=4)}
 
     def _norm_notes(self, k):
         """What a norm in layer k or above changes in the weight's sum (the sum itself stays the same)."""
@@ -845,6 +861,7 @@ class Session:
                          f"(Z{k + 1} = A{k} W{k + 1}, no bias), with dZ{k + 1} from that norm's backward.")
         return notes
 
+    @_quiet
     def neuron_detail(self, k, j):
         """Z, A, dA, dZ of unit j of layer k on the current batch (first rows), and f' at the activation's
         input; for a normalized layer also xhat, Zhat = gamma xhat + beta, dZhat, and the unit's gamma, beta
@@ -870,6 +887,7 @@ class Session:
                               row_std=[_fmt(v) for v in record["std"][shown, 0]])
         return detail
 
+    @_quiet
     def select_weight(self, k, i, j):
         self.weight_detail(k, i, j)  # trace checks (k, i, j) names a weight: a ConfigError says which exist
         self.selected_weight = (k, i, j)

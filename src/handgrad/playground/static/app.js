@@ -320,8 +320,10 @@ function buildDiagram() {
   let connections = 0;
   for (let k = 1; k < sizes.length; k++) connections += sizes[k - 1] * sizes[k];
   svg.classList.toggle("dense", connections > DENSE);  // thousands of lines: drawn without anti-aliasing (faster)
-  svg.setAttribute("width", LEFT + (sizes.length - 1) * GAP_X + NODE + 40);
-  svg.setAttribute("height", TOP + tallest * GAP_Y + 10);
+  const width = LEFT + (sizes.length - 1) * GAP_X + NODE + 40, height = TOP + tallest * GAP_Y + 10;
+  svg.setAttribute("width", width);  // the drawing's own size; a diagram wider than its column is scaled down
+  svg.setAttribute("height", height);  // to fit it (style.css: max-width 100%), and the viewBox keeps its
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);  // coordinates, so a click still hits the same line
   const hits = document.createElementNS(SVG, "g");  // a wide, invisible band under each line: a thin one is clickable too
   const lines = document.createElementNS(SVG, "g");
   const nodes = document.createElementNS(SVG, "g");
