@@ -137,3 +137,15 @@ def test_cli_check_student_names_the_mean_only_mistake(tmp_path, capsys):
     code = main(["check-student", str(path), "--layers", "4:tanh:batchnorm,2:identity", "--inputs", "3"])
     out = capsys.readouterr().out
     assert code == 1 and "only the mean path" in out and "- xhat * dgamma/N" in out, out
+
+
+@pytest.mark.parametrize("kind, right, wrong", [
+    ("layer", "rowmean(G * xhat)", "dbeta/N"),
+    ("batch", "dbeta/N", "rowmean"),
+])
+def test_the_constant_statistics_hint_gives_the_right_backward_of_the_norm_it_found(kind, right, wrong):
+    net = hg.MLP(3, [f"4:tanh:{kind}norm", (2, "identity")], seed=0)
+    rng = np.random.default_rng(1)
+    report = hg.check_gradients(_student("constants"), net, rng.normal(size=(6, 3)), rng.normal(size=(6, 2)))
+    text = str(report)
+    assert "mean and variance treated as constants" in text and right in text and wrong not in text, text
