@@ -5,7 +5,7 @@
     handgrad train --csv houses.csv --target price --layers 32:relu,1:identity --out price.npz
     handgrad train --mnist ../shared/data/mnist-t10k --layers 128:relu,10:softmax --epochs 10 --out mnist.npz
     handgrad train --csv loans.csv --layers "32:leaky_relu(0.1),1:sigmoid" --class-weight balanced --patience 10
-        --checkpoint run.ckpt --out loans.npz          (then the same flags with --resume run.ckpt to go on)
+        --checkpoint run.ckpt                          (then the same flags with --resume run.ckpt --out loans.npz)
     handgrad train --csv loans_2026.csv --init-from loans.npz --schedule cosine --epochs 20 --out loans2.npz
                                                        (a new run from the model: its network, weights, standardization)
     handgrad export loans.npz --onnx loans.onnx        (the standardization included: the graph takes raw rows)
@@ -17,7 +17,8 @@
 Every error caused by the input prints one line to stderr and exits with status 2
 (``--debug`` shows the traceback instead). Files are written atomically, only after
 everything else succeeded, so a failure never damages an earlier model or output
-file; an existing model file is replaced only with ``--force``. See docs/cli.md.
+file; an existing model file is replaced only with ``--force``, and no output may be one of the
+command's inputs (the model, the data, the config, the resumed checkpoint). See docs/cli.md.
 """
 
 import argparse

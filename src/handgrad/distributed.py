@@ -30,7 +30,9 @@ would otherwise wait forever in the next Allreduce. Files are written atomically
 half-written. Bad input found before the first step (the settings, a checkpoint of another run or of
 another number of ranks, ranks holding different data) is not a failure of one rank: each part of fit's
 set-up runs on every rank, and the ranks agree on how it ended (:func:`together`), so every rank raises
-the same error and the job ends without an abort (the command line prints it once and exits with 2).
+the same error and the job ends without an abort (the command line prints it once and exits with 2). A diverging
+loss is no rank's failure either: the batch's J is summed over the ranks, so every rank raises the same
+TrainingError at the same step, without an abort.
 
 mpi4py is imported here only, lazily: ``pip install handgrad[mpi]`` (mpi4py and the mpich wheel).
 """
