@@ -72,9 +72,13 @@ MODULES = {p.stem for p in (ROOT / "src" / "handgrad").glob("*.py")} | {"playgro
 
 
 def _resolves(name):
-    parts = name.split(".")[1:] if name.split(".")[0] in ("handgrad", "hg") else name.split(".")
+    """As a reader writes it after `import handgrad as hg`: `hg.explain` is the function, not the module
+    (the package's attribute shadows it); a module the package does not import is imported. A bare
+    `module.name` means the module."""
+    package = name.split(".")[0] in ("handgrad", "hg")
+    parts = name.split(".")[1:] if package else name.split(".")
     obj = handgrad
-    if parts and parts[0] in MODULES:
+    if parts and parts[0] in MODULES and not (package and hasattr(handgrad, parts[0])):
         obj = importlib.import_module(f"handgrad.{parts[0]}")
         parts = parts[1:]
     for part in parts:
@@ -117,3 +121,5 @@ def test_the_resolver_can_fail():
     assert _resolves("handgrad.callbacks.EarlyStopping") and _resolves("hg.load")
     assert not _resolves("handgrad.callbacks.EarlyStopping.best_weights_list")
     assert not _resolves("hg.no_such_function")
+    assert not _resolves("handgrad.explain.explained")  # hg.explain is the function
+    assert _resolves("explain.explained") and _resolves("handgrad.datasets.make_moons")

@@ -1,8 +1,8 @@
 """Rich display in notebooks and the playground: MathML from the TeX that explain writes, SVG pictures.
 
 Jupyter shows an object richly when it has ``_repr_html_`` (or ``_repr_latex_``, ``_repr_markdown_``):
-``MLP``, ``History`` and ``explain.Trace`` delegate to the functions here, and
-``handgrad.explain.explained(net)`` returns an :class:`Explanation` whose equations show as math.
+``MLP``, ``History`` and ``explain.Trace`` delegate to the functions here, and ``explained(net)``
+(``from handgrad.explain import explained``) returns an :class:`Explanation` whose equations show as math.
 
 The math is MathML, which browsers render natively: no script, no CDN, nothing to install. It is
 converted from the TeX that ``explain.Equation.tex`` writes by :func:`tex_to_mathml`, a small
