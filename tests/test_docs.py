@@ -4,6 +4,7 @@ command's own page, and every dotted `handgrad.module.name` (or `hg.name`) in ba
 
 import argparse
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -123,3 +124,32 @@ def test_the_resolver_can_fail():
     assert not _resolves("hg.no_such_function")
     assert not _resolves("handgrad.explain.explained")  # hg.explain is the function
     assert _resolves("explain.explained") and _resolves("handgrad.datasets.make_moons")
+
+
+def _handgrad_classes():
+    classes = {}
+    for path in sorted((ROOT / "src" / "handgrad").glob("*.py")):
+        if path.stem in ("__main__", "sklearn", "torch_io", "onnx_export", "sweeps"):
+            continue  # optional extras: their classes are checked only where the extra is installed
+        module = importlib.import_module(f"handgrad.{path.stem}")
+        classes.update({name: value for name, value in vars(module).items()
+                        if inspect.isclass(value) and value.__module__.startswith("handgrad")})
+    return classes
+
+
+def _has(cls, attr):
+    """A class attribute, or an instance attribute its code sets (`self.reduce = None`)."""
+    if hasattr(cls, attr):
+        return True
+    return any(f"self.{attr} =" in inspect.getsource(klass) for klass in cls.__mro__
+               if klass.__module__.startswith("handgrad"))
+
+
+def test_class_attributes_in_the_docs_exist():
+    """`MLP.update_running_statistics`, `EarlyStopping.best_params`, ...: a handgrad class and its attribute."""
+    classes = _handgrad_classes()
+    bad = {f"{path.name}: {cls}.{attr}" for path in DOCS for code in re.findall(r"`([^`\n]+)`", _text(path))
+           for cls, attr in re.findall(r"(?<![\w.])([A-Z]\w+)\.([a-z_]\w*)", code)
+           if cls in classes and not _has(classes[cls], attr)}
+    assert not bad, f"the docs name attributes the classes do not have: {sorted(bad)}"
+    assert not _has(classes["EarlyStopping"], "best_weights") and _has(classes["EarlyStopping"], "best_params")
