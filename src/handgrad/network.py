@@ -21,6 +21,11 @@ normalization layer's gamma and beta, layer by layer,
     theta = [ vec(W_1), vec(W_2), ..., vec(W_L), b_1, b_2, ..., b_L ]     (vec: row-major)
     theta = [ vec(W_1), vec(W_2), vec(W_3), gamma_1, beta_1, b_2, b_3 ]    (layer 1 with a norm: no b_1)
 
+so the regularized entries are one slice, ``params[:net.n_weights]``. Each layer's ``W``, ``b``
+are views into ``params`` and its ``dW``, ``db`` views into ``grads`` (``net.layout`` lists the
+offsets): writing ``layer.W[...]`` changes ``net.params``, and an optimizer updates every layer at
+once with a few operations on the two vectors.
+
 A layer spec may carry a normalization: ``{"size": 64, "activation": "relu", "norm": "batch"}`` (or
 "layer"), spelled '64:relu:batchnorm' on the command line; the layer then computes Z = X W,
 Zhat = gamma * xhat + beta, A = f(Zhat) (layers.py, Dense and BatchNorm). Batch norm's running
@@ -30,10 +35,8 @@ which passes use batch statistics, dropout, or update the running ones is a
 gradcheck, INFERENCE for predict; the trainer's step runs OBJECTIVE_WITH_DROPOUT and then commits the
 batch statistics with :meth:`MLP.update_running_statistics` once its loss is finite).
 
-so the regularized entries are one slice, ``params[:net.n_weights]``. Each layer's ``W``, ``b``
-are views into ``params`` and its ``dW``, ``db`` views into ``grads`` (``net.layout`` lists the
-offsets): writing ``layer.W[...]`` changes ``net.params``, and an optimizer updates every layer at
-once with a few operations on the two vectors.
+``predict``, ``predict_proba``, ``forward`` and ``loss`` read a memory-mapped .npy, a Zarr or a Dask array a
+block of rows at a time (:meth:`MLP._streamed`), with the same outputs as in memory (docs/scaling.md).
 """
 
 import contextlib
