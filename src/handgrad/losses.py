@@ -25,8 +25,8 @@ One interface for all losses:
 
 Closed forms hold for exactly these pairs, and are used only for them:
 softmax + cross_entropy (when each target row sums to 1), sigmoid +
-binary_cross_entropy, and exp + half_poisson_deviance (the log link). Every other pair goes through the general chain rule
-dZ = f'(Z)^T dA (softmax: its full Jacobian).
+binary_cross_entropy, and exp + half_poisson_deviance (the log link). Every other pair goes
+through the general chain rule dZ = f'(Z)^T dA (softmax: its full Jacobian).
 """
 
 import math
