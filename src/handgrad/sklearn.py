@@ -4,7 +4,7 @@ They are drop-in replacements for ``sklearn.neural_network.MLPClassifier`` / ``M
 parameters and defaults, the same attributes (``coefs_``, ``intercepts_``, ``loss_``, ``loss_curve_``,
 ``n_iter_``, ``t_``, ``best_loss_``, ``validation_scores_``, ``best_validation_score_``,
 ``out_activation_`` ...), the same training rules, and scikit-learn's own test file for its MLP passes
-against them (tests/test_sklearn_suite.py; the README lists the tests that do not, and why)::
+against them (tests/test_sklearn_suite.py: every one of its tests; the README has the count)::
 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -24,13 +24,13 @@ scikit-learn's objective for a batch B (all of the data for lbfgs), with weights
 
     J_B = [ sum_B w_i l_i + (alpha/2) sum_k ||W_k||^2 ] / sum_B w_i
 
-handgrad's network computes J = (1/|B|) sum_B w'_i l_i + (l2/2) sum_k ||W_k||^2, which is J_B exactly
-with w'_i = w_i |B| / sum_B w_i and l2 = alpha / sum_B w_i, set for every batch (the short last batch
-too). Losses: log-loss is cross_entropy after softmax (more than two classes) or binary_cross_entropy
-after one sigmoid per output (two classes, multilabel); squared error is half_squared_error,
-l_i = 1/2 ||y_hat_i - y_i||^2 (scikit-learn's gradient; scikit-learn *reports* that loss divided by
-the number of outputs, and so do ``loss_`` and ``loss_curve_`` here); 'poisson' is the half Poisson
-deviance with an exp output (its log link), dJ/dZ = (exp(Z) - Y)/N.
+handgrad's network computes J = (1/|B|) sum_B w'_i l_i + (l2/2) sum_k ||W_k||^2, which is J_B exactly with
+w'_i = w_i |B| / sum_B w_i and l2 = alpha / sum_B w_i, set for every batch (the short last batch too); after
+fit, ``net_.l2`` is a full batch's, whatever the size of the last one. Losses: log-loss is cross_entropy
+after softmax (more than two classes) or binary_cross_entropy after one sigmoid per output (two classes,
+multilabel); squared error is half_squared_error, l_i = 1/2 ||y_hat_i - y_i||^2 (scikit-learn's gradient;
+scikit-learn *reports* that loss divided by the number of outputs, and so do ``loss_`` and ``loss_curve_``
+here); 'poisson' is the half Poisson deviance with an exp output (its log link), dJ/dZ = (exp(Z) - Y)/N.
 
 Beyond scikit-learn, with defaults that change nothing: ``dtype`` (None: float32 data trains in
 float32, as scikit-learn's sgd and adam do; its lbfgs ends in float64, this one stays in float32),

@@ -39,14 +39,14 @@ every trial at a rung before deciding: the decisions depend only on the metrics,
 worker was faster, so a sweep gives the same table on 1 worker, 8 workers or a cluster. (ASHA would
 decide without waiting, which keeps workers busier, but then the outcome depends on timing.)
 
-Results. After every finished trial ``out/results.csv`` and ``out/results.json`` are rewritten
-(atomically): one row per trial with its parameters, status ("ok", "stopped early", "diverged" when
-the loss or the metric became NaN or infinite, "failed" with the error when the trial raised,
-"cancelled" when Ctrl-C came first), the validation metric at its last epoch, the epochs run and the
-seconds spent training, sorted by the metric, best first (rows without a metric last). The best trial's
-network is saved as ``out/best_model.npz``, and ``out/curves.png`` shows every trial's validation curve.
-A trial that crashes or diverges does not stop the sweep. Ctrl-C cancels the pending trials (the running
-ones stop at their next batch: :class:`StopWhenCancelled`), writes the finished ones and returns
+Results. After every finished trial ``out/results.csv`` and ``out/results.json`` are rewritten (atomically):
+one row per trial with its parameters, status ("ok", "stopped early", "diverged" when the loss or the metric
+became NaN or infinite, "failed" with the error when the trial raised, "cancelled" when Ctrl-C came first),
+the validation metric at its last epoch, the epochs run (a swept ``epochs`` is the column ``epochs_budget``)
+and the seconds spent training, sorted by the metric, best first (rows without a metric last). The best
+trial's network is saved as ``out/best_model.npz``, and ``out/curves.png`` shows every trial's validation
+curve. A trial that crashes or diverges does not stop the sweep. Ctrl-C cancels the pending trials (the
+running ones stop at their next batch: :class:`StopWhenCancelled`), writes the finished ones and returns
 (``result.interrupted`` is True).
 
 Needs the ``dask`` extra: ``pip install handgrad[dask]`` (dask[distributed] and threadpoolctl),
