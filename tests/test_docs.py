@@ -124,6 +124,7 @@ def test_the_resolver_can_fail():
     assert not _resolves("hg.no_such_function")
     assert not _resolves("handgrad.explain.explained")  # hg.explain is the function
     assert _resolves("explain.explained") and _resolves("handgrad.datasets.make_moons")
+    assert _resolves_in(handgrad, "MLP.backprop") and not _resolves_in(handgrad, "MLP.no_such_method")
 
 
 def _handgrad_classes():
@@ -153,3 +154,28 @@ def test_class_attributes_in_the_docs_exist():
            if cls in classes and not _has(classes[cls], attr)}
     assert not bad, f"the docs name attributes the classes do not have: {sorted(bad)}"
     assert not _has(classes["EarlyStopping"], "best_weights") and _has(classes["EarlyStopping"], "best_params")
+
+
+def _resolves_in(module, name):
+    obj = module
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+
+def test_names_in_module_docstrings_resolve():
+    """The :func:`x`, :class:`x`, :meth:`C.m` and ``handgrad.x.y`` names of every module's docstring."""
+    bad = []
+    for path in sorted((ROOT / "src" / "handgrad").glob("*.py")):
+        if path.stem in ("__main__", "sklearn", "torch_io", "onnx_export", "sweeps"):
+            continue  # optional extras: their modules import only where the extra is installed
+        module = importlib.import_module(f"handgrad.{path.stem}")
+        doc = module.__doc__ or ""
+        for name in re.findall(r":(?:func|class|meth|mod|data):`~?\.?([\w.]+)`", doc):
+            if not name.startswith("matplotlib.") and not (_resolves_in(module, name) or _resolves(name)):
+                bad.append(f"{path.stem}: {name}")
+        codes = re.findall(r"``([^`\n]+)``", doc)
+        bad += [f"{path.stem}: {name}" for code in codes for name in _dotted_names(f"`{code}`") if not _resolves(name)]
+    assert not bad, f"module docstrings name what handgrad does not have: {bad}"
