@@ -179,3 +179,17 @@ def test_names_in_module_docstrings_resolve():
         codes = re.findall(r"``([^`\n]+)``", doc)
         bad += [f"{path.stem}: {name}" for code in codes for name in _dotted_names(f"`{code}`") if not _resolves(name)]
     assert not bad, f"module docstrings name what handgrad does not have: {bad}"
+
+
+def test_net_attributes_in_the_docs_exist():
+    """`net.params`, `net.training_state`, ...: an attribute of an MLP, or one network.py sets
+    (`net.metadata` on load)."""
+    import numpy as np
+
+    net = handgrad.MLP(2, [(3, "relu"), (1, "sigmoid")], dropout=0.1, seed=0)
+    net.partial_fit(np.zeros((4, 2)), np.array([0, 1, 0, 1]))
+    source = inspect.getsource(importlib.import_module("handgrad.network"))
+    bad = {f"{path.name}: net.{attr}" for path in DOCS for code in re.findall(r"`([^`\n]+)`", _text(path))
+           for attr in re.findall(r"(?<![\w.])net\.([a-zA-Z_]\w*)", code)
+           if not hasattr(net, attr) and f"self.{attr} =" not in source and f"net.{attr} =" not in source}
+    assert not bad, f"the docs name attributes an MLP does not have: {sorted(bad)}"
