@@ -581,7 +581,7 @@ def render_one_weight(tr, precision=4):
     (tests/test_explain_one_weight.py); its cost grows with the batch's rows, not with the whole pass's matrices.
     """
     if not isinstance(tr, Trace):
-        raise ConfigError(f"render_one_weight takes a Trace (from handgrad.explain.trace), got {type(tr).__name__}.")
+        raise ConfigError(f"render_one_weight takes a Trace (tr = hg.trace(net, X, T)), got {type(tr).__name__}.")
     return "\n".join(_trace_one_weight(tr, precision)) + "\n"
 
 

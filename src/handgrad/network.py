@@ -736,7 +736,7 @@ class MLP:
         buffer = self._output_buffers.get(N)
         if buffer is None:
             buffer = self._output_buffers[N] = np.empty((N, self.n_outputs), self.dtype)
-        if self.closed_form:  # dJ/dZ_L = (A - T)/N: softmax + cross-entropy, sigmoid + binary cross-entropy
+        if self.closed_form:  # dJ/dZ_L = (A - T)/N: softmax + CE, sigmoid + binary CE, exp + Poisson deviance
             dY = np.subtract(A, T, out=buffer)
             dY *= 1.0 / n
         else:  # dJ/dA_L; the output layer multiplies by f'(Z_L) (or softmax's Jacobian)
