@@ -435,9 +435,10 @@ def test_cli_sweep_takes_a_train_config_and_names_what_it_ignores_in_one_warning
     assert cli.main(argv) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("handgrad: warning:"), err
-    for key in ("patience", "metrics", "class_weight", "checkpoint", "resume", "init_from", "block_rows", "sharpness",
+    for key in ("metrics", "class_weight", "checkpoint", "resume", "init_from", "block_rows", "sharpness",
                 "sample_weight_column", "out", "run_dir", "verbose"):
         assert f" {key}" in err[0], key
+    assert "patience" not in err[0]  # applied: per-trial early stopping (3 epochs are too few for patience 2 to stop)
     rows = read_csv(tmp_path / "sweep" / "results.csv")
     assert len(rows) == 2 and {row["epochs"] for row in rows} == {"3"}  # the shared settings apply
     best = hg.load(tmp_path / "sweep" / "best_model.npz")
@@ -470,3 +471,80 @@ def test_a_swept_epochs_keeps_its_own_column_beside_the_epochs_run(client, tmp_p
     assert stopped and all(int(row["epochs"]) < 9 for row in stopped)
     record = json.loads((tmp_path / "results.json").read_text())
     assert {t["trial"]: t["epochs_budget"] for t in record["trials"]} == budgets
+
+
+# ---------------------------------------------------------------------------- per-trial early stopping (patience)
+PATIENCE_BASE = {"layers": "6:tanh,1:identity", "epochs": 12, "optimizer": "adam", "learning_rate": 0.1}
+
+
+def test_patience_stops_a_chunked_trial_at_the_epoch_an_uninterrupted_run_stops(client):
+    """Rungs at 3 and 6. batch_size 4: no new best at epochs 3 and 4, so patience 1 stops it at epoch 4, one
+    epoch after a rung: only if the early-stopping state (one epoch without improvement) crossed the checkpoint.
+    batch_size 8: no new best at the rung 6, survives both rungs, stops by patience at epoch 11."""
+    X, y, X_val, y_val = regression_data(seed=1)
+    params = {"batch_size": [4, 8, 16, 32]}
+    chunked = hg.sweep(X, y, params, base=PATIENCE_BASE, validation_data=(X_val, y_val), min_epochs=3, eta=2,
+                       patience=1, client=client, plot=False)
+    whole = hg.sweep(X, y, params, base=PATIENCE_BASE, validation_data=(X_val, y_val), halving=False, patience=1,
+                     client=client, plot=False)
+    assert chunked.rungs == [3, 6] and whole.rungs == []
+    rows, whole_rows = ({row["trial"]: row for row in r.rows} for r in (chunked, whole))
+    assert rows[1]["status"] == "stopped (patience)" and rows[1]["epochs"] == 4
+    assert rows[2]["status"] == "stopped (patience)" and rows[2]["epochs"] == 11  # trained in 3 chunks
+    assert {rows[3]["status"], rows[4]["status"]} == {"stopped early"}  # the halving still ranks the others
+    for trial in (1, 2):  # the same stop epoch, the same curve bit for bit, the same best epoch and model
+        assert whole_rows[trial]["status"] == "stopped (patience)"
+        assert whole_rows[trial]["epochs"] == rows[trial]["epochs"]
+        assert chunked.curves[trial] == whole.curves[trial]
+        assert rows[trial]["val_loss"] == whole_rows[trial]["val_loss"] == min(chunked.curves[trial])
+    assert chunked.best["trial"] == whole.best["trial"] == 2
+    np.testing.assert_array_equal(chunked.best_model.params, whole.best_model.params)
+    # the same as net.fit(early_stopping=1) in this process (to rounding: BLAS threads may differ here)
+    net = hg.MLP(1, "6:tanh,1:identity", seed=0)
+    history = net.fit(X, y, validation_data=(X_val, y_val), epochs=12, optimizer="adam", learning_rate=0.1,
+                      batch_size=8, early_stopping=1, verbose=False)
+    assert len(history.epochs) == 11 and history.stop_reason.startswith("early stopping at epoch 11")
+    np.testing.assert_allclose(history.val_loss, chunked.curves[2], rtol=1e-10)
+    np.testing.assert_allclose(net.params, chunked.best_model.params, rtol=1e-10, atol=1e-13)  # the best epoch's
+    assert np.argmin(chunked.curves[2]) + 1 < 11  # (so restore_best mattered)
+
+
+def test_a_trial_that_stops_by_patience_is_not_halved_and_frees_its_rung(client):
+    """Without patience the same sweep keeps the batch_size-4 trial to the rung 6 and halves there."""
+    X, y, X_val, y_val = regression_data(seed=1)
+    plain = hg.sweep(X, y, {"batch_size": [4, 8, 16, 32]}, base=PATIENCE_BASE, validation_data=(X_val, y_val),
+                     min_epochs=3, eta=2, client=client, plot=False)
+    assert "stopped (patience)" not in plain.counts()
+    assert {row["trial"]: row["epochs"] for row in plain.rows}[1] >= 6
+    with pytest.raises(ConfigError, match="patience"):
+        hg.sweep(X, y, {"batch_size": [4]}, base=PATIENCE_BASE, validation_data=(X_val, y_val), patience=-1,
+                 client=client, plot=False)
+
+
+def test_cli_sweep_patience_from_the_flag_and_from_a_train_config(client, tmp_path, capsys):
+    X, y, X_val, y_val = regression_data(seed=1)
+    table = np.column_stack([np.concatenate([X, X_val]), np.concatenate([y, y_val])])
+    np.savetxt(tmp_path / "data.csv", table, delimiter=",", header="x,y", comments="")
+    (tmp_path / "train.toml").write_text("[training]\npatience = 0\n")
+    common = ["sweep", "--csv", str(tmp_path / "data.csv"), "--target", "y", "--layers", "6:tanh,1:identity",
+              "--epochs", "12", "--optimizer", "adam", "--lr", "0.1", "--param", "batch_size=4,8", "--no-halving",
+              "--no-plots", "--scheduler", client.scheduler.address, "--quiet"]
+    counts = {}
+    for name, extra in (("flag", ["--patience", "0"]), ("config", ["--config", str(tmp_path / "train.toml")]),
+                        ("off", [])):
+        assert cli.main([*common, *extra, "--out", str(tmp_path / name)]) == 0, name
+        record = json.loads((tmp_path / name / "results.json").read_text())
+        counts[name] = record["counts"]
+        rows = read_csv(tmp_path / name / "results.csv")
+        for row in rows:
+            curve = next(t["curve"] for t in record["trials"] if str(t["trial"]) == row["trial"])
+            assert len(curve) == int(row["epochs"])
+            if row["status"] == "stopped (patience)":  # patience 0: the first epoch without a new best ends it
+                assert int(row["epochs"]) < 12 and curve[-1] >= min(curve[:-1])
+                assert float(row["val_loss"]) == min(curve)
+    assert counts["flag"] == counts["config"] and counts["flag"].get("stopped (patience)", 0) >= 1, counts
+    assert counts["off"] == {"ok": 2}
+    assert "patience" not in capsys.readouterr().err  # the config's patience was applied, not named as ignored
+    assert cli.main([*common, "--patience", "-1", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--patience" in err[0]

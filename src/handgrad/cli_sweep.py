@@ -9,6 +9,7 @@
 The data, network and training flags are `train`'s (and so is ``--config``); each ``--param NAME=V1,V2,...``
 names a setting to vary and its values. Values are separated by commas; ``layers`` values, which hold
 commas themselves, are separated by ``/`` (so are per-layer dropout lists: ``dropout=0.1,0.2/0.3,0.3``).
+--patience N stops a trial whose --metric has not improved for N epochs (per trial, besides the halving).
 With --trials, a parameter may be a range instead: ``learning_rate=loguniform:1e-4:0.1``,
 ``l2=uniform:0:0.001``, ``units=randint:8:128``.
 A --param value replaces the flag of the same name. Prints one line per finished trial on stderr, then
@@ -58,6 +59,9 @@ def add_sweep_parser(subparsers, add_data_arguments):
                        help="train every trial to the end (default: successive halving stops weak trials)")
     group.add_argument("--eta", type=float, help="successive halving keeps the best 1/eta at each rung (default 3)")
     group.add_argument("--min-epochs", type=int, metavar="R", help="the first rung, in epochs (default epochs/eta^2)")
+    group.add_argument("--patience", type=int, metavar="N",
+                       help="per-trial early stopping: a trial whose --metric has not improved for N epochs stops "
+                            "(status 'stopped (patience)') and reports its best epoch (default: off)")
     group.add_argument("--workers", type=int, metavar="K", help="worker processes of the local cluster "
                                                                 "(default: the number of CPUs)")
     group.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster at this address "
@@ -186,9 +190,9 @@ def _output_folder(path, force):
 # ---------------------------------------------------------------------------- a train config as the base
 # Settings of `handgrad train` that a sweep has no use for, with why (the others are train's outputs or
 # progress: out, run_dir, verbose, sharpness, distributed). A train config given to `sweep --config` may hold
-# them: they are ignored, and named in one warning line (cli._apply_train_config_to_sweep).
+# them: they are ignored, and named in one warning line (cli._apply_train_config_to_sweep). A config's
+# patience applies (per-trial early stopping), since sweep has the flag --patience.
 TRAIN_ONLY = {
-    "patience": "successive halving stops the weak runs instead",
     "metrics": "--metric ranks the runs",
     "class_weight": "the sweep trains unweighted",
     "sample_weight_column": "the column is still no feature, but the sweep trains unweighted",
@@ -218,13 +222,17 @@ def run_sweep(args, split, standardizer, description):
     for flag, value in (("--trials", args.trials), ("--workers", args.workers), ("--eta", args.eta),
                         ("--min-epochs", args.min_epochs), ("--blas-threads", args.blas_threads)):
         _positive(flag, value, float if flag == "--eta" else int)
+    if args.patience is not None and (isinstance(args.patience, bool) or not isinstance(args.patience, int)
+                                      or args.patience < 0):
+        raise ConfigError(f"--patience must be a whole number of epochs >= 0, got {args.patience!r}.")
     if not len(split.y_val):
         raise ConfigError("a sweep ranks the trials on validation data: --validation must be above 0.")
     prepare = standardizer.transform if standardizer is not None else (lambda X: X)
     metadata = {"data": description, "preprocessing": standardizer.to_dict() if standardizer is not None else None}
     return sweep(prepare(split.X_train), split.y_train, params, base=base, trials=args.trials,
                  validation_data=(prepare(split.X_val), split.y_val), metric=args.metric or "val_loss",
-                 halving=not args.no_halving, eta=args.eta or 3, min_epochs=args.min_epochs, workers=args.workers,
+                 halving=not args.no_halving, eta=args.eta or 3, min_epochs=args.min_epochs, patience=args.patience,
+                 workers=args.workers,
                  scheduler=args.scheduler, blas_threads=args.blas_threads or 1, out=out, seed=args.seed,
                  metadata=metadata, on_trial_end=None if args.quiet else print_trial, plot=not args.no_plots)
 
@@ -249,7 +257,7 @@ def print_summary(result, shown=5):
     print(f"{len(result.rows)} trials ({counts}), ranked by {result.metric} ({result.goal}imize):")
     for row in result.rows[:shown]:
         value = "-" if row[result.metric] is None else f"{row[result.metric]:.4g}"
-        print(f"  trial {row['trial']:>3}  {row['status']:<13} {result.metric} {value:<10} {row['epochs']:>4} epochs  "
+        print(f"  trial {row['trial']:>3}  {row['status']:<18} {result.metric} {value:<10} {row['epochs']:>4} epochs  "
               f"{_describe_params(row, result.parameters)}")
     if result.interrupted:
         print("interrupted (Ctrl-C): the trials that had not finished are marked cancelled")

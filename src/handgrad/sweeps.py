@@ -30,9 +30,14 @@ Successive halving (Jamieson and Talwalkar 2016; the inner loop of Hyperband). W
                keep the best ceil(n / eta) (at least one); the others end with status "stopped early"
     the survivors train on to the next rung, the last ones to their full budget
 
+Per-trial early stopping (``patience=N``, independent of the halving): each trial runs ``fit`` with
+``early_stopping=EarlyStopping(N, monitor=metric, restore_best=True)``; a trial whose metric has not improved for N
+epochs ends with status "stopped (patience)" and frees its worker, and reports its best epoch's metric and
+weights (the halving then ranks the trials by their best epochs too).
+
 A trial trains in chunks: the task runs ``fit`` with the trial's full ``epochs`` (so that schedules
 see the whole run), a callback stops it at the rung, and the task returns the checkpoint (handgrad's
-checkpoint file, as bytes: weights, optimizer state, random streams, history). The next chunk,
+checkpoint file, as bytes: weights, optimizer state, random streams, history, early stopping's state). The next chunk,
 on whichever worker, writes those bytes to a local file and resumes from it, which ``fit`` makes
 bit-identical to a run that was never stopped (tests/test_sweep.py checks it). The driver waits for
 every trial at a rung before deciding: the decisions depend only on the metrics, never on which
@@ -40,9 +45,10 @@ worker was faster, so a sweep gives the same table on 1 worker, 8 workers or a c
 decide without waiting, which keeps workers busier, but then the outcome depends on timing.)
 
 Results. After every finished trial ``out/results.csv`` and ``out/results.json`` are rewritten (atomically):
-one row per trial with its parameters, status ("ok", "stopped early", "diverged" when the loss or the metric
-became NaN or infinite, "failed" with the error when the trial raised, "cancelled" when Ctrl-C came first),
-the validation metric at its last epoch, the epochs run (a swept ``epochs`` is the column ``epochs_budget``)
+one row per trial with its parameters, status ("ok", "stopped early" by the halving, "stopped (patience)" by
+per-trial early stopping, "diverged" when the loss or the metric became NaN or infinite, "failed" with the
+error when the trial raised, "cancelled" when Ctrl-C came first), the validation metric at its last epoch
+(with ``patience``: at its best epoch), the epochs run (a swept ``epochs`` is the column ``epochs_budget``)
 and the seconds spent training, sorted by the metric, best first (rows without a metric last). The best
 trial's network is saved as ``out/best_model.npz``, and ``out/curves.png`` shows every trial's validation
 curve. A trial that crashes or diverges does not stop the sweep. Ctrl-C cancels the pending trials (the
@@ -64,7 +70,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .callbacks import Callback
+from .callbacks import Callback, EarlyStopping
 from .errors import ConfigError, DataError, HandgradError, TrainingError, suggest
 from .io import atomic_write_text, json_safe
 
@@ -74,7 +80,8 @@ TRAINING_PARAMETERS = ("learning_rate", "batch_size", "optimizer", "schedule", "
 PARAMETERS = NETWORK_PARAMETERS + TRAINING_PARAMETERS
 DEFAULT_EPOCHS = 10
 METRICS = ("val_loss", "val_accuracy", "val_mse", "val_mae", "val_r2")
-FINISHED = ("ok", "stopped early", "diverged", "failed", "cancelled")
+PATIENCE_STOPPED = "stopped (patience)"  # the status of a trial that per-trial early stopping ended
+FINISHED = ("ok", "stopped early", PATIENCE_STOPPED, "diverged", "failed", "cancelled")
 _LARGER_IS_BETTER = ("val_accuracy", "val_r2")
 
 
@@ -324,22 +331,24 @@ def _blas_limit(threads):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def run_trial(settings, data, until, state, metric, blas_threads=1, cancel=None):
+def run_trial(settings, data, until, state, metric, blas_threads=1, cancel=None, patience=None):
     """Train one trial from ``state`` (checkpoint bytes, or None to start) up to epoch ``until``; ``cancel``
     names the sweep's Dask Event that Ctrl-C sets, to stop a trial that is running (:class:`StopWhenCancelled`).
+    ``patience``: early stopping on ``metric`` (:func:`patience_stopper`), its state carried in the checkpoint.
 
     ``data`` is (X, T, X_val, T_val). Returns a dict: status ("ok" at the end of the budget, "running" at a
-    rung, "diverged" or "failed"), error, curve (the metric per epoch so far), epochs, seconds (of this
-    chunk), state (checkpoint bytes to continue from, at a rung), the network's params and config, and running
-    (batch norm's running statistics, {name: array}).
+    rung, "stopped (patience)", "diverged" or "failed"), error, curve (the metric per epoch so far), epochs,
+    best_epoch (with ``patience``: the epoch whose weights are returned, else None), seconds (of this chunk),
+    state (checkpoint bytes to continue from, at a rung), the network's params and config, and running (batch
+    norm's running statistics, {name: array}).
     """
     started = time.perf_counter()
-    outcome = {"status": "failed", "error": "", "curve": [], "epochs": 0, "state": None, "params": None,
-               "config": None}
+    outcome = {"status": "failed", "error": "", "curve": [], "epochs": 0, "best_epoch": None, "state": None,
+               "params": None, "config": None}
     with _blas_limit(blas_threads), tempfile.TemporaryDirectory(prefix="handgrad-trial-") as folder:
         checkpoint = os.path.join(folder, "trial.ckpt")
         try:
-            _train_chunk(settings, data, until, state, metric, checkpoint, outcome, cancel)
+            _train_chunk(settings, data, until, state, metric, checkpoint, outcome, cancel, patience)
         except TrainingError as error:
             outcome.update(status="diverged", error=str(error))
         except Exception as error:  # a crashing trial is recorded, and the sweep goes on
@@ -348,8 +357,16 @@ def run_trial(settings, data, until, state, metric, blas_threads=1, cancel=None)
     return outcome
 
 
-def _train_chunk(settings, data, until, state, metric, checkpoint, outcome, cancel=None):
+def patience_stopper(patience, metric):
+    """The EarlyStopping of a trial: ``metric`` (the sweep's) monitored, the best epoch's weights restored.
+    A new one in every chunk: the checkpoint gives it the state of the chunks before (fit matches a callback's
+    saved state by its type), so that a trial trained in chunks stops where an uninterrupted run would."""
+    return None if patience is None else EarlyStopping(patience, monitor=metric, restore_best=True)
+
+
+def _train_chunk(settings, data, until, state, metric, checkpoint, outcome, cancel=None, patience=None):
     X, T, X_val, T_val = data
+    stopper = patience_stopper(patience, metric)
     net = build_network(settings, X.shape[1])
     options = fit_options(settings)
     options.setdefault("epochs", DEFAULT_EPOCHS)
@@ -362,7 +379,8 @@ def _train_chunk(settings, data, until, state, metric, checkpoint, outcome, canc
         history = net.fit(X, T, validation_data=(X_val, T_val), metrics=None if name == "loss" else [name],
                           callbacks=[StopAtEpoch(until), _Keep(history_holder)] +
                           ([StopWhenCancelled(cancel)] if cancel is not None else []), checkpoint=checkpoint,
-                          resume=checkpoint if state is not None else None, verbose=False, **options)
+                          resume=checkpoint if state is not None else None, verbose=False,
+                          early_stopping=stopper, **options)
     finally:
         if history_holder:  # also after divergence: the epochs that did finish
             done = history_holder[0]
@@ -375,9 +393,12 @@ def _train_chunk(settings, data, until, state, metric, checkpoint, outcome, canc
     if curve and not math.isfinite(curve[-1]):
         raise TrainingError(f"the validation metric {metric} became {curve[-1]} at epoch {len(curve)}.")
     finished = outcome["epochs"] >= options["epochs"]
-    outcome.update(status="ok" if finished else "running", params=net.params.copy(), config=net.config(),
+    out_of_patience = stopper is not None and stopper.wait > stopper.patience
+    status = "ok" if finished else PATIENCE_STOPPED if out_of_patience else "running"
+    outcome.update(status=status, params=net.params.copy(), config=net.config(),
+                   best_epoch=stopper.best_epoch if stopper is not None and stopper.best_epoch else None,
                    running={name: array.copy() for name, array in net.running_statistics()})  # batch norm's
-    if not finished:
+    if status == "running":
         with open(checkpoint, "rb") as file:
             outcome["state"] = file.read()
 
@@ -405,6 +426,7 @@ class _Trial:
     epochs: int = 0
     seconds: float = 0.0
     error: str = ""
+    best_epoch: int = None  # with patience: the epoch whose metric and weights the trial reports
     state: bytes = None  # the checkpoint to continue from (between rungs)
     weights: tuple = None  # (params, config, running statistics) after the last chunk
 
@@ -416,8 +438,10 @@ class _Trial:
         self.state = outcome["state"]
         self.weights = (outcome["params"], outcome["config"], outcome.get("running") or {}) \
             if outcome["params"] is not None else None
-        finite = self.curve and math.isfinite(self.curve[-1])
-        self.value = self.curve[-1] if finite and self.status in ("ok", "running") else None
+        self.best_epoch = outcome.get("best_epoch")
+        at = self.best_epoch if self.best_epoch else len(self.curve)  # (patience restored the best epoch's weights)
+        finite = self.curve and math.isfinite(self.curve[at - 1])
+        self.value = self.curve[at - 1] if finite and self.status in ("ok", "running", PATIENCE_STOPPED) else None
 
     def end(self, status):
         self.status, self.state = status, None
@@ -438,14 +462,14 @@ def _column(name):
 
 def _failed(error):
     return {"status": "failed", "error": f"{type(error).__name__}: {error}", "curve": [], "epochs": 0,
-            "seconds": 0.0, "state": None, "params": None, "config": None}
+            "best_epoch": None, "seconds": 0.0, "state": None, "params": None, "config": None}
 
 
 class _Driver:
     """Submits the chunks, applies the halving rule at each rung, keeps the best model, writes the files."""
 
-    def __init__(self, client, data, trials, metric, eta, rungs, blas_threads, report):
-        self.client, self.data, self.trials = client, data, trials
+    def __init__(self, client, data, trials, metric, eta, rungs, blas_threads, report, patience=None):
+        self.client, self.data, self.trials, self.patience = client, data, trials, patience
         self.metric, self.eta, self.rungs, self.blas_threads = metric, eta, rungs, blas_threads
         self.report = report  # called with each trial when it ends
         self.sign = -1.0 if larger_is_better(metric) else 1.0  # minimize sign * value
@@ -467,7 +491,8 @@ class _Driver:
         for trial in trials:
             key = f"handgrad-trial-{trial.number}-to-{min(stop, trial.budget)}-{os.urandom(4).hex()}"
             future = self.client.submit(run_trial, trial.settings, self.data, min(stop, trial.budget), trial.state,
-                                        self.metric, self.blas_threads, self.cancel_event, pure=False, key=key)
+                                        self.metric, self.blas_threads, self.cancel_event, self.patience,
+                                        pure=False, key=key)
             trial.status, trial.state = "running", None
             futures[future] = trial
         self.pending = list(futures)
@@ -555,8 +580,8 @@ class SweepResult:
 
 # ---------------------------------------------------------------------------- the sweep
 def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validation_split=0.2, metric="val_loss",
-          halving=True, eta=3, min_epochs=None, workers=None, scheduler=None, client=None, blas_threads=1,
-          out=None, seed=0, metadata=None, on_trial_end=None, plot=True):
+          halving=True, eta=3, min_epochs=None, patience=None, workers=None, scheduler=None, client=None,
+          blas_threads=1, out=None, seed=0, metadata=None, on_trial_end=None, plot=True):
     """Train one network per combination of ``params`` on Dask and rank them; returns a :class:`SweepResult`.
 
     Parameters
@@ -579,6 +604,11 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
     halving : bool;  eta : number > 1;  min_epochs : int, optional
         Successive halving: at epochs min_epochs * eta^k keep the best 1/eta of the trials (see the
         module's docstring). ``halving=False`` trains every trial to its full budget.
+    patience : int >= 0, optional
+        Per-trial early stopping (``fit``'s ``early_stopping``): a trial whose ``metric`` has not improved for
+        ``patience`` epochs stops by itself, with status "stopped (patience)", and frees its worker; it takes no
+        part in later rungs. Each trial then reports its best epoch's metric and weights (restore_best), also at
+        the rungs. Its state travels in the trial's checkpoint, so chunks stop where one run would.
     workers : int, optional
         Processes of the LocalCluster started for the sweep (default: the number of CPUs).
     scheduler : str, optional
@@ -601,6 +631,7 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
     base = _check_base(base)
     metric = _check_metric(metric)
     blas_threads = _check_count("blas_threads", blas_threads)
+    patience_stopper(patience, metric)  # checks patience here, not on the cluster
     chosen = combinations(params, trials, seed)
     data = _validation_split(X, y, validation_data, validation_split, seed)
     runs = []
@@ -628,7 +659,7 @@ def sweep(X, y, params, *, base=None, trials=None, validation_data=None, validat
             if on_trial_end is not None:
                 on_trial_end(trial.row(metric), len(runs))
 
-        driver = _Driver(dask_client, shared, runs, metric, eta, rungs, blas_threads, report)
+        driver = _Driver(dask_client, shared, runs, metric, eta, rungs, blas_threads, report, patience)
         interrupted = False
         try:
             driver.run()
@@ -832,7 +863,7 @@ def write_results(out, result, base=None):
     return csv_path, json_path
 
 
-_STYLES = {"ok": "-", "stopped early": "--", "diverged": ":", "failed": ":", "cancelled": ":"}
+_STYLES = {"ok": "-", "stopped early": "--", PATIENCE_STOPPED: "-.", "diverged": ":", "failed": ":", "cancelled": ":"}
 
 
 def plot_curves(result, path=None):
@@ -868,7 +899,8 @@ def plot_curves(result, path=None):
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(result.metric)
-    ax.set_title(f"{len(result.rows)} trials: {result.metric} per epoch (dashed: stopped early; grey: rungs)")
+    ax.set_title(f"{len(result.rows)} trials: {result.metric} per epoch (dashed: stopped early, dash-dot: "
+                 "patience; grey: rungs)")
     if best is not None:
         ax.legend(loc="best", fontsize="small")
     if path is None:
