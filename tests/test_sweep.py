@@ -543,6 +543,11 @@ def test_cli_sweep_patience_from_the_flag_and_from_a_train_config(client, tmp_pa
                 assert int(row["epochs"]) < 12 and curve[-1] >= min(curve[:-1])
                 assert float(row["val_loss"]) == min(curve)
     assert counts["flag"] == counts["config"] and counts["flag"].get("stopped (patience)", 0) >= 1, counts
+    best = hg.load(tmp_path / "flag" / "best_model.npz").metadata["sweep"]
+    curve = next(t["curve"] for t in json.loads((tmp_path / "flag" / "results.json").read_text())["trials"]
+                 if t["trial"] == best["trial"])
+    assert best["best_epoch"] == int(np.argmin(curve)) + 1 and best["value"] == min(curve)
+    assert "best_epoch" not in hg.load(tmp_path / "off" / "best_model.npz").metadata["sweep"]
     assert counts["off"] == {"ok": 2}
     assert "patience" not in capsys.readouterr().err  # the config's patience was applied, not named as ignored
     assert cli.main([*common, "--patience", "-1", "--out", str(tmp_path / "bad")]) == 2

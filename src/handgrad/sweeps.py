@@ -690,6 +690,8 @@ def _finish(driver, interrupted, out, base, metadata, plot):
         record = {"sweep": {"trial": trial.number, "params": json_safe(trial.params), "metric": result.metric,
                             "value": trial.value, "epochs": trial.epochs},
                   "training": json_safe(fit_options(trial.settings))}
+        if trial.best_epoch is not None:  # (patience: the weights and value are this epoch's)
+            record["sweep"]["best_epoch"] = trial.best_epoch
         path = os.path.join(out, "best_model.npz")
         result.files["best_model.npz"] = result.best_model.save(path, **record, **(metadata or {}))
     if plot:
