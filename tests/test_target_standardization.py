@@ -250,3 +250,18 @@ def test_init_from_a_model_trained_on_raw_targets_is_refused(tmp_path, capsys, h
                "--epochs", "1", "--no-plots", "--out", plain)[0] == 0
     _one_line_refusal(capsys, "train", "--csv", path, "--target", "price", "--init-from", plain, "--epochs", "1",
                       "--no-plots", "--standardize-targets")
+
+
+def test_a_resumed_run_is_the_uninterrupted_one(tmp_path, capsys, houses):
+    _, _, path = houses
+    common = ["train", "--csv", path, "--target", "price", "--layers", "8:tanh,1:identity", "--no-plots",
+              "--standardize-targets"]
+    whole, resumed, checkpoint = tmp_path / "whole.npz", tmp_path / "resumed.npz", tmp_path / "run.ckpt"
+    assert run(capsys, *common, "--epochs", "4", "--out", whole)[0] == 0
+    assert run(capsys, *common, "--epochs", "2", "--checkpoint", checkpoint)[0] == 0
+    status, _, err = run(capsys, *common, "--epochs", "4", "--resume", checkpoint, "--out", resumed)
+    assert status == 0, err
+    a, b = hg.load(whole), hg.load(resumed)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert a.metadata["target_preprocessing"] == b.metadata["target_preprocessing"]
+    assert a.metadata["metrics"] == b.metadata["metrics"]
