@@ -265,3 +265,18 @@ def test_a_resumed_run_is_the_uninterrupted_one(tmp_path, capsys, houses):
     np.testing.assert_array_equal(a.params, b.params)
     assert a.metadata["target_preprocessing"] == b.metadata["target_preprocessing"]
     assert a.metadata["metrics"] == b.metadata["metrics"]
+
+
+def test_curvature_measures_the_objective_trained_on(capsys, trained):
+    from handgrad.curvature import sharpness
+
+    X, y, path, model = trained
+    status, out, err = run(capsys, "curvature", model, "--csv", path, "--target", "price", "--json")
+    assert status == 0, err
+    net = hg.load(model)
+    features, targets = datasets.model_standardizers(net)
+    by_hand = sharpness(net.astype("float64"), features.transform(X), targets.transform(y.reshape(-1, 1))[:, 0], 1,
+                        "lanczos", seed=0, warn=False)
+    assert json.loads(out)["eigenvalues"][0] == pytest.approx(by_hand.eigenvalues[0], rel=1e-6)
+    raw = sharpness(net.astype("float64"), features.transform(X), y, 1, "lanczos", seed=0, warn=False)
+    assert abs(raw.eigenvalues[0] - by_hand.eigenvalues[0]) > 0.5 * by_hand.eigenvalues[0]  # the targets matter

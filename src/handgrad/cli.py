@@ -196,6 +196,16 @@ def _in_target_units(net, prediction):
     return prediction if targets is None else targets.inverse_transform(prediction)
 
 
+def _curvature_data(args):
+    """curvature's data: for a model trained on standardized targets (--standardize-targets) the targets are
+    standardized as in training, so that the Hessian is the one of the objective the trainer minimized."""
+    X, y, description = load_data(args)
+    targets = _target_preprocessor(_load_model(args.model))
+    if targets is not None:
+        y = targets.transform(np.reshape(y, (len(y), -1))).reshape(np.shape(y))
+    return X, y, description
+
+
 def _check_feature_count(net, n_features, where):
     if n_features != net.n_inputs:
         raise DataError(f"{where} has {n_features} features but the model expects {net.n_inputs}; give data with "
@@ -1394,7 +1404,7 @@ def build_parser():
     _add_train_parser(sub)
     _add_model_parsers(sub)
     register_teaching_commands(sub)  # explain, trace, graph, check-student
-    register_curvature_command(sub, add_data_arguments, load_data, _features_for)  # curvature (cli_curvature.py)
+    register_curvature_command(sub, add_data_arguments, _curvature_data, _features_for)  # (cli_curvature.py)
     sweep = cli_sweep.add_sweep_parser(sub, add_data_arguments)  # handgrad sweep: cli_sweep.py
     sweep.set_defaults(func=cmd_sweep, command_parser=sweep)
     register_playground(sub)  # handgrad.playground.command
