@@ -183,6 +183,29 @@ def _preprocessor(net):
     return Standardizer.from_dict(record) if record else None
 
 
+def _target_preprocessor(net):
+    """The target Standardizer stored in a model's metadata (train --standardize-targets), or None."""
+    from .datasets import model_standardizers
+
+    return model_standardizers(net)[1]
+
+
+def _in_target_units(net, prediction):
+    """A regressor's outputs in the original target units: the stored target standardization undone."""
+    targets = _target_preprocessor(net)
+    return prediction if targets is None else targets.inverse_transform(prediction)
+
+
+def _curvature_data(args):
+    """curvature's data: for a model trained on standardized targets (--standardize-targets) the targets are
+    standardized as in training, so that the Hessian is the one of the objective the trainer minimized."""
+    X, y, description = load_data(args)
+    targets = _target_preprocessor(_load_model(args.model))
+    if targets is not None:
+        y = targets.transform(np.reshape(y, (len(y), -1))).reshape(np.shape(y))
+    return X, y, description
+
+
 def _check_feature_count(net, n_features, where):
     if n_features != net.n_inputs:
         raise DataError(f"{where} has {n_features} features but the model expects {net.n_inputs}; give data with "
@@ -196,16 +219,25 @@ def _features_for(net, X, where):
 
 
 # ============================================================================ metrics (handgrad.metrics)
-def evaluate_network(net, X, y):
+def evaluate_network(net, X, y, targets=None):
     """Loss, then handgrad.metrics' figures: accuracy and the confusion matrix for classifiers, MSE, MAE and R^2
     for regressors. The same definitions as the trainer's validation metrics, on the same outputs: computed
     by training.evaluate, a few thousand rows at a time, from X in memory or a memory-mapped file's rows
-    (:class:`_MappedRows`), with batch norm's running statistics (as predict)."""
+    (:class:`_MappedRows`), with batch norm's running statistics (as predict).
+
+    ``targets``: the target Standardizer of a network trained on standardized targets (--standardize-targets):
+    the loss is then the training objective on the standardized targets, and MSE, MAE and R^2 are in the
+    original units of ``y`` (the outputs mapped back, as predict does)."""
     from . import metrics, training
 
-    T = net.check_targets(y, len(y))  # one-hot rows for a softmax output
+    given = y if targets is None else targets.transform(np.reshape(y, (len(y), -1))).reshape(np.shape(y))
+    T = net.check_targets(given, len(y))  # one-hot rows for a softmax output
     A = np.empty((len(y), net.n_outputs), net.dtype)
     figures = training.evaluate(net, X if isinstance(X, _MappedRows) else net.check_inputs(X), T, out=A)
+    if targets is not None:  # the figures in the original units
+        original = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        figures.update(metrics.compute(list(figures.keys() - {"loss"}), targets.inverse_transform(A), original,
+                                       net.output_activation.name))
     report = {"samples": len(y), "loss": float(figures.pop("loss")), **figures}
     name = net.output_activation.name
     if name == "softmax" or (name == "sigmoid" and net.n_outputs == 1):  # one class per sample
@@ -402,6 +434,39 @@ def _model_standardizer(args, model):
                           "reuses that standardization so that its weights keep their meaning; remove "
                           "--no-standardize.")
     return standardizer
+
+
+def _target_standardizer(args, init, net, split, description):
+    """--standardize-targets: the regression targets' mean and scale, fitted on the training rows only (with
+    --init-from: the model's own, reused, whether or not the flag is given), or None."""
+    from . import datasets
+
+    reused = _target_preprocessor(init) if init is not None else None
+    if reused is not None:
+        return reused
+    if not args.standardize_targets:
+        return None
+    if init is not None:
+        raise ConfigError(f"--standardize-targets: the model '{args.init_from}' was trained on the targets as given, "
+                          "and --init-from keeps its weights' meaning; remove --standardize-targets.")
+    if description.get("streamed"):
+        raise ConfigError("--standardize-targets needs the data in memory (--csv, --npz, --npy with --target); "
+                          "streamed --npy-targets are used as they are: write y.npy standardized yourself.")
+    name = net.output_activation.name
+    if net.is_classifier or name != "identity":
+        why = ("class labels are not scaled" if net.is_classifier else
+               f"the {name} output's targets are used as they are (counts or positive values, not centred)")
+        raise ConfigError(f"--standardize-targets applies to regressors with an identity output, and this network's "
+                          f"output is {name} ({why}); remove --standardize-targets.")
+    return datasets.Standardizer().fit(np.reshape(split.y_train, (len(split.y_train), -1)))
+
+
+def _targets_standardized(split, targets):
+    """The split with its targets standardized (what the network is trained on), or the split itself."""
+    if targets is None:
+        return split
+    scale = lambda y: targets.transform(np.reshape(y, (len(y), -1))).reshape(np.shape(y))  # noqa: E731
+    return split._replace(y_train=scale(split.y_train), y_val=scale(split.y_val), y_test=scale(split.y_test))
 
 
 def _layers_text(net):
@@ -656,6 +721,8 @@ def _prepare_training(args):
                           f"data ({_describe(description)}) is read into memory; remove --block-rows.")
     if "resume" in options:
         _check_resume(net, options["resume"], options.get("optimizer", "sgd"))
+    targets = _target_standardizer(args, init, net, split, description)
+    fit_split = _targets_standardized(split, targets)  # what the network is trained on
 
     fit_options = dict(options)
     # L-BFGS minimizes one full-batch objective: no epochs to validate or record (the validation part is
@@ -669,14 +736,14 @@ def _prepare_training(args):
     if standardizer is not None:  # checkpoints record it: a resume with another standardization is refused
         fit_options["preprocessing"] = standardizer.to_dict()
     if len(split.y_val) and not lbfgs:
-        fit_options["validation_data"] = (prepare(split.X_val), split.y_val) + ((weights[1],) if weights else ())
+        fit_options["validation_data"] = (prepare(split.X_val), fit_split.y_val) + ((weights[1],) if weights else ())
     recorder = None
     if run_dir and not args.no_plots and not lbfgs:
         from .plotting import GradientNormRecorder
 
         probe = slice(0, min(256, len(split.y_train)))
-        recorder = GradientNormRecorder(prepare(split.X_train[probe]), split.y_train[probe])
-    sharpness = _sharpness_callback(split, prepare) if getattr(args, "sharpness", None) else None
+        recorder = GradientNormRecorder(prepare(split.X_train[probe]), fit_split.y_train[probe])
+    sharpness = _sharpness_callback(fit_split, prepare) if getattr(args, "sharpness", None) else None
     fit_options["callbacks"] = [hook for hook in (recorder, sharpness) if hook is not None]
     if args.verbose:
         fit_options["verbose"] = True
@@ -684,14 +751,15 @@ def _prepare_training(args):
         fit_options["distributed"] = True
     return SimpleNamespace(options=options, out=out, run_dir=run_dir, description=description, split=split,
                            standardizer=standardizer, prepare=prepare, net=net, fit_options=fit_options,
-                           recorder=recorder, lbfgs=lbfgs)
+                           recorder=recorder, lbfgs=lbfgs, targets=targets, fit_split=fit_split)
 
 
 def _train_and_write(args, run):
     """Train the prepared network, print the evaluation, write the model and the run folder."""
     options, out, run_dir, description, split = run.options, run.out, run.run_dir, run.description, run.split
     standardizer, prepare, net, recorder, lbfgs = run.standardizer, run.prepare, run.net, run.recorder, run.lbfgs
-    history = net.fit(prepare(split.X_train), split.y_train, **run.fit_options)
+    targets, fit_split = run.targets, run.fit_split
+    history = net.fit(prepare(fit_split.X_train), fit_split.y_train, **run.fit_options)
 
     losses = history.metrics.get("loss", [])
     if not args.quiet:
@@ -699,7 +767,7 @@ def _train_and_write(args, run):
         final = f"final training loss {losses[-1]:.4f}" if losses else "no epoch completed"
         steps = "L-BFGS iterations" if lbfgs else "epochs"
         print(f"trained {len(losses)} {steps} on {len(split.y_train)} samples ({_describe(description)}): {final}")
-    evaluation = {part: evaluate_network(net, prepare(Xp), yp)
+    evaluation = {part: evaluate_network(net, prepare(Xp), yp, targets)
                   for part, Xp, yp in (("validation", split.X_val, split.y_val), ("test", split.X_test, split.y_test))
                   if len(yp)}
     if not args.quiet:
@@ -708,6 +776,7 @@ def _train_and_write(args, run):
     metadata = {
         "training": {**options, "validation": args.validation, "test": args.test,
                      "standardize": standardizer is not None,
+                     **({"standardize_targets": True} if targets is not None else {}),
                      **({"init_from": os.path.abspath(args.init_from)} if getattr(args, "init_from", None) else {})},
         "data": description,
         "preprocessing": standardizer.to_dict() if standardizer is not None else None,
@@ -715,12 +784,14 @@ def _train_and_write(args, run):
                     for part, report in evaluation.items()},
         "stop_reason": history.stop_reason,
     }
+    if targets is not None:  # (absent otherwise: a model trained without it is written as before)
+        metadata["target_preprocessing"] = targets.to_dict()
     if out:
         net.save(out, **metadata)
         if not args.quiet:
             print(f"model written to {out}")
     if run_dir:
-        _write_run(run_dir, net, history, evaluation, metadata, split, prepare, recorder, args)
+        _write_run(run_dir, net, history, evaluation, metadata, fit_split, prepare, recorder, args)
         if not args.quiet:
             print(f"history and pictures written to {run_dir}")
     return 0
@@ -991,7 +1062,7 @@ def cmd_evaluate(args):
         X = _without_weight_column(args, net, X)
         _check_targets_for(net, y, _describe(description))
         X = _features_for(net, X, _describe(description))
-    report = evaluate_network(net, X, y)
+    report = evaluate_network(net, X, y, _target_preprocessor(net))
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 
@@ -1068,7 +1139,8 @@ def cmd_predict(args):
     if args.proba and not net.is_classifier:
         raise ConfigError("--proba needs a classifier (sigmoid or softmax output); this model is a regressor.")
     X = _read_features(net, args.input, args.target)
-    parts = [(net.predict(Xb).reshape(len(Xb), -1), net.predict_proba(Xb) if args.proba else None)
+    parts = [(_in_target_units(net, net.predict(Xb).reshape(len(Xb), -1)),
+              net.predict_proba(Xb) if args.proba else None)
              for Xb in _row_blocks(X)]  # a memory-mapped .npy: a few thousand rows at a time
     prediction = np.concatenate([part[0] for part in parts])
     header = ["prediction"] if prediction.shape[1] == 1 else [f"prediction_{j}" for j in range(prediction.shape[1])]
@@ -1109,6 +1181,8 @@ def cmd_export(args):
     except ImportError as error:  # the onnx extra is not installed
         raise HandgradError(str(error)) from None
     outputs = f"output 'Y' (N, {net.n_outputs})"
+    if _target_preprocessor(net) is not None and not args.no_preprocessing:
+        outputs += " in the original target units"
     if net.is_classifier:
         outputs += ", 'label' and 'probabilities' (as handgrad predict --proba)"
     print(f"wrote {out}: ONNX opset {args.opset}, input 'X' (N, {net.n_inputs}) of "
@@ -1135,6 +1209,11 @@ def cmd_info(args):
         _preprocessor(net)  # a damaged record is a one-line error, as in evaluate and predict
         print(f"preprocessing: {preprocessing.get('kind')} over {len(preprocessing.get('mean', []))} features "
               "(applied automatically by evaluate and predict)")
+    targets = metadata.pop("target_preprocessing", None)
+    if targets:
+        _target_preprocessor(net)
+        print(f"target standardization over {len(targets.get('mean', []))} outputs (undone automatically by "
+              "evaluate, predict and export)")
     for key, value in metadata.items():
         if value in (None, {}, []):
             continue
@@ -1239,6 +1318,10 @@ def _add_train_parser(sub):
     group.add_argument("--test", type=float, help="fraction held out for the final test (default 0.2)")
     group.add_argument("--no-standardize", action="store_const", const=True,
                        help="do not standardize the features (MNIST pixels are always scaled by 1/255)")
+    group.add_argument("--standardize-targets", action="store_const", const=True,
+                       help="regression (identity output): train on targets standardized with the training rows' "
+                            "mean and scale, stored in the model; predict, evaluate and export answer in the "
+                            "original units")
     add_trainer_arguments(group)  # --patience, --metrics, --class-weight, --sample-weight-column, --checkpoint, ...
     group.add_argument("--distributed", action="store_const", const=True,
                        help="data-parallel training under 'mpiexec -n K handgrad train ...': --batch-size is the "
@@ -1321,7 +1404,7 @@ def build_parser():
     _add_train_parser(sub)
     _add_model_parsers(sub)
     register_teaching_commands(sub)  # explain, trace, graph, check-student
-    register_curvature_command(sub, add_data_arguments, load_data, _features_for)  # curvature (cli_curvature.py)
+    register_curvature_command(sub, add_data_arguments, _curvature_data, _features_for)  # (cli_curvature.py)
     sweep = cli_sweep.add_sweep_parser(sub, add_data_arguments)  # handgrad sweep: cli_sweep.py
     sweep.set_defaults(func=cmd_sweep, command_parser=sweep)
     register_playground(sub)  # handgrad.playground.command

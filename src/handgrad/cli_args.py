@@ -126,7 +126,8 @@ def add_trainer_arguments(group):
                             "--checkpoint names another file")
     group.add_argument("--init-from", metavar="MODEL.npz",
                        help="start a new run from this model file: its network (layers, dtype, activations, norms, "
-                            "running statistics) and weights, and its stored standardization (reused, not refitted); "
+                            "running statistics) and weights, and its stored standardization of features and "
+                            "targets (reused, not refitted); "
                             "the data's targets must be the model's; --layers, --loss, --no-bias, --dtype and --init "
                             "must agree with it or be left out (--l1, --l2, --dropout may change)")
     group.add_argument("--block-rows", type=int, metavar="N",

@@ -594,6 +594,20 @@ class Standardizer:
         return "Standardizer(unfitted)" if self.mean is None else f"Standardizer({self.mean.size} features)"
 
 
+def model_standardizers(net):
+    """(features, targets): the Standardizers that ``handgrad train`` stored in a model's metadata, each or None.
+
+    ``features`` is the input standardization (metadata "preprocessing"), ``targets`` the regression target
+    standardization of ``handgrad train --standardize-targets`` (metadata "target_preprocessing"). A network
+    trained with both answers in the original target units as
+    ``targets.inverse_transform(net.predict(features.transform(X)))``; ``net.predict`` alone answers in
+    standardized target units. A damaged record is a DataError.
+    """
+    metadata = getattr(net, "metadata", None) or {}
+    return tuple(Standardizer.from_dict(metadata[key]) if metadata.get(key) else None
+                 for key in ("preprocessing", "target_preprocessing"))
+
+
 Split = namedtuple("Split", "X_train y_train X_val y_val X_test y_test")
 
 

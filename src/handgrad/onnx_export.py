@@ -26,10 +26,13 @@ answers as ``handgrad predict --proba`` does:
 
     input side    X' = Div(Sub(X, mean), scale)   the standardization stored in the model's metadata
                                                   (handgrad train; MNIST: mean 0, scale 255), when present
-    output side   label = Gather(classes, ArgMax(Z_L, axis=1))          softmax
+    output side   Y = Add(Mul(A_L, target_scale), target_mean)   a regressor trained on standardized targets
+                                                  (handgrad train --standardize-targets; with "auto")
+                  label = Gather(classes, ArgMax(Z_L, axis=1))          softmax
                   label = Gather(classes, Cast(Z_L >= 0))               sigmoid (A >= 1/2 exactly when z >= 0)
                   probabilities = A_L, or Concat(1 - A_L, A_L) for one sigmoid output
-    metadata      metadata_props: handgrad_version, loss, output_activation, classes, outputs, preprocessing
+    metadata      metadata_props: handgrad_version, loss, output_activation, classes, outputs, preprocessing,
+                  target_preprocessing (only for a model trained with --standardize-targets)
 """
 
 import json
@@ -152,6 +155,36 @@ def _standardizer(net, preprocessing):
     return standardizer.mean, standardizer.scale
 
 
+def _target_standardizer(net, preprocessing):
+    """(mean, scale) of the target standardization to undo after the output (stored by ``handgrad train
+    --standardize-targets``), with preprocessing "auto" only; else None."""
+    from .datasets import Standardizer
+
+    if not (isinstance(preprocessing, str) and preprocessing == "auto"):
+        return None
+    record = (getattr(net, "metadata", None) or {}).get("target_preprocessing")
+    if not record:
+        return None
+    try:
+        targets = Standardizer.from_dict(record)
+    except HandgradError as error:
+        raise ConfigError(f"the model's stored target standardization: {error}") from None
+    if targets.mean.size != net.n_outputs:
+        raise ConfigError(f"the stored target standardization covers {targets.mean.size} outputs but the network "
+                          f"has {net.n_outputs}; save the model again.")
+    return targets.mean, targets.scale
+
+
+def _output_nodes(graph, A, targets):
+    """The output side of a regressor trained on standardized targets: Y = A * scale + mean, the original
+    units ``handgrad predict`` gives (Mul then Add). A itself when there is no target standardization."""
+    if targets is None:
+        return A
+    mean, scale = targets
+    scaled = graph.node("Mul", [A, graph.constant("target_scale", scale)], "Y_scaled")
+    return graph.node("Add", [scaled, graph.constant("target_mean", mean)], "Y_original_units")
+
+
 def _input_nodes(graph, X, standardizer):
     """The input side: X' = (X - mean) / scale, the standardization ``handgrad predict`` applies. Kept as
     Sub and Div nodes rather than folded into W1 and b1: the graph then computes what predict computes,
@@ -212,7 +245,7 @@ def _classifier_outputs(graph, net, logits, A, classes):
     return [("label", label_type, ["N", K]), ("probabilities", elem, ["N", K])]
 
 
-def _metadata(net, standardizer, classes, outputs):
+def _metadata(net, standardizer, classes, outputs, targets=None):
     """The model's metadata_props: what produced it, its loss, classes, preprocessing and outputs (JSON)."""
     from ._version import __version__
 
@@ -226,6 +259,9 @@ def _metadata(net, standardizer, classes, outputs):
     }
     if classes is not None:
         record["classes"] = json.dumps(classes)
+    if targets is not None:
+        record["target_preprocessing"] = json.dumps({"kind": "standardize", "mean": targets[0].tolist(),
+                                                     "scale": targets[1].tolist(), "formula": "A * scale + mean"})
     return record
 
 
@@ -251,7 +287,9 @@ def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y", prepr
     """The ``onnx.ModelProto`` of ``net`` (checked with onnx.checker), without writing it.
 
     ``preprocessing``: "auto" puts the standardization stored in the model (by ``handgrad train``) in
-    front of the graph, so the input is raw rows; None leaves it out; or give a Standardizer.
+    front of the graph, so the input is raw rows, and a stored target standardization (--standardize-targets)
+    after it, so that "Y" is in the original target units; None leaves both out; or give a Standardizer
+    (of the inputs; the outputs are then A_L as they are).
     ``classes``: a classifier's label for each class (integers, default 0..K-1, or strings: a scikit-learn
     estimator's ``classes_``).
     """
@@ -271,6 +309,7 @@ def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y", prepr
     elem_type = helper.np_dtype_to_tensor_dtype(net.dtype)
     graph = _Graph(helper, numpy_helper, net.dtype)
     standardizer = _standardizer(net, preprocessing)
+    targets = _target_standardizer(net, preprocessing)
     classes = _check_classes(net, classes) if net.is_classifier else None
     for taken in ("label", "probabilities"):
         if classes is not None and taken in (input_name, output_name):
@@ -284,7 +323,7 @@ def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y", prepr
             Z = _normalization(graph, layer.norm, Z, k, int(opset))
         H = _activation(graph, layer.activation, Z, k)
     logits = Z  # Z_L, the last layer's pre-activation: a classifier's labels are decided from it
-    graph.nodes.append(helper.make_node("Identity", [H], [output_name], name="output"))
+    graph.nodes.append(helper.make_node("Identity", [_output_nodes(graph, H, targets)], [output_name], name="output"))
     written = [(output_name, elem_type, ["N", net.n_outputs])]
     if classes is not None:
         written += _classifier_outputs(graph, net, logits, H, classes)
@@ -294,7 +333,7 @@ def build_model(net, opset=DEFAULT_OPSET, input_name="X", output_name="Y", prepr
                              doc_string=repr(net))
     model = helper.make_model(body, opset_imports=[helper.make_opsetid("", int(opset))], producer_name="handgrad")
     model.ir_version = min(model.ir_version, _ir_version_for(onnx, int(opset)))
-    helper.set_model_props(model, _metadata(net, standardizer, classes, [name for name, _, _ in written]))
+    helper.set_model_props(model, _metadata(net, standardizer, classes, [name for name, _, _ in written], targets))
     onnx.checker.check_model(model, full_check=True)
     return model
 
