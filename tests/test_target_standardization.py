@@ -267,6 +267,18 @@ def test_a_resumed_run_is_the_uninterrupted_one(tmp_path, capsys, houses):
     assert a.metadata["metrics"] == b.metadata["metrics"]
 
 
+def test_a_resume_without_the_flag_is_refused_naming_it(tmp_path, capsys, houses):
+    _, _, path = houses
+    common = ["train", "--csv", path, "--target", "price", "--layers", "8:tanh,1:identity", "--no-plots"]
+    checkpoint = tmp_path / "run.ckpt"
+    assert run(capsys, *common, "--standardize-targets", "--epochs", "2", "--checkpoint", checkpoint)[0] == 0
+    before = checkpoint.read_bytes()
+    status, out, err = run(capsys, *common, "--epochs", "4", "--resume", checkpoint)
+    assert status == 2 and err.count("\n") == 1
+    assert "and a standardization of the targets (--standardize-targets)" in err
+    assert checkpoint.read_bytes() == before
+
+
 def test_curvature_measures_the_objective_trained_on(capsys, trained):
     from handgrad.curvature import sharpness
 

@@ -199,6 +199,10 @@ def check_same_data(state, block_rows, fingerprint, preprocessing):
 
 
 def _preprocessing_text(record):
+    if isinstance(record, dict) and "targets" in record:  # handgrad train --standardize-targets
+        features = {key: value for key, value in record.items() if key != "targets"}
+        return (f"{_preprocessing_text(features if features.get('kind') != 'none' else None)}, and a "
+                "standardization of the targets (--standardize-targets)")
     if record is None:
         return "nothing (raw features)"
     if isinstance(record, dict) and record.get("kind") == "standardize":

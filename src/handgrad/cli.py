@@ -735,6 +735,9 @@ def _prepare_training(args):
         fit_options["sample_weight"] = weights[0]
     if standardizer is not None:  # checkpoints record it: a resume with another standardization is refused
         fit_options["preprocessing"] = standardizer.to_dict()
+    if targets is not None:  # (and the targets': a resume without --standardize-targets names it)
+        features = fit_options.get("preprocessing") or {"kind": "none"}
+        fit_options["preprocessing"] = {**features, "targets": targets.to_dict()}
     if len(split.y_val) and not lbfgs:
         fit_options["validation_data"] = (prepare(split.X_val), fit_split.y_val) + ((weights[1],) if weights else ())
     recorder = None
