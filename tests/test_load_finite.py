@@ -24,14 +24,14 @@ def _net():
     return net
 
 
-def _write_model(path, net, change=None, preprocessing=None):
+def _write_model(path, net, change=None, preprocessing=None, target_preprocessing=None):
     """A correctly sealed model file of ``net`` whose arrays ``change`` edits (name -> function of the array)."""
     arrays = dict(net.parameters())
     arrays.update(net.running_statistics())
     for name, edit in (change or {}).items():
         arrays[name] = edit(arrays[name].copy())
     record = {"kind": hio.MODEL_KIND, "handgrad_version": hg.__version__, "config": net.config(),
-              "user": {"preprocessing": preprocessing}}
+              "user": {"preprocessing": preprocessing, "target_preprocessing": target_preprocessing}}
     hio.write_archive(path, arrays, record)
     return path
 
@@ -86,6 +86,18 @@ def test_a_non_finite_stored_standardization_is_refused(tmp_path, key, values, w
     record = {"kind": "standardize", "mean": [0.0, 0.0, 0.0], "scale": [1.0, 1.0, 1.0], key: values}
     path = _write_model(tmp_path / "m.npz", _net(), preprocessing=record)
     with pytest.raises(ModelFileError, match=words + ".*feature"):
+        hg.load(path)
+
+
+@pytest.mark.parametrize("key, values, words", [
+    ("mean", [float("nan"), 0.0], "target standardization's mean must be finite"),
+    ("scale", [1.0, 0.0], "target standardization's scale must be finite and > 0"),
+])
+def test_a_non_finite_stored_target_standardization_is_refused(tmp_path, key, values, words):
+    """handgrad train --standardize-targets stores it beside the inputs' (metadata "target_preprocessing")."""
+    record = {"kind": "standardize", "mean": [0.0, 0.0], "scale": [1.0, 1.0], key: values}
+    path = _write_model(tmp_path / "m.npz", _net(), target_preprocessing=record)
+    with pytest.raises(ModelFileError, match=words + ".*output"):
         hg.load(path)
 
 

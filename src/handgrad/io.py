@@ -430,6 +430,7 @@ def read_model(path):
     for name, array in parameters.items():
         refuse_non_finite(array, name, f"'{os.fspath(path)}'")
     _check_preprocessing(user.get("preprocessing"), f"'{os.fspath(path)}'")
+    _check_preprocessing(user.get("target_preprocessing"), f"'{os.fspath(path)}'", "target", "output")
     return dict(record["config"]), parameters, dict(user), extra
 
 
@@ -472,9 +473,10 @@ def refuse_non_finite(array, name, where, error=ModelFileError, fix=_FILE_FIX):
                 f"{list(first)} ({array[first]!r}); a network with them gives NaN predictions. {fix}")
 
 
-def _check_preprocessing(record, where):
-    """A stored standardization's mean and scale must be finite numbers (scale > 0); a record that is not
-    a list of numbers at all is left to datasets.Standardizer.from_dict, which names it where it is used."""
+def _check_preprocessing(record, where, what="input", part="feature"):
+    """A stored standardization's mean and scale (of the inputs, or of the targets: ``what``) must be finite
+    numbers (scale > 0); a record that is not a list of numbers at all is left to
+    datasets.Standardizer.from_dict, which names it where it is used."""
     if not isinstance(record, dict):
         return
     for key in ("mean", "scale"):
@@ -486,9 +488,9 @@ def _check_preprocessing(record, where):
         if values.ndim == 1 and bad.any():
             first = int(np.argwhere(bad)[0][0])
             rule = "finite and > 0" if key == "scale" else "finite"
-            raise ModelFileError(f"{where}: the stored input standardization's {key} must be {rule}, but "
-                                 f"feature {first} has {values[first]!r}. The file is damaged or was edited by "
-                                 "hand: train and save the model again (or fix its preprocessing record).")
+            raise ModelFileError(f"{where}: the stored {what} standardization's {key} must be {rule}, but "
+                                 f"{part} {first} has {values[first]!r}. The file is damaged or was edited by "
+                                 f"hand: train and save the model again (or fix its {what} preprocessing record).")
 
 
 def _whole(value):
