@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, check_count
 
 
 class Callback:
@@ -71,9 +71,8 @@ class EarlyStopping(Callback):
     """
 
     def __init__(self, patience=5, monitor=None, min_delta=0.0, restore_best=True):
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
-            raise ConfigError(f"early stopping patience must be a whole number of epochs >= 0, got {patience!r}.")
-        self.patience = int(patience)
+        self.patience = check_count(patience, 0, "early stopping patience must be a whole number of epochs >= 0, "
+                                               f"got {patience!r}.")
         self.monitor = monitor
         self.min_delta = float(min_delta)
         self.restore_best = bool(restore_best)
@@ -179,8 +178,7 @@ class Sharpness(Callback):
     """
 
     def __init__(self, X, T, every=1, k=1, method="lanczos", sample_weight=None, **options):
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ConfigError(f"Sharpness(every=...) must be a whole number of epochs >= 1, got {every!r}.")
+        check_count(every, 1, f"Sharpness(every=...) must be a whole number of epochs >= 1, got {every!r}.")
         unknown = sorted(set(options) - set(_SHARPNESS_OPTIONS))
         if unknown:
             raise ConfigError(f"Sharpness got unknown option(s) {', '.join(unknown)}; it takes "

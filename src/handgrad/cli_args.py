@@ -10,9 +10,7 @@ import json
 import math
 import os
 
-import numpy as np
-
-from .errors import ConfigError, check_non_negative, check_seed
+from .errors import ConfigError, check_count, check_non_negative, check_seed
 
 SEED_000_LAYERS = "2:relu,2:relu,1:sigmoid"
 
@@ -82,8 +80,7 @@ def network_from_args(args, n_inputs=None):
                           f"[1, 'sigmoid']], got {layers!r}.")
     if n_inputs is None:
         n_inputs = getattr(args, "inputs", None) or 2
-    if isinstance(n_inputs, bool) or not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1:
-        raise ConfigError(f"--inputs must be a positive integer, got {n_inputs!r}.")
+    check_count(n_inputs, 1, f"--inputs must be a positive integer, got {n_inputs!r}.")
     dropout = getattr(args, "dropout", None)
     options = {
         "loss": getattr(args, "loss", None) or "auto",
@@ -143,9 +140,8 @@ def trainer_options(args):
     options = {}
     patience = getattr(args, "patience", None)
     if patience is not None:
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
-            raise ConfigError(f"--patience must be a whole number of epochs >= 0, got {patience!r}.")
-        options["early_stopping"] = int(patience)
+        options["early_stopping"] = check_count(patience, 0, f"--patience must be a whole number of epochs >= 0, "
+                                                         f"got {patience!r}.")
     metrics = getattr(args, "metrics", None)
     if metrics is not None:
         options["metrics"] = _metric_names(metrics)
@@ -160,9 +156,8 @@ def trainer_options(args):
         options["class_weight"] = read_class_weight(class_weight)
     block_rows = getattr(args, "block_rows", None)
     if block_rows is not None:
-        if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
-            raise ConfigError(f"--block-rows must be a positive whole number of rows, got {block_rows!r}.")
-        options["block_rows"] = int(block_rows)
+        options["block_rows"] = check_count(block_rows, 1, f"--block-rows must be a positive whole number of rows, "
+                                                           f"got {block_rows!r}.")
     return options
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, check_seed
+from .errors import ConfigError, check_count, check_seed
 
 METHODS = ("lanczos", "power")
 
@@ -171,8 +171,7 @@ def _prepare(net, X, T, k, method, sample_weight, dropout_seed, tol, max_iter, s
         raise ConfigError(f"sharpness needs a handgrad MLP, got {type(net).__name__} (for a fitted scikit-learn "
                           "style estimator, pass its net_).")
     n = net.n_params
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ConfigError(f"k must be a whole number from 1 to the number of parameters ({n}), got {k!r}.")
+    k = check_count(k, 1, f"k must be a whole number from 1 to the number of parameters ({n}), got {k!r}.", high=n)
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
     tol = (1e-6 if net.dtype == np.float64 else 1e-3) if tol is None else _number("tol", tol)
@@ -197,9 +196,7 @@ def _number(name, value):
 
 
 def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive whole number, got {value!r}.")
-    return int(value)
+    return check_count(value, 1, f"{name} must be a positive whole number, got {value!r}.")
 
 
 def _start_vector(net, start, seed):

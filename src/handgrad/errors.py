@@ -47,17 +47,34 @@ def check_non_negative(name, value, error=ConfigError):
     return value
 
 
-def check_seed(name, value, error=ConfigError):
-    """``value`` as an int (None stays None), or ``error`` naming ``name`` when it is not a whole number >= 0,
-    the seeds NumPy's generators take (a float such as 3.0 from a config file is 3)."""
+def check_count(value, low, message, error=ConfigError, high=None):
+    """``value`` as an int in [low, high] (a Python or NumPy integer; never a bool, a float or a string), or
+    ``error(message)``: the one check of counts such as epochs, patience, rows per block or k."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value > high):
+        raise error(message)
+    return int(value)
+
+
+def _whole_number(value, low):
+    """Whether ``value`` is a whole number >= ``low``: an integer, or a float such as 3.0 (from a config file),
+    never a bool."""
     import math
     import numbers
 
-    if value is None:
-        return None
     whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and math.isfinite(value)
                                                      and value.is_integer())
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or not whole or value < 0:
+    return not (isinstance(value, bool) or type(value).__name__ == "bool_") and whole and value >= low
+
+
+def check_seed(name, value, error=ConfigError):
+    """``value`` as an int (None stays None), or ``error`` naming ``name`` when it is not a whole number >= 0,
+    the seeds NumPy's generators take (a float such as 3.0 from a config file is 3)."""
+    if value is None:
+        return None
+    if not _whole_number(value, 0):
         raise error(f"{name} must be a whole number >= 0 (or None), got {value!r}.")
     return int(value)
 
@@ -65,12 +82,7 @@ def check_seed(name, value, error=ConfigError):
 def check_positive_int(name, value, error=ConfigError, fix=""):
     """``value`` as an int >= 1 (a layer's size; a float such as 3.0 from a config file is 3), or ``error`` naming
     ``name`` and, when given, ``fix`` (a sentence saying what to pass)."""
-    import math
-    import numbers
-
-    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and math.isfinite(value)
-                                                     and value.is_integer())
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or not whole or value < 1:
+    if not _whole_number(value, 1):
         raise error(f"{name} must be a positive integer, got {value!r}." + (f" {fix}" if fix else ""))
     return int(value)
 

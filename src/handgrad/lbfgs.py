@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, TrainingError, check_count
 from .layers import OBJECTIVE, Mode
 
 __all__ = ["LBFGS", "LBFGSResult", "fit", "is_lbfgs", "minimize", "minimize_network", "strong_wolfe"]
@@ -35,9 +35,7 @@ _FTOL = 2.220446049250313e-09  # scipy's default: factr 1e7 times float64's epsi
 
 
 def _integer(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}.")
-    return int(value)
+    return check_count(value, low, f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def _number(name, value, low=0.0, high=math.inf, low_open=False, high_open=False):

@@ -31,7 +31,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, check_count
 
 BLOCK_BYTES = 64 * 2 ** 20  # the default block: about this many bytes of X
 FINGERPRINT_ROWS = 64  # rows of the training data a checkpoint's fingerprint of it is made from
@@ -153,9 +153,7 @@ def default_block_rows(X):
 
 def check_block_rows(block_rows):
     """block_rows as an int, or a DataError (also for in-memory data, where it is not used)."""
-    if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
-        raise DataError(f"block_rows must be a positive integer, got {block_rows!r}.")
-    return int(block_rows)
+    return check_count(block_rows, 1, f"block_rows must be a positive integer, got {block_rows!r}.", DataError)
 
 
 class Stream:

@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .callbacks import Callback, EarlyStopping
-from .errors import ConfigError, DataError, HandgradError, TrainingError, suggest
+from .errors import ConfigError, DataError, HandgradError, TrainingError, check_count, suggest
 from .io import atomic_write_text, json_safe
 
 # Every name a sweep can vary, and which object takes it.
@@ -183,15 +183,11 @@ def _check_optimizer(settings):
 
 
 def _check_epochs(value, where):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{where} must hold positive whole numbers of epochs, got {value!r}.")
-    return int(value)
+    return check_count(value, 1, f"{where} must hold positive whole numbers of epochs, got {value!r}.")
 
 
 def _check_trials(trials):
-    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
-        raise ConfigError(f"trials must be a positive whole number, got {trials!r}.")
-    return int(trials)
+    return check_count(trials, 1, f"trials must be a positive whole number, got {trials!r}.")
 
 
 def combinations(params, trials=None, seed=0):
@@ -744,9 +740,7 @@ def _check_metric_fits(runs, metric, n_inputs):
 
 
 def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive whole number, got {value!r}.")
-    return int(value)
+    return check_count(value, 1, f"{name} must be a positive whole number, got {value!r}.")
 
 
 def _validation_split(X, y, validation_data, validation_split, seed):

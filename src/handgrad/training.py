@@ -46,7 +46,7 @@ from .checkpoints import (
     restore_running_statistics,
     write_checkpoint,
 )
-from .errors import ConfigError, DataError, TrainingError, check_fraction, check_seed
+from .errors import ConfigError, DataError, TrainingError, check_count, check_fraction, check_seed
 from .io import plain_json
 from .layers import OBJECTIVE_WITH_DROPOUT
 from .optimizers import Optimizer, from_state_dict, get_optimizer
@@ -118,9 +118,7 @@ class History:
 
 # ---------------------------------------------------------------------------- settings
 def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+    return check_count(value, 1, f"{name} must be a positive integer, got {value!r}.")
 
 
 def _positive_float(name, value):
