@@ -699,11 +699,8 @@ class Session:
         self.schedule.end_epoch(loss)
 
     def run_epoch(self):
-        """Steps until the current epoch ends (a whole epoch from its start)."""
-        epoch = self.epoch
-        while self.epoch == epoch:
-            self.step()
-        self._record()
+        """Steps until the current epoch ends (a whole epoch from its start): :meth:`advance` without a deadline."""
+        self.advance(math.inf)
 
     def advance(self, seconds=0.03):
         """Play: steps for about ``seconds``, at most to the end of the epoch; then a history point."""
