@@ -163,11 +163,16 @@ def _default_layers(y, source):
     return "32:tanh,32:tanh,1:identity"
 
 
+def _takes_class_ids(net):
+    """Whether ``net``'s targets are class ids 0..K-1 (a softmax output, or one sigmoid unit)."""
+    return net.output_activation.name == "softmax" or (net.output_activation.name == "sigmoid" and net.n_outputs == 1)
+
+
 def _check_targets_for(net, y, where):
     """Class ids in range for a classifier, numbers for a regressor, one column per output otherwise."""
     from .datasets import check_labels
 
-    if net.output_activation.name == "softmax" or (net.output_activation.name == "sigmoid" and net.n_outputs == 1):
+    if _takes_class_ids(net):
         if y.dtype.kind != "i":
             raise DataError(f"{where}: a classifier needs integer class labels 0..K-1, got non-integer targets; use "
                             "an identity output (e.g. --layers 32:tanh,1:identity) for regression.")
@@ -513,7 +518,7 @@ def _network_from_model(args, model):
 def _check_targets_for_model(net, y, path):
     """--init-from: the data's targets must be the model's: class ids 0..K-1 of its output layer for a
     classifier (a new class cannot be learned by the model's output layer), one number per output otherwise."""
-    if net.output_activation.name == "softmax" or (net.output_activation.name == "sigmoid" and net.n_outputs == 1):
+    if _takes_class_ids(net):
         classes = max(net.n_outputs, 2)
         if y.dtype.kind != "i":
             raise DataError(f"the data have non-integer targets, and the model '{path}' is a classifier of the "
